@@ -1,0 +1,300 @@
+/* vmdiskfs - the generic layer of the formats library.
+ *
+ * Probing, opening through backing chains (with cycle and depth checks),
+ * and the vd_image_* wrappers that validate every request once so the
+ * drivers can trust their arguments (STYLE.md: nbdkit's backend layer).
+ * Stateless apart from the images themselves: safe from any thread.
+ *
+ * SPDX-License-Identifier: GPL-3.0-or-later
+ */
+#include <config.h>
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "vdformat.h"
+#include "log.h"
+#include "cleanup.h"
+
+/* Probe order: most specific first; raw matches everything and is last. */
+static const struct vd_format *const formats[] = {
+  &qcow2_format,
+  &qed_format,
+  &libqcow_format,
+  &raw_format,
+};
+
+static const struct vd_format *
+format_by_name (const char *name)
+{
+  size_t i;
+
+  for (i = 0; i < sizeof formats / sizeof formats[0]; i++)
+    if (strcmp (formats[i]->name, name) == 0)
+      return formats[i];
+  return NULL;
+}
+
+int
+vd_pread_full (int fd, void *buf, size_t count, uint64_t offset,
+               bool zero_fill)
+{
+  char *p = buf;
+
+  while (count > 0) {
+    ssize_t r = pread (fd, p, count, (off_t) offset);
+    if (r < 0) {
+      if (errno == EINTR)
+        continue;
+      return -1;
+    }
+    if (r == 0) {
+      if (!zero_fill) {
+        errno = EIO;
+        return -1;
+      }
+      memset (p, 0, count);
+      return 0;
+    }
+    p += r;
+    count -= r;
+    offset += r;
+  }
+  return 0;
+}
+
+char *
+vd_resolve_relative (const char *image_path, const char *name)
+{
+  const char *slash;
+  char *out;
+
+  if (name[0] == '/' || (slash = strrchr (image_path, '/')) == NULL)
+    return strdup (name);
+  if (asprintf (&out, "%.*s/%s", (int) (slash - image_path), image_path,
+                name) < 0)
+    return NULL;
+  return out;
+}
+
+struct vd_image *
+vd_image_open_chain (const char *path, const char *format, unsigned flags,
+                     const struct vd_chain *parent)
+{
+  const struct vd_format *fmt = NULL;
+  const struct vd_chain *c;
+  struct vd_chain self;
+  struct vd_image *img;
+  struct stat st;
+  uint8_t buf[4096];
+  ssize_t n;
+  int fd;
+
+  if (format && (fmt = format_by_name (format)) == NULL) {
+    vd_error ("%s: unsupported format \"%s\"", path, format);
+    errno = ENOTSUP;
+    return NULL;
+  }
+
+  fd = open (path, ((flags & VD_OPEN_RDWR) ? O_RDWR : O_RDONLY) | O_CLOEXEC);
+  if (fd < 0) {
+    int e = errno;
+    vd_error ("%s: cannot open: %m", path);
+    errno = e;
+    return NULL;
+  }
+  if (fstat (fd, &st) < 0) {
+    int e = errno;
+    vd_error ("%s: fstat: %m", path);
+    close (fd);
+    errno = e;
+    return NULL;
+  }
+  self.next = parent;
+  self.dev = st.st_dev;
+  self.ino = st.st_ino;
+  self.depth = parent ? parent->depth + 1 : 0;
+  if (self.depth >= VD_MAX_CHAIN_DEPTH) {
+    vd_error ("%s: backing chain deeper than %d images", path,
+              VD_MAX_CHAIN_DEPTH);
+    close (fd);
+    errno = ELOOP;
+    return NULL;
+  }
+  for (c = parent; c; c = c->next)
+    if (c->dev == st.st_dev && c->ino == st.st_ino) {
+      vd_error ("%s: cyclic backing chain", path);
+      close (fd);
+      errno = ELOOP;
+      return NULL;
+    }
+
+  if (!fmt) {
+    size_t i;
+
+    do
+      n = pread (fd, buf, sizeof buf, 0);
+    while (n < 0 && errno == EINTR);
+    if (n < 0) {
+      int e = errno;
+      vd_error ("%s: read: %m", path);
+      close (fd);
+      errno = e;
+      return NULL;
+    }
+    for (i = 0; i < sizeof formats / sizeof formats[0]; i++)
+      if (formats[i]->probe (buf, n)) {
+        fmt = formats[i];
+        break;
+      }
+  }
+  img = fmt->open (path, fd, flags, &self);
+  if (img) {
+    img->fmt = fmt;
+    img->flags = flags;
+    if (!img->path && (img->path = strdup (path)) == NULL) {
+      fmt->close (img);
+      errno = ENOMEM;
+      return NULL;
+    }
+  }
+  return img;
+}
+
+struct vd_image *
+vd_image_open (const char *path, unsigned flags)
+{
+  return vd_image_open_chain (path, NULL, flags, NULL);
+}
+
+void
+vd_image_close (struct vd_image *img)
+{
+  if (img)
+    img->fmt->close (img);
+}
+
+const char *
+vd_image_format_name (const struct vd_image *img)
+{
+  return img->fmt->name;
+}
+
+uint64_t
+vd_image_size (const struct vd_image *img)
+{
+  return img->size;
+}
+
+static int
+check_range (const struct vd_image *img, uint64_t count, uint64_t offset)
+{
+  uint64_t end;
+
+  if (ADD_OVERFLOW (offset, count, &end) || end > img->size) {
+    errno = EINVAL;
+    return -1;
+  }
+  return 0;
+}
+
+int
+vd_image_pread (struct vd_image *img, void *buf, size_t count,
+                uint64_t offset)
+{
+  if (check_range (img, count, offset) < 0)
+    return -1;
+  if (count == 0)
+    return 0;
+  return img->fmt->read (img, buf, count, offset);
+}
+
+int
+vd_image_block_status (struct vd_image *img, uint64_t offset,
+                       uint64_t length, struct vd_extent *e)
+{
+  if (length == 0 || check_range (img, length, offset) < 0) {
+    errno = EINVAL;
+    return -1;
+  }
+  if (!img->fmt->block_status) {
+    e->offset = offset;
+    e->length = length;
+    e->type = VD_EXTENT_DATA;
+    e->fd = -1;
+    e->phys = 0;
+    return 0;
+  }
+  if (img->fmt->block_status (img, offset, length, e) < 0)
+    return -1;
+  /* Trust, but make sure a driver bug cannot loop the caller forever. */
+  if (e->offset != offset || e->length == 0 || e->length > length) {
+    vd_error ("%s: %s driver returned a bad extent", img->path,
+              img->fmt->name);
+    errno = EIO;
+    return -1;
+  }
+  return 0;
+}
+
+int
+vd_image_allocated (struct vd_image *img, uint64_t *bytes)
+{
+  uint64_t off = 0, total = 0;
+  struct vd_extent e;
+
+  while (off < img->size) {
+    if (vd_image_block_status (img, off, img->size - off, &e) < 0)
+      return -1;
+    if (e.type == VD_EXTENT_DATA)
+      total += e.length;
+    off += e.length;
+  }
+  *bytes = total;
+  return 0;
+}
+
+int
+vd_image_list_snapshots (struct vd_image *img, struct vd_snapshot **snaps,
+                         size_t *n)
+{
+  if (!img->fmt->list_snapshots) {
+    *snaps = NULL;
+    *n = 0;
+    return 0;
+  }
+  return img->fmt->list_snapshots (img, snaps, n);
+}
+
+void
+vd_snapshots_free (struct vd_snapshot *snaps, size_t n)
+{
+  size_t i;
+
+  for (i = 0; i < n; i++) {
+    free (snaps[i].id);
+    free (snaps[i].name);
+  }
+  free (snaps);
+}
+
+struct vd_image *
+vd_image_open_snapshot (struct vd_image *img, const char *id_or_name)
+{
+  struct vd_image *s;
+
+  if (!img->fmt->open_snapshot) {
+    errno = ENOENT;
+    return NULL;
+  }
+  s = img->fmt->open_snapshot (img, id_or_name);
+  if (s) {
+    s->fmt = img->fmt;
+    s->flags = img->flags & ~VD_OPEN_RDWR;
+  }
+  return s;
+}

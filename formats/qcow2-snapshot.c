@@ -1,0 +1,2 @@
+/* placeholder. SPDX-License-Identifier: GPL-3.0-or-later */
+#include <config.h>

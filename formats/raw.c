@@ -1,0 +1,182 @@
+/* vmdiskfs - the raw driver: regular files and block devices (logical
+ * volumes, partitions, whole disks, iSCSI LUNs).
+ *
+ * The guest view is the file itself.  Holes of regular files come from
+ * lseek(SEEK_DATA/SEEK_HOLE); a block device is all data.  Every data
+ * extent carries the fd so the FUSE layer can splice from it.
+ * Threads: after open nothing is mutable, so any number of threads may
+ * call read and block_status at once.
+ *
+ * SPDX-License-Identifier: GPL-3.0-or-later
+ */
+#include <config.h>
+
+#include <errno.h>
+#include <inttypes.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+#include <linux/fs.h>
+
+#include "vdformat.h"
+#include "log.h"
+#include "cleanup.h"
+
+struct raw_image {
+  struct vd_image img;
+  int fd;
+  bool seek_holes;          /* regular file: SEEK_DATA/SEEK_HOLE work */
+};
+
+static bool
+raw_probe (const uint8_t *buf, size_t len)
+{
+  return true;              /* last resort: anything is raw */
+}
+
+static struct vd_image *
+raw_open (const char *path, int fd, unsigned flags,
+          const struct vd_chain *chain)
+{
+  struct raw_image *r;
+  struct stat st;
+
+  if (fstat (fd, &st) < 0) {
+    vd_error ("raw: %s: fstat: %m", path);
+    goto fail;
+  }
+  r = calloc (1, sizeof *r);
+  if (!r)
+    goto fail;
+  r->fd = fd;
+  if (S_ISBLK (st.st_mode)) {
+    uint64_t sz;
+    if (ioctl (fd, BLKGETSIZE64, &sz) < 0) {
+      vd_error ("raw: %s: BLKGETSIZE64: %m", path);
+      free (r);
+      goto fail;
+    }
+    r->img.size = sz;
+  }
+  else if (S_ISREG (st.st_mode)) {
+    r->img.size = st.st_size;
+    r->seek_holes = true;
+  }
+  else {
+    vd_error ("raw: %s: not a regular file or block device", path);
+    free (r);
+    errno = EINVAL;
+    goto fail;
+  }
+  return &r->img;
+
+ fail:
+  {
+    int e = errno;
+    close (fd);
+    errno = e ? e : EIO;
+  }
+  return NULL;
+}
+
+static void
+raw_close (struct vd_image *img)
+{
+  struct raw_image *r = (struct raw_image *) img;
+
+  close (r->fd);
+  free (r->img.path);
+  free (r);
+}
+
+static int
+raw_read (struct vd_image *img, void *buf, size_t count, uint64_t offset)
+{
+  struct raw_image *r = (struct raw_image *) img;
+
+  /* The file may shrink under us: read zeros past its end. */
+  if (vd_pread_full (r->fd, buf, count, offset, true) < 0) {
+    vd_error ("raw: %s: read at %" PRIu64 ": %m", img->path, offset);
+    return -1;
+  }
+  return 0;
+}
+
+static int
+raw_write (struct vd_image *img, const void *buf, size_t count,
+           uint64_t offset)
+{
+  struct raw_image *r = (struct raw_image *) img;
+  const char *p = buf;
+
+  while (count > 0) {
+    ssize_t w = pwrite (r->fd, p, count, (off_t) offset);
+    if (w < 0) {
+      if (errno == EINTR)
+        continue;
+      vd_error ("raw: %s: write at %" PRIu64 ": %m", img->path, offset);
+      return -1;
+    }
+    p += w;
+    count -= w;
+    offset += w;
+  }
+  return 0;
+}
+
+static int
+raw_flush (struct vd_image *img)
+{
+  struct raw_image *r = (struct raw_image *) img;
+
+  if (fdatasync (r->fd) < 0) {
+    vd_error ("raw: %s: fdatasync: %m", img->path);
+    return -1;
+  }
+  return 0;
+}
+
+static int
+raw_block_status (struct vd_image *img, uint64_t offset, uint64_t length,
+                  struct vd_extent *e)
+{
+  struct raw_image *r = (struct raw_image *) img;
+  uint64_t end = offset + length;
+
+  e->offset = offset;
+  e->fd = r->fd;
+  e->phys = offset;
+  e->type = VD_EXTENT_DATA;
+  e->length = length;
+  if (r->seek_holes) {
+    off_t d = lseek (r->fd, (off_t) offset, SEEK_DATA);
+    if (d < 0 && errno == ENXIO)
+      d = (off_t) end;                  /* only a hole up to EOF */
+    else if (d < 0)
+      return 0;                         /* no SEEK_DATA: all data */
+    if ((uint64_t) d > offset) {
+      e->type = VD_EXTENT_HOLE;
+      e->fd = -1;
+      e->phys = 0;
+      e->length = MIN ((uint64_t) d, end) - offset;
+      return 0;
+    }
+    d = lseek (r->fd, (off_t) offset, SEEK_HOLE);
+    if (d > (off_t) offset)
+      e->length = MIN ((uint64_t) d, end) - offset;
+  }
+  return 0;
+}
+
+const struct vd_format raw_format = {
+  .name = "raw",
+  .probe = raw_probe,
+  .open = raw_open,
+  .close = raw_close,
+  .read = raw_read,
+  .write = raw_write,
+  .flush = raw_flush,
+  .block_status = raw_block_status,
+};

@@ -1,0 +1,143 @@
+/* vd-cat - a small command line front end to the formats library, for
+ * tests, fuzzing seeds and debugging: dumps an image's guest bytes (or a
+ * snapshot's), its extent map, or its snapshot table, without FUSE.
+ *
+ *   vd-cat [-f FORMAT] [-s SNAPSHOT] IMAGE        guest bytes to stdout
+ *   vd-cat [-f FORMAT] [-s SNAPSHOT] -m IMAGE     extents, one per line:
+ *                                                 OFFSET LENGTH data|zero|hole
+ *   vd-cat -l IMAGE                               snapshots: ID<TAB>NAME<TAB>
+ *                                                 DATE<TAB>DISKSIZE<TAB>VMSTATE
+ *   vd-cat -i IMAGE                               format and virtual size
+ *
+ * Exit 0 on success, 1 on any error (after the library logged why).
+ *
+ * SPDX-License-Identifier: GPL-3.0-or-later
+ */
+#include <config.h>
+
+#include <errno.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "vdformat.h"
+#include "log.h"
+
+static int
+write_all (int fd, const char *p, size_t n)
+{
+  while (n > 0) {
+    ssize_t w = write (fd, p, n);
+    if (w < 0) {
+      if (errno == EINTR)
+        continue;
+      return -1;
+    }
+    p += w;
+    n -= w;
+  }
+  return 0;
+}
+
+int
+main (int argc, char **argv)
+{
+  const char *format = NULL, *snap = NULL;
+  bool map = false, list = false, info = false;
+  struct vd_image *top, *img;
+  size_t bufsize = 1 << 20;
+  char *buf;
+  uint64_t off;
+  int c, ret = 1;
+
+  while ((c = getopt (argc, argv, "f:s:mlidb:")) != -1) {
+    switch (c) {
+    case 'f': format = optarg; break;
+    case 's': snap = optarg; break;
+    case 'm': map = true; break;
+    case 'l': list = true; break;
+    case 'i': info = true; break;
+    case 'd': vd_log_set_level (VD_LOG_DEBUG); break;
+    case 'b': bufsize = strtoul (optarg, NULL, 0); break;
+    default:
+      fprintf (stderr, "usage: vd-cat [-f FMT] [-s SNAP] [-m|-l|-i] IMAGE\n");
+      return 1;
+    }
+  }
+  if (optind != argc - 1 || bufsize == 0) {
+    fprintf (stderr, "usage: vd-cat [-f FMT] [-s SNAP] [-m|-l|-i] IMAGE\n");
+    return 1;
+  }
+
+  top = vd_image_open_chain (argv[optind], format, 0, NULL);
+  if (!top)
+    return 1;
+  img = top;
+  if (snap) {
+    img = vd_image_open_snapshot (top, snap);
+    if (!img) {
+      fprintf (stderr, "vd-cat: %s: snapshot %s: %s\n", argv[optind], snap,
+               strerror (errno));
+      vd_image_close (top);
+      return 1;
+    }
+  }
+
+  if (info) {
+    printf ("format %s\nsize %" PRIu64 "\n", vd_image_format_name (img),
+            vd_image_size (img));
+    ret = 0;
+  }
+  else if (list) {
+    struct vd_snapshot *s;
+    size_t n, i;
+    if (vd_image_list_snapshots (img, &s, &n) == 0) {
+      for (i = 0; i < n; i++)
+        printf ("%s\t%s\t%" PRId64 ".%09" PRIu32 "\t%" PRIu64 "\t%" PRIu64
+                "\n", s[i].id, s[i].name, s[i].date_sec, s[i].date_nsec,
+                s[i].disk_size, s[i].vm_state_size);
+      vd_snapshots_free (s, n);
+      ret = 0;
+    }
+  }
+  else if (map) {
+    struct vd_extent e;
+    static const char *const names[] = { "data", "zero", "hole" };
+    for (off = 0; off < img->size; off += e.length) {
+      if (vd_image_block_status (img, off, img->size - off, &e) < 0)
+        goto out;
+      printf ("%" PRIu64 " %" PRIu64 " %s\n", e.offset, e.length,
+              names[e.type]);
+    }
+    ret = 0;
+  }
+  else {
+    buf = malloc (bufsize);
+    if (!buf)
+      goto out;
+    for (off = 0; off < img->size; ) {
+      size_t n = img->size - off < bufsize ? img->size - off : bufsize;
+      if (vd_image_pread (img, buf, n, off) < 0) {
+        fprintf (stderr, "vd-cat: read at %" PRIu64 ": %s\n", off,
+                 strerror (errno));
+        free (buf);
+        goto out;
+      }
+      if (write_all (1, buf, n) < 0) {
+        perror ("vd-cat: write");
+        free (buf);
+        goto out;
+      }
+      off += n;
+    }
+    free (buf);
+    ret = 0;
+  }
+ out:
+  if (img != top)
+    vd_image_close (img);
+  vd_image_close (top);
+  return ret;
+}

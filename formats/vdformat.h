@@ -1,0 +1,177 @@
+/* vmdiskfs - the image formats library: public API and driver ops table.
+ *
+ * One driver per format (raw.c, qcow2*.c, qed.c, libqcow.c) behind one ops
+ * table, struct vd_format.  The library is usable without FUSE: open an
+ * image, ask its virtual size, read guest bytes, ask which ranges hold
+ * data, list and open internal snapshots.
+ *
+ * Layering (STYLE.md, after nbdkit): the vd_image_* wrappers in format.c
+ * validate every request once (range within the virtual size, count fits),
+ * so drivers trust their arguments.  Drivers detect and log errors once
+ * (vd_error naming the image file and the reason), then return -1 with
+ * errno set: EIO for corrupt metadata, ENOTSUP for features we refuse
+ * (encryption, unknown incompatible bits), EINVAL for bad arguments,
+ * ENOENT for a missing snapshot.  No driver ever reads outside its image
+ * file, whatever the bytes: every offset and size read from disk is
+ * validated before use.
+ *
+ * Threads: after open, read/block_status/list_snapshots/open_snapshot of
+ * one image may be called from many threads at once; each driver says in
+ * its header comment what protects its shared state (caches).  open and
+ * close are not concurrent with anything else on the same image.
+ *
+ * SPDX-License-Identifier: GPL-3.0-or-later
+ */
+#ifndef VD_FORMAT_H
+#define VD_FORMAT_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+/* Flags of vd_image_open. */
+#define VD_OPEN_RDWR        0x1  /* open for writing (not used yet)      */
+#define VD_OPEN_NO_BACKING  0x2  /* do not open backing / data files:
+                                    fuzzers; reads needing them fail EIO */
+
+enum vd_extent_type {
+  VD_EXTENT_DATA = 0,   /* allocated, holds data (may be zeros)            */
+  VD_EXTENT_ZERO = 1,   /* reads as zeros, recorded as such (qcow2 zero
+                           clusters, preallocated-zero); not data          */
+  VD_EXTENT_HOLE = 2,   /* unallocated in the whole chain: reads as zeros  */
+};
+
+/* One run of guest bytes of the same kind.  For DATA stored uncompressed
+ * and contiguously in a file, fd >= 0 and phys is its file offset, so the
+ * caller may splice straight from fd (the fd stays valid while the image
+ * is open); otherwise fd is -1 and the caller uses vd_image_pread. */
+struct vd_extent {
+  uint64_t offset;            /* guest offset                             */
+  uint64_t length;            /* > 0                                      */
+  enum vd_extent_type type;
+  int fd;
+  uint64_t phys;
+};
+
+/* An internal snapshot (qcow2 snapshot table entry, or equivalent). */
+struct vd_snapshot {
+  char *id;                   /* unique id string, e.g. "1"               */
+  char *name;                 /* tag, any bytes but NUL                   */
+  int64_t date_sec;           /* creation time, seconds since the epoch   */
+  uint32_t date_nsec;
+  uint64_t vm_clock_nsec;     /* guest clock at the snapshot              */
+  uint64_t disk_size;         /* virtual disk size recorded with it       */
+  uint64_t vm_state_size;     /* size of saved VM state (never shown)     */
+};
+
+struct vd_format;
+
+/* The common part of an open image.  Each driver's own struct starts with
+ * this one (struct qcow2_image { struct vd_image img; ... }).  */
+struct vd_image {
+  const struct vd_format *fmt;
+  char *path;                 /* file name as opened (malloc'd)           */
+  uint64_t size;              /* guest-visible (virtual) size in bytes    */
+  unsigned flags;             /* VD_OPEN_*                                */
+};
+
+/* Chain of images being opened, innermost first: used to refuse cyclic
+ * backing chains and chains deeper than VD_MAX_CHAIN_DEPTH. */
+#define VD_MAX_CHAIN_DEPTH 64
+struct vd_chain {
+  const struct vd_chain *next;   /* the image that names this one       */
+  dev_t dev;
+  ino_t ino;
+  unsigned depth;                /* 0 for the top image                 */
+};
+
+/* The driver ops table.  New operations are added at the end; NULL means
+ * "not supported". */
+struct vd_format {
+  const char *name;             /* "raw", "qcow2", "qed", "qcow"           */
+
+  /* Does this header look like ours?  buf holds the first len bytes of the
+   * file (len may be less than 512 for tiny files).  Returns true/false. */
+  bool (*probe) (const uint8_t *buf, size_t len);
+
+  /* Open.  fd is an open file descriptor of path (O_RDONLY unless
+   * VD_OPEN_RDWR); the driver owns it from now on, also on failure.
+   * chain describes this image (dev/ino/depth) and the images above it;
+   * pass it on to vd_image_open_chain for backing files.  Returns NULL
+   * with errno set on failure (after logging why). */
+  struct vd_image *(*open) (const char *path, int fd, unsigned flags,
+                            const struct vd_chain *chain);
+  void (*close) (struct vd_image *img);
+
+  /* Read count bytes at offset; the range is within img->size.  0 or -1. */
+  int (*read) (struct vd_image *img, void *buf, size_t count,
+               uint64_t offset);
+  int (*write) (struct vd_image *img, const void *buf, size_t count,
+                uint64_t offset);
+  int (*flush) (struct vd_image *img);
+
+  /* Describe the guest bytes starting at offset: fill *e with one extent
+   * that starts at offset and is at most length bytes long (length > 0,
+   * offset + length <= size).  Drivers merge adjacent clusters of the same
+   * kind (and, for DATA with fd >= 0, physically contiguous ones) so that
+   * a 1 MiB request usually needs one call.  Through backing chains: a
+   * range unallocated in this image reports what the backing file has
+   * there (HOLE beyond the backing file's end).  0 or -1. */
+  int (*block_status) (struct vd_image *img, uint64_t offset,
+                       uint64_t length, struct vd_extent *e);
+
+  /* Internal snapshots: *snaps is a malloc'd array (free with
+   * vd_snapshots_free); an image without any gives 0 entries. */
+  int (*list_snapshots) (struct vd_image *img, struct vd_snapshot **snaps,
+                         size_t *n);
+  /* Open the snapshot whose id or, failing that, name is id_or_name, as a
+   * read-only image of its own (independent of img's lifetime), at the
+   * snapshot's own disk size, through its own L1 table.  VM state is never
+   * part of it.  NULL with errno ENOENT when no such snapshot. */
+  struct vd_image *(*open_snapshot) (struct vd_image *img,
+                                     const char *id_or_name);
+};
+
+/* The drivers. */
+extern const struct vd_format raw_format;
+extern const struct vd_format qcow2_format;
+extern const struct vd_format qed_format;
+extern const struct vd_format libqcow_format;   /* QCOW version 1 only */
+
+/* Open path, probing its format (raw when nothing else matches). */
+struct vd_image *vd_image_open (const char *path, unsigned flags);
+/* Open path as format (NULL: probe).  parent: the chain of the image that
+ * names path as backing/data file, or NULL for a top image.  Refuses
+ * cycles and over-deep chains with ELOOP (after logging). */
+struct vd_image *vd_image_open_chain (const char *path, const char *format,
+                                      unsigned flags,
+                                      const struct vd_chain *parent);
+void vd_image_close (struct vd_image *img);
+const char *vd_image_format_name (const struct vd_image *img);
+uint64_t vd_image_size (const struct vd_image *img);
+
+/* Reads clamp nothing: the range must lie within the virtual size, else
+ * EINVAL.  Returns 0 or -1 with errno. */
+int vd_image_pread (struct vd_image *img, void *buf, size_t count,
+                    uint64_t offset);
+int vd_image_block_status (struct vd_image *img, uint64_t offset,
+                           uint64_t length, struct vd_extent *e);
+/* Allocated bytes (sum of DATA extents) of the guest view. */
+int vd_image_allocated (struct vd_image *img, uint64_t *bytes);
+int vd_image_list_snapshots (struct vd_image *img, struct vd_snapshot **snaps,
+                             size_t *n);
+void vd_snapshots_free (struct vd_snapshot *snaps, size_t n);
+struct vd_image *vd_image_open_snapshot (struct vd_image *img,
+                                         const char *id_or_name);
+
+/* Helpers for drivers. */
+/* pread exactly count bytes from fd at offset; a short read (end of file)
+ * fills the rest with zeros when zero_fill, else fails EIO.  Logs nothing. */
+int vd_pread_full (int fd, void *buf, size_t count, uint64_t offset,
+                   bool zero_fill);
+/* Resolve a file name found inside an image (backing file, data file)
+ * against the directory of the image that names it. malloc'd. */
+char *vd_resolve_relative (const char *image_path, const char *name);
+
+#endif
