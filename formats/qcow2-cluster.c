@@ -1,2 +1,763 @@
-/* placeholder. SPDX-License-Identifier: GPL-3.0-or-later */
+/* vmdiskfs - qcow2 driver (read side): cluster mapping, the L2 table
+ * cache, read and block_status.
+ *
+ * Guest offset -> L1 entry -> L2 table -> (sub)cluster descriptor
+ * (== Cluster mapping == and == Extended L2 Entries == in qemu's
+ * docs/interop/qcow2.txt).  map_piece() turns a guest range inside one L2
+ * table into the longest run of one kind (unallocated, zero, data at
+ * contiguous host offsets, one compressed cluster); read and block_status
+ * loop over pieces.
+ *
+ * Threads: read and block_status run concurrently on one image (the FUSE
+ * daemon's worker threads).  The L1 table and all geometry are read-only
+ * after open.  The L2 cache is split into shards chosen by a hash of the
+ * L2 table's file offset, each with its own mutex, so threads only
+ * contend when they want tables of the same shard; an L2 table is read
+ * from the file with its shard's mutex held (a page-cache copy of one
+ * cluster).  A table in use is pinned (slot->pins, under the shard mutex)
+ * and never evicted; when every slot of a shard is pinned the reader uses
+ * a private copy instead.  Data, zero and backing reads take no lock.
+ * Compressed clusters are inflated into per-thread buffers (thread-local,
+ * freed at thread exit), which also remember the last cluster inflated so
+ * that sequential small reads do not inflate it again.
+ *
+ * Memory bound: each image's cache holds at most
+ * min(number of L2 tables the L1 table references, cache_bytes /
+ * cluster_size) tables (at least one), allocated lazily on first use;
+ * cache_bytes defaults to 8 MiB and is set process-wide with
+ * qcow2_set_cache_size() before images are opened.  A 2 TiB image with
+ * 64 KiB clusters and little data thus costs its 32 KiB L1 table plus
+ * one cluster per L2 table actually touched, at most 8 MiB.
+ *
+ * Every descriptor is validated before use: offsets cluster aligned,
+ * outside the header cluster (unless in an external data file), starting
+ * inside the file.  A cluster whose tail lies past the end of the file
+ * (preallocation, a file still being written) reads that tail as zeros.
+ * Cached file sizes are refreshed when an offset looks past the end, so
+ * an image growing under a running VM stays readable.
+ *
+ * SPDX-License-Identifier: GPL-3.0-or-later
+ */
 #include <config.h>
+
+#include <errno.h>
+#include <inttypes.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <zlib.h>
+#include <zstd.h>
+
+#include "vdformat.h"
+#include "qcow2.h"
+#include "log.h"
+#include "endian.h"
+#include "cleanup.h"
+
+/* ---- L2 cache ---- */
+
+static uint64_t cache_bytes = QCOW2_DEFAULT_CACHE_BYTES;   /* atomic */
+static uint64_t next_cache_id = 1;                          /* atomic */
+
+#define MAX_SHARDS 16
+
+struct l2_slot {
+  uint64_t offset;              /* file offset of the table; 0 = empty    */
+  uint8_t *table;               /* cluster_size bytes, on-disk order      */
+  unsigned pins;                /* readers using table right now          */
+  uint64_t stamp;               /* last use, for LRU eviction             */
+};
+
+struct l2_shard {
+  pthread_mutex_t lock;         /* protects everything in the shard       */
+  struct l2_slot *slots;
+  unsigned nslots;
+  uint64_t clock;
+} __attribute__ ((aligned (64)));
+
+struct qcow2_l2_cache {
+  uint64_t id;                  /* unique per open image (decompress key) */
+  size_t table_bytes;
+  unsigned nshards;
+  struct l2_shard *shards;
+};
+
+/* A pinned L2 table. */
+struct l2_ref {
+  const uint8_t *table;
+  struct l2_shard *shard;       /* NULL: private copy in table            */
+  struct l2_slot *slot;
+};
+
+void
+qcow2_set_cache_size (uint64_t bytes)
+{
+  __atomic_store_n (&cache_bytes, bytes, __ATOMIC_RELAXED);
+}
+
+struct qcow2_l2_cache *
+qcow2_cache_new (const struct qcow2_image *q)
+{
+  struct qcow2_l2_cache *c;
+  uint64_t limit = __atomic_load_n (&cache_bytes, __ATOMIC_RELAXED);
+  uint64_t nslots = limit >> q->cluster_bits;
+  unsigned i, per, extra;
+
+  nslots = MIN (nslots, q->nr_l2_tables);
+  if (nslots == 0)
+    nslots = 1;
+  c = calloc (1, sizeof *c);
+  if (!c)
+    return NULL;
+  c->id = __atomic_fetch_add (&next_cache_id, 1, __ATOMIC_RELAXED);
+  c->table_bytes = q->cluster_size;
+  c->nshards = MIN (nslots, MAX_SHARDS);
+  c->shards = calloc (c->nshards, sizeof *c->shards);
+  if (!c->shards) {
+    free (c);
+    return NULL;
+  }
+  per = nslots / c->nshards;
+  extra = nslots % c->nshards;
+  for (i = 0; i < c->nshards; i++) {
+    struct l2_shard *s = &c->shards[i];
+
+    pthread_mutex_init (&s->lock, NULL);
+    s->nslots = per + (i < extra);
+    s->slots = calloc (s->nslots, sizeof *s->slots);
+    if (!s->slots) {
+      c->nshards = i + 1;
+      qcow2_cache_free (c);
+      return NULL;
+    }
+  }
+  return c;
+}
+
+void
+qcow2_cache_free (struct qcow2_l2_cache *c)
+{
+  unsigned i, j;
+
+  if (!c)
+    return;
+  for (i = 0; i < c->nshards; i++) {
+    struct l2_shard *s = &c->shards[i];
+
+    for (j = 0; s->slots && j < s->nslots; j++)
+      free (s->slots[j].table);
+    free (s->slots);
+    pthread_mutex_destroy (&s->lock);
+  }
+  free (c->shards);
+  free (c);
+}
+
+static int
+read_l2 (struct qcow2_image *q, uint64_t l2_off, uint8_t *table)
+{
+  /* l2_off was validated with the L1 table: aligned, inside the file. */
+  if (vd_pread_full (q->fd, table, q->cluster_size, l2_off, false) < 0) {
+    vd_error ("qcow2: %s: cannot read L2 table at %#" PRIx64 ": %m",
+              q->img.path, l2_off);
+    errno = EIO;
+    return -1;
+  }
+  return 0;
+}
+
+static int
+l2_get (struct qcow2_image *q, uint64_t l2_off, struct l2_ref *ref)
+{
+  struct qcow2_l2_cache *c = q->cache;
+  uint64_t h = (l2_off >> q->cluster_bits) * 0x9e3779b97f4a7c15ULL;
+  struct l2_shard *s = &c->shards[(h >> 32) % c->nshards];
+  struct l2_slot *victim = NULL;
+  unsigned i;
+  uint8_t *priv;
+
+  pthread_mutex_lock (&s->lock);
+  s->clock++;
+  for (i = 0; i < s->nslots; i++) {
+    struct l2_slot *sl = &s->slots[i];
+
+    if (sl->offset == l2_off) {
+      sl->pins++;
+      sl->stamp = s->clock;
+      pthread_mutex_unlock (&s->lock);
+      ref->table = sl->table;
+      ref->shard = s;
+      ref->slot = sl;
+      return 0;
+    }
+    if (sl->pins == 0 && (!victim || sl->stamp < victim->stamp))
+      victim = sl;
+  }
+  if (victim) {
+    if (!victim->table &&
+        (victim->table = malloc (c->table_bytes)) == NULL) {
+      pthread_mutex_unlock (&s->lock);
+      return -1;
+    }
+    victim->offset = 0;
+    if (read_l2 (q, l2_off, victim->table) < 0) {
+      pthread_mutex_unlock (&s->lock);
+      return -1;
+    }
+    victim->offset = l2_off;
+    victim->pins = 1;
+    victim->stamp = s->clock;
+    pthread_mutex_unlock (&s->lock);
+    ref->table = victim->table;
+    ref->shard = s;
+    ref->slot = victim;
+    return 0;
+  }
+  pthread_mutex_unlock (&s->lock);
+
+  /* Every slot of the shard is in use: a private copy. */
+  priv = malloc (c->table_bytes);
+  if (!priv)
+    return -1;
+  if (read_l2 (q, l2_off, priv) < 0) {
+    free (priv);
+    return -1;
+  }
+  ref->table = priv;
+  ref->shard = NULL;
+  ref->slot = NULL;
+  return 0;
+}
+
+static void
+l2_put (struct l2_ref *ref)
+{
+  if (ref->shard) {
+    pthread_mutex_lock (&ref->shard->lock);
+    ref->slot->pins--;
+    pthread_mutex_unlock (&ref->shard->lock);
+  }
+  else
+    free ((void *) ref->table);
+}
+
+/* ---- L1 table ---- */
+
+int
+qcow2_load_l1 (struct qcow2_image *q, uint64_t offset, uint32_t entries,
+               const char *what)
+{
+  uint64_t *l1 = NULL, fsize, n = 0;
+  uint32_t i;
+
+  if (entries > 0) {
+    l1 = malloc ((size_t) entries * 8);
+    if (!l1)
+      return -1;
+    if (vd_pread_full (q->fd, l1, (size_t) entries * 8, offset, false) < 0) {
+      vd_error ("qcow2: %s: cannot read the %s: %m", q->img.path, what);
+      free (l1);
+      errno = EIO;
+      return -1;
+    }
+  }
+  fsize = qcow2_file_size (q, false, true);
+  for (i = 0; i < entries; i++) {
+    uint64_t e = load_be64 (&l1[i]), off = e & QCOW2_L1E_OFFSET_MASK;
+
+    l1[i] = off;
+    if (off == 0)
+      continue;
+    if (!IS_ALIGNED (off, q->cluster_size) || off < q->cluster_size ||
+        off > fsize || fsize - off < q->cluster_size) {
+      vd_error ("qcow2: %s: %s entry %" PRIu32 ": L2 table offset %#" PRIx64
+                " unaligned, in the header or outside the file", q->img.path,
+                what, i, off);
+      free (l1);
+      errno = EIO;
+      return -1;
+    }
+    n++;
+  }
+  q->l1 = l1;
+  q->l1_size = entries;
+  q->nr_l2_tables = n;
+  return 0;
+}
+
+/* ---- Mapping ---- */
+
+enum piece_kind {
+  P_UNALLOC,                    /* look in the backing file, else zeros   */
+  P_ZERO,                       /* reads as zeros                         */
+  P_DATA,                       /* at host in data_fd, contiguous         */
+  P_DATA_EOF,                   /* allocated past the end of file: zeros  */
+  P_COMPRESSED,                 /* one compressed cluster (or part)       */
+};
+
+struct piece {
+  enum piece_kind kind;
+  uint64_t len;                 /* guest bytes                            */
+  uint64_t host;                /* P_DATA: host offset of the first byte  */
+  uint64_t coff, csize;         /* P_COMPRESSED: compressed extent        */
+};
+
+/* Size of the file holding data clusters, refreshed if end lies beyond
+ * the cached one. */
+static uint64_t
+data_size_covering (struct qcow2_image *q, uint64_t end)
+{
+  uint64_t sz = qcow2_file_size (q, true, false);
+
+  if (end > sz)
+    sz = qcow2_file_size (q, true, true);
+  return sz;
+}
+
+static int
+bad_entry (struct qcow2_image *q, uint64_t guest, uint64_t entry,
+           const char *why)
+{
+  vd_error ("qcow2: %s: L2 entry %#016" PRIx64 " for guest offset %#" PRIx64
+            ": %s", q->img.path, entry, guest, why);
+  errno = EIO;
+  return -1;
+}
+
+/* Classify the (sub)cluster holding guest offset pos, given its L2 entry
+ * (and bitmap with extended L2).  Fills kind and, for data, the host
+ * offset of pos; *run_end is the guest offset where the answer stops
+ * holding (end of the cluster or subcluster, or of the file for data). */
+static int
+classify (struct qcow2_image *q, uint64_t pos, uint64_t entry,
+          uint64_t bitmap, enum piece_kind *kind, uint64_t *host,
+          uint64_t *coff, uint64_t *csize, uint64_t *run_end)
+{
+  uint64_t cs = q->cluster_size, h = entry & QCOW2_L2E_OFFSET_MASK;
+  uint64_t in_cluster = pos & (cs - 1), fsize;
+  bool allocated;
+
+  *run_end = (pos | (cs - 1)) + 1;
+  if (entry & QCOW2_L2E_COMPRESSED) {
+    /* Compressed Clusters Descriptor, x = 62 - (cluster_bits - 8). */
+    unsigned x = 62 - (q->cluster_bits - 8);
+    uint64_t nsec = (entry >> x) & ((1ULL << (q->cluster_bits - 8)) - 1);
+
+    if (q->has_data_file)
+      return bad_entry (q, pos, entry, "compressed cluster in an image with "
+                        "an external data file");
+    *coff = entry & ((1ULL << x) - 1);
+    *csize = (nsec + 1) * 512 - (*coff & 511);
+    fsize = qcow2_file_size (q, false, false);
+    if (*coff >= fsize)
+      fsize = qcow2_file_size (q, false, true);
+    if (*coff < cs || *coff >= fsize)
+      return bad_entry (q, pos, entry, "compressed data in the header or "
+                        "outside the file");
+    if (*csize > fsize - *coff)
+      *csize = fsize - *coff;   /* the last sectors may be short */
+    *kind = P_COMPRESSED;
+    return 0;
+  }
+
+  if (q->extended_l2) {
+    unsigned sc = in_cluster >> q->subcluster_bits;
+    bool alloc = (bitmap >> sc) & 1, zero = (bitmap >> (32 + sc)) & 1;
+
+    *run_end = (pos | ((1ULL << q->subcluster_bits) - 1)) + 1;
+    if (alloc && zero)
+      return bad_entry (q, pos, entry, "subcluster both allocated and zero");
+    if (zero) {
+      *kind = P_ZERO;
+      return 0;
+    }
+    if (!alloc) {
+      *kind = P_UNALLOC;
+      return 0;
+    }
+    if (h == 0 && !q->has_data_file)
+      return bad_entry (q, pos, entry, "allocated subcluster without a host "
+                        "offset");
+  }
+  else {
+    if (q->version >= 3 && (entry & QCOW2_L2E_ZERO)) {
+      *kind = P_ZERO;
+      return 0;
+    }
+    allocated = h != 0 || (q->has_data_file && (entry & QCOW2_L2E_COPIED));
+    if (!allocated) {
+      *kind = P_UNALLOC;
+      return 0;
+    }
+  }
+
+  /* Standard Cluster Descriptor: validate the host cluster. */
+  if (!IS_ALIGNED (h, cs))
+    return bad_entry (q, pos, entry, "host offset not cluster aligned");
+  if (!q->has_data_file && h < cs)
+    return bad_entry (q, pos, entry, "data cluster in the header cluster");
+  *host = h + in_cluster;
+  *kind = P_DATA;
+  if (q->data_fd < 0)           /* VD_OPEN_NO_BACKING: data file not open */
+    return 0;
+  fsize = data_size_covering (q, h + cs);
+  if (h >= fsize)
+    return bad_entry (q, pos, entry, "data cluster outside the file");
+  /* Preallocated tail past the end of the file reads as zeros. */
+  if (*host >= fsize)
+    *kind = P_DATA_EOF;
+  else if (*run_end - pos > fsize - *host)
+    *run_end = pos + (fsize - *host);
+  return 0;
+}
+
+/* The longest run starting at guest offset offset, at most max_len bytes,
+ * inside one L2 table, of one kind (see struct piece). */
+static int
+map_piece (struct qcow2_image *q, uint64_t offset, uint64_t max_len,
+           struct piece *p)
+{
+  unsigned cov_bits = q->cluster_bits + q->l2_bits;
+  uint64_t l1i = offset >> cov_bits;
+  uint64_t limit = ((l1i + 1) << cov_bits) - offset;
+  uint64_t pos, end;
+  struct l2_ref ref;
+  bool first = true;
+
+  memset (p, 0, sizeof *p);
+  limit = MIN (limit, max_len);
+  if (l1i >= q->l1_size || q->l1[l1i] == 0) {
+    p->kind = P_UNALLOC;
+    p->len = limit;
+    return 0;
+  }
+  if (l2_get (q, q->l1[l1i], &ref) < 0)
+    return -1;
+
+  pos = offset;
+  end = offset + limit;
+  while (pos < end) {
+    size_t idx = (pos >> q->cluster_bits) & ((1ULL << q->l2_bits) - 1);
+    const uint8_t *e = ref.table + idx * q->l2_entry_bytes;
+    uint64_t entry = load_be64 (e);
+    uint64_t bitmap = q->extended_l2 ? load_be64 (e + 8) : 0;
+    enum piece_kind kind;
+    uint64_t host = 0, coff = 0, csize = 0, run_end, n;
+
+    if (classify (q, pos, entry, bitmap, &kind, &host, &coff, &csize,
+                  &run_end) < 0) {
+      l2_put (&ref);
+      return -1;
+    }
+    n = MIN (run_end, end) - pos;
+
+    if (first) {
+      p->kind = kind;
+      p->host = host;
+      p->coff = coff;
+      p->csize = csize;
+      p->len = n;
+      first = false;
+      if (kind == P_COMPRESSED)
+        break;
+    }
+    else if (kind != p->kind || kind == P_COMPRESSED ||
+             (kind == P_DATA && host != p->host + p->len))
+      break;
+    else
+      p->len += n;
+    pos += n;
+  }
+  l2_put (&ref);
+  return 0;
+}
+
+/* ---- Compressed clusters ---- */
+
+/* Per-thread buffers; also remembers the last cluster inflated. */
+struct zbuf {
+  uint8_t *in, *out;
+  size_t in_size, out_size;
+  uint64_t cache_id, coff;      /* key of the cluster in out (0: none)    */
+  ZSTD_DCtx *zstd;
+};
+
+static pthread_key_t zbuf_key;
+static pthread_once_t zbuf_once = PTHREAD_ONCE_INIT;
+
+static void
+zbuf_free (void *p)
+{
+  struct zbuf *z = p;
+
+  if (z) {
+    free (z->in);
+    free (z->out);
+    ZSTD_freeDCtx (z->zstd);
+    free (z);
+  }
+}
+
+static void
+zbuf_init (void)
+{
+  pthread_key_create (&zbuf_key, zbuf_free);
+}
+
+static struct zbuf *
+zbuf_get (size_t in_size, size_t out_size)
+{
+  struct zbuf *z;
+
+  pthread_once (&zbuf_once, zbuf_init);
+  z = pthread_getspecific (zbuf_key);
+  if (!z) {
+    z = calloc (1, sizeof *z);
+    if (!z || pthread_setspecific (zbuf_key, z) != 0) {
+      free (z);
+      return NULL;
+    }
+  }
+  if (z->in_size < in_size) {
+    free (z->in);
+    z->in_size = 0;
+    if ((z->in = malloc (in_size)) == NULL)
+      return NULL;
+    z->in_size = in_size;
+  }
+  if (z->out_size < out_size) {
+    free (z->out);
+    z->out_size = 0;
+    z->cache_id = 0;
+    if ((z->out = malloc (out_size)) == NULL)
+      return NULL;
+    z->out_size = out_size;
+  }
+  return z;
+}
+
+static int
+inflate_zlib (const uint8_t *in, size_t in_len, uint8_t *out, size_t out_len)
+{
+  z_stream s;
+  int r;
+
+  memset (&s, 0, sizeof s);
+  /* Raw deflate.  qemu writes with a 4 KiB window (-12); -15 accepts that
+   * and any larger window another writer might have used. */
+  if (inflateInit2 (&s, -15) != Z_OK)
+    return -1;
+  s.next_in = (Bytef *) in;
+  s.avail_in = in_len;
+  s.next_out = out;
+  s.avail_out = out_len;
+  r = inflate (&s, Z_FINISH);
+  inflateEnd (&s);
+  /* A full cluster is success even if the stream goes on: the extent is
+   * rounded up to sectors and may hold the start of the next one. */
+  if (s.avail_out == 0 && (r == Z_STREAM_END || r == Z_OK || r == Z_BUF_ERROR))
+    return 0;
+  return -1;
+}
+
+static int
+inflate_zstd (struct zbuf *z, const uint8_t *in, size_t in_len,
+              uint8_t *out, size_t out_len)
+{
+  size_t frame, r;
+
+  if (!z->zstd && (z->zstd = ZSTD_createDCtx ()) == NULL)
+    return -1;
+  /* The extent is rounded up to sectors: find the frame's real end. */
+  frame = ZSTD_findFrameCompressedSize (in, in_len);
+  if (ZSTD_isError (frame))
+    return -1;
+  r = ZSTD_decompressDCtx (z->zstd, out, out_len, in, frame);
+  if (ZSTD_isError (r) || r != out_len)
+    return -1;
+  return 0;
+}
+
+/* Copy guest bytes [offset, offset+len) of the compressed cluster p to buf. */
+static int
+read_compressed (struct qcow2_image *q, const struct piece *p, void *buf,
+                 uint64_t offset, uint64_t len)
+{
+  size_t cs = q->cluster_size;
+  struct zbuf *z = zbuf_get (p->csize, cs);
+  int r;
+
+  if (!z)
+    return -1;
+  if (z->cache_id != q->cache->id || z->coff != p->coff) {
+    z->cache_id = 0;
+    if (vd_pread_full (q->fd, z->in, p->csize, p->coff, false) < 0) {
+      vd_error ("qcow2: %s: cannot read compressed cluster at %#" PRIx64
+                ": %m", q->img.path, p->coff);
+      errno = EIO;
+      return -1;
+    }
+    if (q->compression == QCOW2_COMPRESS_ZSTD)
+      r = inflate_zstd (z, z->in, p->csize, z->out, cs);
+    else
+      r = inflate_zlib (z->in, p->csize, z->out, cs);
+    if (r < 0) {
+      vd_error ("qcow2: %s: compressed cluster at %#" PRIx64 " (%" PRIu64
+                " bytes, guest offset %#" PRIx64 ") does not decompress",
+                q->img.path, p->coff, p->csize, offset);
+      errno = EIO;
+      return -1;
+    }
+    z->cache_id = q->cache->id;
+    z->coff = p->coff;
+  }
+  memcpy (buf, z->out + (offset & (cs - 1)), len);
+  return 0;
+}
+
+/* ---- read ---- */
+
+static int
+read_backing (struct qcow2_image *q, uint8_t *buf, uint64_t len,
+              uint64_t offset)
+{
+  uint64_t bsize, n = 0;
+
+  if (!q->backing) {
+    if (q->backing_name) {      /* VD_OPEN_NO_BACKING */
+      errno = EIO;
+      return -1;
+    }
+    memset (buf, 0, len);
+    return 0;
+  }
+  bsize = vd_image_size (q->backing);
+  if (offset < bsize) {
+    n = MIN (len, bsize - offset);
+    if (vd_image_pread (q->backing, buf, n, offset) < 0)
+      return -1;
+  }
+  memset (buf + n, 0, len - n);
+  return 0;
+}
+
+int
+qcow2_read (struct vd_image *img, void *buf, size_t count, uint64_t offset)
+{
+  struct qcow2_image *q = (struct qcow2_image *) img;
+  uint8_t *b = buf;
+
+  while (count > 0) {
+    struct piece p;
+
+    if (map_piece (q, offset, count, &p) < 0)
+      return -1;
+    switch (p.kind) {
+    case P_UNALLOC:
+      if (read_backing (q, b, p.len, offset) < 0)
+        return -1;
+      break;
+    case P_ZERO:
+    case P_DATA_EOF:
+      memset (b, 0, p.len);
+      break;
+    case P_DATA:
+      if (q->data_fd < 0) {
+        errno = EIO;
+        return -1;
+      }
+      if (vd_pread_full (q->data_fd, b, p.len, p.host, true) < 0) {
+        int e = errno;
+        vd_error ("qcow2: %s: read at %#" PRIx64 ": %m", img->path, p.host);
+        errno = e;
+        return -1;
+      }
+      break;
+    case P_COMPRESSED:
+      if (read_compressed (q, &p, b, offset, p.len) < 0)
+        return -1;
+      break;
+    }
+    b += p.len;
+    offset += p.len;
+    count -= p.len;
+  }
+  return 0;
+}
+
+/* ---- block_status ---- */
+
+int
+qcow2_block_status (struct vd_image *img, uint64_t offset, uint64_t length,
+                    struct vd_extent *e)
+{
+  struct qcow2_image *q = (struct qcow2_image *) img;
+  uint64_t pos, end = offset + length;
+  struct piece p;
+  enum piece_kind first;
+
+  if (map_piece (q, offset, length, &p) < 0)
+    return -1;
+  first = p.kind;
+  e->offset = offset;
+  e->fd = -1;
+  e->phys = 0;
+
+  if (first == P_UNALLOC && q->backing) {
+    uint64_t bsize = vd_image_size (q->backing);
+
+    if (offset < bsize)
+      return vd_image_block_status (q->backing, offset,
+                                    MIN (p.len, bsize - offset), e);
+  }
+  else if (first == P_UNALLOC && q->backing_name) {
+    errno = EIO;                /* VD_OPEN_NO_BACKING */
+    return -1;
+  }
+
+  switch (first) {
+  case P_UNALLOC: e->type = VD_EXTENT_HOLE; break;
+  case P_ZERO: e->type = VD_EXTENT_ZERO; break;
+  case P_DATA:
+    e->type = VD_EXTENT_DATA;
+    e->fd = q->data_fd;
+    e->phys = e->fd >= 0 ? p.host : 0;
+    break;
+  case P_DATA_EOF:
+  case P_COMPRESSED:
+    e->type = VD_EXTENT_DATA;
+    break;
+  }
+
+  /* Merge following pieces of the same kind, across L2 tables. */
+  pos = offset + p.len;
+  while (pos < end) {
+    uint64_t want_host = p.host + p.len;
+    struct piece n;
+    bool same;
+
+    if (map_piece (q, pos, end - pos, &n) < 0)
+      return -1;
+    switch (first) {
+    case P_UNALLOC:             /* a hole beyond the backing file, or none */
+    case P_ZERO:
+      same = n.kind == first;
+      break;
+    case P_DATA:
+      same = n.kind == P_DATA && n.host == want_host;
+      break;
+    default:                    /* data not spliceable from one fd run */
+      same = n.kind == P_DATA_EOF || n.kind == P_COMPRESSED;
+      break;
+    }
+    if (!same)
+      break;
+    p = n;
+    pos += n.len;
+  }
+  e->length = pos - offset;
+  return 0;
+}

@@ -1,1 +1,148 @@
-/* placeholder */
+/* vmdiskfs - qcow2 driver (read side): internal definitions shared by
+ * qcow2.c (header, open/close), qcow2-cluster.c (L1/L2 mapping, L2 cache,
+ * read, block_status, compressed clusters, extended L2) and
+ * qcow2-snapshot.c (snapshot table, list_snapshots, open_snapshot).
+ *
+ * Written from the specification, qemu's docs/interop/qcow2.txt; section
+ * names below ("== Header ==" ...) refer to that document.
+ *
+ * Threads: everything in struct qcow2_image is set at open and read-only
+ * afterwards, except the L2 cache (qcow2-cluster.c, one mutex per shard)
+ * and the cached file sizes (atomic loads/stores, refreshed with
+ * lseek(SEEK_END) when an offset looks beyond the end of a growing file).
+ *
+ * SPDX-License-Identifier: GPL-3.0-or-later
+ */
+#ifndef VD_QCOW2_H
+#define VD_QCOW2_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "vdformat.h"
+
+/* == Header ==: field offsets of the fixed header (big endian). */
+#define QCOW2_MAGIC                 0x514649fbU   /* "QFI\xfb" */
+#define QCOW2_HDR_V2_LEN            72
+#define QCOW2_HDR_V3_MIN_LEN        104
+#define QCOW2_HDR_COMPRESSION_TYPE  104           /* one byte, v3 */
+
+/* incompatible_features */
+#define QCOW2_INCOMPAT_DIRTY        (1ULL << 0)
+#define QCOW2_INCOMPAT_CORRUPT      (1ULL << 1)
+#define QCOW2_INCOMPAT_DATA_FILE    (1ULL << 2)
+#define QCOW2_INCOMPAT_COMPRESSION  (1ULL << 3)
+#define QCOW2_INCOMPAT_EXTL2        (1ULL << 4)
+#define QCOW2_INCOMPAT_KNOWN        0x1fULL
+/* autoclear_features */
+#define QCOW2_AUTOCLEAR_DATA_RAW    (1ULL << 1)
+
+/* === Header extensions === */
+#define QCOW2_EXT_END               0x00000000U
+#define QCOW2_EXT_BACKING_FORMAT    0xe2792acaU
+#define QCOW2_EXT_FEATURE_TABLE     0x6803f857U
+#define QCOW2_EXT_DATA_FILE         0x44415441U
+
+/* == Cluster mapping ==: L1 and L2 entries. */
+#define QCOW2_L1E_OFFSET_MASK       0x00fffffffffffe00ULL  /* bits 9-55  */
+#define QCOW2_L2E_OFFSET_MASK       0x00fffffffffffe00ULL  /* bits 9-55  */
+#define QCOW2_L2E_COMPRESSED        (1ULL << 62)
+#define QCOW2_L2E_COPIED            (1ULL << 63)
+#define QCOW2_L2E_ZERO              (1ULL << 0)            /* v3 only    */
+
+/* Sanity bounds (the spec's notes on qemu's implementation limits). */
+#define QCOW2_MAX_L1_BYTES          (32U << 20)
+#define QCOW2_MAX_REFTABLE_BYTES    (8U << 20)
+#define QCOW2_MAX_SNAPSHOTS         65536
+#define QCOW2_MAX_SNAPSHOT_TABLE    (64U << 20)
+#define QCOW2_MAX_SNAPSHOT_EXTRA    1024
+#define QCOW2_MAX_BACKING_NAME      1023
+#define QCOW2_MAX_CLUSTER_BITS      21
+#define QCOW2_MIN_CLUSTER_BITS      9
+
+/* Default bound of each image's L2 cache (qcow2_set_cache_size). */
+#define QCOW2_DEFAULT_CACHE_BYTES   (8U << 20)
+
+enum qcow2_compression { QCOW2_COMPRESS_ZLIB = 0, QCOW2_COMPRESS_ZSTD = 1 };
+
+/* One parsed snapshot table entry (== Snapshots ==). */
+struct qcow2_snapshot {
+  uint64_t l1_offset;
+  uint32_t l1_size;
+  char *id;
+  char *name;
+  uint32_t date_sec;
+  uint32_t date_nsec;
+  uint64_t vm_clock_nsec;
+  uint64_t vm_state_size;
+  uint64_t disk_size;           /* from extra data, else the image size   */
+};
+
+struct qcow2_l2_cache;
+
+struct qcow2_image {
+  struct vd_image img;          /* must be first                          */
+
+  int fd;                       /* the qcow2 file                         */
+  int data_fd;                  /* == fd, or the external data file       */
+  uint64_t file_size;           /* atomic: cached size of fd              */
+  uint64_t data_file_size;      /* atomic: cached size of data_fd         */
+
+  uint32_t version;             /* 2 or 3                                 */
+  unsigned cluster_bits;
+  uint64_t cluster_size;
+  unsigned l2_bits;             /* log2 of entries per L2 table           */
+  unsigned l2_entry_bytes;      /* 8, or 16 with extended L2              */
+  bool extended_l2;
+  unsigned subcluster_bits;     /* cluster_bits - 5 with extended L2      */
+  uint64_t incompat, compat, autoclear;
+  unsigned refcount_order;
+  enum qcow2_compression compression;
+  bool has_data_file;           /* incompatible bit 2                     */
+  bool data_raw;                /* autoclear bit 1                        */
+
+  uint64_t *l1;                 /* host byte order, validated at open     */
+  uint32_t l1_size;
+  uint64_t nr_l2_tables;        /* non-zero L1 entries                    */
+
+  char *backing_name;           /* as stored in the image, or NULL        */
+  char *backing_format;         /* backing format extension, or NULL      */
+  char *data_file_name;         /* data file name extension, or NULL      */
+  struct vd_image *backing;     /* NULL: no backing (or NO_BACKING)       */
+
+  bool is_snapshot;             /* opened by qcow2_open_snapshot          */
+  struct qcow2_l2_cache *cache;
+};
+
+/* qcow2.c */
+extern const struct vd_format qcow2_format;
+struct qcow2_image *qcow2_open_image (const char *path, int fd,
+                                      unsigned flags,
+                                      const struct vd_chain *chain,
+                                      const char *snapshot);
+uint64_t qcow2_file_size (struct qcow2_image *q, bool data, bool refresh);
+
+/* qcow2-cluster.c */
+void qcow2_set_cache_size (uint64_t bytes);
+int qcow2_load_l1 (struct qcow2_image *q, uint64_t offset, uint32_t entries,
+                   const char *what);
+struct qcow2_l2_cache *qcow2_cache_new (const struct qcow2_image *q);
+void qcow2_cache_free (struct qcow2_l2_cache *cache);
+int qcow2_read (struct vd_image *img, void *buf, size_t count,
+                uint64_t offset);
+int qcow2_block_status (struct vd_image *img, uint64_t offset,
+                        uint64_t length, struct vd_extent *e);
+
+/* qcow2-snapshot.c */
+int qcow2_read_snapshot_table (struct qcow2_image *q,
+                               struct qcow2_snapshot **snaps, size_t *n);
+void qcow2_free_snapshot_table (struct qcow2_snapshot *snaps, size_t n);
+const struct qcow2_snapshot *
+qcow2_find_snapshot (const struct qcow2_snapshot *snaps, size_t n,
+                     const char *id_or_name);
+int qcow2_list_snapshots (struct vd_image *img, struct vd_snapshot **snaps,
+                          size_t *n);
+struct vd_image *qcow2_open_snapshot (struct vd_image *img,
+                                      const char *id_or_name);
+
+#endif
