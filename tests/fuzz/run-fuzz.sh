@@ -1,0 +1,261 @@
+#!/bin/bash
+# Fuzz the qcow2 and QED parsers of formats/ with libFuzzer for a bounded
+# time: builds tests/fuzz/fuzz-image.c once per format straight from the
+# library sources with clang (-fsanitize=fuzzer,address,undefined; UB
+# halts), seeds a corpus with small images made by qemu-img/qemu-io, runs
+# each target FUZZ_SECONDS, and fails with the reproducer's path and the
+# stack trace when anything crashes, leaks, hits UB or times out.
+#
+# Environment:
+#   FUZZ_SECONDS=60        run time per target
+#   FUZZ_TARGETS="qcow2 qed"
+#   FUZZ_NICE=10           niceness of the fuzzers (the machine is shared)
+#   FUZZ_ARGS=...          extra libFuzzer options
+#   FUZZ_CFLAGS=...        extra compiler flags (e.g. -fno-sanitize=alignment
+#                          to look past a known bug)
+#   FUZZ_CRASHERS=1        also replay tests/fuzz/crashers/ (known, unfixed)
+# Reproducers of fixed bugs live in tests/fuzz/regress/FORMAT-NAME and are
+# always replayed; known unfixed ones in tests/fuzz/crashers/FORMAT-NAME.
+# Reproduce one by hand:  tests/fuzz/fuzz-qcow2 FILE
+#
+# Exit 0 clean, 1 bug found (or build failed), 77 no clang fuzzer runtime.
+# SPDX-License-Identifier: GPL-3.0-or-later
+set -u
+
+srcdir=${abs_top_srcdir:-$(cd "$(dirname "$0")/../.." && pwd)}
+builddir=${abs_top_builddir:-$srcdir}
+FUZZ_SECONDS=${FUZZ_SECONDS:-60}
+FUZZ_TARGETS=${FUZZ_TARGETS:-qcow2 qed}
+FUZZ_NICE=${FUZZ_NICE:-10}
+FUZZ_ARGS=${FUZZ_ARGS:-}
+CC=${FUZZ_CC:-clang}
+out=$builddir/tests/fuzz
+
+command -v "$CC" >/dev/null || { echo "SKIP: $CC not installed"; exit 77; }
+if [ ! -f "$builddir/config.h" ]; then
+  echo "ERROR: $builddir/config.h missing: run ./configure first"
+  exit 1
+fi
+
+tmp=$(mktemp -d /tmp/vd-fuzz.XXXXXX)
+cleanup () { rm -rf "$tmp"; }
+trap cleanup EXIT
+
+# Is libFuzzer's runtime there (libclang-rt-14-dev)?
+printf '%s\n' '#include <stddef.h>' '#include <stdint.h>' \
+  'int LLVMFuzzerTestOneInput (const uint8_t *d, size_t n) { return 0; }' \
+  > "$tmp/probe.c"
+if ! "$CC" -fsanitize=fuzzer,address,undefined -o "$tmp/probe" \
+     "$tmp/probe.c" >/dev/null 2>&1; then
+  echo "SKIP: $CC cannot link -fsanitize=fuzzer,address,undefined"
+  exit 77
+fi
+
+# ---- build ---------------------------------------------------------------
+# Every library source except those with a main() (vd-cat.c).
+sources=()
+for f in "$srcdir"/formats/*.c "$srcdir"/common/*.c; do
+  grep -q '^main *(' "$f" || sources+=("$f")
+done
+cflags=(-g -O1 -fno-omit-frame-pointer
+        -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined
+        -I "$builddir" -I "$srcdir/common" -I "$srcdir/formats" -I "$srcdir"
+        -D_GNU_SOURCE -pthread
+        $(pkg-config --cflags zlib libzstd libqcow 2>/dev/null)
+        ${FUZZ_CFLAGS:-})
+libs=(-lz -lzstd $(pkg-config --libs libqcow) -pthread)
+
+mkdir -p "$out"
+for fmt in $FUZZ_TARGETS; do
+  echo "building $out/fuzz-$fmt"
+  if ! "$CC" "${cflags[@]}" -DFUZZ_FORMAT="\"$fmt\"" -o "$out/fuzz-$fmt" \
+       "$srcdir/tests/fuzz/fuzz-image.c" "${sources[@]}" "${libs[@]}"; then
+    echo "ERROR: building fuzz-$fmt failed"
+    exit 1
+  fi
+done
+
+# ---- seeds ---------------------------------------------------------------
+# Small images (512-byte to 64 KiB clusters) covering the features each
+# parser must handle.  A seed that this qemu cannot make is left out.
+q () { "$@" >/dev/null 2>&1; }
+rnd () { head -c "$2" /dev/urandom > "$1"; }
+
+seeds_qcow2 () {
+  local d=$1 w=$tmp/work
+  mkdir -p "$w" && cd "$w" || return
+  rnd r64k 65536
+  { rnd /dev/stdout 16384; yes vmdiskfs | head -c 49152; } > mixed
+
+  q qemu-img create -f qcow2 -o compat=0.10,cluster_size=512 v2.qcow2 1M &&
+    q qemu-io -c 'write -P 0x11 0 4k' -c 'write -P 0x22 300k 2k' v2.qcow2 &&
+    cp v2.qcow2 "$d/v2-512.qcow2"
+
+  q qemu-img create -f qcow2 -o cluster_size=4096 v3.qcow2 4M &&
+    q qemu-io -c 'write -P 0x33 0 64k' -c 'write -z 8k 8k' \
+              -c 'discard 32k 4k' -c 'write -s r64k 1M 64k' \
+              -c 'write -z -u 2M 64k' v3.qcow2 &&
+    cp v3.qcow2 "$d/v3-4k-zero.qcow2"
+
+  q qemu-img create -f qcow2 v3big.qcow2 64G &&
+    q qemu-io -c 'write -P 0x44 0 512' -c 'write -P 0x55 40G 4k' v3big.qcow2 &&
+    cp v3big.qcow2 "$d/v3-64k-64G.qcow2"
+
+  local c
+  for c in zlib zstd; do
+    q qemu-img convert -c -f raw -O qcow2 \
+      -o cluster_size=4096,compression_type=$c mixed comp-$c.qcow2 &&
+      cp comp-$c.qcow2 "$d/compressed-$c.qcow2"
+  done
+  q qemu-img convert -c -f raw -O qcow2 -o compat=0.10,cluster_size=4096 \
+    mixed comp-v2.qcow2 && cp comp-v2.qcow2 "$d/compressed-v2.qcow2"
+
+  q qemu-img create -f qcow2 -o extended_l2=on,cluster_size=16k ext.qcow2 1M &&
+    q qemu-io -c 'write -P 1 1k 1k' -c 'write -z 64k 2k' \
+              -c 'write -P 2 100k 3k' -c 'discard 100k 1k' ext.qcow2 &&
+    cp ext.qcow2 "$d/extended-l2.qcow2"
+
+  q qemu-img create -f qcow2 -o cluster_size=512 snap.qcow2 256k &&
+    q qemu-io -c 'write -P 0xa1 0 8k' snap.qcow2 &&
+    q qemu-img snapshot -c first snap.qcow2 &&
+    q qemu-io -c 'write -P 0xa2 4k 8k' snap.qcow2 &&
+    q qemu-img snapshot -c 'second/with slash' snap.qcow2 &&
+    q qemu-img resize snap.qcow2 512k &&
+    q qemu-io -c 'write -P 0xa3 400k 1k' snap.qcow2 &&
+    cp snap.qcow2 "$d/snapshots.qcow2"
+
+  q qemu-img create -f qcow2 -o compat=0.10,cluster_size=512 snapv2.qcow2 64k &&
+    q qemu-io -c 'write -P 0xb1 0 2k' snapv2.qcow2 &&
+    q qemu-img snapshot -c s1 snapv2.qcow2 &&
+    q qemu-io -c 'write -P 0xb2 1k 2k' snapv2.qcow2 &&
+    cp snapv2.qcow2 "$d/snapshots-v2.qcow2"
+
+  q qemu-img create -f qcow2 -o cluster_size=512,data_file=df.raw df.qcow2 64k &&
+    q qemu-io -c 'write -P 0xc1 0 4k' df.qcow2 &&
+    cp df.qcow2 "$d/data-file.qcow2"
+  q qemu-img create -f qcow2 \
+      -o cluster_size=512,data_file=dfr.raw,data_file_raw=on dfr.qcow2 64k &&
+    cp dfr.qcow2 "$d/data-file-raw.qcow2"
+
+  q qemu-img create -f qcow2 -o cluster_size=512 base.qcow2 64k &&
+    q qemu-io -c 'write -P 0xd1 0 64k' base.qcow2 &&
+    q qemu-img create -f qcow2 -o cluster_size=512 -b base.qcow2 -F qcow2 \
+      top.qcow2 128k &&
+    q qemu-io -c 'write -P 0xd2 4k 1k' top.qcow2 &&
+    cp top.qcow2 "$d/backing.qcow2"
+
+  q qemu-img create -f qcow2 -o cluster_size=512,lazy_refcounts=on \
+      dirty.qcow2 64k &&
+    (qemu-io -c 'write -P 0xe1 0 4k' -c abort dirty.qcow2; :) >/dev/null 2>&1
+  [ -s dirty.qcow2 ] && cp dirty.qcow2 "$d/dirty.qcow2"
+
+  for c in 1 64; do
+    q qemu-img create -f qcow2 -o cluster_size=512,refcount_bits=$c \
+        rc$c.qcow2 64k &&
+      q qemu-io -c 'write -P 0xf1 1k 2k' rc$c.qcow2 &&
+      cp rc$c.qcow2 "$d/refcount-$c.qcow2"
+  done
+
+  q qemu-img create -f qcow2 -o cluster_size=4096 bm.qcow2 1M &&
+    q qemu-img bitmap --add bm.qcow2 b0 &&
+    q qemu-io -c 'write -P 0x99 0 4k' bm.qcow2 &&
+    cp bm.qcow2 "$d/bitmap.qcow2"
+  cd / || return
+}
+
+seeds_qed () {
+  local d=$1 w=$tmp/work-qed
+  mkdir -p "$w" && cd "$w" || return
+  q qemu-img create -f qed -o cluster_size=4096 a.qed 1M &&
+    q qemu-io -c 'write -P 0x11 0 4k' -c 'write -P 0x22 600k 6k' \
+              -c 'write -z 64k 8k' a.qed &&
+    cp a.qed "$d/plain.qed"
+
+  q qemu-img create -f qed -o cluster_size=4096 big.qed 1G &&
+    q qemu-io -c 'write -P 0x33 900M 4k' big.qed &&
+    cp big.qed "$d/big.qed"
+
+  head -c 65536 /dev/urandom > b.raw
+  q qemu-img create -f qed -o cluster_size=4096 \
+      -b b.raw -F raw braw.qed 128k &&
+    q qemu-io -c 'write -P 0x44 8k 4k' braw.qed &&
+    cp braw.qed "$d/backing-raw.qed"
+  q qemu-img create -f qed -o cluster_size=4096 \
+      -b a.qed -F qed bqed.qed 2M &&
+    q qemu-io -c 'write -P 0x55 1M 4k' bqed.qed &&
+    cp bqed.qed "$d/backing-qed.qed"
+  q qemu-img create -f qed -o cluster_size=4096 \
+      -b b.raw nofmt.qed 128k && cp nofmt.qed "$d/backing-nofmt.qed"
+
+  q qemu-img create -f qed -o cluster_size=4096 dirty.qed 64k &&
+    (qemu-io -c 'write -P 0x66 0 4k' -c abort dirty.qed; :) >/dev/null 2>&1
+  [ -s dirty.qed ] && cp dirty.qed "$d/dirty.qed"
+  cd / || return
+}
+
+# ---- replay known reproducers --------------------------------------------
+status=0
+replay () {   # replay FMT DIR...
+  local fmt=$1 dir f
+  shift
+  for dir; do
+    for f in "$dir/$fmt"-*; do
+      [ -f "$f" ] || continue
+      if ! ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 \
+           "$out/fuzz-$fmt" "$f" > "$tmp/replay.log" 2>&1; then
+        echo "FAIL: reproducer $f still fails:"
+        grep -v '^vmdiskfs: ' "$tmp/replay.log" | tail -40
+        status=1
+      else
+        echo "ok: reproducer $f"
+      fi
+    done
+  done
+}
+
+# ---- fuzz ----------------------------------------------------------------
+for fmt in $FUZZ_TARGETS; do
+  dirs=("$srcdir/tests/fuzz/regress")
+  [ "${FUZZ_CRASHERS:-0}" = 1 ] && dirs+=("$srcdir/tests/fuzz/crashers")
+  replay "$fmt" "${dirs[@]}"
+
+  seeds=$tmp/seeds-$fmt
+  corpus=$out/fuzz-corpus-$fmt        # kept between runs (git-ignored)
+  artifacts=$out/fuzz-artifacts
+  mkdir -p "$seeds" "$corpus" "$artifacts"
+  if ! declare -F "seeds_$fmt" >/dev/null; then
+    :
+  elif command -v qemu-img >/dev/null && command -v qemu-io >/dev/null; then
+    "seeds_$fmt" "$seeds"
+  else
+    echo "warning: qemu-img/qemu-io missing: fuzzing without seeds"
+  fi
+  echo "fuzz-$fmt: $(ls "$seeds" | wc -l) seeds: $(ls "$seeds" | tr '\n' ' ')"
+
+  log=$out/fuzz-$fmt.log
+  before=$(ls "$artifacts" | sort)
+  # -close_fd_mask=2: the drivers' error messages (every corrupt input
+  # logs one) go nowhere; libFuzzer and the sanitizers keep their output.
+  ASAN_OPTIONS=detect_leaks=1:allocator_may_return_null=1 \
+  UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
+    nice -n "$FUZZ_NICE" "$out/fuzz-$fmt" \
+      -max_total_time="$FUZZ_SECONDS" -timeout=30 -rss_limit_mb=2048 \
+      -max_len=524288 -close_fd_mask=2 -print_final_stats=1 \
+      -error_exitcode=99 -timeout_exitcode=98 \
+      -artifact_prefix="$artifacts/$fmt-" $FUZZ_ARGS \
+      "$corpus" "$seeds" > "$log" 2>&1
+  rc=$?
+  grep -E '^(stat::number_of_executed_units|stat::peak_rss_mb|#[0-9]+.*DONE)' \
+    "$log" | sed "s/^/fuzz-$fmt: /"
+  new=$(comm -13 <(echo "$before") <(ls "$artifacts" | sort))
+  if [ "$rc" != 0 ] || [ -n "$new" ]; then
+    echo "FAIL: fuzz-$fmt exited $rc; log $log"
+    sed -n '/ERROR: \|runtime error\|==[0-9]*==\|fuzz-image: driver bug/,$p' \
+      "$log" | grep -v '^vmdiskfs: ' | head -80
+    for a in $new; do
+      echo "REPRODUCER: $artifacts/$a   (replay: $out/fuzz-$fmt $artifacts/$a)"
+    done
+    status=1
+  fi
+done
+exit $status
