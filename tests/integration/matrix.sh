@@ -1,0 +1,795 @@
+#!/usr/bin/env bash
+# matrix.sh - every option of the formats library, read through the mount.
+#
+# Makes small images with the real qemu-img/qemu-io over every option the
+# formats library claims to handle (qcow2 v2/v3, cluster sizes 512..2M,
+# refcount widths, zero clusters and discards, zlib/zstd compressed
+# clusters, extended L2, backing chains with and without the backing-format
+# extension, backing files smaller than the overlay, external data files,
+# preallocation, a crash-dirty lazy-refcounts image, internal snapshots
+# before/after a resize, with VM state, with odd names; QED, QCOW1 and raw),
+# then mounts them with `vmdiskfs -o images=DIR` and checks, for every disk
+# and every snapshot, byte for byte against the oracles of TESTING.md:
+#   disk:     qemu-img convert -O raw IMG out
+#   snapshot: cp IMG copy; qemu-img snapshot -a ID copy; qemu-img convert
+# plus st_size (virtual size / the snapshot's own size), mtime (image file /
+# snapshot date), a plausible st_blocks, SEEK_DATA/SEEK_HOLE (every hole the
+# mount reports must be zeros in the oracle; sparse images must have holes),
+# the escaped names in the listings, EROFS on write, and that mounting never
+# changes an image file.  A fast library-level pass with vd-cat runs first
+# over the same oracles, so a failure can be placed in formats/ or in fs/.
+#
+# Why: the oracle is qemu itself, so the test catches any decoding mistake in
+# our own drivers, whatever corner of the spec it lies in.
+#
+# SPDX-License-Identifier: GPL-3.0-or-later
+
+set -eE
+set -o pipefail
+export LC_ALL=C.UTF-8 PYTHONIOENCODING=utf-8
+
+mx_here=$(cd "$(dirname "$0")" && pwd)
+: "${VMDISKFS:=$mx_here/../../vmdiskfs}"
+: "${VDCAT:=$mx_here/../../formats/vd-cat}"
+
+mx_require ()
+{
+  local t
+  for t in "$@"; do
+    if ! command -v "$t" >/dev/null 2>&1; then
+      echo "$0: SKIP: $t not found"
+      exit 77
+    fi
+  done
+}
+mx_require qemu-img qemu-io fusermount3 python3 cmp timeout awk du md5sum
+if [ ! -c /dev/fuse ] || [ ! -r /dev/fuse ] || [ ! -w /dev/fuse ]; then
+  echo "$0: SKIP: /dev/fuse not usable"
+  exit 77
+fi
+if [ ! -x "$VMDISKFS" ]; then
+  echo "FAIL: setup: $VMDISKFS is not built"
+  exit 1
+fi
+
+T=$(mktemp -d /var/tmp/vmdiskfs-matrix.XXXXXX)
+DIR=$T/images            # the directory that is mounted
+AUX=$T/aux               # backing files outside DIR (relative "../aux/...")
+EXP=$T/expect            # oracles
+MNT=$T/mnt
+LOG=$T/vmdiskfs.log
+PID=
+mkdir "$DIR" "$AUX" "$EXP" "$MNT"
+
+mx_mounted ()
+{
+  awk -v m="$1" '$2 == m { f = 1 } END { exit !f }' /proc/self/mounts
+}
+
+mx_cleanup ()
+{
+  local rc=$?
+  set +e
+  if mx_mounted "$MNT"; then
+    fusermount3 -u "$MNT" 2>/dev/null || fusermount3 -uz "$MNT"
+  fi
+  if [ -n "$PID" ] && kill -0 "$PID" 2>/dev/null; then
+    kill "$PID"
+    wait "$PID" 2>/dev/null
+  fi
+  if [ $rc -ne 0 ] && [ $rc -ne 77 ] && [ -s "$LOG" ]; then
+    echo "--- vmdiskfs log (last 40 lines) ---"
+    tail -n 40 "$LOG"
+  fi
+  mx_mounted "$MNT" || rm -rf "$T"
+  exit $rc
+}
+trap mx_cleanup EXIT
+trap 'exit 1' INT TERM
+trap 'echo "FAIL: setup: command failed at line $LINENO: $BASH_COMMAND"' ERR
+
+mx_failures=0
+mx_checks=0
+mx_fail ()
+{
+  mx_failures=$((mx_failures + 1))
+  echo "FAIL: $1: $2"
+}
+mx_ok ()
+{
+  mx_checks=$((mx_checks + 1))
+}
+
+# Python helpers (one file, several commands).
+cat > "$T/mx.py" <<'EOF'
+import errno, json, os, struct, sys
+
+def info(path):
+    # virtual size, sum of the actual sizes of the chain, data file, and the
+    # snapshot table: "id<TAB>date-sec<TAB>vm-state-size<TAB>name"
+    chain = json.load(open(path))
+    top = chain[0] if isinstance(chain, list) else chain
+    chain = chain if isinstance(chain, list) else [chain]
+    print("vsize", top["virtual-size"])
+    print("actual", sum(c.get("actual-size", 0) for c in chain))
+    df = top.get("format-specific", {}).get("data", {}).get("data-file")
+    print("datafile", df or "")
+    for s in top.get("snapshots", []):
+        print("snap", s["id"], s["date-sec"], s["vm-state-size"], s["name"],
+              sep="\t")
+
+def escape(name):
+    if name in (".", ".."):
+        print("%2E" * len(name))
+    else:
+        print(name.replace("%", "%25").replace("/", "%2F"))
+
+def zero_in(ofd, a, b):
+    # True if oracle bytes [a, b) are all zero (skipping its own holes).
+    while a < b:
+        try:
+            x = os.lseek(ofd, a, os.SEEK_DATA)
+        except OSError as e:
+            if e.errno == errno.ENXIO:
+                return True
+            raise
+        if x >= b:
+            return True
+        h = min(b, os.lseek(ofd, x, os.SEEK_HOLE))
+        while x < h:
+            n = min(h - x, 1 << 20)
+            if os.pread(ofd, n, x).count(0) != n:
+                return False
+            x += n
+        a = h
+    return True
+
+def seek(path, oracle):
+    # Walk SEEK_DATA/SEEK_HOLE over path; every hole must be zeros in
+    # oracle.  Prints "data BYTES holes BYTES"; exit 1 on any misbehaviour.
+    fd = os.open(path, os.O_RDONLY)
+    ofd = os.open(oracle, os.O_RDONLY)
+    size = os.fstat(fd).st_size
+    pos = data = holes = n = 0
+    while pos < size:
+        n += 1
+        if n > 1000000:
+            print("more than 1e6 extents"); sys.exit(1)
+        try:
+            d = os.lseek(fd, pos, os.SEEK_DATA)
+        except OSError as e:
+            if e.errno != errno.ENXIO:
+                print("SEEK_DATA at %d: %s" % (pos, e)); sys.exit(1)
+            d = size
+        if d < pos or d > size:
+            print("SEEK_DATA at %d returned %d (size %d)" % (pos, d, size))
+            sys.exit(1)
+        if d > pos:
+            if not zero_in(ofd, pos, d):
+                print("hole [%d, %d) is not zero in the oracle" % (pos, d))
+                sys.exit(1)
+            holes += d - pos
+        if d >= size:
+            break
+        try:
+            h = os.lseek(fd, d, os.SEEK_HOLE)
+        except OSError as e:
+            print("SEEK_HOLE at %d: %s" % (d, e)); sys.exit(1)
+        if h <= d or h > size:
+            print("SEEK_HOLE at %d returned %d (size %d)" % (d, h, size))
+            sys.exit(1)
+        data += h - d
+        pos = h
+    print("data", data, "holes", holes)
+
+def erofs(path):
+    # Opening for writing must fail with EROFS.
+    try:
+        fd = os.open(path, os.O_WRONLY)
+    except OSError as e:
+        print(errno.errorcode.get(e.errno, e.errno)); return
+    try:
+        os.pwrite(fd, b"x", 0)
+        print("WRITE-SUCCEEDED")
+    except OSError as e:
+        print(errno.errorcode.get(e.errno, e.errno))
+
+def strip_backing_fmt(path):
+    # Remove the backing file format header extension (0xe2792aca).
+    with open(path, "r+b") as f:
+        h = f.read(65536)
+        version = struct.unpack(">I", h[4:8])[0]
+        hlen = 72 if version < 3 else struct.unpack(">I", h[100:104])[0]
+        off, exts = hlen, []
+        while True:
+            magic, length = struct.unpack(">II", h[off:off + 8])
+            if magic == 0:
+                break
+            end = off + 8 + ((length + 7) & ~7)
+            if magic != 0xE2792ACA:
+                exts.append(h[off:end])
+            off = end
+        new = b"".join(exts) + b"\0" * 8
+        f.seek(hlen)
+        f.write(new + b"\0" * (off + 8 - hlen - len(new)))
+
+cmd = sys.argv[1]
+if cmd == "info": info(sys.argv[2])
+elif cmd == "escape": escape(sys.argv[2])
+elif cmd == "seek": seek(sys.argv[2], sys.argv[3])
+elif cmd == "erofs": erofs(sys.argv[2])
+elif cmd == "strip-backing-fmt": strip_backing_fmt(sys.argv[2])
+EOF
+mx_py () { python3 "$T/mx.py" "$@"; }
+
+# Random and compressible-but-varied source data.
+head -c 4M /dev/urandom > "$T/rand.bin"
+head -c 3M "$T/rand.bin" | base64 -w 0 > "$T/text.bin"   # 4 MiB
+
+MiB=$((1024 * 1024))
+cd "$DIR"
+
+# --- image registry ---------------------------------------------------------
+# mx_add NAME FORMAT [FLAGS]: NAME (in DIR) is checked; FLAGS words:
+#   sparse   must expose holes (SEEK_DATA/SEEK_HOLE, cp --sparse, du)
+#   empty    nothing written: st_blocks must be about 0
+#   nophys   guest allocation may exceed the file's (compressed, metadata
+#            preallocation): st_blocks bounded by the virtual size only
+declare -a mx_names=() mx_fmts=() mx_flags=()
+mx_add ()
+{
+  mx_names+=("$1"); mx_fmts+=("$2"); mx_flags+=("${3:-}")
+}
+
+mx_qio () # IMG FMT -c CMD ...: qemu-io, quiet
+{
+  local img=$1 fmt=$2
+  shift 2
+  qemu-io -f "$fmt" "$@" "$img" >/dev/null
+}
+
+# Scattered patterned and random writes, relative to the size:
+# start, unaligned bits, middle, end.
+mx_fill ()  # IMG FMT SIZE
+{
+  local s=$3
+  mx_qio "$1" "$2" \
+    -c "write -P 0xa1 0 64k" \
+    -c "write -s $T/rand.bin 300k 200k" \
+    -c "write -P 0xb2 $((MiB + 123)) 5000" \
+    -c "write -s $T/text.bin $((s / 2)) 512k" \
+    -c "write -P 0xc3 $((s / 2 + 700 * 1024 + 512)) 3584" \
+    -c "write -s $T/rand.bin $((s - 8192)) 8k"
+}
+
+echo "== making images"
+
+# qcow2 v2 and v3, with snapshots and discards
+for v in 0.10 1.1; do
+  n=v$v.qcow2
+  qemu-img create -q -f qcow2 -o compat=$v "$n" 4M
+  mx_fill "$n" qcow2 $((4 * MiB))
+  qemu-img snapshot -c s1 "$n"
+  mx_qio "$n" qcow2 -c "write -P 0xd4 1M 256k" -c "discard 2M 512k" \
+    -c "write -P 0xd5 3M 4k"
+  qemu-img snapshot -c s2 "$n"
+  mx_qio "$n" qcow2 -c "write -P 0xd6 0 4k" -c "discard 300k 64k"
+  mx_add "$n" qcow2
+done
+
+# cluster sizes (64k is the default, above)
+for cs in 512 4k 2M; do
+  n=cs$cs.qcow2
+  size=$((4 * MiB)); [ $cs = 2M ] && size=$((16 * MiB))
+  qemu-img create -q -f qcow2 -o cluster_size=$cs "$n" $size
+  mx_fill "$n" qcow2 $size
+  qemu-img snapshot -c snap "$n"
+  mx_qio "$n" qcow2 -c "write -P 0xe7 $((size / 4 + 512)) 1536" \
+    -c "write -z $((size / 2)) 64k"
+  mx_add "$n" qcow2
+done
+
+# refcount widths (16 is the default).  refcount_bits=1 cannot hold
+# snapshots (qemu refuses), 64 can.
+for rb in 1 64; do
+  n=rc$rb.qcow2
+  qemu-img create -q -f qcow2 -o refcount_bits=$rb "$n" 4M
+  mx_fill "$n" qcow2 $((4 * MiB))
+  [ $rb = 64 ] && qemu-img snapshot -c snap "$n"
+  mx_qio "$n" qcow2 -c "write -P 0x64 64k 64k"
+  mx_add "$n" qcow2
+done
+
+# zero clusters and discards, v3 and v2, a snapshot holding the old data
+for v in 1.1 0.10; do
+  n=zero-v$v.qcow2
+  qemu-img create -q -f qcow2 -o compat=$v "$n" 4M
+  mx_fill "$n" qcow2 $((4 * MiB))
+  mx_qio "$n" qcow2 -c "write -P 0x5a 1M 1M"
+  qemu-img snapshot -c pre-zero "$n"
+  mx_qio "$n" qcow2 -c "write -z 0 32k" -c "write -z 2M 512k" \
+    -c "write -z -u 1M 256k" -c "discard $((1 * MiB + 512 * 1024)) 128k" \
+    -c "discard $((4 * MiB - 64 * 1024)) 64k"
+  mx_add "$n" qcow2
+done
+
+# zero writes and discards over a backing file's data (v3: zero clusters
+# must hide the backing data; v2: discard uncovers it)
+qemu-img create -q -f qcow2 zb-base.qcow2 4M
+mx_qio zb-base.qcow2 qcow2 -c "write -P 0x42 0 4M" -c "write -s $T/rand.bin 1M 1M"
+mx_add zb-base.qcow2 qcow2
+for v in 1.1 0.10; do
+  n=zb-v$v.qcow2
+  qemu-img create -q -f qcow2 -o compat=$v -b zb-base.qcow2 -F qcow2 "$n"
+  mx_qio "$n" qcow2 -c "write -P 0x43 0 128k" -c "write -z 64k 64k" \
+    -c "write -z 1M 256k" -c "discard 2M 128k" -c "discard 0 64k" \
+    -c "write -z 3M 1000"
+  mx_add "$n" qcow2
+done
+
+# compressed clusters: zlib, zstd, small and big clusters, v2, mixed with
+# normal clusters and compressed writes (qemu-io write -c)
+head -c 4M /dev/zero > "$T/src.raw"
+mx_fill "$T/src.raw" raw $((4 * MiB))
+mx_qio "$T/src.raw" raw -c "write -s $T/text.bin 1M 1M" -c "write -P 0 2M 64k"
+qemu-img convert -c -O qcow2 -f raw "$T/src.raw" comp-zlib.qcow2
+qemu-img convert -c -O qcow2 -o compression_type=zstd -f raw "$T/src.raw" comp-zstd.qcow2
+qemu-img convert -c -O qcow2 -o cluster_size=4k -f raw "$T/src.raw" comp-zlib-4k.qcow2
+qemu-img convert -c -O qcow2 -o cluster_size=2M,compression_type=zstd -f raw "$T/src.raw" comp-zstd-2M.qcow2
+qemu-img convert -c -O qcow2 -o cluster_size=512 -f raw "$T/src.raw" comp-zlib-512.qcow2
+qemu-img convert -c -O qcow2 -o compat=0.10 -f raw "$T/src.raw" comp-v2.qcow2
+cp comp-zstd.qcow2 comp-mixed.qcow2
+mx_qio comp-mixed.qcow2 qcow2 -c "write -P 0x99 $((MiB + 1000)) 3000" \
+  -c "write -c -s $T/text.bin 3M 128k" -c "write -z 1536k 64k"
+qemu-img snapshot -c mixed comp-mixed.qcow2
+mx_qio comp-mixed.qcow2 qcow2 -c "write -c -P 0x98 2M 64k"
+for n in comp-zlib comp-zstd comp-zlib-4k comp-zstd-2M comp-zlib-512 comp-v2 comp-mixed; do
+  mx_add $n.qcow2 qcow2 nophys
+done
+
+# extended L2 (subclusters: cluster/32): 64k and 2M clusters, and over a
+# backing file, with writes at and below subcluster granularity
+qemu-img create -q -f qcow2 -o extended_l2=on,cluster_size=64k xl2-64k.qcow2 4M
+mx_qio xl2-64k.qcow2 qcow2 -c "write -P 0x11 2k 2k" -c "write -P 0x12 6656 1k" \
+  -c "write -s $T/rand.bin 64k 6k" -c "write -z 68k 4k" -c "discard 64k 2k" \
+  -c "write -P 0x13 $((MiB - 2048)) 4k" -c "write -P 0x14 3M 64k"
+qemu-img snapshot -c sub xl2-64k.qcow2
+mx_qio xl2-64k.qcow2 qcow2 -c "write -z 3M 2k" -c "write -P 0x15 $((3 * MiB + 10240)) 2k"
+mx_add xl2-64k.qcow2 qcow2
+qemu-img create -q -f qcow2 -o extended_l2=on,cluster_size=2M xl2-2M.qcow2 8M
+mx_qio xl2-2M.qcow2 qcow2 -c "write -P 0x21 64k 64k" -c "write -P 0x22 200k 10k" \
+  -c "write -s $T/rand.bin 2M 128k" -c "write -z 2112k 64k" \
+  -c "write -P 0x23 $((8 * MiB - 64 * 1024)) 64k"
+mx_add xl2-2M.qcow2 qcow2
+qemu-img create -q -f qcow2 xl2-base.qcow2 4M
+mx_qio xl2-base.qcow2 qcow2 -c "write -P 0x31 0 4M"
+mx_add xl2-base.qcow2 qcow2
+qemu-img create -q -f qcow2 -o extended_l2=on -b xl2-base.qcow2 -F qcow2 xl2-over.qcow2
+mx_qio xl2-over.qcow2 qcow2 -c "write -P 0x32 2k 2k" -c "write -z 8k 2k" \
+  -c "write -P 0x33 $((64 * 1024 + 100)) 100" -c "discard 128k 4k" \
+  -c "write -z 1M 64k" -c "write -s $T/rand.bin 2M 6k"
+mx_add xl2-over.qcow2 qcow2
+
+# backing chain 3 deep, relative names
+qemu-img create -q -f qcow2 ch-base.qcow2 4M
+mx_fill ch-base.qcow2 qcow2 $((4 * MiB))
+qemu-img create -q -f qcow2 -b ch-base.qcow2 -F qcow2 ch-mid.qcow2
+mx_qio ch-mid.qcow2 qcow2 -c "write -P 0x51 64k 128k" -c "write -P 0x52 2M 4k" \
+  -c "write -z $((2 * MiB + 128 * 1024)) 64k"
+qemu-img create -q -f qcow2 -b ch-mid.qcow2 -F qcow2 ch-top.qcow2
+mx_qio ch-top.qcow2 qcow2 -c "write -P 0x53 128k 4k" -c "write -P 0x54 3M 64k" \
+  -c "discard 0 64k"
+for n in ch-base ch-mid ch-top; do mx_add $n.qcow2 qcow2; done
+
+# a backing file outside the directory: "../aux/outside-base.qcow2"
+qemu-img create -q -f qcow2 "$AUX/outside-base.qcow2" 4M
+mx_fill "$AUX/outside-base.qcow2" qcow2 $((4 * MiB))
+qemu-img create -q -f qcow2 -b ../aux/outside-base.qcow2 -F qcow2 outside.qcow2
+mx_qio outside.qcow2 qcow2 -c "write -P 0x61 1M 64k"
+mx_add outside.qcow2 qcow2
+
+# qcow2 over a raw base
+head -c 4M "$T/rand.bin" > rawbase.raw
+qemu-img create -q -f qcow2 -b rawbase.raw -F raw over-raw.qcow2
+mx_qio over-raw.qcow2 qcow2 -c "write -P 0x71 0 64k" -c "write -z 1M 64k"
+mx_add rawbase.raw raw
+mx_add over-raw.qcow2 qcow2
+
+# backing-format extension absent (qcow2 base and raw base: probed)
+qemu-img create -q -f qcow2 nofmt-base.qcow2 4M
+mx_fill nofmt-base.qcow2 qcow2 $((4 * MiB))
+qemu-img create -q -f qcow2 -b nofmt-base.qcow2 -F qcow2 nofmt.qcow2
+mx_qio nofmt.qcow2 qcow2 -c "write -P 0x72 2M 64k"
+mx_py strip-backing-fmt nofmt.qcow2
+qemu-img create -q -f qcow2 -b rawbase.raw -F raw nofmt-raw.qcow2
+mx_qio nofmt-raw.qcow2 qcow2 -c "write -P 0x73 2M 64k"
+mx_py strip-backing-fmt nofmt-raw.qcow2
+qemu-img info --output=json nofmt.qcow2 | grep -q backing-filename-format &&
+  { echo "FAIL: setup: backing format extension still present"; exit 1; }
+mx_add nofmt-base.qcow2 qcow2
+mx_add nofmt.qcow2 qcow2
+mx_add nofmt-raw.qcow2 qcow2
+
+# backing file smaller than the overlay (qcow2 1 MiB; raw 1 MiB + 1 KiB)
+qemu-img create -q -f qcow2 small-base.qcow2 1M
+mx_qio small-base.qcow2 qcow2 -c "write -P 0xee 0 1M"
+qemu-img create -q -f qcow2 -b small-base.qcow2 -F qcow2 small-over.qcow2 4M
+mx_qio small-over.qcow2 qcow2 -c "write -P 0xef 512k 4k" -c "write -P 0xf0 3M 4k"
+head -c $((MiB + 1024)) "$T/text.bin" > small-base.raw
+qemu-img create -q -f qcow2 -b small-base.raw -F raw small-over-raw.qcow2 4M
+mx_qio small-over-raw.qcow2 qcow2 -c "write -P 0xf1 2M 4k"
+for n in small-base.qcow2 small-over.qcow2 small-over-raw.qcow2; do
+  mx_add $n qcow2
+done
+mx_add small-base.raw raw
+
+# external data files (relative names), data_file_raw off and on
+qemu-img create -q -f qcow2 -o data_file=dfile.data dfile.qcow2 4M
+mx_fill dfile.qcow2 qcow2 $((4 * MiB))
+mx_qio dfile.qcow2 qcow2 -c "write -z 0 64k" -c "discard 1M 64k"
+qemu-img create -q -f qcow2 -o data_file=dfile-raw.data,data_file_raw=on dfile-raw.qcow2 4M
+mx_fill dfile-raw.qcow2 qcow2 $((4 * MiB))
+mx_qio dfile-raw.qcow2 qcow2 -c "write -z 2M 64k"
+mx_add dfile.qcow2 qcow2
+mx_add dfile-raw.qcow2 qcow2
+mx_add dfile.data raw
+mx_add dfile-raw.data raw
+
+# preallocation
+for p in metadata falloc full; do
+  n=prealloc-$p.qcow2
+  qemu-img create -q -f qcow2 -o preallocation=$p "$n" 4M
+  mx_qio "$n" qcow2 -c "write -P 0x81 1M 64k" -c "write -s $T/rand.bin 3M 100k"
+  if [ $p = metadata ]; then mx_add "$n" qcow2 nophys; else mx_add "$n" qcow2; fi
+done
+
+# left dirty by a crash (lazy refcounts): qemu-img check must complain,
+# the data must still read right
+qemu-img create -q -f qcow2 -o lazy_refcounts=on dirty.qcow2 4M
+mx_qio dirty.qcow2 qcow2 -c "write -P 0x10 2M 64k"
+( ulimit -c 0; qemu-io -c "write -P 0x11 0 1M" -c abort dirty.qcow2 \
+    >/dev/null 2>&1 ) 2>/dev/null || true
+mx_add dirty.qcow2 qcow2
+if qemu-img check dirty.qcow2 >/dev/null 2>&1; then
+  echo "FAIL: setup: dirty.qcow2 is not dirty (qemu-img check is happy)"
+  exit 1
+fi
+qemu-img info --output=json dirty.qcow2 | grep -q '"dirty-flag": true' ||
+  { echo "FAIL: setup: dirty.qcow2 has no dirty flag"; exit 1; }
+
+# several snapshots, one deleted
+qemu-img create -q -f qcow2 snaps.qcow2 4M
+mx_fill snaps.qcow2 qcow2 $((4 * MiB))
+qemu-img snapshot -c first snaps.qcow2
+mx_qio snaps.qcow2 qcow2 -c "write -P 0x91 0 1M"
+qemu-img snapshot -c second snaps.qcow2
+mx_qio snaps.qcow2 qcow2 -c "write -P 0x92 1M 1M"
+qemu-img snapshot -c third snaps.qcow2
+mx_qio snaps.qcow2 qcow2 -c "write -P 0x93 2M 1M" -c "discard 0 512k"
+qemu-img snapshot -c fourth snaps.qcow2
+qemu-img snapshot -d second snaps.qcow2
+mx_qio snaps.qcow2 qcow2 -c "write -P 0x94 3M 1M"
+mx_add snaps.qcow2 qcow2
+
+# snapshots before and after resizes: each keeps its own size
+qemu-img create -q -f qcow2 resize.qcow2 4M
+mx_fill resize.qcow2 qcow2 $((4 * MiB))
+qemu-img snapshot -c small resize.qcow2
+qemu-img resize -q resize.qcow2 8M
+mx_qio resize.qcow2 qcow2 -c "write -P 0xa5 6M 64k" -c "write -P 0xa6 2M 4k"
+qemu-img snapshot -c big resize.qcow2
+qemu-img resize -q resize.qcow2 $((12 * MiB + 512))
+mx_qio resize.qcow2 qcow2 -c "write -P 0xa7 11M 64k"
+mx_add resize.qcow2 qcow2
+
+# VM state: qemu-io writes to the VM-state area (beyond the disk), then a
+# snapshot copies the L1 table that now maps it (qemu-img snapshot -c
+# records vm-state-size 0); and, if qemu-system is here, a real savevm.
+qemu-img create -q -f qcow2 vmstate-io.qcow2 4M
+mx_qio vmstate-io.qcow2 qcow2 -c "write -P 0x76 0 64k" -c "write -b -P 0x77 0 1M" \
+  -c "write -b -P 0x78 4M 64k"
+qemu-img snapshot -c with-b-state vmstate-io.qcow2
+mx_qio vmstate-io.qcow2 qcow2 -c "write -b -P 0x79 0 64k"
+mx_add vmstate-io.qcow2 qcow2
+mx_savevm=no
+if command -v qemu-system-x86_64 >/dev/null 2>&1; then
+  qemu-img create -q -f qcow2 vmstate-real.qcow2 4M
+  mx_qio vmstate-real.qcow2 qcow2 -c "write -P 0x7a 0 512k"
+  printf 'savevm withstate\nquit\n' |
+    timeout 60 qemu-system-x86_64 -nodefaults -machine pc -accel tcg -m 32 \
+      -display none -monitor stdio \
+      -drive file=vmstate-real.qcow2,if=none,id=d0,format=qcow2 >/dev/null 2>&1 || true
+  if qemu-img snapshot -l vmstate-real.qcow2 | grep -q withstate; then
+    mx_savevm=yes
+    mx_qio vmstate-real.qcow2 qcow2 -c "write -P 0x7b 0 1M"
+    mx_add vmstate-real.qcow2 qcow2
+  else
+    echo "NOTE: savevm with qemu-system-x86_64 failed; real VM state untested"
+    rm -f vmstate-real.qcow2
+  fi
+else
+  echo "NOTE: no qemu-system-x86_64; real VM state untested"
+fi
+
+# snapshot names that need care: spaces, non-ASCII, '%', '/', "." and ".."
+qemu-img create -q -f qcow2 names.qcow2 4M
+i=0
+for tag in "before upgrade" "état-ü" "50%done" "a/b" ".." "."; do
+  i=$((i + 1))
+  mx_qio names.qcow2 qcow2 -c "write -P $((0x40 + i)) $((i * 256 * 1024)) 4k"
+  qemu-img snapshot -c "$tag" names.qcow2
+done
+mx_add names.qcow2 qcow2
+
+# an image file name with a space and a '%'; an empty qcow2; a sparse one
+head -c 2M "$T/rand.bin" > "my disk 50%.raw"
+mx_add "my disk 50%.raw" raw
+qemu-img create -q -f qcow2 empty.qcow2 64M
+mx_add empty.qcow2 qcow2 "empty sparse"
+qemu-img create -q -f qcow2 sparse.qcow2 64M
+mx_qio sparse.qcow2 qcow2 -c "write -s $T/rand.bin 0 256k" \
+  -c "write -P 0x55 32M 256k" -c "write -s $T/rand.bin $((64 * MiB - 512 * 1024)) 512k"
+mx_add sparse.qcow2 qcow2 sparse
+
+# QED
+qemu-img create -q -f qed plain.qed 4M
+mx_fill plain.qed qed $((4 * MiB))
+mx_add plain.qed qed
+qemu-img create -q -f qed -o cluster_size=4k small-cluster.qed 4M
+mx_fill small-cluster.qed qed $((4 * MiB))
+mx_add small-cluster.qed qed
+qemu-img create -q -f qed -b rawbase.raw -F raw over-raw.qed 6M
+mx_qio over-raw.qed qed -c "write -P 0xb1 64k 4k" -c "write -P 0xb3 5M 64k"
+mx_add over-raw.qed qed
+qemu-img create -q -f qed sparse.qed 64M
+mx_qio sparse.qed qed -c "write -P 0xb4 40M 128k"
+mx_add sparse.qed qed sparse
+
+# QCOW version 1: plain, compressed, over a raw base
+qemu-img create -q -f qcow plain.qcow 4M
+mx_fill plain.qcow qcow $((4 * MiB))
+mx_add plain.qcow qcow
+# (qemu 7.2's convert -c -O qcow fails; compressed writes cluster by cluster)
+qemu-img create -q -f qcow comp.qcow 4M
+mx_cmds=()
+for k in $(seq 0 31); do
+  mx_cmds+=(-c "write -c -P $((k + 1)) $((k * 128 * 1024)) 4k")
+  mx_cmds+=(-c "write -c -s $T/text.bin $((k * 128 * 1024 + 8192)) 4k")
+done
+mx_qio comp.qcow qcow "${mx_cmds[@]}" -c "write -s $T/rand.bin 3M 12k"
+mx_add comp.qcow qcow nophys
+qemu-img create -q -f qcow -b rawbase.raw -F raw over-raw.qcow 4M
+mx_qio over-raw.qcow qcow -c "write -P 0xc1 1M 64k"
+mx_add over-raw.qcow qcow
+
+# raw: plain, sparse, zero length
+head -c 4M "$T/rand.bin" > plain.raw
+mx_qio plain.raw raw -c "write -P 0xd1 1M 4k"
+mx_add plain.raw raw
+truncate -s 64M sparse.raw
+mx_qio sparse.raw raw -c "write -P 0xd2 16M 64k" -c "write -s $T/rand.bin 50M 64k"
+mx_add sparse.raw raw sparse
+: > zero-length.raw
+mx_add zero-length.raw raw
+
+# Every file in DIR must have been registered.
+for f in *; do
+  found=no
+  for n in "${mx_names[@]}"; do [ "$n" = "$f" ] && found=yes && break; done
+  if [ $found = no ]; then
+    echo "FAIL: setup: $f in the image directory is not registered"
+    exit 1
+  fi
+done
+rm -f "$T/src.raw"
+echo "   ${#mx_names[@]} images"
+
+# --- oracles ----------------------------------------------------------------
+echo "== computing oracles with qemu-img"
+for i in "${!mx_names[@]}"; do
+  n=${mx_names[$i]} f=${mx_fmts[$i]}
+  qemu-img info -f "$f" --backing-chain --output=json "$n" > "$EXP/$n.json"
+  mx_py info "$EXP/$n.json" > "$EXP/$n.info"
+  qemu-img convert -f "$f" -O raw "$n" "$EXP/$n.raw"
+  { grep '^snap' "$EXP/$n.info" || true; } |
+  while IFS=$'\t' read -r _ id date vms tag; do
+    cp --sparse=always "$n" ".mx-copy"
+    qemu-img snapshot -a "$id" .mx-copy
+    qemu-img convert -f "$f" -O raw .mx-copy "$EXP/$n.snap.$id.raw"
+    rm -f .mx-copy
+  done
+done
+
+# The oracles themselves must show what the cases claim.
+mx_vsize () { awk '$1 == "vsize" { print $2 }' "$EXP/$1.info"; }
+mx_snapid () { awk -F'\t' -v t="$2" '$1 == "snap" && $5 == t { print $2 }' "$EXP/$1.info"; }
+[ "$(stat -c %s "$EXP/resize.qcow2.snap.$(mx_snapid resize.qcow2 small).raw")" = $((4 * MiB)) ] ||
+  { echo "FAIL: setup: oracle of resize.qcow2@small is not 4 MiB"; exit 1; }
+[ "$(awk -F'\t' '$5 == "withstate" { print $4 }' "$EXP/vmstate-real.qcow2.info" 2>/dev/null)" != 0 ] ||
+  { echo "FAIL: setup: vmstate-real.qcow2 snapshot has no VM state"; exit 1; }
+
+# --- library pass (fast, no FUSE) ------------------------------------------
+echo "== library pass: vd-cat vs oracles"
+mx_lib_fail=0
+if [ -x "$VDCAT" ]; then
+  for i in "${!mx_names[@]}"; do
+    n=${mx_names[$i]}
+    if ! ( cd "$T" && timeout 60 "$VDCAT" "$DIR/$n" 2>"$T/vdcat.err" ) |
+        cmp -s - "$EXP/$n.raw"; then
+      mx_fail "lib:$n" "vd-cat '$DIR/$n' differs from qemu-img convert ($(head -c 200 "$T/vdcat.err"))"
+      mx_lib_fail=$((mx_lib_fail + 1))
+    else
+      mx_ok
+    fi
+    { grep '^snap' "$EXP/$n.info" || true; } |
+    while IFS=$'\t' read -r _ id date vms tag; do
+      if ! ( cd "$T" && timeout 60 "$VDCAT" -s "$id" "$DIR/$n" 2>"$T/vdcat.err" ) |
+          cmp -s - "$EXP/$n.snap.$id.raw"; then
+        echo "FAIL: lib:$n@$tag: vd-cat -s $id differs from the snapshot oracle ($(head -c 200 "$T/vdcat.err"))"
+        exit 1
+      fi
+    done || { mx_failures=$((mx_failures + 1)); mx_lib_fail=$((mx_lib_fail + 1)); }
+  done
+  echo "   library pass: $mx_lib_fail image(s) with failures"
+else
+  echo "NOTE: $VDCAT not built; library pass skipped"
+fi
+
+# --- mount pass (the required one) -------------------------------------------
+md5sum -- * > "$T/before.md5"
+echo "== mounting $VMDISKFS -f -o images=$DIR"
+"$VMDISKFS" -f -o images="$DIR" "$MNT" >"$LOG" 2>&1 &
+PID=$!
+for _ in $(seq 100); do
+  mx_mounted "$MNT" && break
+  kill -0 "$PID" 2>/dev/null || break
+  sleep 0.1
+done
+if ! mx_mounted "$MNT"; then
+  echo "FAIL: mount: vmdiskfs did not mount within 10 s"
+  exit 1
+fi
+
+mx_check_disk () # CASE MNTFILE ORACLE SIZE MTIME
+{
+  local c=$1 m=$2 o=$3 size=$4 mtime=$5 got
+  if [ ! -f "$m" ]; then
+    mx_fail "$c" "$m: missing ($(ls -d "$m" 2>&1 | head -c 200))"
+    return 1
+  fi
+  if timeout 60 cmp "$m" "$o" >"$T/cmp.out" 2>&1; then mx_ok
+  else mx_fail "$c" "content differs from the oracle: $(head -c 300 "$T/cmp.out")"; fi
+  got=$(stat -c %s "$m")
+  if [ "$got" = "$size" ]; then mx_ok
+  else mx_fail "$c" "st_size $got, expected $size"; fi
+  got=$(stat -c %Y "$m")
+  if [ "$got" = "$mtime" ]; then mx_ok
+  else mx_fail "$c" "mtime $got, expected $mtime"; fi
+}
+
+echo "== checking every disk and snapshot through the mount"
+mx_esc () { mx_py escape "$1"; }
+expected_top=$(for n in "${mx_names[@]}"; do mx_esc "$n"; done | sort)
+got_top=$(ls -A "$MNT" | sort)
+if [ "$got_top" = "$expected_top" ]; then mx_ok
+else
+  mx_fail "listing" "ls $MNT differs: $(diff <(echo "$expected_top") <(echo "$got_top") | head -20 | tr '\n' ' ')"
+fi
+
+for i in "${!mx_names[@]}"; do
+  n=${mx_names[$i]} flags=" ${mx_flags[$i]} "
+  e=$(mx_esc "$n")
+  m=$MNT/$e/disk.raw
+  vsize=$(mx_vsize "$n")
+  mx_check_disk "$n" "$m" "$EXP/$n.raw" "$vsize" "$(stat -c %Y "$n")" || continue
+
+  # st_blocks: at most what the chain's files hold (+ 1 MiB metadata
+  # slack), or the virtual size for compressed/preallocated images;
+  # about 0 for an empty image.
+  blocks=$(( $(stat -c %b "$m") * 512 ))
+  if [[ $flags == *" empty "* ]]; then
+    limit=$((64 * 1024))
+  elif [[ $flags == *" nophys "* ]]; then
+    limit=$(( (vsize + 65535) / 65536 * 65536 ))
+  else
+    limit=$(( $(awk '$1 == "actual" { print $2 }' "$EXP/$n.info") + MiB ))
+    df=$(awk '$1 == "datafile" { print $2 }' "$EXP/$n.info")
+    [ -n "$df" ] && limit=$((limit + $(stat -c %b "$df") * 512))
+  fi
+  if [ "$blocks" -le "$limit" ]; then mx_ok
+  else mx_fail "$n" "st_blocks*512 = $blocks, more than plausible ($limit)"; fi
+
+  # SEEK_DATA/SEEK_HOLE: holes must be zeros; sparse images must have
+  # most of their bytes in holes.
+  if out=$(timeout 60 python3 "$T/mx.py" seek "$m" "$EXP/$n.raw" 2>&1); then
+    mx_ok
+    data=$(echo "$out" | awk '{ print $2 }')
+    if [[ $flags == *" sparse "* ]]; then
+      if [ "$data" -le $((vsize / 8)) ]; then mx_ok
+      else mx_fail "$n" "SEEK_DATA/SEEK_HOLE report $data data bytes of $vsize: holes not reported"; fi
+    fi
+  else
+    mx_fail "$n" "SEEK_DATA/SEEK_HOLE: $out"
+  fi
+
+  # snapshots: listing, content, size, mtime = snapshot date
+  expected_snaps=$({ grep '^snap' "$EXP/$n.info" || true; } | cut -f5 |
+                   while IFS= read -r t; do mx_esc "$t"; done | sort)
+  if [ -d "$MNT/$e/snapshots" ]; then
+    got_snaps=$(ls -A "$MNT/$e/snapshots" | sort)
+  else
+    got_snaps=
+  fi
+  if [ "$got_snaps" = "$expected_snaps" ]; then mx_ok
+  else
+    mx_fail "$n" "snapshots listed [$(echo $got_snaps)], expected [$(echo $expected_snaps)]"
+  fi
+  while IFS=$'\t' read -r _ id date vms tag; do
+    o=$EXP/$n.snap.$id.raw
+    sd=$MNT/$e/snapshots/$(mx_esc "$tag")
+    mx_check_disk "$n@$tag" "$sd/disk.raw" "$o" "$(stat -c %s "$o")" "$date" ||
+      continue
+    got=$(ls -A "$sd" | tr '\n' ' ')
+    if [ "$got" = "disk.raw " ]; then mx_ok
+    else mx_fail "$n@$tag" "snapshot directory holds [$got], expected only disk.raw"; fi
+  done < <(grep '^snap' "$EXP/$n.info" || true)
+done
+
+# Explicit claims, beyond the generic loop.
+m=$MNT/resize.qcow2
+for t in small:$((4 * MiB)) big:$((8 * MiB)); do
+  got=$(stat -c %s "$m/snapshots/${t%%:*}/disk.raw" 2>/dev/null || echo missing)
+  if [ "$got" = "${t#*:}" ]; then mx_ok
+  else mx_fail "resize.qcow2@${t%%:*}" "st_size $got, expected ${t#*:} (size at snapshot time)"; fi
+done
+for f in "$MNT"/vmstate-*/disk.raw "$MNT"/vmstate-*/snapshots/*/disk.raw; do
+  if LC_ALL=C grep -q "$(printf '\x77\x77\x77\x77\x77\x77\x77\x77')" "$f"; then
+    mx_fail "vmstate" "$f contains the VM-state pattern 0x77"
+  else
+    mx_ok
+  fi
+done
+
+# cp --sparse=always through the mount: same bytes, small copy
+for n in sparse.qcow2 empty.qcow2 sparse.qed sparse.raw; do
+  rm -f "$T/cp.raw"
+  if timeout 60 cp --sparse=always "$MNT/$n/disk.raw" "$T/cp.raw" &&
+     cmp -s "$T/cp.raw" "$EXP/$n.raw"; then
+    kib=$(du -k "$T/cp.raw" | cut -f1)
+    if [ "$kib" -le 4096 ]; then mx_ok
+    else mx_fail "$n" "cp --sparse=always copy uses $kib KiB"; fi
+  else
+    mx_fail "$n" "cp --sparse=always through the mount failed or differs"
+  fi
+  rm -f "$T/cp.raw"
+done
+
+# read-only: writing gives EROFS
+got=$(python3 "$T/mx.py" erofs "$MNT/v1.1.qcow2/disk.raw" 2>&1)
+if [ "$got" = EROFS ]; then mx_ok
+else mx_fail "erofs" "opening disk.raw for writing gave $got, expected EROFS"; fi
+
+# --- unmount; nothing changed ------------------------------------------------
+if ! kill -0 "$PID" 2>/dev/null; then
+  mx_fail "daemon" "vmdiskfs died during the test"
+fi
+fusermount3 -u "$MNT" || mx_fail "unmount" "fusermount3 -u failed"
+for _ in $(seq 50); do kill -0 "$PID" 2>/dev/null || break; sleep 0.1; done
+if kill -0 "$PID" 2>/dev/null; then
+  mx_fail "unmount" "vmdiskfs still running 5 s after fusermount3 -u"
+else
+  rc=0; wait "$PID" || rc=$?
+  PID=
+  if [ $rc -eq 0 ]; then mx_ok
+  else mx_fail "unmount" "vmdiskfs exited with status $rc"; fi
+fi
+if md5sum --quiet -c "$T/before.md5" >"$T/md5.out" 2>&1; then mx_ok
+else mx_fail "read-only" "image files changed while mounted: $(head -c 300 "$T/md5.out")"; fi
+if grep -q '^vmdiskfs: error:' "$LOG"; then
+  mx_fail "log" "vmdiskfs logged errors on good images: $(grep '^vmdiskfs: error:' "$LOG" | head -5 | tr '\n' ' ')"
+else
+  mx_ok
+fi
+
+echo "== $mx_checks checks passed, $mx_failures failed (savevm case: $mx_savevm)"
+[ $mx_failures -eq 0 ]
