@@ -1,4 +1,330 @@
-/* placeholder until the FUSE front end lands. SPDX-License-Identifier: GPL-3.0-or-later */
+/* vmdiskfs - main: options, mount, daemonize, the session loop.
+ *
+ *   vmdiskfs [OPTIONS] MOUNTPOINT
+ *   vmdiskfs SOURCE MOUNTPOINT -o OPTIONS      (as mount.fuse3 runs it)
+ *
+ * Our options (-o images=, connect=, pidfile=, l2_cache=, ro) are parsed
+ * with fuse_opt_parse, then fuse_parse_cmdline takes the usual ones (-f
+ * -d -s -h -V, max_threads, clone_fd), and what remains (allow_other,
+ * default_permissions, ro ...) goes to fuse_session_new.
+ *
+ * Tree providers: images mode (-o images=DIR) is tree-images.c.  libvirt
+ * mode is not built yet; it will be one more struct fs_provider chosen
+ * here when -o images is absent.
+ *
+ * SPDX-License-Identifier: GPL-3.0-or-later
+ */
 #include <config.h>
+
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <stddef.h>
 #include <stdio.h>
-int main (int argc, char **argv) { printf ("vmdiskfs %s\n", PACKAGE_VERSION); return 0; }
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "vmdiskfs.h"
+#include "cleanup.h"
+#include "log.h"
+
+struct fs_config fs_config;
+struct fuse_session *fs_session;
+
+static char *mountpoint;
+static char *nonopt[2];
+static int nnonopt;
+
+enum {
+  KEY_RO,
+  KEY_FSNAME,
+  KEY_HELP,
+  KEY_VERSION,
+};
+
+static bool have_fsname;
+
+#define FS_OPT(t, m) { t, offsetof (struct fs_config, m), 1 }
+static const struct fuse_opt fs_opts[] = {
+  FS_OPT ("images=%s", images),
+  FS_OPT ("connect=%s", connect),
+  FS_OPT ("pidfile=%s", pidfile),
+  FS_OPT ("l2_cache=%s", l2_cache),
+  FUSE_OPT_KEY ("ro", KEY_RO),
+  FUSE_OPT_KEY ("fsname=", KEY_FSNAME),
+  FUSE_OPT_END
+};
+
+static int
+opt_proc (void *data, const char *arg, int key, struct fuse_args *outargs)
+{
+  switch (key) {
+  case KEY_RO:
+    fs_config.ro = true;
+    return 1;                   /* keep: the kernel mounts read-only */
+  case KEY_FSNAME:
+    have_fsname = true;
+    return 1;
+  case FUSE_OPT_KEY_NONOPT:
+    /* SOURCE MOUNTPOINT (mount.fuse3), or MOUNTPOINT. */
+    if (nnonopt == 2) {
+      fprintf (stderr, "vmdiskfs: too many arguments: %s\n", arg);
+      return -1;
+    }
+    nonopt[nnonopt] = strdup (arg);
+    if (!nonopt[nnonopt])
+      return -1;
+    nnonopt++;
+    return 0;
+  default:
+    return 1;
+  }
+}
+
+static void
+usage (FILE *fp, const char *prog)
+{
+  fprintf (fp,
+"usage: %s [OPTIONS] MOUNTPOINT\n"
+"Shows the disks of KVM virtual machines as raw files.\n"
+"\n"
+"vmdiskfs options:\n"
+"    -o images=DIR          show every disk image file in DIR as\n"
+"                           DIR-ENTRY/disk.raw and\n"
+"                           DIR-ENTRY/snapshots/TAG/disk.raw\n"
+"    -o connect=URI         libvirt connection (libvirt mode, not built yet)\n"
+"    -o ro                  read-only (everything is read-only in this\n"
+"                           version: writes fail with EROFS)\n"
+"    -o pidfile=PATH        write the daemon's pid to PATH once the mount\n"
+"                           answers\n"
+"    -o l2_cache=SIZE       bound of each qcow2 image's L2 cache (bytes,\n"
+"                           K/M/G suffixes)\n"
+"    -V   --version         print version\n"
+"    -h   --help            print help\n"
+"\n", prog);
+}
+
+/* Write the pid file once the mount answers: stat on the mount point goes
+ * through our own loop (nbdfuse does the same), so a test that waits for
+ * the file knows the file system is up. */
+static void *
+pidfile_main (void *arg)
+{
+  const char *pidfile = arg;
+  CLEANUP_FREE char *tmp = NULL;
+  struct stat st;
+  FILE *fp;
+
+  if (stat (mountpoint, &st) < 0) {
+    vd_error ("%s: %m", mountpoint);
+    return NULL;
+  }
+  if (asprintf (&tmp, "%s.tmp", pidfile) < 0) {
+    tmp = NULL;
+    return NULL;
+  }
+  fp = fopen (tmp, "w");
+  if (!fp || fprintf (fp, "%ld\n", (long) getpid ()) < 0 || fclose (fp) != 0
+      || rename (tmp, pidfile) < 0) {
+    vd_error ("pidfile %s: %m", pidfile);
+    unlink (tmp);
+  }
+  return NULL;
+}
+
+/* "64M" -> bytes; 0 on a malformed size. */
+static uint64_t
+parse_size (const char *s)
+{
+  char *end;
+  unsigned long long v;
+
+  errno = 0;
+  v = strtoull (s, &end, 0);
+  if (errno || end == s)
+    return 0;
+  switch (*end) {
+  case 'k': case 'K': v <<= 10; end++; break;
+  case 'm': case 'M': v <<= 20; end++; break;
+  case 'g': case 'G': v <<= 30; end++; break;
+  default: break;
+  }
+  if (*end == 'i' || *end == 'B')
+    end++;
+  if (*end == 'B')
+    end++;
+  return *end ? 0 : v;
+}
+
+int
+main (int argc, char **argv)
+{
+  struct fuse_args args = FUSE_ARGS_INIT (argc, argv);
+  struct fuse_cmdline_opts opts;
+  struct fuse_loop_config *cfg;
+  const struct fs_provider *provider;
+  char *abs;
+  int ret = 1;
+
+  if (fuse_opt_parse (&args, &fs_config, fs_opts, opt_proc) < 0)
+    return 1;
+  /* mount.fuse3: "vmdiskfs SOURCE MOUNTPOINT -o ..."; SOURCE is ignored
+   * (the images directory is an option). */
+  if (nnonopt > 0 && fuse_opt_add_arg (&args, nonopt[nnonopt - 1]) < 0)
+    return 1;
+  if (fuse_parse_cmdline (&args, &opts) != 0)
+    return 1;
+
+  if (opts.show_help) {
+    usage (stdout, argv[0]);
+    printf ("FUSE options:\n");
+    fflush (stdout);
+    fuse_cmdline_help ();
+    fuse_lowlevel_help ();
+    ret = 0;
+    goto out_args;
+  }
+  if (opts.show_version) {
+    printf ("vmdiskfs %s\n", PACKAGE_VERSION);
+    printf ("libfuse %s\n", fuse_pkgversion ());
+    fflush (stdout);
+    fuse_lowlevel_version ();
+    ret = 0;
+    goto out_args;
+  }
+  if (!opts.mountpoint) {
+    fprintf (stderr, "vmdiskfs: no mount point\n");
+    usage (stderr, argv[0]);
+    goto out_args;
+  }
+  mountpoint = opts.mountpoint;
+  fs_config.foreground = opts.foreground;
+  fs_config.debug = opts.debug;
+  if (opts.debug)
+    vd_log_set_level (VD_LOG_DEBUG);
+
+  if (fs_config.images) {
+    provider = &tree_images_provider;
+    /* fuse_daemonize changes to /: make every path absolute now. */
+    abs = realpath (fs_config.images, NULL);
+    if (!abs) {
+      fprintf (stderr, "vmdiskfs: -o images=%s: %m\n", fs_config.images);
+      goto out_args;
+    }
+    free (fs_config.images);
+    fs_config.images = abs;
+  }
+  else {
+    fprintf (stderr,
+             "vmdiskfs: libvirt mode is not built yet; use -o images=DIR\n");
+    goto out_args;
+  }
+  if (fs_config.pidfile && fs_config.pidfile[0] != '/') {
+    char cwd[PATH_MAX];
+    char *p;
+    if (!getcwd (cwd, sizeof cwd)
+        || asprintf (&p, "%s/%s", cwd, fs_config.pidfile) < 0) {
+      fprintf (stderr, "vmdiskfs: pidfile: %m\n");
+      goto out_args;
+    }
+    free (fs_config.pidfile);
+    fs_config.pidfile = p;
+  }
+  if (fs_config.l2_cache) {
+    uint64_t bytes = parse_size (fs_config.l2_cache);
+    if (bytes == 0) {
+      fprintf (stderr, "vmdiskfs: -o l2_cache=%s: not a size\n",
+               fs_config.l2_cache);
+      goto out_args;
+    }
+#ifdef HAVE_QCOW2_SET_CACHE_SIZE
+    qcow2_set_cache_size (bytes);
+#else
+    fprintf (stderr, "vmdiskfs: -o l2_cache: not supported by this build, "
+             "ignored\n");
+#endif
+  }
+  if (!have_fsname) {
+    CLEANUP_FREE char *o = NULL;
+    CLEANUP_FREE char *fsname = NULL;
+    if (asprintf (&fsname, "fsname=%s", fs_config.images) < 0)
+      goto out_args;
+    if (fuse_opt_add_opt_escaped (&o, fsname) < 0
+        || fuse_opt_add_arg (&args, "-o") < 0
+        || fuse_opt_add_arg (&args, o) < 0)
+      goto out_args;
+  }
+
+  inode_init ();
+  /* The first scan runs before detaching, so its messages reach the
+   * terminal. */
+  if (tree_start (provider) < 0)
+    goto out_tree;
+
+  fs_session = fuse_session_new (&args, &fs_ops, sizeof fs_ops, NULL);
+  if (!fs_session)
+    goto out_tree;
+  if (fuse_set_signal_handlers (fs_session) != 0)
+    goto out_session;
+  if (fuse_session_mount (fs_session, mountpoint) != 0)
+    goto out_signals;
+  if (fuse_daemonize (opts.foreground) != 0)
+    goto out_unmount;
+  if (!opts.foreground)
+    vd_log_use_syslog (true);
+  vd_info ("serving %s on %s", fs_config.images, mountpoint);
+
+  tree_notify_start ();
+  if (fs_config.pidfile) {
+    pthread_t t;
+    if (pthread_create (&t, NULL, pidfile_main, fs_config.pidfile) == 0)
+      pthread_detach (t);
+    else
+      vd_error ("cannot start the pidfile thread");
+  }
+
+  if (opts.singlethread)
+    ret = fuse_session_loop (fs_session);
+  else {
+    cfg = fuse_loop_cfg_create ();
+    if (!cfg) {
+      vd_error ("out of memory");
+      goto out_notify;
+    }
+    /* One /dev/fuse descriptor per thread unless told otherwise: the
+     * threads do not wake each other up. */
+    fuse_loop_cfg_set_clone_fd (cfg, 1);
+    fuse_loop_cfg_set_max_threads (cfg, opts.max_threads);
+    if (opts.max_idle_threads != UINT_MAX)
+      fuse_loop_cfg_set_idle_threads (cfg, opts.max_idle_threads);
+    ret = fuse_session_loop_mt (fs_session, cfg);
+    fuse_loop_cfg_destroy (cfg);
+  }
+  ret = ret < 0 ? 1 : 0;
+
+ out_notify:
+  tree_notify_stop ();
+  if (fs_config.pidfile)
+    unlink (fs_config.pidfile);
+ out_unmount:
+  fuse_session_unmount (fs_session);
+ out_signals:
+  fuse_remove_signal_handlers (fs_session);
+ out_session:
+  fuse_session_destroy (fs_session);
+ out_tree:
+  tree_stop ();
+  inode_fini ();
+ out_args:
+  free (opts.mountpoint);
+  free (nonopt[0]);
+  free (nonopt[1]);
+  free (fs_config.images);
+  free (fs_config.connect);
+  free (fs_config.pidfile);
+  free (fs_config.l2_cache);
+  fuse_opt_free_args (&args);
+  return ret;
+}

@@ -1,2 +1,669 @@
-/* placeholder. SPDX-License-Identifier: GPL-3.0-or-later */
+/* vmdiskfs - the FUSE low-level callbacks.
+ *
+ * Concurrency: fuse_session_loop_mt runs every callback here in parallel
+ * on up to max_threads threads, in any combination, also several on the
+ * same inode or file handle (the kernel sends parallel reads of one file,
+ * and with FUSE_CAP_PARALLEL_DIROPS parallel lookups in one directory).
+ * What they share:
+ *  - the tree and inode table (tree.c, inode.c, under their locks); every
+ *    callback that gets an inode number takes a node reference with
+ *    inode_find and drops it before returning;
+ *  - struct fs_disk, the open images: read and lseek use the handle's own
+ *    reference without any lock (the formats library allows concurrent
+ *    reads of one image);
+ *  - zeros[], a read-only static area used as the source of every hole.
+ * Nothing else is shared; a read's buffer vector lives on its stack.
+ *
+ * This is the only file that turns errno into replies.  All writes are
+ * refused with EROFS in this version.
+ *
+ * SPDX-License-Identifier: GPL-3.0-or-later
+ */
 #include <config.h>
+
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/statvfs.h>
+#include <unistd.h>
+
+#include "vmdiskfs.h"
+#include "cleanup.h"
+#include "log.h"
+
+/* Largest read we expect: libfuse 3.14 negotiates at most 256 pages. */
+#define FS_MAX_READ (1024 * 1024)
+/* Buffers per read reply; a request with more fragments finishes the
+ * rest with one vd_image_pread into memory. */
+#define FS_MAX_BUFS 32
+
+static const char zeros[FS_MAX_READ];
+
+/* An open disk.raw. */
+struct fs_handle {
+  struct fs_disk *disk;         /* own reference: survives rescans */
+};
+
+/* An open directory: its entries as they were at opendir, so that
+ * readdir offsets stay meaningful while the tree changes. */
+struct fs_dir_entry {
+  fuse_ino_t ino;
+  mode_t type;
+  char *name;
+};
+struct fs_dirh {
+  size_t n;
+  struct fs_dir_entry e[];
+};
+
+static int
+errno_or_eio (void)
+{
+  return errno ? errno : EIO;
+}
+
+static void
+fs_init (void *userdata, struct fuse_conn_info *conn)
+{
+  /* 1 MiB requests: libfuse derives max_pages from max_write. */
+  conn->max_write = FS_MAX_READ;
+  conn->max_read = 0;
+  conn->max_readahead = FS_MAX_READ;
+  conn->want |= conn->capable & (FUSE_CAP_ASYNC_READ | FUSE_CAP_SPLICE_WRITE
+                                 | FUSE_CAP_SPLICE_MOVE
+                                 | FUSE_CAP_PARALLEL_DIROPS
+                                 | FUSE_CAP_AUTO_INVAL_DATA);
+  /* Nothing here is writable: no writeback cache, no splice reads. */
+  conn->want &= ~(FUSE_CAP_WRITEBACK_CACHE | FUSE_CAP_SPLICE_READ);
+  conn->time_gran = 1;
+  vd_debug ("init: proto %u.%u, max_readahead %u, max_write %u",
+            conn->proto_major, conn->proto_minor, conn->max_readahead,
+            conn->max_write);
+}
+
+/* Attributes of node for a reply.  No lock held. */
+static void
+fill_attr (struct fs_node *node, struct stat *st)
+{
+  uint64_t alloc = 0;
+
+  tree_rdlock ();
+  *st = node->attr;
+  tree_unlock ();
+  st->st_ino = node->ino;
+  if (node->type == FS_NODE_DISK)
+    tree_allocated (node, &alloc);
+  st->st_blocks = DIV_ROUND_UP (alloc, 512);
+}
+
+static void
+fs_lookup (fuse_req_t req, fuse_ino_t parent, const char *name)
+{
+  struct fs_node *dir, *child = NULL;
+  struct fuse_entry_param e;
+  bool is_dir;
+
+  dir = inode_find (parent);
+  if (!dir) {
+    fuse_reply_err (req, ENOENT);
+    return;
+  }
+  tree_revalidate (dir);
+  tree_rdlock ();
+  if (dir->type == FS_NODE_DIR && dir->attached) {
+    child = tree_find_child (dir, name);
+    if (child)
+      inode_ref (child);
+  }
+  tree_unlock ();
+  is_dir = dir->type == FS_NODE_DIR;
+  inode_unref (dir);
+  if (!child) {
+    fuse_reply_err (req, is_dir ? ENOENT : ENOTDIR);
+    return;
+  }
+  /* An image directory is its own revalidation point. */
+  tree_revalidate (child);
+  if (!child->attached) {
+    inode_unref (child);
+    fuse_reply_err (req, ENOENT);
+    return;
+  }
+  memset (&e, 0, sizeof e);
+  e.ino = child->ino;
+  e.attr_timeout = FS_ATTR_TIMEOUT;
+  e.entry_timeout = FS_ENTRY_TIMEOUT;
+  fill_attr (child, &e.attr);
+  inode_lookup_inc (child);
+  inode_unref (child);
+  fuse_reply_entry (req, &e);
+}
+
+static void
+fs_forget (fuse_req_t req, fuse_ino_t ino, uint64_t nlookup)
+{
+  inode_forget (ino, nlookup);
+  fuse_reply_none (req);
+}
+
+static void
+fs_forget_multi (fuse_req_t req, size_t count,
+                 struct fuse_forget_data *forgets)
+{
+  size_t i;
+
+  for (i = 0; i < count; i++)
+    inode_forget (forgets[i].ino, forgets[i].nlookup);
+  fuse_reply_none (req);
+}
+
+static void
+fs_getattr (fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
+{
+  struct fs_node *node = inode_find (ino);
+  struct stat st;
+
+  if (!node) {
+    fuse_reply_err (req, ENOENT);
+    return;
+  }
+  tree_revalidate (node);
+  fill_attr (node, &st);
+  inode_unref (node);
+  fuse_reply_attr (req, &st, FS_ATTR_TIMEOUT);
+}
+
+static void
+fs_erofs (fuse_req_t req)
+{
+  fuse_reply_err (req, EROFS);
+}
+
+static void
+fs_setattr (fuse_req_t req, fuse_ino_t ino, struct stat *attr, int to_set,
+            struct fuse_file_info *fi)
+{
+  fs_erofs (req);
+}
+
+static void
+fs_mknod (fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode,
+          dev_t rdev)
+{
+  fs_erofs (req);
+}
+
+static void
+fs_mkdir (fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode)
+{
+  fs_erofs (req);
+}
+
+static void
+fs_unlink (fuse_req_t req, fuse_ino_t parent, const char *name)
+{
+  fs_erofs (req);
+}
+
+static void
+fs_symlink (fuse_req_t req, const char *link, fuse_ino_t parent,
+            const char *name)
+{
+  fs_erofs (req);
+}
+
+static void
+fs_rename (fuse_req_t req, fuse_ino_t parent, const char *name,
+           fuse_ino_t newparent, const char *newname, unsigned flags)
+{
+  fs_erofs (req);
+}
+
+static void
+fs_link (fuse_req_t req, fuse_ino_t ino, fuse_ino_t newparent,
+         const char *newname)
+{
+  fs_erofs (req);
+}
+
+static void
+fs_create (fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode,
+           struct fuse_file_info *fi)
+{
+  fs_erofs (req);
+}
+
+static void
+fs_write_buf (fuse_req_t req, fuse_ino_t ino, struct fuse_bufvec *bufv,
+              off_t off, struct fuse_file_info *fi)
+{
+  fs_erofs (req);
+}
+
+static void
+fs_setxattr (fuse_req_t req, fuse_ino_t ino, const char *name,
+             const char *value, size_t size, int flags)
+{
+  fs_erofs (req);
+}
+
+static void
+fs_removexattr (fuse_req_t req, fuse_ino_t ino, const char *name)
+{
+  fs_erofs (req);
+}
+
+static void
+fs_fallocate (fuse_req_t req, fuse_ino_t ino, int mode, off_t offset,
+              off_t length, struct fuse_file_info *fi)
+{
+  fs_erofs (req);
+}
+
+static void
+fs_open (fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
+{
+  struct fs_node *node;
+  struct fs_handle *h;
+  struct fs_disk *d;
+
+  if ((fi->flags & O_ACCMODE) != O_RDONLY || (fi->flags & O_TRUNC)) {
+    fs_erofs (req);
+    return;
+  }
+  node = inode_find (ino);
+  if (!node) {
+    fuse_reply_err (req, ENOENT);
+    return;
+  }
+  if (node->type != FS_NODE_DISK) {
+    inode_unref (node);
+    fuse_reply_err (req, EISDIR);
+    return;
+  }
+  tree_revalidate (node);
+  errno = 0;
+  d = tree_get_disk (node, true);
+  if (!d) {
+    int e = errno_or_eio ();
+    vd_error ("%s: cannot open: %s", node->path, strerror (e));
+    inode_unref (node);
+    fuse_reply_err (req, e);
+    return;
+  }
+  h = malloc (sizeof *h);
+  if (!h) {
+    fs_disk_unref (d);
+    inode_unref (node);
+    fuse_reply_err (req, ENOMEM);
+    return;
+  }
+  h->disk = d;
+  fi->fh = (uintptr_t) h;
+  fi->noflush = 1;
+  pthread_mutex_lock (&node->lock);
+  /* Keep the kernel's page cache if the bytes did not change since the
+   * last open (snapshots never change; an active disk until its image
+   * file changes). */
+  fi->keep_cache = node->opened_gen == node->gen;
+  node->opened_gen = node->gen;
+  node->nopen++;
+  pthread_mutex_unlock (&node->lock);
+  inode_unref (node);
+  if (fuse_reply_open (req, fi) < 0) {
+    /* Interrupted: the kernel will not release it. */
+    fs_disk_unref (d);
+    free (h);
+    node = inode_find (ino);
+    if (node) {
+      pthread_mutex_lock (&node->lock);
+      node->nopen--;
+      pthread_mutex_unlock (&node->lock);
+      inode_unref (node);
+    }
+  }
+}
+
+static void
+fs_release (fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
+{
+  struct fs_handle *h = (struct fs_handle *) (uintptr_t) fi->fh;
+  struct fs_node *node = inode_find (ino);
+
+  if (node) {
+    struct fs_disk *drop = NULL;
+
+    pthread_mutex_lock (&node->lock);
+    if (node->nopen > 0)
+      node->nopen--;
+    /* A snapshot's image was opened for its readers: close it with the
+     * last of them (its allocation stays cached).  The active disk's
+     * image is the tree's and stays. */
+    if (node->nopen == 0 && node->snap_id && node->disk) {
+      drop = node->disk;
+      node->disk = NULL;
+    }
+    pthread_mutex_unlock (&node->lock);
+    fs_disk_unref (drop);
+    inode_unref (node);
+  }
+  fs_disk_unref (h->disk);
+  free (h);
+  fuse_reply_err (req, 0);
+}
+
+/* The bytes [off, off+size) of the disk, size > 0 and within it: splice
+ * from the image file where the data lies in one, zeros from memory for
+ * holes, and a bounce buffer only for what must be decoded. */
+static void
+fs_read (fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
+         struct fuse_file_info *fi)
+{
+  struct fs_handle *h = (struct fs_handle *) (uintptr_t) fi->fh;
+  struct vd_image *img = h->disk->img;
+  uint64_t disk_size = vd_image_size (img), pos, end;
+  union {
+    struct fuse_bufvec v;
+    char space[sizeof (struct fuse_bufvec)
+               + (FS_MAX_BUFS - 1) * sizeof (struct fuse_buf)];
+  } u;
+  struct fuse_bufvec *bv = &u.v;
+  struct fuse_buf *b = bv->buf, *last;
+  CLEANUP_FREE char *mem = NULL;
+  size_t n = 0;
+  int e;
+
+  if (off < 0 || (uint64_t) off >= disk_size || size == 0) {
+    fuse_reply_buf (req, NULL, 0);
+    return;
+  }
+  size = MIN ((uint64_t) size, disk_size - off);
+  pos = off;
+  end = pos + size;
+
+  while (pos < end) {
+    struct vd_extent x;
+    size_t len;
+
+    if (n == FS_MAX_BUFS) {
+      /* Too fragmented: read the rest in one go. */
+      goto bounce_rest;
+    }
+    if (vd_image_block_status (img, pos, end - pos, &x) < 0)
+      goto error;
+    len = x.length;
+    last = n > 0 ? &b[n - 1] : NULL;
+
+    if (x.type == VD_EXTENT_DATA && x.fd >= 0) {
+      if (last && (last->flags & FUSE_BUF_IS_FD) && last->fd == x.fd
+          && (uint64_t) last->pos + last->size == x.phys)
+        last->size += len;
+      else {
+        b[n].size = len;
+        b[n].flags = FUSE_BUF_IS_FD | FUSE_BUF_FD_SEEK;
+        b[n].mem = NULL;
+        b[n].fd = x.fd;
+        b[n].pos = (off_t) x.phys;
+        n++;
+      }
+      pos += len;
+    }
+    else if (x.type != VD_EXTENT_DATA) {
+      /* Zeros: one or more views of the static area. */
+      while (len > 0) {
+        size_t chunk;
+        last = n > 0 ? &b[n - 1] : NULL;
+        if (last && !(last->flags & FUSE_BUF_IS_FD) && last->mem == zeros
+            && last->size < sizeof zeros) {
+          chunk = MIN (len, sizeof zeros - last->size);
+          last->size += chunk;
+        }
+        else {
+          if (n == FS_MAX_BUFS)
+            goto bounce_rest;
+          chunk = MIN (len, sizeof zeros);
+          b[n].size = chunk;
+          b[n].flags = 0;
+          b[n].mem = (void *) zeros;
+          b[n].fd = -1;
+          b[n].pos = 0;
+          n++;
+        }
+        len -= chunk;
+        pos += chunk;
+      }
+    }
+    else {
+      /* Data the driver must decode (compressed, encrypted ...). */
+      char *p;
+      if (!mem && (mem = malloc (size)) == NULL)
+        goto error;
+      p = mem + (pos - off);
+      if (vd_image_pread (img, p, len, pos) < 0)
+        goto error;
+      if (last && !(last->flags & FUSE_BUF_IS_FD)
+          && (char *) last->mem + last->size == p)
+        last->size += len;
+      else {
+        b[n].size = len;
+        b[n].flags = 0;
+        b[n].mem = p;
+        b[n].fd = -1;
+        b[n].pos = 0;
+        n++;
+      }
+      pos += len;
+    }
+  }
+  goto reply;
+
+ bounce_rest:
+  {
+    /* n == FS_MAX_BUFS or about to be: fold the rest into one buffer
+     * placed in the last slot's stead if needed. */
+    char *p;
+    if (!mem && (mem = malloc (size)) == NULL)
+      goto error;
+    if (n == FS_MAX_BUFS) {
+      /* Give back the last buffer and read it with the rest. */
+      n--;
+      pos -= b[n].size;
+    }
+    p = mem + (pos - off);
+    if (vd_image_pread (img, p, end - pos, pos) < 0)
+      goto error;
+    b[n].size = end - pos;
+    b[n].flags = 0;
+    b[n].mem = p;
+    b[n].fd = -1;
+    b[n].pos = 0;
+    n++;
+  }
+
+ reply:
+  bv->count = n;
+  bv->idx = 0;
+  bv->off = 0;
+  /* No FUSE_BUF_SPLICE_MOVE: moving would steal pages from the image
+   * file's page cache. */
+  fuse_reply_data (req, bv, 0);
+  return;
+
+ error:
+  e = errno_or_eio ();
+  fuse_reply_err (req, e);
+}
+
+/* SEEK_DATA / SEEK_HOLE from the extent map: DATA is data; ZERO and HOLE
+ * are holes.  (SEEK_SET/CUR/END never reach us.) */
+static void
+fs_lseek (fuse_req_t req, fuse_ino_t ino, off_t off, int whence,
+          struct fuse_file_info *fi)
+{
+  struct fs_handle *h = (struct fs_handle *) (uintptr_t) fi->fh;
+  struct vd_image *img = h->disk->img;
+  uint64_t size = vd_image_size (img), pos;
+  struct vd_extent x;
+
+  if (whence != SEEK_DATA && whence != SEEK_HOLE) {
+    fuse_reply_err (req, EINVAL);
+    return;
+  }
+  if (off < 0 || (uint64_t) off >= size) {
+    fuse_reply_err (req, ENXIO);
+    return;
+  }
+  for (pos = off; pos < size; pos += x.length) {
+    if (vd_image_block_status (img, pos, size - pos, &x) < 0) {
+      fuse_reply_err (req, errno_or_eio ());
+      return;
+    }
+    if ((x.type == VD_EXTENT_DATA) == (whence == SEEK_DATA))
+      break;
+  }
+  if (pos >= size) {
+    if (whence == SEEK_DATA) {
+      fuse_reply_err (req, ENXIO);
+      return;
+    }
+    pos = size;
+  }
+  fuse_reply_lseek (req, (off_t) pos);
+}
+
+static void
+fs_opendir (fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
+{
+  struct fs_node *node = inode_find (ino);
+  struct fs_dirh *d = NULL;
+  size_t i, n;
+
+  if (!node) {
+    fuse_reply_err (req, ENOENT);
+    return;
+  }
+  if (node->type != FS_NODE_DIR) {
+    inode_unref (node);
+    fuse_reply_err (req, ENOTDIR);
+    return;
+  }
+  tree_revalidate (node);
+  tree_rdlock ();
+  n = node->nchildren + 2;
+  d = malloc (sizeof *d + n * sizeof d->e[0]);
+  if (d) {
+    d->n = 0;
+    d->e[0].ino = node->ino;
+    d->e[0].type = S_IFDIR;
+    d->e[0].name = strdup (".");
+    d->e[1].ino = node->parent_ino;
+    d->e[1].type = S_IFDIR;
+    d->e[1].name = strdup ("..");
+    for (i = 0; i < node->nchildren; i++) {
+      struct fs_node *c = node->children[i];
+      d->e[i + 2].ino = c->ino;
+      d->e[i + 2].type = c->attr.st_mode & S_IFMT;
+      d->e[i + 2].name = strdup (c->name);
+    }
+    d->n = n;
+    for (i = 0; i < n; i++)
+      if (!d->e[i].name) {
+        for (i = 0; i < n; i++)
+          free (d->e[i].name);
+        free (d);
+        d = NULL;
+        break;
+      }
+  }
+  tree_unlock ();
+  inode_unref (node);
+  if (!d) {
+    fuse_reply_err (req, ENOMEM);
+    return;
+  }
+  fi->fh = (uintptr_t) d;
+  if (fuse_reply_open (req, fi) < 0) {
+    for (i = 0; i < d->n; i++)
+      free (d->e[i].name);
+    free (d);
+  }
+}
+
+static void
+fs_readdir (fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
+            struct fuse_file_info *fi)
+{
+  struct fs_dirh *d = (struct fs_dirh *) (uintptr_t) fi->fh;
+  CLEANUP_FREE char *buf = malloc (size);
+  size_t used = 0, i;
+
+  if (!buf) {
+    fuse_reply_err (req, ENOMEM);
+    return;
+  }
+  for (i = off; i < d->n; i++) {
+    struct stat st = { .st_ino = d->e[i].ino, .st_mode = d->e[i].type };
+    size_t len = fuse_add_direntry (req, buf + used, size - used,
+                                    d->e[i].name, &st, (off_t) i + 1);
+    if (len > size - used)
+      break;
+    used += len;
+  }
+  fuse_reply_buf (req, buf, used);
+}
+
+static void
+fs_releasedir (fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
+{
+  struct fs_dirh *d = (struct fs_dirh *) (uintptr_t) fi->fh;
+  size_t i;
+
+  for (i = 0; i < d->n; i++)
+    free (d->e[i].name);
+  free (d);
+  fuse_reply_err (req, 0);
+}
+
+static void
+fs_statfs (fuse_req_t req, fuse_ino_t ino)
+{
+  struct statvfs sv;
+
+  /* The space of the images directory's file system, read-only. */
+  if (!fs_config.images || statvfs (fs_config.images, &sv) < 0)
+    memset (&sv, 0, sizeof sv);
+  sv.f_namemax = 255;
+  sv.f_flag |= ST_RDONLY;
+  fuse_reply_statfs (req, &sv);
+}
+
+const struct fuse_lowlevel_ops fs_ops = {
+  .init = fs_init,
+  .lookup = fs_lookup,
+  .forget = fs_forget,
+  .forget_multi = fs_forget_multi,
+  .getattr = fs_getattr,
+  .setattr = fs_setattr,
+  .mknod = fs_mknod,
+  .mkdir = fs_mkdir,
+  .unlink = fs_unlink,
+  .rmdir = fs_unlink,
+  .symlink = fs_symlink,
+  .rename = fs_rename,
+  .link = fs_link,
+  .open = fs_open,
+  .read = fs_read,
+  .write_buf = fs_write_buf,
+  .release = fs_release,
+  .opendir = fs_opendir,
+  .readdir = fs_readdir,
+  .releasedir = fs_releasedir,
+  .statfs = fs_statfs,
+  .setxattr = fs_setxattr,
+  .removexattr = fs_removexattr,
+  .create = fs_create,
+  .fallocate = fs_fallocate,
+  .lseek = fs_lseek,
+};

@@ -1,2 +1,472 @@
-/* placeholder. SPDX-License-Identifier: GPL-3.0-or-later */
+/* vmdiskfs - the tree: directories of nodes, kept up to date by a
+ * provider (tree-images.c for -o images=DIR; libvirt later).
+ *
+ * The tree is rebuilt lazily: every callback that touches a node first
+ * calls tree_revalidate, which asks the provider whether the source of
+ * the node's "revalidation point" (the root, or the image directory the
+ * node belongs to) changed, with one stat, and if so lets the provider
+ * rescan it.  No background polling: an idle mount costs nothing.
+ *
+ * When something disappears or changes, the kernel is told through
+ * fuse_lowlevel_notify_inval_entry / _inode.  These must not be called
+ * from inside a request on the same directory (the kernel holds the
+ * directory's lock while it waits for our reply: deadlock), so they are
+ * queued here and sent by one notify thread.
+ *
+ * Threads: tree_lock (rwlock) protects the shape of the tree and node
+ * attributes; refresh_lock serializes rescans; node->lock protects a
+ * node's open disk and allocation cache; notify_lock the queue.  Order:
+ * refresh_lock, tree_lock, node->lock, inode_lock; notify_lock is a leaf.
+ *
+ * SPDX-License-Identifier: GPL-3.0-or-later
+ */
 #include <config.h>
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "vmdiskfs.h"
+#include "log.h"
+
+pthread_rwlock_t tree_lock = PTHREAD_RWLOCK_INITIALIZER;
+static pthread_mutex_t refresh_lock = PTHREAD_MUTEX_INITIALIZER;
+static const struct fs_provider *provider;
+static struct fs_node *root;
+
+/* ---- Shared open images. ---- */
+
+struct fs_disk *
+fs_disk_new (struct vd_image *img)
+{
+  struct fs_disk *d = malloc (sizeof *d);
+
+  if (!d) {
+    vd_image_close (img);
+    errno = ENOMEM;
+    return NULL;
+  }
+  d->refs = 1;
+  d->img = img;
+  return d;
+}
+
+struct fs_disk *
+fs_disk_ref (struct fs_disk *d)
+{
+  __atomic_add_fetch (&d->refs, 1, __ATOMIC_RELAXED);
+  return d;
+}
+
+void
+fs_disk_unref (struct fs_disk *d)
+{
+  if (d && __atomic_sub_fetch (&d->refs, 1, __ATOMIC_ACQ_REL) == 0) {
+    vd_image_close (d->img);
+    free (d);
+  }
+}
+
+/* ---- Locks. ---- */
+
+void
+tree_rdlock (void)
+{
+  pthread_rwlock_rdlock (&tree_lock);
+}
+
+void
+tree_wrlock (void)
+{
+  pthread_rwlock_wrlock (&tree_lock);
+}
+
+void
+tree_unlock (void)
+{
+  pthread_rwlock_unlock (&tree_lock);
+}
+
+/* ---- Deferred kernel invalidations. ---- */
+
+struct notify_item {
+  struct notify_item *next;
+  fuse_ino_t ino;                 /* inval_inode, or the parent       */
+  char *name;                     /* inval_entry when non-NULL        */
+};
+
+static pthread_mutex_t notify_lock = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t notify_cond = PTHREAD_COND_INITIALIZER;
+static struct notify_item *notify_head, **notify_tail = &notify_head;
+static bool notify_running, notify_quit;
+static pthread_t notify_thread;
+
+static void
+notify_queue (fuse_ino_t ino, const char *name)
+{
+  struct notify_item *it;
+
+  pthread_mutex_lock (&notify_lock);
+  if (!notify_running) {
+    /* Not mounted yet (initial scan), or unmounting: nothing to tell. */
+    pthread_mutex_unlock (&notify_lock);
+    return;
+  }
+  it = calloc (1, sizeof *it);
+  if (it && name && (it->name = strdup (name)) == NULL) {
+    free (it);
+    it = NULL;
+  }
+  if (it) {
+    it->ino = ino;
+    *notify_tail = it;
+    notify_tail = &it->next;
+    pthread_cond_signal (&notify_cond);
+  }
+  /* On ENOMEM the 1 s kernel timeouts still bound staleness. */
+  pthread_mutex_unlock (&notify_lock);
+}
+
+static void *
+notify_main (void *arg)
+{
+  pthread_mutex_lock (&notify_lock);
+  for (;;) {
+    struct notify_item *it;
+    int r;
+
+    while (!notify_head && !notify_quit)
+      pthread_cond_wait (&notify_cond, &notify_lock);
+    if (notify_quit)
+      break;
+    it = notify_head;
+    notify_head = it->next;
+    if (!notify_head)
+      notify_tail = &notify_head;
+    pthread_mutex_unlock (&notify_lock);
+
+    if (it->name)
+      r = fuse_lowlevel_notify_inval_entry (fs_session, it->ino, it->name,
+                                            strlen (it->name));
+    else
+      r = fuse_lowlevel_notify_inval_inode (fs_session, it->ino, 0, 0);
+    /* -ENOENT: the kernel did not know it, nothing was cached. */
+    if (r < 0 && r != -ENOENT)
+      vd_debug ("invalidate %llu %s: %s", (unsigned long long) it->ino,
+                it->name ? it->name : "", strerror (-r));
+    free (it->name);
+    free (it);
+    pthread_mutex_lock (&notify_lock);
+  }
+  pthread_mutex_unlock (&notify_lock);
+  return NULL;
+}
+
+void
+tree_notify_start (void)
+{
+  int e;
+
+  notify_running = true;
+  e = pthread_create (&notify_thread, NULL, notify_main, NULL);
+  if (e) {
+    vd_warn ("cannot start the notify thread: %s", strerror (e));
+    notify_running = false;
+  }
+}
+
+void
+tree_notify_stop (void)
+{
+  struct notify_item *it, *next;
+
+  pthread_mutex_lock (&notify_lock);
+  if (!notify_running) {
+    pthread_mutex_unlock (&notify_lock);
+    return;
+  }
+  notify_quit = true;
+  notify_running = false;
+  pthread_cond_signal (&notify_cond);
+  pthread_mutex_unlock (&notify_lock);
+  pthread_join (notify_thread, NULL);
+  for (it = notify_head; it; it = next) {
+    next = it->next;
+    free (it->name);
+    free (it);
+  }
+  notify_head = NULL;
+  notify_tail = &notify_head;
+}
+
+/* ---- The tree. ---- */
+
+struct fs_node *
+tree_root (void)
+{
+  return root;
+}
+
+int
+tree_start (const struct fs_provider *p)
+{
+  provider = p;
+  root = inode_get_node ("/", FS_NODE_DIR);
+  if (!root)
+    return -1;
+  root->attached = true;
+  root->parent_ino = FUSE_ROOT_ID;
+  root->attr.st_mode = S_IFDIR | 0555;
+  root->attr.st_nlink = 2;
+  return provider->start (root);
+}
+
+static void detach (struct fs_node *node);
+
+/* tree_lock held for writing.  Drop the children of dir. */
+static void
+drop_children (struct fs_node *dir)
+{
+  size_t i;
+
+  for (i = 0; i < dir->nchildren; i++) {
+    detach (dir->children[i]);
+    inode_unref (dir->children[i]);
+  }
+  free (dir->children);
+  dir->children = NULL;
+  dir->nchildren = 0;
+}
+
+/* tree_lock held for writing.  node left the tree: so does everything
+ * under it, and it lets go of what it holds (a node the kernel still
+ * remembers stays in the inode table, answering getattr from its last
+ * attributes, until forgotten). */
+static void
+detach (struct fs_node *node)
+{
+  struct fs_node *image;
+
+  node->attached = false;
+  drop_children (node);
+  image = node->image;
+  node->image = NULL;
+  if (image)
+    inode_unref (image);
+  pthread_mutex_lock (&node->lock);
+  if (node->disk)
+    fs_disk_unref (node->disk);
+  node->disk = NULL;
+  node->alloc_valid = false;
+  pthread_mutex_unlock (&node->lock);
+}
+
+static int
+child_cmp (const void *a, const void *b)
+{
+  const struct fs_node *const *x = a, *const *y = b;
+
+  return strcmp ((*x)->name, (*y)->name);
+}
+
+/* tree_lock held for writing.  Make children[0..n) (references passed in,
+ * names unique) the children of dir.  Old children not among them leave
+ * the tree, and the kernel is told. */
+void
+tree_set_children (struct fs_node *dir, struct fs_node **children, size_t n)
+{
+  struct fs_node **old = dir->children;
+  size_t nold = dir->nchildren, i;
+
+  qsort (children, n, sizeof *children, child_cmp);
+  for (i = 0; i < n; i++) {
+    children[i]->attached = true;
+    children[i]->parent_ino = dir->ino;
+  }
+  for (i = 0; i < nold; i++) {
+    if (!bsearch (&old[i], children, n, sizeof *children, child_cmp)) {
+      notify_queue (dir->ino, old[i]->name);
+      detach (old[i]);
+    }
+    inode_unref (old[i]);
+  }
+  free (old);
+  dir->children = children;
+  dir->nchildren = n;
+}
+
+/* tree_lock held (read or write).  The child of dir named name, or NULL. */
+struct fs_node *
+tree_find_child (struct fs_node *dir, const char *name)
+{
+  size_t lo = 0, hi = dir->nchildren;
+
+  while (lo < hi) {
+    size_t mid = (lo + hi) / 2;
+    int c = strcmp (name, dir->children[mid]->name);
+    if (c == 0)
+      return dir->children[mid];
+    if (c < 0)
+      hi = mid;
+    else
+      lo = mid + 1;
+  }
+  return NULL;
+}
+
+/* tree_lock held for writing. */
+void
+tree_set_image (struct fs_node *node, struct fs_node *image)
+{
+  struct fs_node *old = node->image;
+
+  node->image = image ? inode_ref (image) : NULL;
+  if (old)
+    inode_unref (old);
+}
+
+/* tree_lock held for writing.  The open image of node (a new reference
+ * is taken) or the errno of its failed open; NULL, 0 means "open on
+ * demand".  Forgets the allocation cache. */
+void
+tree_set_disk (struct fs_node *node, struct fs_disk *disk, int err)
+{
+  pthread_mutex_lock (&node->lock);
+  if (node->disk)
+    fs_disk_unref (node->disk);
+  node->disk = disk ? fs_disk_ref (disk) : NULL;
+  node->disk_err = err;
+  node->alloc_valid = false;
+  node->gen++;
+  pthread_mutex_unlock (&node->lock);
+}
+
+/* tree_lock held for writing.  The bytes of the disk node changed: new
+ * opens must not keep the kernel's page cache, and the kernel is told. */
+void
+tree_changed_content (struct fs_node *node)
+{
+  pthread_mutex_lock (&node->lock);
+  node->gen++;
+  node->alloc_valid = false;
+  pthread_mutex_unlock (&node->lock);
+  notify_queue (node->ino, NULL);
+}
+
+/* Bring node's revalidation point up to date.  No lock held. */
+void
+tree_revalidate (struct fs_node *node)
+{
+  struct fs_node *point;
+  bool stale;
+
+  tree_rdlock ();
+  if (node == root)
+    point = root;
+  else if (node->image)
+    point = node->image;
+  else if (node->attached && node->parent_ino == FUSE_ROOT_ID)
+    point = node;               /* an image directory */
+  else
+    point = NULL;               /* detached: nothing to refresh */
+  stale = point && point->attached && provider->stale (point);
+  if (stale)
+    inode_ref (point);
+  tree_unlock ();
+
+  if (stale) {
+    pthread_mutex_lock (&refresh_lock);
+    /* Another thread may have done it meanwhile: providers recheck. */
+    provider->refresh (point);
+    pthread_mutex_unlock (&refresh_lock);
+    inode_unref (point);
+  }
+}
+
+/* The open image of a disk node, with a new reference, opening it
+ * through the provider if needed (snapshots are opened on demand).  When
+ * keep, an image opened here stays cached in the node (open files);
+ * otherwise it is closed with the caller's last reference (getattr of a
+ * snapshot nobody has open).  NULL with errno. */
+struct fs_disk *
+tree_get_disk (struct fs_node *node, bool keep)
+{
+  struct fs_disk *d;
+  uint64_t gen;
+
+  pthread_mutex_lock (&node->lock);
+  if (node->disk) {
+    d = fs_disk_ref (node->disk);
+    pthread_mutex_unlock (&node->lock);
+    return d;
+  }
+  if (node->disk_err) {
+    errno = node->disk_err;
+    pthread_mutex_unlock (&node->lock);
+    return NULL;
+  }
+  gen = node->gen;
+  pthread_mutex_unlock (&node->lock);
+
+  d = provider->open_disk (node);
+  if (!d)
+    return NULL;
+  if (keep) {
+    pthread_mutex_lock (&node->lock);
+    if (node->gen == gen && !node->disk)
+      node->disk = fs_disk_ref (d);
+    pthread_mutex_unlock (&node->lock);
+  }
+  return d;
+}
+
+/* Allocated bytes of a disk node, cached: vd_image_allocated walks the
+ * whole extent map.  An image that fails to open has none. */
+int
+tree_allocated (struct fs_node *node, uint64_t *bytes)
+{
+  struct fs_disk *d;
+  uint64_t gen, a;
+
+  pthread_mutex_lock (&node->lock);
+  if (node->alloc_valid) {
+    *bytes = node->alloc;
+    pthread_mutex_unlock (&node->lock);
+    return 0;
+  }
+  gen = node->gen;
+  pthread_mutex_unlock (&node->lock);
+
+  d = tree_get_disk (node, false);
+  if (!d) {
+    *bytes = 0;
+    return 0;
+  }
+  if (vd_image_allocated (d->img, &a) < 0) {
+    /* Logged by the driver; the size is still right, show no blocks. */
+    a = 0;
+  }
+  fs_disk_unref (d);
+  pthread_mutex_lock (&node->lock);
+  if (node->gen == gen) {
+    node->alloc = a;
+    node->alloc_valid = true;
+  }
+  pthread_mutex_unlock (&node->lock);
+  *bytes = a;
+  return 0;
+}
+
+void
+tree_stop (void)
+{
+  if (!root)
+    return;
+  if (provider->stop)
+    provider->stop ();
+  tree_wrlock ();
+  detach (root);
+  tree_unlock ();
+  inode_unref (root);
+  root = NULL;
+}

@@ -1,1 +1,168 @@
-/* placeholder */
+/* vmdiskfs - the FUSE daemon: types shared by main.c, ops.c, inode.c,
+ * tree.c and the tree providers.
+ *
+ * This header is the only place that defines FUSE_USE_VERSION.
+ *
+ * The pieces:
+ *   main.c         options, mount, daemonize, the session loop
+ *   ops.c          the FUSE low-level callbacks (the only place that turns
+ *                  errno into FUSE replies)
+ *   inode.c        the inode table: number <-> node, lookup counts
+ *   tree.c         the generic tree (children, detach, revalidation
+ *                  dispatch, deferred kernel invalidations)
+ *   tree-images.c  the images provider (-o images=DIR)
+ * A libvirt provider is one more file with one more struct fs_provider.
+ *
+ * Locks, in the order they are taken (never the other way round):
+ *   refresh_lock (tree.c)  serializes the providers' rescans; held across
+ *                          their I/O so two threads never rescan at once
+ *   tree_lock (tree.c)     rwlock: the shape of the tree and node
+ *                          attributes (fields marked "tree_lock" below)
+ *   node->lock             per node: its open disk and allocation cache
+ *   inode_lock (inode.c)   the inode hash table, nlookup and refs
+ * The read path (ops.c fs_read) takes none of them: an open file holds its
+ * own reference to a struct fs_disk.
+ *
+ * SPDX-License-Identifier: GPL-3.0-or-later
+ */
+#ifndef VMDISKFS_H
+#define VMDISKFS_H
+
+#define FUSE_USE_VERSION 312
+
+#include <fuse_lowlevel.h>
+#include <pthread.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <sys/stat.h>
+#include <time.h>
+
+#include "vdformat.h"
+
+/* Kernel cache timeouts, seconds: short so that images and snapshots
+ * appearing in the images directory show up quickly. */
+#define FS_ENTRY_TIMEOUT 1.0
+#define FS_ATTR_TIMEOUT  1.0
+
+/* Options (main.c). */
+struct fs_config {
+  char *images;               /* -o images=DIR, or NULL                   */
+  char *connect;              /* -o connect=URI (libvirt mode, later)     */
+  char *pidfile;              /* -o pidfile=PATH                          */
+  char *l2_cache;             /* -o l2_cache=SIZE, as given               */
+  bool ro;                    /* -o ro                                    */
+  bool foreground;
+  bool debug;
+};
+extern struct fs_config fs_config;
+extern struct fuse_session *fs_session;
+
+/* An open image, shared by the tree and by open files; freed with its last
+ * reference (disk_unref), which closes the image.  img is immutable after
+ * creation, and vd_image reads are thread-safe, so no lock. */
+struct fs_disk {
+  unsigned refs;              /* atomic                                    */
+  struct vd_image *img;
+};
+struct fs_disk *fs_disk_new (struct vd_image *img);
+struct fs_disk *fs_disk_ref (struct fs_disk *d);
+void fs_disk_unref (struct fs_disk *d);
+
+enum fs_node_type { FS_NODE_DIR, FS_NODE_DISK };
+
+struct fs_provider;
+
+/* One file or directory of the mount.  Created by the providers through
+ * inode_get_node, found by number through inode_find. */
+struct fs_node {
+  /* Constant from creation. */
+  fuse_ino_t ino;
+  char *path;                 /* escaped path in the mount, "/" for root  */
+  const char *name;           /* last component (points into path)        */
+  enum fs_node_type type;
+
+  /* inode_lock. */
+  uint64_t nlookup;           /* references the kernel holds              */
+  unsigned refs;              /* our references: parent's children array,
+                                 child->image, callers of inode_find ...  */
+  struct fs_node *hash_next;
+
+  /* tree_lock. */
+  bool attached;              /* reachable from the root                  */
+  fuse_ino_t parent_ino;
+  struct stat attr;           /* st_ino and st_blocks filled on reply     */
+  struct fs_node **children;  /* directories, sorted by name              */
+  size_t nchildren;
+  struct fs_node *image;      /* the image directory this node belongs to
+                                 (a reference), NULL for root and for the
+                                 image directory itself                   */
+  void *priv;                 /* provider data of this node               */
+  void (*priv_free) (void *);
+  char *snap_id;              /* snapshot nodes: the snapshot's id        */
+  uint64_t gen;               /* disk nodes: bumped when content changed  */
+
+  /* node->lock. */
+  pthread_mutex_t lock;
+  struct fs_disk *disk;       /* disk nodes: the open image or NULL       */
+  int disk_err;               /* errno when the image failed to open      */
+  bool alloc_valid;
+  uint64_t alloc;             /* allocated bytes, when alloc_valid        */
+  unsigned nopen;             /* open file handles                        */
+  uint64_t opened_gen;        /* gen at the last open (keep_cache)        */
+};
+
+/* A tree provider: where the tree comes from.  All callbacks run with
+ * refresh_lock held and tree_lock NOT held; they do their I/O first, then
+ * take tree_wrlock to change nodes. */
+struct fs_provider {
+  const char *name;
+  /* Build the root's children.  0 or -1 with errno (fatal at start). */
+  int (*start) (struct fs_node *root);
+  /* Bring the subtree of node up to date if its source changed (node is
+   * the root or an image directory: the "revalidation point"). */
+  void (*refresh) (struct fs_node *node);
+  /* Is node (root or image directory) possibly out of date?  Called with
+   * tree_lock held for reading; must be cheap (a stat). */
+  bool (*stale) (struct fs_node *node);
+  /* Open the image behind a disk node that has none open (snapshots are
+   * opened on demand).  Called without tree_lock.  New reference or NULL
+   * with errno. */
+  struct fs_disk *(*open_disk) (struct fs_node *node);
+  void (*stop) (void);
+};
+extern const struct fs_provider tree_images_provider;
+
+/* inode.c */
+void inode_init (void);
+struct fs_node *inode_get_node (const char *path, enum fs_node_type type);
+struct fs_node *inode_find (fuse_ino_t ino);
+struct fs_node *inode_ref (struct fs_node *node);
+void inode_unref (struct fs_node *node);
+void inode_lookup_inc (struct fs_node *node);
+void inode_forget (fuse_ino_t ino, uint64_t nlookup);
+void inode_fini (void);
+
+/* tree.c */
+extern pthread_rwlock_t tree_lock;
+int tree_start (const struct fs_provider *provider);
+void tree_stop (void);
+struct fs_node *tree_root (void);
+void tree_rdlock (void);
+void tree_wrlock (void);
+void tree_unlock (void);
+void tree_revalidate (struct fs_node *node);
+struct fs_node *tree_find_child (struct fs_node *dir, const char *name);
+void tree_set_children (struct fs_node *dir, struct fs_node **children,
+                        size_t n);
+void tree_set_image (struct fs_node *node, struct fs_node *image);
+void tree_set_disk (struct fs_node *node, struct fs_disk *disk, int err);
+void tree_changed_content (struct fs_node *node);
+struct fs_disk *tree_get_disk (struct fs_node *node, bool keep);
+int tree_allocated (struct fs_node *node, uint64_t *bytes);
+void tree_notify_start (void);
+void tree_notify_stop (void);
+
+/* ops.c */
+extern const struct fuse_lowlevel_ops fs_ops;
+
+#endif

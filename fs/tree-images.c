@@ -1,0 +1,648 @@
+/* vmdiskfs - the images provider (-o images=DIR): every regular file of
+ * DIR is an image shown as a directory:
+ *
+ *   /<image file name>/disk.raw                     the guest disk
+ *   /<image file name>/snapshots/<tag>/disk.raw     each internal snapshot
+ *
+ * Choices (documented in vmdiskfs.1 too):
+ *  - Every regular, non-hidden file is shown; anything that matches no
+ *    other format is a raw image.  Hidden files (".name") and everything
+ *    that is not a regular file (after following symlinks) are skipped.
+ *  - A file that fails to open (corrupt header, unsupported feature) is
+ *    still shown, with a zero-sized disk.raw and no snapshots; opening
+ *    that disk.raw fails with the error of the open (EIO for corrupt
+ *    metadata), and the failure is logged, so the administrator sees the
+ *    broken image instead of silently missing it.
+ *  - Names are escaped with vd_name_escape.  Snapshots are shown by tag; a
+ *    tag that appears more than once keeps its plain name for the first of
+ *    them in snapshot-table order, the others get " (id N)" appended (N is
+ *    the snapshot id); an empty tag is shown as "(id N)".
+ *  - Times: an image directory, its disk.raw and snapshots/ have the image
+ *    file's mtime (as atime, mtime and ctime); a snapshot directory and
+ *    its disk.raw have the snapshot's date; the root has DIR's times.
+ *
+ * Changes in DIR show without remount: the root is rescanned when DIR's
+ * mtime or ctime changed, an image when its file's identity, size, mtime
+ * or ctime changed (qemu-img snapshot rewrites the file), checked with a
+ * stat on each access (tree_revalidate).
+ *
+ * Threads: the provider callbacks are serialized by tree.c's refresh_lock;
+ * they open images without tree_lock, then take it to change nodes.
+ *
+ * SPDX-License-Identifier: GPL-3.0-or-later
+ */
+#include <config.h>
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "vmdiskfs.h"
+#include "cleanup.h"
+#include "escape.h"
+#include "log.h"
+
+static char *images_dir;              /* absolute; constant after start */
+
+/* root->priv; tree_lock. */
+struct images_root {
+  bool scanned;
+  struct stat st;                     /* DIR at the last scan */
+};
+
+/* priv of an image directory node; tree_lock. */
+struct images_image {
+  char *path;                         /* the image file                  */
+  struct stat st;                     /* the file at the last scan       */
+};
+
+static void
+image_priv_free (void *p)
+{
+  struct images_image *ii = p;
+
+  if (ii) {
+    free (ii->path);
+    free (ii);
+  }
+}
+
+/* What one image file holds, gathered without tree_lock. */
+struct image_scan {
+  char *ename;                        /* escaped file name               */
+  char *path;
+  struct stat st;
+  struct fs_node *keep;               /* unchanged: the existing node    */
+  struct fs_disk *disk;               /* or NULL and err                 */
+  int err;
+  struct vd_snapshot *snaps;
+  size_t nsnaps;
+};
+
+static void
+scan_free (struct image_scan *s)
+{
+  free (s->ename);
+  free (s->path);
+  if (s->keep)
+    inode_unref (s->keep);
+  fs_disk_unref (s->disk);
+  vd_snapshots_free (s->snaps, s->nsnaps);
+}
+
+static bool
+same_file_version (const struct stat *a, const struct stat *b)
+{
+  return a->st_dev == b->st_dev && a->st_ino == b->st_ino
+    && a->st_size == b->st_size
+    && a->st_mtim.tv_sec == b->st_mtim.tv_sec
+    && a->st_mtim.tv_nsec == b->st_mtim.tv_nsec
+    && a->st_ctim.tv_sec == b->st_ctim.tv_sec
+    && a->st_ctim.tv_nsec == b->st_ctim.tv_nsec;
+}
+
+/* Open the image (no lock held) and read its snapshot table. */
+static void
+scan_open (struct image_scan *s)
+{
+  struct vd_image *img;
+
+  errno = 0;
+  img = vd_image_open (s->path, 0);
+  if (!img) {
+    s->err = errno ? errno : EIO;
+    vd_error ("%s: not shown as an image: %s (reading its disk.raw will "
+              "fail)", s->path, strerror (s->err));
+    return;
+  }
+  s->disk = fs_disk_new (img);
+  if (!s->disk) {
+    s->err = ENOMEM;
+    return;
+  }
+  if (vd_image_list_snapshots (img, &s->snaps, &s->nsnaps) < 0) {
+    vd_warn ("%s: cannot list snapshots: %m", s->path);
+    s->snaps = NULL;
+    s->nsnaps = 0;
+  }
+}
+
+static void
+set_times (struct stat *st, time_t sec, long nsec)
+{
+  st->st_atim.tv_sec = st->st_mtim.tv_sec = st->st_ctim.tv_sec = sec;
+  st->st_atim.tv_nsec = st->st_mtim.tv_nsec = st->st_ctim.tv_nsec = nsec;
+}
+
+static void
+set_attr (struct stat *st, mode_t mode, nlink_t nlink, uint64_t size,
+          const struct stat *owner, time_t sec, long nsec)
+{
+  memset (st, 0, sizeof *st);
+  st->st_mode = mode;
+  st->st_nlink = nlink;
+  st->st_size = (off_t) size;
+  st->st_uid = owner->st_uid;
+  st->st_gid = owner->st_gid;
+  st->st_blksize = 4096;
+  set_times (st, sec, nsec);
+}
+
+static struct fs_node *
+get_node (enum fs_node_type type, const char *fmt, ...)
+  __attribute__ ((format (printf, 2, 3)));
+
+static struct fs_node *
+get_node (enum fs_node_type type, const char *fmt, ...)
+{
+  CLEANUP_FREE char *path = NULL;
+  va_list ap;
+  int r;
+
+  va_start (ap, fmt);
+  r = vasprintf (&path, fmt, ap);
+  va_end (ap);
+  if (r < 0) {
+    path = NULL;
+    return NULL;
+  }
+  return inode_get_node (path, type);
+}
+
+/* The names snapshots are shown under, in table order: NULL for one that
+ * cannot be shown (a name clash even after the " (id N)" suffix). */
+struct snap_name {
+  char *name;
+  size_t index;
+};
+
+static int
+snap_name_cmp (const void *a, const void *b)
+{
+  const struct snap_name *x = a, *y = b;
+  int c = strcmp (x->name, y->name);
+
+  if (c)
+    return c;
+  return x->index < y->index ? -1 : x->index > y->index;
+}
+
+static char **
+snapshot_names (const char *path, const struct vd_snapshot *snaps, size_t n)
+{
+  struct snap_name *v;
+  char **names;
+  size_t i, j;
+
+  names = calloc (n ? n : 1, sizeof *names);
+  v = calloc (n ? n : 1, sizeof *v);
+  if (!names || !v)
+    goto fail;
+  for (i = 0; i < n; i++) {
+    v[i].index = i;
+    if (snaps[i].name[0] == '\0') {
+      if (asprintf (&v[i].name, "(id %s)", snaps[i].id) < 0)
+        v[i].name = NULL;
+    }
+    else
+      v[i].name = vd_name_escape (snaps[i].name);
+    if (!v[i].name)
+      goto fail;
+  }
+  /* Equal tags: all but the first (in table order) get the id. */
+  qsort (v, n, sizeof *v, snap_name_cmp);
+  for (i = 1; i < n; i++) {
+    for (j = i; j < n && strcmp (v[j].name, v[i - 1].name) == 0; j++)
+      ;
+    for (; i < j; i++) {
+      char *s;
+      if (asprintf (&s, "%s (id %s)", v[i].name,
+                    snaps[v[i].index].id) < 0)
+        goto fail;
+      free (v[i].name);
+      v[i].name = s;
+    }
+  }
+  /* Still clashing (a tag that looks like "x (id N)"): drop later ones. */
+  qsort (v, n, sizeof *v, snap_name_cmp);
+  for (i = 0; i < n; i++) {
+    if (i > 0 && names[v[i - 1].index]
+        && strcmp (v[i].name, v[i - 1].name) == 0) {
+      vd_warn ("%s: snapshot id %s: name \"%s\" clashes, not shown",
+               path, snaps[v[i].index].id, v[i].name);
+      free (v[i].name);
+    }
+    else
+      names[v[i].index] = v[i].name;
+  }
+  free (v);
+  return names;
+
+ fail:
+  if (v)
+    for (i = 0; i < n; i++)
+      free (v[i].name);
+  free (v);
+  free (names);
+  return NULL;
+}
+
+/* tree_lock held for writing.  The snapshot directory and its disk.raw;
+ * a reference to the directory, or NULL. */
+static struct fs_node *
+apply_snapshot (struct fs_node *image, const struct image_scan *s,
+                bool same_file, const struct vd_snapshot *snap,
+                const char *name)
+{
+  struct fs_node *dir, *disk, **kids;
+  bool unchanged;
+
+  dir = get_node (FS_NODE_DIR, "/%s/snapshots/%s", s->ename, name);
+  if (!dir)
+    return NULL;
+  disk = get_node (FS_NODE_DISK, "/%s/snapshots/%s/disk.raw", s->ename,
+                   name);
+  kids = malloc (sizeof *kids);
+  if (!disk || !kids) {
+    if (disk)
+      inode_unref (disk);
+    free (kids);
+    inode_unref (dir);
+    return NULL;
+  }
+  set_attr (&dir->attr, S_IFDIR | 0555, 2, 0, &s->st, snap->date_sec,
+            snap->date_nsec);
+  tree_set_image (dir, image);
+
+  /* The snapshot's bytes never change; keep its open image and the
+   * kernel's cache unless this is not the same snapshot any more. */
+  unchanged = same_file && disk->attached && disk->snap_id
+    && strcmp (disk->snap_id, snap->id) == 0
+    && disk->attr.st_mtim.tv_sec == snap->date_sec
+    && disk->attr.st_mtim.tv_nsec == (long) snap->date_nsec
+    && (uint64_t) disk->attr.st_size == snap->disk_size;
+  set_attr (&disk->attr, S_IFREG | 0444, 1, snap->disk_size, &s->st,
+            snap->date_sec, snap->date_nsec);
+  tree_set_image (disk, image);
+  if (!unchanged) {
+    free (disk->snap_id);
+    disk->snap_id = strdup (snap->id);
+    tree_set_disk (disk, NULL, disk->snap_id ? 0 : ENOMEM);
+    tree_changed_content (disk);
+  }
+  kids[0] = disk;
+  tree_set_children (dir, kids, 1);
+  return dir;
+}
+
+/* tree_lock held for writing.  Make the image directory of s what s says;
+ * a reference to it, or NULL with errno (ENOMEM). */
+static struct fs_node *
+apply_image (struct image_scan *s)
+{
+  struct fs_node *node, *disk = NULL, *sdir = NULL, **kids = NULL,
+    **snapkids = NULL;
+  struct images_image *ii;
+  CLEANUP_FREE char **names = NULL;
+  bool same_file;
+  size_t i, n = 0;
+  uint64_t size = s->disk ? vd_image_size (s->disk->img) : 0;
+
+  node = get_node (FS_NODE_DIR, "/%s", s->ename);
+  if (!node)
+    return NULL;
+  ii = node->priv;
+  if (!ii) {
+    ii = calloc (1, sizeof *ii);
+    if (!ii)
+      goto fail;
+    node->priv = ii;
+    node->priv_free = image_priv_free;
+  }
+  same_file = node->attached && ii->path
+    && ii->st.st_dev == s->st.st_dev && ii->st.st_ino == s->st.st_ino;
+  free (ii->path);
+  ii->path = strdup (s->path);
+  if (!ii->path)
+    goto fail;
+  ii->st = s->st;
+
+  names = snapshot_names (s->path, s->snaps, s->nsnaps);
+  disk = get_node (FS_NODE_DISK, "/%s/disk.raw", s->ename);
+  sdir = get_node (FS_NODE_DIR, "/%s/snapshots", s->ename);
+  kids = calloc (2, sizeof *kids);
+  snapkids = calloc (s->nsnaps ? s->nsnaps : 1, sizeof *snapkids);
+  if (!names || !disk || !sdir || !kids || !snapkids)
+    goto fail;
+
+  set_attr (&node->attr, S_IFDIR | 0555, 3, 0, &s->st,
+            s->st.st_mtim.tv_sec, s->st.st_mtim.tv_nsec);
+  tree_set_disk (node, s->disk, s->err);
+
+  set_attr (&disk->attr, S_IFREG | 0444, 1, size, &s->st,
+            s->st.st_mtim.tv_sec, s->st.st_mtim.tv_nsec);
+  tree_set_image (disk, node);
+  tree_set_disk (disk, s->disk, s->err);
+  tree_changed_content (disk);
+
+  for (i = 0; i < s->nsnaps; i++) {
+    struct fs_node *d;
+    if (!names[i])
+      continue;
+    d = apply_snapshot (node, s, same_file, &s->snaps[i], names[i]);
+    if (d)
+      snapkids[n++] = d;
+  }
+  for (i = 0; i < s->nsnaps; i++)
+    free (names[i]);
+  set_attr (&sdir->attr, S_IFDIR | 0555, 2 + n, 0, &s->st,
+            s->st.st_mtim.tv_sec, s->st.st_mtim.tv_nsec);
+  tree_set_image (sdir, node);
+  tree_set_children (sdir, snapkids, n);
+
+  kids[0] = disk;
+  kids[1] = sdir;
+  tree_set_children (node, kids, 2);
+  return node;
+
+ fail:
+  if (names)
+    for (i = 0; i < s->nsnaps; i++)
+      free (names[i]);
+  free (kids);
+  free (snapkids);
+  if (disk)
+    inode_unref (disk);
+  if (sdir)
+    inode_unref (sdir);
+  inode_unref (node);
+  vd_error ("%s: out of memory", s->path);
+  errno = ENOMEM;
+  return NULL;
+}
+
+static int
+scan_cmp (const void *a, const void *b)
+{
+  const struct image_scan *x = a, *y = b;
+
+  return strcmp (x->ename, y->ename);
+}
+
+/* Rescan DIR (refresh_lock held). */
+static int
+refresh_root (struct fs_node *root, bool force)
+{
+  struct images_root *r = root->priv;
+  struct image_scan *scans = NULL;
+  struct fs_node **kids = NULL;
+  struct stat dst;
+  struct dirent *de;
+  size_t n = 0, cap = 0, i, k = 0;
+  DIR *dir;
+  int ret = -1;
+
+  if (stat (images_dir, &dst) < 0) {
+    vd_error ("%s: %m", images_dir);
+    return -1;
+  }
+  tree_rdlock ();
+  if (!force && r->scanned && same_file_version (&r->st, &dst)) {
+    tree_unlock ();
+    return 0;
+  }
+  tree_unlock ();
+
+  dir = opendir (images_dir);
+  if (!dir) {
+    vd_error ("%s: %m", images_dir);
+    return -1;
+  }
+  while ((errno = 0, de = readdir (dir)) != NULL) {
+    struct image_scan *s;
+    struct stat st;
+    struct fs_node *old;
+
+    if (de->d_name[0] == '.')
+      continue;
+    if (fstatat (dirfd (dir), de->d_name, &st, 0) < 0 || !S_ISREG (st.st_mode))
+      continue;
+    if (n == cap) {
+      struct image_scan *t;
+      cap = cap ? cap * 2 : 16;
+      t = realloc (scans, cap * sizeof *scans);
+      if (!t)
+        goto nomem;
+      scans = t;
+    }
+    s = &scans[n];
+    memset (s, 0, sizeof *s);
+    s->st = st;
+    s->ename = vd_name_escape (de->d_name);
+    if (!s->ename || asprintf (&s->path, "%s/%s", images_dir, de->d_name) < 0) {
+      free (s->ename);
+      goto nomem;
+    }
+    n++;
+
+    tree_rdlock ();
+    old = tree_find_child (root, s->ename);
+    if (old && old->priv
+        && same_file_version (&((struct images_image *) old->priv)->st, &st))
+      s->keep = inode_ref (old);
+    tree_unlock ();
+    if (!s->keep)
+      scan_open (s);
+  }
+  if (errno) {
+    vd_error ("%s: readdir: %m", images_dir);
+    goto out;
+  }
+  qsort (scans, n, sizeof *scans, scan_cmp);
+
+  kids = calloc (n ? n : 1, sizeof *kids);
+  if (!kids)
+    goto nomem;
+  tree_wrlock ();
+  for (i = 0; i < n; i++) {
+    struct fs_node *node;
+    if (scans[i].keep)
+      node = inode_ref (scans[i].keep);
+    else
+      node = apply_image (&scans[i]);
+    if (node)
+      kids[k++] = node;
+  }
+  tree_set_children (root, kids, k);
+  set_attr (&root->attr, S_IFDIR | 0555, 2 + k, 0, &dst,
+            dst.st_mtim.tv_sec, dst.st_mtim.tv_nsec);
+  r->st = dst;
+  r->scanned = true;
+  tree_unlock ();
+  vd_debug ("%s: %zu images", images_dir, k);
+  ret = 0;
+  goto out;
+
+ nomem:
+  vd_error ("%s: out of memory", images_dir);
+  errno = ENOMEM;
+ out:
+  closedir (dir);
+  for (i = 0; i < n; i++)
+    scan_free (&scans[i]);
+  free (scans);
+  return ret;
+}
+
+/* Rescan one image directory (refresh_lock held). */
+static void
+refresh_image (struct fs_node *node)
+{
+  struct image_scan s = { 0 };
+  struct images_image *ii;
+  struct fs_node *n;
+  bool gone;
+
+  tree_rdlock ();
+  ii = node->priv;
+  if (!node->attached || !ii) {
+    tree_unlock ();
+    return;
+  }
+  s.path = strdup (ii->path);
+  s.ename = strdup (node->name);
+  tree_unlock ();
+  if (!s.path || !s.ename)
+    goto out;
+
+  gone = stat (s.path, &s.st) < 0 || !S_ISREG (s.st.st_mode);
+  if (gone) {
+    /* Removed or replaced by something else: DIR changed too. */
+    refresh_root (tree_root (), true);
+    goto out;
+  }
+  tree_rdlock ();
+  if (node->attached && same_file_version (&ii->st, &s.st)) {
+    tree_unlock ();
+    goto out;
+  }
+  tree_unlock ();
+
+  scan_open (&s);
+  tree_wrlock ();
+  if (node->attached) {
+    n = apply_image (&s);
+    if (n)
+      inode_unref (n);
+  }
+  tree_unlock ();
+ out:
+  scan_free (&s);
+}
+
+static int
+images_start (struct fs_node *root)
+{
+  struct images_root *r;
+  char *dir;
+  struct stat st;
+
+  dir = realpath (fs_config.images, NULL);
+  if (!dir || stat (dir, &st) < 0) {
+    fprintf (stderr, "vmdiskfs: -o images=%s: %m\n", fs_config.images);
+    free (dir);
+    return -1;
+  }
+  if (!S_ISDIR (st.st_mode)) {
+    fprintf (stderr, "vmdiskfs: -o images=%s: not a directory\n",
+             fs_config.images);
+    free (dir);
+    return -1;
+  }
+  images_dir = dir;
+  r = calloc (1, sizeof *r);
+  if (!r)
+    return -1;
+  root->priv = r;
+  root->priv_free = free;
+  return refresh_root (root, true);
+}
+
+static bool
+images_stale (struct fs_node *node)
+{
+  struct stat st;
+
+  if (node == tree_root ()) {
+    struct images_root *r = node->priv;
+    return stat (images_dir, &st) < 0 || !r->scanned
+      || !same_file_version (&r->st, &st);
+  }
+  else {
+    struct images_image *ii = node->priv;
+    return !ii || stat (ii->path, &st) < 0
+      || !same_file_version (&ii->st, &st);
+  }
+}
+
+static void
+images_refresh (struct fs_node *node)
+{
+  if (node == tree_root ())
+    refresh_root (node, false);
+  else
+    refresh_image (node);
+}
+
+/* Open a snapshot's disk through the image's open handle. */
+static struct fs_disk *
+images_open_disk (struct fs_node *node)
+{
+  struct fs_node *image = NULL;
+  CLEANUP_FREE char *id = NULL;
+  struct fs_disk *top, *d;
+  struct vd_image *img;
+
+  tree_rdlock ();
+  if (node->image && node->snap_id) {
+    image = inode_ref (node->image);
+    id = strdup (node->snap_id);
+  }
+  tree_unlock ();
+  if (!image || !id) {
+    if (image)
+      inode_unref (image);
+    errno = image ? ENOMEM : ENOENT;
+    return NULL;
+  }
+  top = tree_get_disk (image, true);
+  inode_unref (image);
+  if (!top)
+    return NULL;
+  img = vd_image_open_snapshot (top->img, id);
+  fs_disk_unref (top);
+  if (!img)
+    return NULL;
+  d = fs_disk_new (img);
+  return d;
+}
+
+static void
+images_stop (void)
+{
+  free (images_dir);
+  images_dir = NULL;
+}
+
+const struct fs_provider tree_images_provider = {
+  .name = "images",
+  .start = images_start,
+  .refresh = images_refresh,
+  .stale = images_stale,
+  .open_disk = images_open_disk,
+  .stop = images_stop,
+};
