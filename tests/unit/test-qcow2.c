@@ -1,0 +1,215 @@
+/* Unit test of the qcow2 driver under the FUSE daemon's load: four
+ * threads doing random reads and block_status on one image at once, with
+ * the L2 cache shrunk to three tables so that eviction, pinning and
+ * private copies all happen; every byte is checked against
+ * `qemu-img convert -O raw`, and every DATA extent with an fd is checked
+ * by reading its phys offset straight from that fd (what the daemon's
+ * splice does).  Then a snapshot is opened, its parent closed, and the
+ * snapshot read against `qemu-img snapshot -a` on a copy.
+ *
+ * Needs qemu-img and qemu-io: exit 77 (skip) without them.  Run it under
+ * valgrind --tool=helgrind or built with -fsanitize=thread to check the
+ * locking.
+ *
+ * SPDX-License-Identifier: GPL-3.0-or-later
+ */
+#include <config.h>
+
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "vdformat.h"
+#include "qcow2.h"
+
+#define CHECK(cond)                                                     \
+  do {                                                                  \
+    if (!(cond)) {                                                      \
+      fprintf (stderr, "FAIL %s:%d: %s\n", __FILE__, __LINE__, #cond);  \
+      exit (1);                                                         \
+    }                                                                   \
+  } while (0)
+
+#define NTHREADS 4
+#define NOPS 1500
+
+static char dir[] = "/tmp/vd-test-qcow2-XXXXXX";
+static struct vd_image *img;
+static const uint8_t *expect;
+static uint64_t size;
+
+static void
+sh (const char *fmt, ...)
+{
+  char cmd[4096];
+  va_list ap;
+
+  va_start (ap, fmt);
+  vsnprintf (cmd, sizeof cmd, fmt, ap);
+  va_end (ap);
+  if (system (cmd) != 0) {
+    fprintf (stderr, "FAIL: %s\n", cmd);
+    exit (1);
+  }
+}
+
+static const uint8_t *
+map_file (const char *name, uint64_t *len)
+{
+  char path[256];
+  struct stat st;
+  void *p;
+  int fd;
+
+  snprintf (path, sizeof path, "%s/%s", dir, name);
+  fd = open (path, O_RDONLY);
+  CHECK (fd >= 0);
+  CHECK (fstat (fd, &st) == 0);
+  *len = st.st_size;
+  p = mmap (NULL, st.st_size, PROT_READ, MAP_PRIVATE, fd, 0);
+  CHECK (p != MAP_FAILED);
+  close (fd);
+  return p;
+}
+
+static uint64_t
+rnd (uint64_t *state)
+{
+  /* xorshift64* */
+  *state ^= *state >> 12;
+  *state ^= *state << 25;
+  *state ^= *state >> 27;
+  return *state * 0x2545f4914f6cdd1dULL;
+}
+
+static void *
+worker (void *arg)
+{
+  uint64_t st = 0x9e3779b97f4a7c15ULL * ((uintptr_t) arg + 1);
+  size_t bufsize = 1 << 20;
+  uint8_t *buf = malloc (bufsize);
+  int i;
+
+  CHECK (buf);
+  for (i = 0; i < NOPS; i++) {
+    uint64_t off = rnd (&st) % size;
+    uint64_t len = 1 + rnd (&st) % ((rnd (&st) & 1) ? 4096 : bufsize);
+    struct vd_extent e;
+
+    if (i % 3 == 0)
+      off &= ~4095ULL;
+    if (len > size - off)
+      len = size - off;
+    CHECK (vd_image_pread (img, buf, len, off) == 0);
+    if (memcmp (buf, expect + off, len) != 0) {
+      fprintf (stderr, "FAIL: bytes differ at %" PRIu64 "+%" PRIu64 "\n",
+               off, len);
+      exit (1);
+    }
+
+    CHECK (vd_image_block_status (img, off, size - off, &e) == 0);
+    CHECK (e.offset == off && e.length > 0 && e.length <= size - off);
+    len = e.length < bufsize ? e.length : bufsize;
+    if (e.type == VD_EXTENT_DATA && e.fd >= 0) {
+      ssize_t r = pread (e.fd, buf, len, e.phys);
+      CHECK (r >= 0);
+      if ((uint64_t) r < len)   /* tail past the end of file: zeros */
+        memset (buf + r, 0, len - r);
+      if (memcmp (buf, expect + off, len) != 0) {
+        fprintf (stderr, "FAIL: extent %" PRIu64 "+%" PRIu64 " phys %"
+                 PRIu64 " differs\n", off, e.length, e.phys);
+        exit (1);
+      }
+    }
+    else if (e.type != VD_EXTENT_DATA) {
+      uint64_t j;
+      for (j = 0; j < len; j++)
+        CHECK (expect[off + j] == 0);
+    }
+  }
+  free (buf);
+  return NULL;
+}
+
+int
+main (void)
+{
+  pthread_t th[NTHREADS];
+  const uint8_t *snap_expect;
+  struct vd_image *snap;
+  uint64_t snap_size, off, n;
+  uint8_t *buf;
+  char path[256];
+  intptr_t i;
+
+  if (system ("qemu-img --version >/dev/null 2>&1") != 0 ||
+      system ("qemu-io --version >/dev/null 2>&1") != 0) {
+    printf ("SKIP: qemu-img/qemu-io not installed\n");
+    return 77;
+  }
+  CHECK (mkdtemp (dir) != NULL);
+
+  /* A raw base, a 4 KiB-cluster qcow2 on it with data, compressed, zero
+   * and discarded clusters, and a snapshot taken half way. */
+  sh ("cd %s && head -c 2M /dev/urandom > r && seq 1 300000 > t && "
+      "qemu-img create -q -f raw base.raw 24M && "
+      "qemu-io -f raw -c 'write -s r 0 2M' -c 'write -s t 10M 1M' "
+      "  -c 'write -P 0x5c 20M 4M' base.raw >/dev/null && "
+      "qemu-img create -q -f qcow2 -o cluster_size=4096 -b base.raw -F raw "
+      "  img.qcow2 40M && "
+      "qemu-io -c 'write -P 0x11 1M 3M' -c 'write -c -s t 5M 64k' "
+      "  -c 'write -z 10M 256k' -c 'write -s r 26M 2M' "
+      "  -c 'write -P 0x22 30M 1M' img.qcow2 >/dev/null && "
+      "qemu-img snapshot -c half img.qcow2 && "
+      "qemu-io -c 'write -P 0x33 2M 2M' -c 'discard 26M 512k' "
+      "  -c 'write -c -s t 33M 128k' -c 'write -P 0x44 1536k 5000' "
+      "  img.qcow2 >/dev/null && "
+      "qemu-img convert -O raw img.qcow2 expect.raw && "
+      "cp img.qcow2 copy.qcow2 && qemu-img snapshot -a half copy.qcow2 && "
+      "qemu-img convert -O raw copy.qcow2 snap.raw", dir);
+
+  expect = map_file ("expect.raw", &size);
+  snap_expect = map_file ("snap.raw", &snap_size);
+
+  qcow2_set_cache_size (3 * 4096);
+  snprintf (path, sizeof path, "%s/img.qcow2", dir);
+  img = vd_image_open (path, 0);
+  CHECK (img != NULL);
+  CHECK (strcmp (vd_image_format_name (img), "qcow2") == 0);
+  CHECK (vd_image_size (img) == size);
+
+  for (i = 0; i < NTHREADS; i++)
+    CHECK (pthread_create (&th[i], NULL, worker, (void *) i) == 0);
+  for (i = 0; i < NTHREADS; i++)
+    CHECK (pthread_join (th[i], NULL) == 0);
+
+  /* The snapshot outlives its parent. */
+  snap = vd_image_open_snapshot (img, "half");
+  CHECK (snap != NULL);
+  CHECK (vd_image_open_snapshot (img, "nosuch") == NULL && errno == ENOENT);
+  vd_image_close (img);
+  CHECK (vd_image_size (snap) == snap_size);
+  buf = malloc (1 << 20);
+  CHECK (buf);
+  for (off = 0; off < snap_size; off += n) {
+    n = snap_size - off < (1 << 20) ? snap_size - off : (1 << 20);
+    CHECK (vd_image_pread (snap, buf, n, off) == 0);
+    CHECK (memcmp (buf, snap_expect + off, n) == 0);
+  }
+  free (buf);
+  vd_image_close (snap);
+
+  munmap ((void *) expect, size);
+  munmap ((void *) snap_expect, snap_size);
+  sh ("rm -rf %s", dir);
+  printf ("PASS\n");
+  return 0;
+}
