@@ -24,6 +24,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/sysmacros.h>
 #include <unistd.h>
 
 #include "vmdiskfs.h"
@@ -106,13 +107,35 @@ usage (FILE *fp, const char *prog)
 "\n", prog);
 }
 
-/* Write the pid file once the mount answers: stat on the mount point goes
- * through our own loop (nbdfuse does the same), so a test that waits for
- * the file knows the file system is up. */
-static void *
-pidfile_main (void *arg)
+/* The kernel's readahead for our mount, KiB.  The kernel starts a FUSE
+ * mount at 128 KiB and max_readahead from INIT can only lower it, so it
+ * is raised through sysfs (root only; silently left alone otherwise):
+ * sequential reads then come in requests of FS_MAX_REQUEST bytes. */
+#define FS_READAHEAD_KB 1024
+
+static void
+set_readahead (dev_t dev)
 {
-  const char *pidfile = arg;
+  CLEANUP_FREE char *path = NULL;
+  FILE *fp;
+
+  if (asprintf (&path, "/sys/class/bdi/%u:%u/read_ahead_kb", major (dev),
+                minor (dev)) < 0) {
+    path = NULL;
+    return;
+  }
+  fp = fopen (path, "w");
+  if (!fp || fprintf (fp, "%d\n", FS_READAHEAD_KB) < 0 || fclose (fp) != 0)
+    vd_debug ("%s: %m (readahead stays at the kernel's default)", path);
+}
+
+/* Once the mount answers: stat on the mount point goes through our own
+ * loop (nbdfuse does the same).  Then tune readahead and write the pid
+ * file, so a test that waits for the file knows the file system is up. */
+static void *
+mounted_main (void *arg)
+{
+  const char *pidfile = fs_config.pidfile;
   CLEANUP_FREE char *tmp = NULL;
   struct stat st;
   FILE *fp;
@@ -121,6 +144,9 @@ pidfile_main (void *arg)
     vd_error ("%s: %m", mountpoint);
     return NULL;
   }
+  set_readahead (st.st_dev);
+  if (!pidfile)
+    return NULL;
   if (asprintf (&tmp, "%s.tmp", pidfile) < 0) {
     tmp = NULL;
     return NULL;
@@ -277,12 +303,12 @@ main (int argc, char **argv)
   vd_info ("serving %s on %s", fs_config.images, mountpoint);
 
   tree_notify_start ();
-  if (fs_config.pidfile) {
+  {
     pthread_t t;
-    if (pthread_create (&t, NULL, pidfile_main, fs_config.pidfile) == 0)
+    if (pthread_create (&t, NULL, mounted_main, NULL) == 0)
       pthread_detach (t);
     else
-      vd_error ("cannot start the pidfile thread");
+      vd_error ("cannot start the mount watcher thread");
   }
 
   if (opts.singlethread)

@@ -115,8 +115,8 @@ scan_open (struct image_scan *s)
   img = vd_image_open (s->path, 0);
   if (!img) {
     s->err = errno ? errno : EIO;
-    vd_error ("%s: not shown as an image: %s (reading its disk.raw will "
-              "fail)", s->path, strerror (s->err));
+    vd_error ("%s: cannot open as an image: %s (its disk.raw is shown "
+              "empty and fails to open)", s->path, strerror (s->err));
     return;
   }
   s->disk = fs_disk_new (img);
