@@ -1,0 +1,183 @@
+# vmdiskfs - shared helpers for the integration tests (bash).
+# SPDX-License-Identifier: GPL-3.0-or-later
+#
+# Source it first thing:   . "$(dirname "$0")/functions.sh"
+#
+# Variables it sets (override from the environment):
+#   VMDISKFS      the daemon          (default: the build tree's ./vmdiskfs)
+#   VDCAT         formats/vd-cat      (default: the build tree's)
+#   TEST_DIR      a fresh temporary directory, removed at exit (under
+#                 $TEST_TMPDIR, default /var/tmp: disk-backed, holes work)
+#
+# Functions:
+#   require CMD...            skip the test (exit 77) unless every CMD exists
+#   skip MSG                  print "SKIP: MSG", exit 77
+#   fail MSG                  print "FAIL: MSG", exit 1 (cleanup runs)
+#   on_exit CMD               run CMD (a string for eval) at exit, last
+#                             registered first, before mounts are stopped
+#   start_vmdiskfs MNT ARG... mount with "$VMDISKFS" -f ARG... MNT in the
+#                             background (creates MNT), log in MNT.log next
+#                             to it ($TEST_DIR/<basename MNT>.log), waits
+#                             until the mount answers (its pidfile); fails
+#                             the test if it does not within 30 s
+#   stop_vmdiskfs MNT         fusermount3 -u MNT, wait for the daemon to
+#                             exit; returns its exit status
+#   vmdiskfs_log MNT          the log file of the daemon serving MNT
+#   vmdiskfs_pid MNT          its pid
+#   compare FILE1 FILE2       cmp, failing the test with both names
+#   wait_for SECONDS CMD...   retry CMD every 0.1 s until it succeeds;
+#                             returns 1 after SECONDS
+#   qcow2_supported           true if the formats library reads qcow2
+#                             (the driver has landed)
+#
+# At exit every mount started here is unmounted and TEST_DIR removed, so a
+# failing test leaves no stale mount behind.
+
+set -u
+
+_fn_here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+_fn_top=${abs_top_builddir:-$_fn_here/../..}
+: "${VMDISKFS:=$_fn_top/vmdiskfs}"
+: "${VDCAT:=$_fn_top/formats/vd-cat}"
+export VMDISKFS VDCAT
+
+declare -A _vmdiskfs_pids=()
+_exit_hooks=()
+
+skip ()
+{
+  echo "SKIP: $*"
+  exit 77
+}
+
+fail ()
+{
+  echo "FAIL: $*" >&2
+  exit 1
+}
+
+require ()
+{
+  local c
+  for c in "$@"; do
+    command -v "$c" >/dev/null 2>&1 || skip "$c is not installed"
+  done
+}
+
+on_exit ()
+{
+  _exit_hooks+=("$1")
+}
+
+_cleanup ()
+{
+  local rc=$? i m
+  set +e
+  for ((i = ${#_exit_hooks[@]} - 1; i >= 0; i--)); do
+    eval "${_exit_hooks[i]}"
+  done
+  for m in "${!_vmdiskfs_pids[@]}"; do
+    stop_vmdiskfs "$m" >/dev/null 2>&1
+  done
+  if [ -n "${TEST_DIR:-}" ] && [ -d "$TEST_DIR" ]; then
+    # Never recurse into something still mounted.
+    if grep -q " $TEST_DIR/" /proc/self/mounts 2>/dev/null; then
+      echo "warning: mounts left under $TEST_DIR, not removing it" >&2
+    else
+      rm -rf "$TEST_DIR"
+    fi
+  fi
+  exit $rc
+}
+
+TEST_DIR=$(mktemp -d "${TEST_TMPDIR:-/var/tmp}/vmdiskfs-test.XXXXXX") ||
+  fail "mktemp"
+trap _cleanup EXIT
+trap 'exit 130' INT TERM
+
+[ -x "$VMDISKFS" ] || fail "$VMDISKFS is not built"
+require fusermount3 mountpoint
+[ -c /dev/fuse ] || skip "no /dev/fuse"
+
+vmdiskfs_log ()
+{
+  echo "$TEST_DIR/$(basename "$1").log"
+}
+
+vmdiskfs_pid ()
+{
+  echo "${_vmdiskfs_pids[$1]:-}"
+}
+
+start_vmdiskfs ()
+{
+  local mnt=$1 pidfile log pid i
+  shift
+  mkdir -p "$mnt"
+  pidfile="$TEST_DIR/$(basename "$mnt").pid"
+  log=$(vmdiskfs_log "$mnt")
+  rm -f "$pidfile"
+  "$VMDISKFS" -f -o pidfile="$pidfile" "$@" "$mnt" >>"$log" 2>&1 &
+  pid=$!
+  _vmdiskfs_pids[$mnt]=$pid
+  for ((i = 0; i < 300; i++)); do
+    if [ -s "$pidfile" ]; then
+      return 0
+    fi
+    if ! kill -0 "$pid" 2>/dev/null; then
+      unset '_vmdiskfs_pids[$mnt]'
+      cat "$log" >&2
+      fail "vmdiskfs $* $mnt exited before the mount answered"
+    fi
+    sleep 0.1
+  done
+  cat "$log" >&2
+  fail "vmdiskfs $* $mnt: the mount did not answer within 30 s"
+}
+
+stop_vmdiskfs ()
+{
+  local mnt=$1 pid rc i
+  pid=${_vmdiskfs_pids[$mnt]:-}
+  [ -n "$pid" ] || return 0
+  for ((i = 0; i < 50; i++)); do
+    mountpoint -q "$mnt" || break
+    fusermount3 -u "$mnt" 2>/dev/null && break
+    sleep 0.1                   # busy: a reader is finishing
+  done
+  if mountpoint -q "$mnt"; then
+    fusermount3 -u -z "$mnt"
+  fi
+  wait "$pid"
+  rc=$?
+  unset '_vmdiskfs_pids[$mnt]'
+  return $rc
+}
+
+compare ()
+{
+  cmp "$1" "$2" || fail "$1 and $2 differ"
+}
+
+wait_for ()
+{
+  local secs=$1 i
+  shift
+  for ((i = 0; i < secs * 10; i++)); do
+    "$@" && return 0
+    sleep 0.1
+  done
+  return 1
+}
+
+qcow2_supported ()
+{
+  local img="$TEST_DIR/.probe.qcow2"
+  command -v qemu-img >/dev/null 2>&1 || return 1
+  [ -x "$VDCAT" ] || return 1
+  qemu-img create -q -f qcow2 "$img" 1M || return 1
+  "$VDCAT" -i "$img" 2>/dev/null | grep -q qcow2
+  local rc=$?
+  rm -f "$img"
+  return $rc
+}

@@ -1,0 +1,340 @@
+#!/bin/bash
+# vmdiskfs - images mode end to end: mount a directory of raw and qcow2
+# images and check with ordinary tools what DESIGN.md promises: the tree,
+# escaped names, sizes, st_blocks, SEEK_DATA/SEEK_HOLE, cp --sparse
+# against qemu-img convert, stable times and inode numbers, EROFS,
+# images and snapshots coming and going without remount, a corrupt image
+# giving EIO while the others still read, the command line.
+# The qcow2 parts are skipped (with a message) until the driver lands.
+# SPDX-License-Identifier: GPL-3.0-or-later
+
+. "$(dirname "$0")/functions.sh"
+require python3 qemu-img cmp stat find
+
+DIR=$TEST_DIR/images
+MNT=$TEST_DIR/mnt
+mkdir -p "$DIR" "$MNT"
+MiB=$((1024 * 1024))
+
+# A little Python for what the shell cannot do: the data ranges of a file
+# by SEEK_DATA/SEEK_HOLE, a pread, an errno.
+py_map ()                       # FILE -> "start end" per data range
+{
+  python3 - "$1" <<'EOF'
+import os, sys
+fd = os.open(sys.argv[1], os.O_RDONLY)
+size = os.fstat(fd).st_size
+pos = 0
+while pos < size:
+    try:
+        d = os.lseek(fd, pos, os.SEEK_DATA)
+    except OSError:
+        break
+    h = os.lseek(fd, d, os.SEEK_HOLE)
+    print(d, h)
+    pos = h
+EOF
+}
+
+qemu_map ()                     # IMAGE -> "start end" per data range
+{
+  qemu-img map --output=json "$1" | python3 -c '
+import json, sys
+out = []
+for e in json.load(sys.stdin):
+    if not e["data"]:
+        continue
+    s, t = e["start"], e["start"] + e["length"]
+    if out and out[-1][1] == s:
+        out[-1][1] = t
+    else:
+        out.append([s, t])
+for s, t in out:
+    print(s, t)'
+}
+
+expect_errno ()                 # ERRNO-NAME PYTHON-STATEMENT-ON-path PATH
+{
+  python3 - "$@" <<'EOF'
+import errno, os, sys
+want, stmt, path = sys.argv[1], sys.argv[2], sys.argv[3]
+try:
+    exec(stmt)
+except OSError as e:
+    if e.errno == getattr(errno, want):
+        sys.exit(0)
+    print("%s: %s: got %s, want %s" % (path, stmt, errno.errorcode.get(e.errno), want))
+    sys.exit(1)
+print("%s: %s: succeeded, want %s" % (path, stmt, want))
+sys.exit(1)
+EOF
+}
+
+# ---- The command line. ----
+
+"$VMDISKFS" --help >"$TEST_DIR/help" 2>&1 || fail "--help exits non-zero"
+grep -q 'images=DIR' "$TEST_DIR/help" || fail "--help does not list images="
+grep -q -- '-o allow_other' "$TEST_DIR/help" ||
+  fail "--help does not list the FUSE options"
+"$VMDISKFS" -h >/dev/null 2>&1 || fail "-h exits non-zero"
+"$VMDISKFS" --version >"$TEST_DIR/version" 2>&1 || fail "--version exits non-zero"
+grep -q '^vmdiskfs [0-9]' "$TEST_DIR/version" || fail "--version: $(cat "$TEST_DIR/version")"
+"$VMDISKFS" -V >/dev/null 2>&1 || fail "-V exits non-zero"
+if "$VMDISKFS" "$MNT" >"$TEST_DIR/nolibvirt" 2>&1; then
+  fail "mounting without -o images succeeded"
+fi
+grep -q 'libvirt mode is not built yet; use -o images=DIR' "$TEST_DIR/nolibvirt" ||
+  fail "no clear message without -o images: $(cat "$TEST_DIR/nolibvirt")"
+if "$VMDISKFS" -o images="$DIR" >/dev/null 2>&1; then
+  fail "no mount point accepted"
+fi
+if "$VMDISKFS" -o images="$TEST_DIR/nonexistent" "$MNT" >/dev/null 2>&1; then
+  fail "a missing images directory accepted"
+fi
+mountpoint -q "$MNT" && fail "a failed start left a mount"
+
+# ---- The images. ----
+
+head -c $((4 * MiB + 512)) /dev/urandom >"$DIR/plain.raw"
+# Sparse: 1 GiB, data at 100 MiB and at the last MiB.
+truncate -s 1G "$DIR/sparse disk.img"
+dd if=/dev/urandom of="$DIR/sparse disk.img" bs=1M count=2 seek=100 \
+   conv=notrunc status=none
+dd if=/dev/urandom of="$DIR/sparse disk.img" bs=1M count=1 seek=1023 \
+   conv=notrunc status=none
+# Names with a space, a '%' and non-ASCII bytes.
+name3='per%cent ü–ñ.img'
+esc3='per%25cent ü–ñ.img'
+head -c $((1 * MiB)) /dev/urandom >"$DIR/$name3"
+# Not shown: hidden files, directories, fifos.
+head -c 4096 /dev/urandom >"$DIR/.hidden.raw"
+mkdir "$DIR/subdir"
+mkfifo "$DIR/fifo"
+
+have_qcow2=false
+if qcow2_supported; then
+  have_qcow2=true
+  require qemu-io
+  Q=$DIR/vm.qcow2
+  qemu-img create -q -f qcow2 "$Q" 64M
+  qemu-io -c "write -P 0x11 0 3M" -c "write -P 0x12 20M 64k" "$Q" >/dev/null
+  qemu-img snapshot -c first "$Q"
+  qemu-io -c "write -P 0x21 1M 1M" -c "write -z 20M 64k" "$Q" >/dev/null
+  sleep 1                       # distinct snapshot dates
+  qemu-img snapshot -c 'we/ird%tag' "$Q"
+  qemu-img snapshot -c dup "$Q"
+  qemu-img snapshot -c dup "$Q" 2>/dev/null ||
+    echo "note: qemu-img refused a duplicate snapshot name"
+  qemu-io -c "write -P 0x31 40M 2M" "$Q" >/dev/null
+  # Grown after the snapshots: they keep 64M.
+  qemu-img resize -q "$Q" 96M
+  qemu-io -c "write -P 0x41 90M 1M" "$Q" >/dev/null
+else
+  echo "SKIP (part): the qcow2 driver is not there yet (vd-cat cannot read qcow2)"
+fi
+
+start_vmdiskfs "$MNT" -o images="$DIR"
+echo "mounted $(vmdiskfs_pid "$MNT")"
+
+# ---- The tree. ----
+
+expected="$esc3
+plain.raw
+sparse disk.img"
+$have_qcow2 && expected="$expected
+vm.qcow2"
+got=$(cd "$MNT" && ls -1 | LC_ALL=C sort)
+[ "$got" = "$(echo "$expected" | LC_ALL=C sort)" ] ||
+  fail "root lists
+$got
+expected
+$expected"
+for d in "plain.raw" "sparse disk.img" "$esc3"; do
+  [ "$(cd "$MNT/$d" && ls -1 | tr '\n' ' ')" = "disk.raw snapshots " ] ||
+    fail "$d holds $(ls "$MNT/$d")"
+  [ -z "$(ls -A "$MNT/$d/snapshots")" ] || fail "$d: raw image with snapshots"
+  [ "$(stat -c %A "$MNT/$d")" = dr-xr-xr-x ] || fail "$d: mode $(stat -c %A "$MNT/$d")"
+  [ "$(stat -c %A "$MNT/$d/disk.raw")" = -r--r--r-- ] ||
+    fail "$d/disk.raw: mode $(stat -c %A "$MNT/$d/disk.raw")"
+done
+[ "$(stat -c %U "$MNT/plain.raw/disk.raw")" = "$(stat -c %U "$DIR/plain.raw")" ] ||
+  fail "owner differs"
+
+# ---- Bytes, sizes, blocks, holes. ----
+
+compare "$MNT/plain.raw/disk.raw" "$DIR/plain.raw"
+compare "$MNT/$esc3/disk.raw" "$DIR/$name3"
+compare "$MNT/sparse disk.img/disk.raw" "$DIR/sparse disk.img"
+[ "$(stat -c %s "$MNT/plain.raw/disk.raw")" = $((4 * MiB + 512)) ] ||
+  fail "plain.raw size $(stat -c %s "$MNT/plain.raw/disk.raw")"
+[ "$(stat -c %s "$MNT/sparse disk.img/disk.raw")" = $((1024 * MiB)) ] ||
+  fail "sparse size"
+# Allocation as the raw file's data ranges say.
+alloc=$(py_map "$DIR/sparse disk.img" | awk '{ s += $2 - $1 } END { print s / 512 }')
+blocks=$(stat -c %b "$MNT/sparse disk.img/disk.raw")
+[ "$blocks" = "$alloc" ] || fail "sparse st_blocks $blocks, expected $alloc"
+[ "$(py_map "$MNT/sparse disk.img/disk.raw")" = "$(py_map "$DIR/sparse disk.img")" ] ||
+  fail "SEEK_DATA/SEEK_HOLE of the sparse image: $(py_map "$MNT/sparse disk.img/disk.raw")"
+cp --sparse=always "$MNT/sparse disk.img/disk.raw" "$TEST_DIR/sparse.copy"
+compare "$TEST_DIR/sparse.copy" "$DIR/sparse disk.img"
+[ "$(du -k "$TEST_DIR/sparse.copy" | cut -f1)" -le 8192 ] ||
+  fail "cp --sparse=always copied holes: $(du -k "$TEST_DIR/sparse.copy")"
+# Reads at and past the end are short.
+python3 - "$MNT/plain.raw/disk.raw" $((4 * MiB + 512)) <<'EOF' || fail "read at EOF"
+import os, sys
+fd = os.open(sys.argv[1], os.O_RDONLY)
+size = int(sys.argv[2])
+assert len(os.pread(fd, 4096, size - 100)) == 100
+assert os.pread(fd, 4096, size) == b""
+assert os.pread(fd, 4096, size + 12345) == b""
+try:
+    os.lseek(fd, size, os.SEEK_DATA)
+    sys.exit("SEEK_DATA at EOF did not fail")
+except OSError as e:
+    assert e.errno == 6     # ENXIO
+EOF
+
+if $have_qcow2; then
+  qemu-img convert -O raw "$Q" "$TEST_DIR/vm.raw"
+  compare "$MNT/vm.qcow2/disk.raw" "$TEST_DIR/vm.raw"
+  [ "$(stat -c %s "$MNT/vm.qcow2/disk.raw")" = $((96 * MiB)) ] || fail "vm size"
+  [ "$(py_map "$MNT/vm.qcow2/disk.raw")" = "$(qemu_map "$Q")" ] ||
+    fail "qcow2 data ranges $(py_map "$MNT/vm.qcow2/disk.raw" | tr '\n' ,) vs qemu-img map $(qemu_map "$Q" | tr '\n' ,)"
+  alloc=$(qemu_map "$Q" | awk '{ s += $2 - $1 } END { print s / 512 }')
+  [ "$(stat -c %b "$MNT/vm.qcow2/disk.raw")" = "$alloc" ] ||
+    fail "vm st_blocks $(stat -c %b "$MNT/vm.qcow2/disk.raw"), expected $alloc"
+  cp --sparse=always "$MNT/vm.qcow2/disk.raw" "$TEST_DIR/vm.copy"
+  compare "$TEST_DIR/vm.copy" "$TEST_DIR/vm.raw"
+
+  # Snapshots: names escaped, duplicates disambiguated by id.
+  snaps=$(cd "$MNT/vm.qcow2/snapshots" && ls -1 | LC_ALL=C sort | tr '\n' '|')
+  case $snaps in
+    "dup|dup (id 4)|first|we%2Fird%25tag|") ;;
+    "dup|first|we%2Fird%25tag|") ;;
+    *) fail "snapshots: $snaps" ;;
+  esac
+  # Each snapshot against a reverted copy (the oracle of TESTING.md).
+  qemu-img info --output=json "$Q" >"$TEST_DIR/info.json"
+  python3 - "$TEST_DIR/info.json" >"$TEST_DIR/snaps" <<'EOF'
+import json, sys
+for s in json.load(open(sys.argv[1]))["snapshots"]:
+    print(s["id"], s["date-sec"], s["name"])
+EOF
+  while read -r id date name; do
+    dirname=$(python3 -c 'import sys; print(sys.argv[1].replace("%","%25").replace("/","%2F"))' "$name")
+    [ -d "$MNT/vm.qcow2/snapshots/$dirname" ] || dirname="$dirname (id $id)"
+    f="$MNT/vm.qcow2/snapshots/$dirname/disk.raw"
+    [ -f "$f" ] || fail "no $f"
+    cp "$Q" "$TEST_DIR/revert.qcow2"
+    qemu-img snapshot -a "$id" "$TEST_DIR/revert.qcow2"
+    qemu-img convert -O raw "$TEST_DIR/revert.qcow2" "$TEST_DIR/revert.raw"
+    compare "$f" "$TEST_DIR/revert.raw"
+    [ "$(stat -c %s "$f")" = $((64 * MiB)) ] || fail "$f: size $(stat -c %s "$f")"
+    [ "$(stat -c %Y "$f")" = "$date" ] || fail "$f: mtime $(stat -c %Y "$f") != $date"
+    [ "$(stat -c %Y "$MNT/vm.qcow2/snapshots/$dirname")" = "$date" ] ||
+      fail "$dirname: mtime"
+    cp --sparse=always "$f" "$TEST_DIR/snap.copy"
+    compare "$TEST_DIR/snap.copy" "$TEST_DIR/revert.raw"
+  done <"$TEST_DIR/snaps"
+  rm -f "$TEST_DIR"/revert.* "$TEST_DIR/snap.copy" "$TEST_DIR/vm.copy"
+fi
+
+# ---- Times. ----
+
+for d in "plain.raw" "sparse disk.img" "$esc3"; do
+  src=$d
+  [ "$d" = "$esc3" ] && src=$name3
+  m=$(stat -c %Y "$DIR/$src")
+  for f in "$MNT/$d" "$MNT/$d/disk.raw" "$MNT/$d/snapshots"; do
+    [ "$(stat -c %Y "$f")" = "$m" ] || fail "$f: mtime $(stat -c %Y "$f"), image $m"
+  done
+done
+[ "$(stat -c %Y "$MNT")" = "$(stat -c %Y "$DIR")" ] || fail "root mtime"
+
+# ---- Read-only. ----
+
+f="$MNT/plain.raw/disk.raw"
+expect_errno EROFS 'os.open(path, os.O_WRONLY)' "$f" || fail "write open"
+expect_errno EROFS 'os.open(path, os.O_RDWR)' "$f" || fail "rdwr open"
+expect_errno EROFS 'os.truncate(path, 0)' "$f" || fail "truncate"
+expect_errno EROFS 'os.chmod(path, 0o600)' "$f" || fail "chmod"
+expect_errno EROFS 'os.unlink(path)' "$f" || fail "unlink"
+expect_errno EROFS 'os.mkdir(path)' "$MNT/plain.raw/snapshots/new" || fail "mkdir"
+expect_errno EROFS 'open(path, "w")' "$MNT/newfile" || fail "create"
+expect_errno EROFS 'os.rename(path, path + "x")' "$MNT/plain.raw" || fail "rename"
+compare "$f" "$DIR/plain.raw"
+
+# ---- Inode numbers stable across a remount. ----
+
+(cd "$MNT" && find . -printf '%i %p\n' | LC_ALL=C sort -k2) >"$TEST_DIR/inodes1"
+[ "$(head -1 "$TEST_DIR/inodes1")" = "1 ." ] || fail "root inode $(head -1 "$TEST_DIR/inodes1")"
+[ "$(cut -d' ' -f1 "$TEST_DIR/inodes1" | sort | uniq -d)" = "" ] ||
+  fail "duplicate inode numbers"
+stop_vmdiskfs "$MNT" || fail "the daemon exited with $?"
+mountpoint -q "$MNT" && fail "still mounted"
+# mount.fuse3 style: SOURCE MOUNTPOINT -o OPTIONS, with ro.
+start_vmdiskfs "$MNT" vmdiskfs -o ro,images="$DIR"
+(cd "$MNT" && find . -printf '%i %p\n' | LC_ALL=C sort -k2) >"$TEST_DIR/inodes2"
+diff "$TEST_DIR/inodes1" "$TEST_DIR/inodes2" || fail "inode numbers changed"
+expect_errno EROFS 'os.open(path, os.O_WRONLY)' "$f" || fail "write open under ro"
+
+# ---- Changes in DIR show without remount. ----
+
+in_root () { [ -d "$MNT/$1" ]; }
+not_in_root () { ! ls -1 "$MNT" | grep -qxF "$1"; }
+
+cp "$DIR/plain.raw" "$DIR/added.raw"
+wait_for 5 in_root added.raw || fail "a new image did not appear"
+compare "$MNT/added.raw/disk.raw" "$DIR/plain.raw"
+# An open file keeps reading after its image is removed.
+exec 7<"$MNT/added.raw/disk.raw"
+rm "$DIR/added.raw"
+wait_for 5 not_in_root added.raw || fail "a removed image did not disappear"
+[ ! -e "$MNT/added.raw/disk.raw" ] || fail "removed image still reachable"
+cmp <(cat <&7) "$DIR/plain.raw" || fail "reading an open file of a removed image"
+exec 7<&-
+# An image rewritten in place: new size and bytes.
+head -c $((2 * MiB)) /dev/urandom >"$DIR/plain.raw"
+size_is () { [ "$(stat -c %s "$1")" = "$2" ]; }
+wait_for 5 size_is "$f" $((2 * MiB)) || fail "rewritten image keeps its size"
+compare "$f" "$DIR/plain.raw"
+
+if $have_qcow2; then
+  has_snap () { [ -f "$MNT/vm.qcow2/snapshots/$1/disk.raw" ]; }
+  no_snap () { ! ls -1 "$MNT/vm.qcow2/snapshots" | grep -qxF "$1"; }
+  qemu-img snapshot -c later "$Q"
+  wait_for 5 has_snap later || fail "a new snapshot did not appear"
+  qemu-img snapshot -d first "$Q"
+  wait_for 5 no_snap first || fail "a deleted snapshot did not disappear"
+  qemu-img convert -O raw "$Q" "$TEST_DIR/vm.raw"
+  compare "$MNT/vm.qcow2/snapshots/later/disk.raw" "$TEST_DIR/vm.raw"
+fi
+
+# ---- A corrupt image: EIO on read, a log line, the others still work. ----
+
+{ printf 'QFI\xfb\0\0\0\3'; head -c 4096 /dev/urandom; } >"$DIR/broken.qcow2"
+wait_for 5 in_root broken.qcow2 || fail "the corrupt image is not shown"
+if cat "$MNT/broken.qcow2/disk.raw" >/dev/null 2>"$TEST_DIR/broken.err"; then
+  fail "reading a corrupt image succeeded"
+fi
+grep -q 'Input/output error' "$TEST_DIR/broken.err" ||
+  fail "corrupt image: $(cat "$TEST_DIR/broken.err")"
+grep -q 'broken.qcow2' "$(vmdiskfs_log "$MNT")" || fail "no log line about broken.qcow2"
+compare "$MNT/$esc3/disk.raw" "$DIR/$name3"
+compare "$MNT/sparse disk.img/disk.raw" "$DIR/sparse disk.img"
+$have_qcow2 && compare "$MNT/vm.qcow2/disk.raw" "$TEST_DIR/vm.raw"
+
+# ---- Parallel readers. ----
+
+pids=()
+for i in 1 2 3 4; do
+  cmp "$MNT/sparse disk.img/disk.raw" "$DIR/sparse disk.img" &
+  pids+=($!)
+done
+for p in "${pids[@]}"; do
+  wait "$p" || fail "a parallel reader failed"
+done
+
+stop_vmdiskfs "$MNT" || fail "the daemon exited with $?"
+grep -i 'warning\|assert\|leak' "$(vmdiskfs_log "$MNT")" && fail "warnings in the log"
+echo PASS
