@@ -433,6 +433,17 @@ map_piece (struct qcow2_image *q, uint64_t offset, uint64_t max_len,
   memset (p, 0, sizeof *p);
   limit = MIN (limit, max_len);
   if (l1i >= q->l1_size || q->l1[l1i] == 0) {
+    /* Unallocated: extend over following empty L1 entries too, so that
+     * a sparse 2 TiB image is walked in a few steps. */
+    while (limit < max_len) {
+      if (++l1i >= q->l1_size) {
+        limit = max_len;        /* past a (snapshot's) short L1 table */
+        break;
+      }
+      if (q->l1[l1i] != 0)
+        break;
+      limit = MIN (max_len, limit + (1ULL << cov_bits));
+    }
     p->kind = P_UNALLOC;
     p->len = limit;
     return 0;
