@@ -162,7 +162,7 @@ for v in 0.10 1.1; do
     check $img
   done
 done
-for rb in 1 16 64; do
+for rb in 1 2 4 8 16 32 64; do
   img=rb$rb.qcow2
   qimg create -f qcow2 -o refcount_bits=$rb $img 12M
   fill $img 65536
@@ -172,6 +172,20 @@ done
 qimg create -f qcow2 odd.qcow2 $((10 * 1048576 + 3 * 512))
 qio -c "write -P 0x5a $((10 * 1048576 - 4096)) $((4096 + 3 * 512))" odd.qcow2
 check odd.qcow2
+
+# qemu-img amend: v3 -> v2 (zero clusters rewritten), refcount width.
+qimg create -f qcow2 amend.qcow2 12M
+fill amend.qcow2 65536
+qimg amend -o compat=0.10 amend.qcow2
+check amend.qcow2
+qimg amend -o compat=1.1,refcount_bits=2 amend.qcow2
+check amend.qcow2
+# A large sparse image (walking its map must be quick).
+qimg create -f qcow2 big.qcow2 2T
+qio -c "write -P 0x3c 1T 64k" -c "write -z 1536G 64k" big.qcow2
+o=$(ours_map big.qcow2)
+q=$(qemu_map big.qcow2)
+[ "$o" = "$q" ] && ok "2 TiB sparse map" || bad "2 TiB sparse map"
 
 echo "== compressed clusters"
 qimg create -f raw src.raw 16M
@@ -236,6 +250,17 @@ check chain/sub/nofmt.qcow2
 qimg create -f qcow2 -b chain/base.raw -F raw -o size=4M small-over-big.qcow2
 check small-over-big.qcow2
 
+# Growing the image over a smaller backing file, then shrinking it.
+qimg create -f qcow2 -b chain/base.raw -F raw grow.qcow2 8M
+qio -c "write -P 0x91 7M 512k" grow.qcow2
+qimg resize grow.qcow2 20M
+qio -c "write -P 0x92 19M 4k" grow.qcow2
+check grow.qcow2
+qimg snapshot -c big grow.qcow2
+qimg resize --shrink grow.qcow2 6M
+check grow.qcow2
+check_snap grow.qcow2 big
+
 echo "== external data files"
 mkdir -p df
 (cd df &&
@@ -248,6 +273,17 @@ done
 qimg create -f qcow2 -o data_file=df/d3.data,extended_l2=on df3.qcow2 12M
 fill df3.qcow2 65536
 check df3.qcow2
+# A data file and a backing file together (not raw: that conflicts).
+qimg create -f qcow2 -o data_file=df/d4.data -b chain/base.raw -F raw df4.qcow2 12M
+qio -c "write -P 0x93 1M 1M" -c "write -z 3M 64k" -c "discard 5M 64k" df4.qcow2
+check df4.qcow2
+
+echo "== encryption is refused"
+if qemu-img create -q -f qcow2 --object secret,id=s0,data=secret \
+     -o encrypt.format=luks,encrypt.key-secret=s0 luks.qcow2 4M 2>/dev/null; then
+  must_fail luks.qcow2 "LUKS encrypted image"
+  grep -q "not supported" err.txt || bad "LUKS: no clear message"
+fi
 
 echo "== preallocation"
 for p in metadata falloc full; do
