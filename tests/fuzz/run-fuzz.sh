@@ -232,6 +232,8 @@ for fmt in $FUZZ_TARGETS; do
   fi
   echo "fuzz-$fmt: $(ls "$seeds" | wc -l) seeds: $(ls "$seeds" | tr '\n' ' ')"
 
+  dict=()
+  [ -f "$srcdir/tests/fuzz/$fmt.dict" ] && dict=(-dict="$srcdir/tests/fuzz/$fmt.dict")
   log=$out/fuzz-$fmt.log
   before=$(ls "$artifacts" | sort)
   # -close_fd_mask=2: the drivers' error messages (every corrupt input
@@ -242,7 +244,7 @@ for fmt in $FUZZ_TARGETS; do
       -max_total_time="$FUZZ_SECONDS" -timeout=30 -rss_limit_mb=2048 \
       -max_len=524288 -close_fd_mask=2 -print_final_stats=1 \
       -error_exitcode=99 -timeout_exitcode=98 \
-      -artifact_prefix="$artifacts/$fmt-" $FUZZ_ARGS \
+      -artifact_prefix="$artifacts/$fmt-" "${dict[@]}" $FUZZ_ARGS \
       "$corpus" "$seeds" > "$log" 2>&1
   rc=$?
   grep -E '^(stat::number_of_executed_units|stat::peak_rss_mb|#[0-9]+.*DONE)' \
