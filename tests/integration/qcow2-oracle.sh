@@ -295,6 +295,14 @@ for p in metadata falloc full; do
   done
 done
 
+echo "== a data cluster cut short by the end of the file"
+# Its start is inside the file: the missing tail reads as zeros (as qemu
+# reads it), and the map splits there (spliceable part, then the rest).
+qimg create -f qcow2 eof.qcow2 4M
+qio -c "write -P 0x42 1M 64k" -c "write -P 0x43 3M 64k" eof.qcow2
+truncate -s $(( $(stat -c %s eof.qcow2) - 40000 )) eof.qcow2
+check eof.qcow2
+
 echo "== crash-dirty image"
 qimg create -f qcow2 -o lazy_refcounts=on dirty.qcow2 12M
 fill dirty.qcow2 65536
