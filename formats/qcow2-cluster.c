@@ -360,6 +360,9 @@ classify (struct qcow2_image *q, uint64_t pos, uint64_t entry,
     if (*coff < cs || *coff >= fsize)
       return bad_entry (q, pos, entry, "compressed data in the header or "
                         "outside the file");
+    /* qemu stores a cluster compressed only when that saves space; allow
+     * twice that for other writers, and never read past the end. */
+    *csize = MIN (*csize, 2 * cs);
     if (*csize > fsize - *coff)
       *csize = fsize - *coff;   /* the last sectors may be short */
     *kind = P_COMPRESSED;

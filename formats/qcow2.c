@@ -28,7 +28,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/ioctl.h>
 #include <sys/stat.h>
+#include <linux/fs.h>
 #include <unistd.h>
 
 #include "vdformat.h"
@@ -45,14 +47,33 @@ qcow2_probe (const uint8_t *buf, size_t len)
   return len >= 8 && load_be32 (buf) == QCOW2_MAGIC && load_be32 (buf + 4) >= 2;
 }
 
+/* Size of a regular file or block device, without touching the file
+ * position (lseek would: callers may splice from these fds).  -1 on
+ * error. */
+static int64_t
+fd_size (int fd)
+{
+  struct stat st;
+  uint64_t bytes;
+
+  if (fstat (fd, &st) < 0)
+    return -1;
+  if (S_ISBLK (st.st_mode)) {
+    if (ioctl (fd, BLKGETSIZE64, &bytes) < 0)
+      return -1;
+    return bytes > INT64_MAX ? -1 : (int64_t) bytes;
+  }
+  return st.st_size;
+}
+
 uint64_t
 qcow2_file_size (struct qcow2_image *q, bool data, bool refresh)
 {
   uint64_t *p = data ? &q->data_file_size : &q->file_size;
   int fd = data ? q->data_fd : q->fd;
-  off_t end;
+  int64_t end;
 
-  if (refresh && (end = lseek (fd, 0, SEEK_END)) >= 0)
+  if (refresh && fd >= 0 && (end = fd_size (fd)) >= 0)
     __atomic_store_n (p, (uint64_t) end, __ATOMIC_RELAXED);
   return __atomic_load_n (p, __ATOMIC_RELAXED);
 }
@@ -283,7 +304,7 @@ qcow2_open_image (const char *path, int fd, unsigned flags,
   uint32_t backing_len, crypt, l1_size, rt_clusters, nb_snapshots, hdr_len;
   const uint8_t *features = NULL;
   size_t features_len = 0, ext_end;
-  off_t end;
+  int64_t end;
 
   q = calloc (1, sizeof *q);
   if (!q) {
@@ -298,7 +319,7 @@ qcow2_open_image (const char *path, int fd, unsigned flags,
     goto fail;
   path = q->img.path;
 
-  end = lseek (fd, 0, SEEK_END);
+  end = fd_size (fd);
   if (end < 0) {
     vd_error ("qcow2: %s: cannot find the file size: %m", path);
     goto fail;

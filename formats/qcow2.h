@@ -9,7 +9,7 @@
  * Threads: everything in struct qcow2_image is set at open and read-only
  * afterwards, except the L2 cache (qcow2-cluster.c, one mutex per shard)
  * and the cached file sizes (atomic loads/stores, refreshed with
- * lseek(SEEK_END) when an offset looks beyond the end of a growing file).
+ * fstat when an offset looks beyond the end of a growing file).
  *
  * SPDX-License-Identifier: GPL-3.0-or-later
  */
