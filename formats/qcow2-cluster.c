@@ -12,7 +12,8 @@
  * daemon's worker threads).  The L1 table and all geometry are read-only
  * after open.  The L2 cache is split into shards chosen by a hash of the
  * L2 table's file offset, each with its own mutex, so threads only
- * contend when they want tables of the same shard; an L2 table is read
+ * contend when they want tables of the same shard (at least 16 shards
+ * when the cache has 16 slots, about 16 slots per shard); a table is read
  * from the file with its shard's mutex held (a page-cache copy of one
  * cluster).  A table in use is pinned (slot->pins, under the shard mutex)
  * and never evicted; when every slot of a shard is pinned the reader uses
@@ -62,7 +63,13 @@
 static uint64_t cache_bytes = QCOW2_DEFAULT_CACHE_BYTES;   /* atomic */
 static uint64_t next_cache_id = 1;                          /* atomic */
 
-#define MAX_SHARDS 16
+/* The cache is set-associative: a table's shard is its set.  At least
+ * MIN_SHARDS shards (when there are that many slots) so that threads
+ * rarely meet on one mutex, and at most WAYS slots per shard beyond that
+ * so that a lookup scans few slots (512-byte clusters give 16384 slots in
+ * 8 MiB: 1024 shards of 16). */
+#define MIN_SHARDS 16
+#define WAYS 16
 
 struct l2_slot {
   uint64_t offset;              /* file offset of the table; 0 = empty    */
@@ -114,7 +121,7 @@ qcow2_cache_new (const struct qcow2_image *q)
     return NULL;
   c->id = __atomic_fetch_add (&next_cache_id, 1, __ATOMIC_RELAXED);
   c->table_bytes = q->cluster_size;
-  c->nshards = MIN (nslots, MAX_SHARDS);
+  c->nshards = nslots <= MIN_SHARDS ? nslots : MAX (MIN_SHARDS, nslots / WAYS);
   /* Shards are cache-line aligned (no false sharing between mutexes):
    * calloc does not promise that alignment. */
   if (posix_memalign ((void **) &c->shards, 64,
