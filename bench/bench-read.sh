@@ -182,8 +182,12 @@ fio_run () {
     seq)   args+=(--rw=read --bs=1M --numjobs=1 --runtime="$SEQ_CAP") ;;
     rand1) args+=(--rw=randread --bs=4k --numjobs=1 --time_based
                   --runtime="$RAND_SECONDS") ;;
+    # Four jobs, each in its own quarter of the disk: no job reads what
+    # another brought into the page cache.  (One job: fio's random map
+    # never reads a block twice in a pass.)
     rand4) args+=(--rw=randread --bs=4k --numjobs=4 --time_based
-                  --runtime="$RAND_SECONDS") ;;
+                  --runtime="$RAND_SECONDS" --size=$((VSIZE_GB * 256))M
+                  --offset_increment=$((VSIZE_GB * 256))M) ;;
   esac
   if [ -n "$cpus" ]; then
     json=$(timeout $((SEQ_CAP + RAND_SECONDS + 60)) taskset -c "$cpus" fio "${args[@]}" 2>/dev/null)
@@ -240,7 +244,7 @@ make_image
 mkdir -p "$WORK/images" "$WORK/mnt/vmdiskfs" "$WORK/mnt/qcowmount"
 ln -f "$img" "$WORK/images/bench.qcow2"
 
-active=()
+active=() notes=()
 for p in $PEERS; do
   case $p in
     vmdiskfs)
@@ -259,13 +263,15 @@ for p in $PEERS; do
   if [ -n "${file[$p]:-}" ]; then
     sz=$(stat -c %s "${file[$p]}")
     if [ "$sz" != $((VSIZE_GB << 30)) ]; then
-      echo "warning: $p: ${file[$p]} has size $sz, not $((VSIZE_GB << 30)): left out"
+      notes+=("$p: ${file[$p]} has size $sz, not $((VSIZE_GB << 30)): left out")
+      echo "${notes[-1]}"
       unset "file[$p]"
     else
       active+=("$p")
     fi
   else
-    echo "warning: $p did not start: left out (see $WORK/$p.log)"
+    notes+=("$p did not start: left out")
+    echo "${notes[-1]}"
   fi
 done
 [ ${#active[@]} -gt 0 ] || die "no peer to measure"
@@ -277,7 +283,8 @@ for p in "${active[@]}"; do
   for off in 0 64 $((VSIZE_GB * 1024 - 64)); do
     if ! cmp -s <(dd if="${file[$p]}" bs=1M skip=$off count=64 2>/dev/null) \
                 <(dd if="$raw" bs=1M skip=$off count=64 2>/dev/null); then
-      echo "warning: $p reads different bytes than qemu-img at ${off} MiB"
+      notes+=("WARNING: $p reads different bytes than qemu-img at $off MiB")
+      echo "${notes[-1]}"
     fi
   done
 done
@@ -298,7 +305,7 @@ qsd_bench_hwm=
 stop_all
 
 # ---- memory with a 2 TiB sparse image -------------------------------------
-rss_vmdiskfs= rss_qsd= rss_note=
+rss_vmdiskfs= rss_qsd=
 if [ "$RSS_TEST" = 1 ]; then
   big=$WORK/big
   mkdir -p "$big/images" "$big/mnt"
@@ -355,7 +362,7 @@ echo "## Results ($(date -u +%Y-%m-%dT%H:%MZ), median of $RUNS runs)"
 echo
 echo "Image: qcow2, ${VSIZE_GB} GiB virtual, 64 KiB clusters, $DATA_MB MiB of random data;"
 echo "$(uname -r), $ncpu CPUs, $(qemu-img --version | head -1 | cut -d' ' -f1-3), $(fio --version),"
-echo "vmdiskfs $(cd "$top" && git describe --always --dirty 2>/dev/null)."
+echo "vmdiskfs $VMDISKFS at $(cd "$(dirname "$VMDISKFS")" && git describe --always --dirty 2>/dev/null)."
 echo
 hdr="| |" sep="|---|"
 for p in "${active[@]}"; do hdr+=" ${label[$p]} |"; sep+="---:|"; done
@@ -393,6 +400,7 @@ echo "| | vmdiskfs | qemu-storage-daemon |"
 echo "|---|---:|---:|"
 echo "| after the runs above (${VSIZE_GB} GiB image) | ${bench_hwm:-n/a} | ${qsd_bench_hwm:-n/a} |"
 echo "| 2 TiB sparse qcow2: reads, SEEK_DATA walk, tar -cS | ${rss_vmdiskfs:-n/a} | ${rss_qsd:-n/a} |"
+for n in "${notes[@]}"; do echo; echo "$n"; done
 echo
 echo "Raw figures per run:"
 for p in "${active[@]}"; do
