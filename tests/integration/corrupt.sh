@@ -22,58 +22,45 @@ set -eE
 set -o pipefail
 export LC_ALL=C.UTF-8
 
-mx_here=$(cd "$(dirname "$0")" && pwd)
-: "${VMDISKFS:=$mx_here/../../vmdiskfs}"
+# Shared helpers: TEST_DIR (removed at exit, mounts stopped first),
+# require/skip, start_vmdiskfs/stop_vmdiskfs/vmdiskfs_pid/vmdiskfs_log.
+. "$(dirname "$0")/functions.sh"
+require qemu-img qemu-io python3 timeout awk cmp md5sum od
 
-for t in qemu-img qemu-io fusermount3 python3 timeout awk cmp; do
-  if ! command -v "$t" >/dev/null 2>&1; then
-    echo "$0: SKIP: $t not found"
-    exit 77
-  fi
-done
-if [ ! -c /dev/fuse ] || [ ! -r /dev/fuse ] || [ ! -w /dev/fuse ]; then
-  echo "$0: SKIP: /dev/fuse not usable"
-  exit 77
-fi
-if [ ! -x "$VMDISKFS" ]; then
-  echo "FAIL: setup: $VMDISKFS is not built"
-  exit 1
-fi
-
-T=$(mktemp -d /var/tmp/vmdiskfs-corrupt.XXXXXX)
+T=$TEST_DIR
 DIR=$T/images
 EXP=$T/expect
 MNT=$T/mnt
-LOG=$T/vmdiskfs.log
+LOG=$(vmdiskfs_log "$MNT")
 PID=
 mkdir "$DIR" "$EXP" "$MNT"
-
-mx_mounted ()
-{
-  awk -v m="$1" '$2 == m { f = 1 } END { exit !f }' /proc/self/mounts
-}
-
-mx_cleanup ()
-{
-  local rc=$?
-  set +e
-  if mx_mounted "$MNT"; then
-    fusermount3 -u "$MNT" 2>/dev/null || fusermount3 -uz "$MNT"
-  fi
-  if [ -n "$PID" ] && kill -0 "$PID" 2>/dev/null; then
-    kill "$PID"
-    wait "$PID" 2>/dev/null
-  fi
-  if [ $rc -ne 0 ] && [ $rc -ne 77 ] && [ -s "$LOG" ]; then
-    echo "--- vmdiskfs log (last 30 lines) ---"
-    tail -n 30 "$LOG"
-  fi
-  mx_mounted "$MNT" || rm -rf "$T"
-  exit $rc
-}
-trap mx_cleanup EXIT
-trap 'exit 1' INT TERM
 trap 'echo "FAIL: setup: command failed at line $LINENO: $BASH_COMMAND"' ERR
+
+# On failure: the daemon's log, then exit 1.
+mx_exit_failed ()
+{
+  if [ -s "$LOG" ]; then
+    echo "--- vmdiskfs log (last 40 lines) ---"
+    tail -n 40 "$LOG"
+  fi
+  exit 1
+}
+
+# Unmount and check that the daemon exits, cleanly, within 5 s.
+mx_stop ()
+{
+  local rc=0
+  fusermount3 -u "$MNT" || mx_fail "unmount" "fusermount3 -u $MNT failed"
+  for _ in $(seq 50); do kill -0 "$PID" 2>/dev/null || break; sleep 0.1; done
+  if kill -0 "$PID" 2>/dev/null; then
+    mx_fail "unmount" "vmdiskfs still running 5 s after fusermount3 -u"
+    kill "$PID"
+  fi
+  stop_vmdiskfs "$MNT" || rc=$?
+  if [ $rc -ne 0 ]; then
+    mx_fail "unmount" "vmdiskfs exited with status $rc"
+  fi
+}
 
 mx_failures=0
 mx_fail ()
@@ -320,17 +307,8 @@ echo "   ${#c_names[@]} corrupt images, ${#goods[@]} good ones"
 # --- mount ----------------------------------------------------------------------
 md5sum -- * > "$T/before.md5"
 echo "== mounting (${SECONDS}s)"
-"$VMDISKFS" -f -o images="$DIR" "$MNT" >"$LOG" 2>&1 &
-PID=$!
-for _ in $(seq 100); do
-  mx_mounted "$MNT" && break
-  kill -0 "$PID" 2>/dev/null || break
-  sleep 0.1
-done
-if ! mx_mounted "$MNT"; then
-  echo "FAIL: mount: vmdiskfs did not mount within 10 s"
-  exit 1
-fi
+start_vmdiskfs "$MNT" -o images="$DIR"
+PID=$(vmdiskfs_pid "$MNT")
 
 mx_check_goods () # WHEN
 {
@@ -422,26 +400,18 @@ if ! timeout 60 find "$MNT" -name disk.raw -exec cat {} + >/dev/null 2>"$T/find.
 fi
 
 echo "== good images after ($SECONDS s)"
-if kill -0 "$PID" 2>/dev/null && mx_mounted "$MNT"; then
+if kill -0 "$PID" 2>/dev/null && mountpoint -q "$MNT"; then
   mx_check_goods after
 else
   mx_fail "daemon" "vmdiskfs is no longer running/mounted"
 fi
 
-fusermount3 -u "$MNT" || mx_fail "unmount" "fusermount3 -u failed"
-for _ in $(seq 50); do kill -0 "$PID" 2>/dev/null || break; sleep 0.1; done
-if kill -0 "$PID" 2>/dev/null; then
-  mx_fail "unmount" "vmdiskfs still running 5 s after fusermount3 -u"
-else
-  rc=0; wait "$PID" || rc=$?
-  PID=
-  [ $rc -eq 0 ] || mx_fail "unmount" "vmdiskfs exited with status $rc"
-fi
+mx_stop
 if ! md5sum --quiet -c "$T/before.md5" >"$T/md5.out" 2>&1; then
   mx_fail "read-only" "image files changed while mounted: $(head -c 300 "$T/md5.out")"
 fi
 
 echo "== $mx_failures failure(s) (${SECONDS}s)"
 if [ $mx_failures -ne 0 ]; then
-  exit 1
+  mx_exit_failed
 fi

@@ -28,65 +28,46 @@ set -eE
 set -o pipefail
 export LC_ALL=C.UTF-8 PYTHONIOENCODING=utf-8
 
-mx_here=$(cd "$(dirname "$0")" && pwd)
-: "${VMDISKFS:=$mx_here/../../vmdiskfs}"
-: "${VDCAT:=$mx_here/../../formats/vd-cat}"
+# Shared helpers: TEST_DIR (removed at exit, mounts stopped first),
+# require/skip, start_vmdiskfs/stop_vmdiskfs/vmdiskfs_pid/vmdiskfs_log.
+. "$(dirname "$0")/functions.sh"
+require qemu-img qemu-io python3 cmp timeout awk du md5sum
 
-mx_require ()
-{
-  local t
-  for t in "$@"; do
-    if ! command -v "$t" >/dev/null 2>&1; then
-      echo "$0: SKIP: $t not found"
-      exit 77
-    fi
-  done
-}
-mx_require qemu-img qemu-io fusermount3 python3 cmp timeout awk du md5sum
-if [ ! -c /dev/fuse ] || [ ! -r /dev/fuse ] || [ ! -w /dev/fuse ]; then
-  echo "$0: SKIP: /dev/fuse not usable"
-  exit 77
-fi
-if [ ! -x "$VMDISKFS" ]; then
-  echo "FAIL: setup: $VMDISKFS is not built"
-  exit 1
-fi
-
-T=$(mktemp -d /var/tmp/vmdiskfs-matrix.XXXXXX)
+T=$TEST_DIR
 DIR=$T/images            # the directory that is mounted
 AUX=$T/aux               # backing files outside DIR (relative "../aux/...")
 EXP=$T/expect            # oracles
 MNT=$T/mnt
-LOG=$T/vmdiskfs.log
+LOG=$(vmdiskfs_log "$MNT")
 PID=
 mkdir "$DIR" "$AUX" "$EXP" "$MNT"
+trap 'echo "FAIL: setup: command failed at line $LINENO: $BASH_COMMAND"' ERR
 
-mx_mounted ()
+# On failure: the daemon's log, then exit 1.
+mx_exit_failed ()
 {
-  awk -v m="$1" '$2 == m { f = 1 } END { exit !f }' /proc/self/mounts
-}
-
-mx_cleanup ()
-{
-  local rc=$?
-  set +e
-  if mx_mounted "$MNT"; then
-    fusermount3 -u "$MNT" 2>/dev/null || fusermount3 -uz "$MNT"
-  fi
-  if [ -n "$PID" ] && kill -0 "$PID" 2>/dev/null; then
-    kill "$PID"
-    wait "$PID" 2>/dev/null
-  fi
-  if [ $rc -ne 0 ] && [ $rc -ne 77 ] && [ -s "$LOG" ]; then
+  if [ -s "$LOG" ]; then
     echo "--- vmdiskfs log (last 40 lines) ---"
     tail -n 40 "$LOG"
   fi
-  mx_mounted "$MNT" || rm -rf "$T"
-  exit $rc
+  exit 1
 }
-trap mx_cleanup EXIT
-trap 'exit 1' INT TERM
-trap 'echo "FAIL: setup: command failed at line $LINENO: $BASH_COMMAND"' ERR
+
+# Unmount and check that the daemon exits, cleanly, within 5 s.
+mx_stop ()
+{
+  local rc=0
+  fusermount3 -u "$MNT" || mx_fail "unmount" "fusermount3 -u $MNT failed"
+  for _ in $(seq 50); do kill -0 "$PID" 2>/dev/null || break; sleep 0.1; done
+  if kill -0 "$PID" 2>/dev/null; then
+    mx_fail "unmount" "vmdiskfs still running 5 s after fusermount3 -u"
+    kill "$PID"
+  fi
+  stop_vmdiskfs "$MNT" || rc=$?
+  if [ $rc -ne 0 ]; then
+    mx_fail "unmount" "vmdiskfs exited with status $rc"
+  fi
+}
 
 mx_failures=0
 mx_checks=0
@@ -642,17 +623,8 @@ fi
 # --- mount pass (the required one) -------------------------------------------
 md5sum -- * > "$T/before.md5"
 echo "== mounting $VMDISKFS -f -o images=$DIR (${SECONDS}s)"
-"$VMDISKFS" -f -o images="$DIR" "$MNT" >"$LOG" 2>&1 &
-PID=$!
-for _ in $(seq 100); do
-  mx_mounted "$MNT" && break
-  kill -0 "$PID" 2>/dev/null || break
-  sleep 0.1
-done
-if ! mx_mounted "$MNT"; then
-  echo "FAIL: mount: vmdiskfs did not mount within 10 s"
-  exit 1
-fi
+start_vmdiskfs "$MNT" -o images="$DIR"
+PID=$(vmdiskfs_pid "$MNT")
 
 mx_check_disk () # CASE MNTFILE ORACLE SIZE MTIME
 {
@@ -777,16 +749,7 @@ else mx_fail "erofs" "opening disk.raw for writing gave $got, expected EROFS"; f
 if ! kill -0 "$PID" 2>/dev/null; then
   mx_fail "daemon" "vmdiskfs died during the test"
 fi
-fusermount3 -u "$MNT" || mx_fail "unmount" "fusermount3 -u failed"
-for _ in $(seq 50); do kill -0 "$PID" 2>/dev/null || break; sleep 0.1; done
-if kill -0 "$PID" 2>/dev/null; then
-  mx_fail "unmount" "vmdiskfs still running 5 s after fusermount3 -u"
-else
-  rc=0; wait "$PID" || rc=$?
-  PID=
-  if [ $rc -eq 0 ]; then mx_ok
-  else mx_fail "unmount" "vmdiskfs exited with status $rc"; fi
-fi
+mx_stop
 if md5sum --quiet -c "$T/before.md5" >"$T/md5.out" 2>&1; then mx_ok
 else mx_fail "read-only" "image files changed while mounted: $(head -c 300 "$T/md5.out")"; fi
 if grep -q '^vmdiskfs: error:' "$LOG"; then
@@ -797,5 +760,5 @@ fi
 
 echo "== $mx_checks checks passed, $mx_failures failed (savevm case: $mx_savevm) (${SECONDS}s)"
 if [ $mx_failures -ne 0 ]; then
-  exit 1
+  mx_exit_failed
 fi
