@@ -80,6 +80,11 @@ def poke(path, off, size, value):
         f.seek(off)
         f.write((value & ((1 << (8 * size)) - 1)).to_bytes(size, "big"))
 
+def poke_le(path, off, size, value):
+    with open(path, "r+b") as f:
+        f.seek(off)
+        f.write((value & ((1 << (8 * size)) - 1)).to_bytes(size, "little"))
+
 def l2_offset(path):
     # offset of the L2 table that L1[0] points to
     with open(path, "rb") as f:
@@ -113,6 +118,8 @@ def md5(path):
 cmd = sys.argv[1]
 if cmd == "poke":
     poke(sys.argv[2], int(sys.argv[3], 0), int(sys.argv[4]), int(sys.argv[5], 0))
+elif cmd == "poke-le":
+    poke_le(sys.argv[2], int(sys.argv[3], 0), int(sys.argv[4]), int(sys.argv[5], 0))
 elif cmd == "l2-offset": print(l2_offset(sys.argv[2]))
 elif cmd == "readall": readall(sys.argv[2])
 elif cmd == "md5": md5(sys.argv[2])
@@ -160,6 +167,8 @@ echo "   template: $tmpl_size bytes, L1 at $l1, L2[0] at $l2"
 #                noted by the errno list in the 4th argument)
 #   err|qemu     fail, or read exactly what qemu-img convert reads
 #   err|nosnap   fail, or read the template's disk with no snapshot listed
+#   err|snaperr  fail, or read the template's disk while its snapshot
+#                "tsnap" fails (EIO) or is not listed, with a log line
 #   err|qemu|orig  fail, or read as qemu does, or read exactly the bytes of
 #                the image before the poke (a field ignored without harm;
 #                shown as "tolerated" so the choice stays visible)
@@ -241,6 +250,17 @@ qemu-img create -q -f qcow2 --object secret,id=sec0,data=123456 \
   -o encrypt.format=aes,encrypt.key-secret=sec0 aes.qcow2 4M
 mx_case aes.qcow2 err "real legacy AES encryption" "EIO ENOTSUP"
 
+# the first snapshot table entry (spec "Snapshots"): L1 offset at +0,
+# l1_size at +8, id_str_size at +12, name_size at +14
+snt=$(( $(od -An -t u8 --endian=big -j 64 -N 8 "$T/tmpl.qcow2") ))
+mx_copy snap-l1-beyond-eof.qcow2; mx_poke snap-l1-beyond-eof.qcow2 $snt 8 $TiB
+mx_case snap-l1-beyond-eof.qcow2 "err|snaperr" "snapshot entry: L1 table at 1 TiB"
+mx_copy snap-l1-unaligned.qcow2; mx_poke snap-l1-unaligned.qcow2 $snt 8 $((l1 + 24))
+mx_case snap-l1-unaligned.qcow2 "err|snaperr" "snapshot entry: L1 table not aligned"
+mx_copy snap-l1-size-huge.qcow2; mx_poke snap-l1-size-huge.qcow2 $((snt + 8)) 4 0x7fffffff
+mx_case snap-l1-size-huge.qcow2 "err|snaperr" "snapshot entry: l1_size 0x7fffffff"
+mx_copy snap-name-huge.qcow2; mx_poke snap-name-huge.qcow2 $((snt + 14)) 2 0xffff
+mx_case snap-name-huge.qcow2 "err|nosnap" "snapshot entry: name_size 0xffff, past the table"
 mx_copy nb-snapshots-huge.qcow2; mx_poke nb-snapshots-huge.qcow2 60 4 0xffffffff
 mx_case nb-snapshots-huge.qcow2 "err|nosnap" "nb_snapshots 0xffffffff"
 mx_copy snapshots-beyond-eof.qcow2; mx_poke snapshots-beyond-eof.qcow2 64 8 $TiB
@@ -256,6 +276,28 @@ qemu-img create -q -f qcow2 -u -b ./cycle-self.qcow2 -F qcow2 cycle-self.qcow2 4
 mx_case cycle-self.qcow2 err "backing file is itself" "EIO ELOOP"
 qemu-img create -q -f qcow2 -u -b no-such-base.qcow2 -F qcow2 backing-missing.qcow2 4M
 mx_case backing-missing.qcow2 err "backing file does not exist" "EIO ENOENT"
+
+# QED (little-endian header: cluster_size +4, l1_table_offset +40,
+# image_size +48) and QCOW version 1 (big-endian: cluster_bits +32,
+# l1_table_offset +40)
+qemu-img create -q -f qed "$T/tmpl.qed" 4M
+qemu-io -c "write -P 0x44 0 1M" "$T/tmpl.qed" >/dev/null
+cp "$T/tmpl.qed" qed-l1-beyond-eof.qed; mx_py poke-le qed-l1-beyond-eof.qed 40 8 $TiB
+mx_case qed-l1-beyond-eof.qed "err|qemu" "QED l1_table_offset 1 TiB"
+cp "$T/tmpl.qed" qed-cluster-size-3.qed; mx_py poke-le qed-cluster-size-3.qed 4 4 3
+mx_case qed-cluster-size-3.qed "err|qemu" "QED cluster_size 3"
+cp "$T/tmpl.qed" qed-size-huge.qed; mx_py poke-le qed-size-huge.qed 48 8 0x7ffffffffffffe00
+mx_case qed-size-huge.qed "err|qemu" "QED image_size 2^63-512"
+head -c 4096 "$T/tmpl.qed" > qed-trunc.qed
+mx_case qed-trunc.qed "err|qemu" "QED truncated to 4 KiB"
+qemu-img create -q -f qcow "$T/tmpl.qcow" 4M
+qemu-io -c "write -P 0x45 0 1M" "$T/tmpl.qcow" >/dev/null
+cp "$T/tmpl.qcow" qcow1-l1-beyond-eof.qcow; mx_poke qcow1-l1-beyond-eof.qcow 40 8 $TiB
+mx_case qcow1-l1-beyond-eof.qcow "err|qemu" "QCOW1 l1_table_offset 1 TiB"
+cp "$T/tmpl.qcow" qcow1-cluster-bits-63.qcow; mx_poke qcow1-cluster-bits-63.qcow 32 1 63
+mx_case qcow1-cluster-bits-63.qcow "err|qemu" "QCOW1 cluster_bits 63"
+head -c 48 "$T/tmpl.qcow" > qcow1-trunc.qcow
+mx_case qcow1-trunc.qcow "err|qemu" "QCOW1 truncated to 48 bytes"
 
 # 0xff... in every header field in turn (qcow2 v3 header, spec section
 # "Header"), on a copy of an image with a backing file and a snapshot.
@@ -355,6 +397,21 @@ for i in "${!c_names[@]}"; do
         verdict="ok (reads as qemu does)"
       elif [[ $accept == *orig* ]] && [ "$sum" = "$field_md5" ]; then
         verdict="ok (tolerated: reads the unpoked image's bytes; qemu $qemu)"
+      elif [[ $accept == *snaperr* ]] && [ "$sum" = "$tmpl_md5" ]; then
+        if [ ! -e "$d/snapshots/tsnap" ]; then
+          verdict="ok (disk reads, snapshot not listed)"
+        else
+          sout=$(timeout 20 "$mx_python" "$T/mx.py" readall "$d/snapshots/tsnap/disk.raw" 2>&1) ||
+            sout="TIMEOUT/CRASH ($?): $sout"
+          if [ "$sout" = "ERR EIO" ]; then
+            verdict="ok (disk reads, snapshot gives EIO)"
+          else
+            verdict="FAIL: snapshot tsnap: $sout, expected EIO"
+          fi
+        fi
+        if [[ $verdict == ok* ]] && ! grep -qF "$n" "$LOG"; then
+          verdict="FAIL: no log line names $n"
+        fi
       elif [[ $accept == *nosnap* ]] && [ "$sum" = "$tmpl_md5" ]; then
         snaps=$(timeout 20 ls -A "$d/snapshots" 2>&1 || true)
         if [ -z "$snaps" ] || [[ $snaps == *"Input/output error"* ]]; then
