@@ -66,14 +66,42 @@ dup_counted (const uint8_t *p, size_t len)
   return s;
 }
 
+/* Make sure the first need bytes of the table are in *table (*have
+ * bytes read so far, max_len at most).  ERANGE when the table would run
+ * past max_len. */
+static int
+grow (struct qcow2_image *q, uint8_t **table, uint64_t *have,
+      uint64_t max_len, uint64_t table_off, uint64_t need)
+{
+  uint64_t want;
+  uint8_t *t;
+
+  if (need <= *have)
+    return 0;
+  if (need > max_len) {
+    errno = ERANGE;
+    return -1;
+  }
+  want = MIN (max_len, MAX (need, *have * 2));
+  t = realloc (*table, want);
+  if (!t)
+    return -1;
+  *table = t;
+  if (vd_pread_full (q->fd, t + *have, want - *have, table_off + *have,
+                     true) < 0)
+    return -1;
+  *have = want;
+  return 0;
+}
+
 int
 qcow2_read_snapshot_table (struct qcow2_image *q,
                            struct qcow2_snapshot **snaps_ret, size_t *n_ret)
 {
   const char *path = q->img.path;
-  uint8_t hdr[12];
+  uint8_t hdr[72];
   uint32_t nb, i;
-  uint64_t table_off, file_size, pos, max_len;
+  uint64_t table_off, file_size, pos, max_len, have, image_size;
   CLEANUP_FREE uint8_t *table = NULL;
   struct qcow2_snapshot *snaps = NULL;
   uint64_t l2_coverage = 1ULL << (q->cluster_bits + q->l2_bits);
@@ -81,13 +109,16 @@ qcow2_read_snapshot_table (struct qcow2_image *q,
   *snaps_ret = NULL;
   *n_ret = 0;
 
-  /* Fresh header fields: nb_snapshots (60) and snapshots_offset (64). */
-  if (vd_pread_full (q->fd, hdr, sizeof hdr, 60, false) < 0) {
+  /* Fresh header fields: size (24), nb_snapshots (60) and
+   * snapshots_offset (64). */
+  if (vd_pread_full (q->fd, hdr, sizeof hdr, 0, false) < 0) {
     vd_error ("qcow2: %s: cannot read the header: %m", path);
     return -1;
   }
-  nb = load_be32 (hdr);
-  table_off = load_be64 (hdr + 4);
+  /* Snapshots without a recorded disk size have the image's. */
+  image_size = load_be64 (hdr + 24);
+  nb = load_be32 (hdr + 60);
+  table_off = load_be64 (hdr + 64);
   if (nb == 0)
     return 0;
 
@@ -99,31 +130,30 @@ qcow2_read_snapshot_table (struct qcow2_image *q,
     errno = EIO;
     return -1;
   }
-  /* Entries have variable size: read up to the table bound (or the end of
-   * the file) and parse within what was read. */
+  /* Entries have variable size: read a guess, and more as the parse
+   * needs it, up to the table bound (or the end of the file). */
   max_len = MIN ((uint64_t) QCOW2_MAX_SNAPSHOT_TABLE, file_size - table_off);
-  table = malloc (max_len);
+  have = MIN (max_len, MAX ((uint64_t) 4096, (uint64_t) nb * 128));
+  table = malloc (have);
   snaps = calloc (nb, sizeof *snaps);
   if (!table || !snaps) {
     free (snaps);
     return -1;
   }
-  if (vd_pread_full (q->fd, table, max_len, table_off, true) < 0) {
-    vd_error ("qcow2: %s: cannot read the snapshot table: %m", path);
-    free (snaps);
-    return -1;
-  }
+  if (vd_pread_full (q->fd, table, have, table_off, true) < 0)
+    goto read_error;
 
   pos = 0;
   for (i = 0; i < nb; i++) {
     struct qcow2_snapshot *sn = &snaps[i];
-    const uint8_t *e = table + pos;
+    const uint8_t *e;
     uint32_t extra, l1_size;
     uint16_t id_len, name_len;
     uint64_t len, l1_off;
 
-    if (max_len - pos < SN_FIXED)
-      goto trunc;
+    if (grow (q, &table, &have, max_len, table_off, pos + SN_FIXED) < 0)
+      goto grow_error;
+    e = table + pos;
     l1_off = load_be64 (e);
     l1_size = load_be32 (e + 8);
     id_len = load_be16 (e + 12);
@@ -135,8 +165,9 @@ qcow2_read_snapshot_table (struct qcow2_image *q,
       goto eio;
     }
     len = SN_FIXED + (uint64_t) extra + id_len + name_len;
-    if (max_len - pos < len)
-      goto trunc;
+    if (grow (q, &table, &have, max_len, table_off, pos + len) < 0)
+      goto grow_error;
+    e = table + pos;
     if (id_len == 0) {
       vd_error ("qcow2: %s: snapshot %" PRIu32 " has an empty id", path, i);
       goto eio;
@@ -163,16 +194,7 @@ qcow2_read_snapshot_table (struct qcow2_image *q,
     sn->vm_state_size = load_be32 (e + 32);
     if (extra >= 8)
       sn->vm_state_size = load_be64 (e + SN_FIXED);
-    sn->disk_size = q->img.size;
-    if (q->is_snapshot) {
-      /* img.size is the snapshot's here; the header has the image's. */
-      uint8_t sz[8];
-      if (vd_pread_full (q->fd, sz, 8, 24, false) < 0) {
-        vd_error ("qcow2: %s: cannot read the header: %m", path);
-        goto fail;
-      }
-      sn->disk_size = load_be64 (sz);
-    }
+    sn->disk_size = image_size;
     if (extra >= 16)
       sn->disk_size = load_be64 (e + SN_FIXED + 8);
     if (sn->disk_size > INT64_MAX ||
@@ -186,17 +208,24 @@ qcow2_read_snapshot_table (struct qcow2_image *q,
     if (!sn->id || !sn->name)
       goto fail;
     pos += ROUND_UP (len, 8);
-    if (pos > max_len)
-      pos = max_len;
   }
   *snaps_ret = snaps;
   *n_ret = nb;
   return 0;
 
- trunc:
+ grow_error:
+  if (errno != ERANGE)
+    goto read_error;
   vd_error ("qcow2: %s: snapshot table truncated or larger than %u bytes "
             "(entry %" PRIu32 " of %" PRIu32 ")", path,
             QCOW2_MAX_SNAPSHOT_TABLE, i, nb);
+  goto eio;
+ read_error:
+  if (errno != ENOMEM) {
+    vd_error ("qcow2: %s: cannot read the snapshot table: %m", path);
+    errno = EIO;
+  }
+  goto fail;
  eio:
   errno = EIO;
  fail:
