@@ -339,6 +339,17 @@ want=$(printf '1\tfirst\t12582912\t0\n2\tsecond\t12582912\t0\n3\tafter resize\t2
 dates=$("$VDCAT" -l snap.qcow2 | cut -f3 | cut -d. -f1 | tr '\n' ' ')
 qdates=$(qemu-img info --output=json snap.qcow2 | sed -n 's/.*"date-sec": *\([0-9]*\).*/\1/p' | tr '\n' ' ')
 [ "$dates" = "$qdates" ] && ok "snapshot dates" || bad "snapshot dates: $dates vs $qdates"
+# Many snapshots with long names: a table read in several steps.
+qimg create -f qcow2 many.qcow2 4M
+long=$(printf 'n%.0s' $(seq 1 200))   # qemu keeps 255 bytes of a name
+for i in $(seq 1 40); do
+  qio -c "write -P $i $((i * 64))k 64k" many.qcow2
+  qimg snapshot -c "$long-$i" many.qcow2
+done
+n=$("$VDCAT" -l many.qcow2 | wc -l)
+[ "$n" = 40 ] && ok "40 snapshots listed" || bad "40 snapshots: listed $n"
+check_snap many.qcow2 "$long-17"
+check_snap many.qcow2 40
 # v2 snapshots (no extra data in old images: disk size is the image's).
 qimg create -f qcow2 -o compat=0.10 snapv2.qcow2 8M
 qio -c "write -P 0x31 0 1M" snapv2.qcow2
