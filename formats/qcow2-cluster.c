@@ -19,8 +19,9 @@
  * and never evicted; when every slot of a shard is pinned the reader uses
  * a private copy instead.  Data, zero and backing reads take no lock.
  * Compressed clusters are inflated into per-thread buffers (thread-local,
- * freed at thread exit), which also remember the last cluster inflated so
- * that sequential small reads do not inflate it again.
+ * freed at thread exit, at most 1 MiB kept between calls), which also
+ * remember the last cluster inflated (clusters up to 256 KiB) so that
+ * sequential small reads do not inflate it again.
  *
  * Memory bound: each image's cache holds at most
  * min(number of L2 tables the L1 table references, cache_bytes /
@@ -28,7 +29,10 @@
  * cache_bytes defaults to 8 MiB and is set process-wide with
  * qcow2_set_cache_size() before images are opened.  A 2 TiB image with
  * 64 KiB clusters and little data thus costs its 32 KiB L1 table plus
- * one cluster per L2 table actually touched, at most 8 MiB.
+ * one cluster per L2 table actually touched, at most 8 MiB.  Besides:
+ * per reading thread, at most 1 MiB of inflate buffers kept between calls
+ * (plus a zstd context), up to three clusters while one call inflates a
+ * big cluster, and a private L2 table while its shard is all pinned.
  *
  * Every descriptor is validated before use: offsets cluster aligned,
  * outside the header cluster (unless in an external data file), starting
@@ -563,6 +567,23 @@ zbuf_get (size_t in_size, size_t out_size)
   return z;
 }
 
+/* Keep at most ZBUF_KEEP bytes of buffers per thread between calls (a
+ * daemon has many threads): clusters up to 256 KiB stay cached; bigger
+ * ones are inflated into buffers freed right after use. */
+#define ZBUF_KEEP (1U << 20)
+
+static void
+zbuf_trim (struct zbuf *z)
+{
+  if (z->in_size + z->out_size > ZBUF_KEEP) {
+    free (z->in);
+    free (z->out);
+    z->in = z->out = NULL;
+    z->in_size = z->out_size = 0;
+    z->cache_id = 0;
+  }
+}
+
 static int
 inflate_zlib (const uint8_t *in, size_t in_len, uint8_t *out, size_t out_len)
 {
@@ -619,6 +640,7 @@ read_compressed (struct qcow2_image *q, const struct piece *p, void *buf,
   if (z->cache_id != q->cache->id || z->coff != p->coff) {
     z->cache_id = 0;
     if (vd_pread_full (q->fd, z->in, p->csize, p->coff, false) < 0) {
+      zbuf_trim (z);
       vd_error ("qcow2: %s: cannot read compressed cluster at %#" PRIx64
                 ": %m", q->img.path, p->coff);
       errno = EIO;
@@ -632,6 +654,7 @@ read_compressed (struct qcow2_image *q, const struct piece *p, void *buf,
       vd_error ("qcow2: %s: compressed cluster at %#" PRIx64 " (%" PRIu64
                 " bytes, guest offset %#" PRIx64 ") does not decompress",
                 q->img.path, p->coff, p->csize, offset);
+      zbuf_trim (z);
       errno = EIO;
       return -1;
     }
@@ -639,6 +662,7 @@ read_compressed (struct qcow2_image *q, const struct piece *p, void *buf,
     z->coff = p->coff;
   }
   memcpy (buf, z->out + (offset & (cs - 1)), len);
+  zbuf_trim (z);
   return 0;
 }
 
