@@ -194,8 +194,58 @@ def strip_backing_fmt(path):
         f.seek(hlen)
         f.write(new + b"\0" * (off + 8 - hlen - len(new)))
 
+def stress(listfile, seconds, nthreads):
+    # Threads reading random ranges (aligned and not, up to 3 MiB, some
+    # across EOF) of random files at once, each range first dropped from
+    # the page cache so the daemon serves it; compared with the oracle.
+    import random, threading, time
+    pairs = [l.rstrip("\n").split("\t") for l in open(listfile) if l.strip()]
+    deadline = time.time() + seconds
+    bad, ops, lock = [], [0], threading.Lock()
+    lengths = [1, 511, 512, 4096, 4097, 65536, 65536 + 123, 1 << 20, 3 << 20]
+    def worker(seed):
+        rnd = random.Random(seed)
+        while time.time() < deadline and len(bad) < 10:
+            m, o = rnd.choice(pairs)
+            size = os.stat(o).st_size
+            if size == 0:
+                continue
+            n = rnd.choice(lengths)
+            off = rnd.randrange(size)
+            if rnd.random() < 0.5:
+                off &= ~4095
+            if rnd.random() < 0.05:
+                off = max(0, size - n // 2)
+            try:
+                fd = os.open(m, os.O_RDONLY)
+                try:
+                    os.posix_fadvise(fd, off, n, os.POSIX_FADV_DONTNEED)
+                    got = os.pread(fd, n, off)
+                finally:
+                    os.close(fd)
+            except OSError as e:
+                with lock:
+                    bad.append("%s: pread(%d, %d): %s" % (m, off, n, e))
+                continue
+            with open(o, "rb") as f:
+                f.seek(off)
+                exp = f.read(n)
+            with lock:
+                ops[0] += 1
+                if got != exp:
+                    bad.append("%s: pread(%d, %d): %d bytes, differ from the oracle"
+                               % (m, off, n, len(got)))
+    ts = [threading.Thread(target=worker, args=(i,)) for i in range(nthreads)]
+    for t in ts: t.start()
+    for t in ts: t.join()
+    print("ops", ops[0])
+    for b in bad:
+        print("BAD", b)
+    sys.exit(1 if bad else 0)
+
 cmd = sys.argv[1]
 if cmd == "info": info(sys.argv[2])
+elif cmd == "stress": stress(sys.argv[2], float(sys.argv[3]), int(sys.argv[4]))
 elif cmd == "escape": escape(sys.argv[2])
 elif cmd == "seek": seek(sys.argv[2], sys.argv[3])
 elif cmd == "erofs": erofs(sys.argv[2])
@@ -547,6 +597,14 @@ qemu-img create -q -f qcow -b rawbase.raw -F raw over-raw.qcow 4M
 mx_qio over-raw.qcow qcow -c "write -P 0xc1 1M 64k"
 mx_add over-raw.qcow qcow
 
+# raw with a size that is not a multiple of 512 (its disk.raw is the file,
+# byte for byte; qemu rounds a raw image up to 512), and an overlay on it
+head -c 1000001 "$T/text.bin" > odd-size.raw
+mx_add odd-size.raw raw
+qemu-img create -q -f qcow2 -b odd-size.raw -F raw odd-over.qcow2 2M
+mx_qio odd-over.qcow2 qcow2 -c "write -P 0xd3 1M 4k"
+mx_add odd-over.qcow2 qcow2
+
 # raw: plain, sparse, zero length
 head -c 4M "$T/rand.bin" > plain.raw
 mx_qio plain.raw raw -c "write -P 0xd1 1M 4k"
@@ -575,7 +633,12 @@ for i in "${!mx_names[@]}"; do
   n=${mx_names[$i]} f=${mx_fmts[$i]}
   qemu-img info -f "$f" --backing-chain --output=json "$n" > "$EXP/$n.json"
   mx_py info "$EXP/$n.json" > "$EXP/$n.info"
-  qemu-img convert -f "$f" -O raw "$n" "$EXP/$n.raw"
+  if [ "$f" = raw ]; then
+    cp --sparse=always "$n" "$EXP/$n.raw"
+    sed -i "s/^vsize .*/vsize $(stat -c %s "$n")/" "$EXP/$n.info"
+  else
+    qemu-img convert -f "$f" -O raw "$n" "$EXP/$n.raw"
+  fi
   { grep '^snap' "$EXP/$n.info" || true; } |
   while IFS=$'\t' read -r _ id date vms tag; do
     cp --sparse=always "$n" ".mx-copy"
@@ -739,6 +802,23 @@ for n in sparse.qcow2 empty.qcow2 sparse.qed sparse.raw; do
   fi
   rm -f "$T/cp.raw"
 done
+
+# Concurrency: 8 threads reading random ranges of every disk and snapshot.
+echo "== concurrent random reads (${SECONDS}s)"
+for i in "${!mx_names[@]}"; do
+  n=${mx_names[$i]}
+  e=$(mx_esc "$n")
+  printf '%s\t%s\n' "$MNT/$e/disk.raw" "$EXP/$n.raw"
+  while IFS=$'\t' read -r _ id date vms tag; do
+    printf '%s\t%s\n' "$MNT/$e/snapshots/$(mx_esc "$tag")/disk.raw" "$EXP/$n.snap.$id.raw"
+  done < <(grep '^snap' "$EXP/$n.info" || true)
+done > "$T/stress.list"
+if out=$(timeout 60 "$mx_python" "$T/mx.py" stress "$T/stress.list" 8 8 2>&1); then
+  mx_ok
+  echo "   $out"
+else
+  mx_fail "concurrent" "$(echo "$out" | head -11 | tr '\n' ' ')"
+fi
 
 # read-only: writing gives EROFS
 got=$(mx_py erofs "$MNT/v1.1.qcow2/disk.raw" 2>&1)
