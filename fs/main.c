@@ -55,6 +55,8 @@ static const struct fuse_opt fs_opts[] = {
   FS_OPT ("l2_cache=%s", l2_cache),
   FUSE_OPT_KEY ("ro", KEY_RO),
   FUSE_OPT_KEY ("fsname=", KEY_FSNAME),
+  /* fstab's placeholder, in case a mount helper passes it on. */
+  FUSE_OPT_KEY ("defaults", FUSE_OPT_KEY_DISCARD),
   FUSE_OPT_END
 };
 
@@ -110,17 +112,63 @@ usage (FILE *fp, const char *prog)
 /* The kernel's readahead for our mount, KiB.  The kernel starts a FUSE
  * mount at 128 KiB and max_readahead from INIT can only lower it, so it
  * is raised through sysfs (root only; silently left alone otherwise):
- * sequential reads then come in requests of FS_MAX_REQUEST bytes. */
+ * sequential reads then come in requests of the largest size. */
 #define FS_READAHEAD_KB 1024
 
+/* The device number of the mount on mountpoint, from /proc/self/mountinfo
+ * (the last one: ours is on top).  Never stat the mount point from inside
+ * the daemon: that is a FUSE request to ourselves, which deadlocks under
+ * valgrind (a thread blocked in stat keeps valgrind's lock). */
+static int
+mount_dev (unsigned *maj, unsigned *min)
+{
+  CLEANUP_FREE char *line = NULL;
+  size_t cap = 0;
+  FILE *fp = fopen ("/proc/self/mountinfo", "r");
+  int found = -1;
+
+  if (!fp)
+    return -1;
+  while (getline (&line, &cap, fp) > 0) {
+    char mp[PATH_MAX + 1], *src, *dst;
+    unsigned a, b;
+
+    if (sscanf (line, "%*u %*u %u:%u %*s %4096s", &a, &b, mp) != 3)
+      continue;
+    /* Undo the octal escapes of spaces, tabs, newlines, backslashes. */
+    for (src = dst = mp; *src; ) {
+      if (src[0] == '\\' && src[1] >= '0' && src[1] <= '3'
+          && src[2] >= '0' && src[2] <= '7' && src[3] >= '0' && src[3] <= '7') {
+        *dst++ = (char) ((src[1] - '0') * 64 + (src[2] - '0') * 8
+                         + (src[3] - '0'));
+        src += 4;
+      }
+      else
+        *dst++ = *src++;
+    }
+    *dst = '\0';
+    if (strcmp (mp, mountpoint) == 0) {
+      *maj = a;
+      *min = b;
+      found = 0;
+    }
+  }
+  fclose (fp);
+  return found;
+}
+
 static void
-set_readahead (dev_t dev)
+set_readahead (void)
 {
   CLEANUP_FREE char *path = NULL;
+  unsigned maj, min;
   FILE *fp;
 
-  if (asprintf (&path, "/sys/class/bdi/%u:%u/read_ahead_kb", major (dev),
-                minor (dev)) < 0) {
+  if (mount_dev (&maj, &min) < 0) {
+    vd_debug ("%s: not in /proc/self/mountinfo", mountpoint);
+    return;
+  }
+  if (asprintf (&path, "/sys/class/bdi/%u:%u/read_ahead_kb", maj, min) < 0) {
     path = NULL;
     return;
   }
@@ -129,27 +177,21 @@ set_readahead (dev_t dev)
     vd_debug ("%s: %m (readahead stays at the kernel's default)", path);
 }
 
-/* Once the mount answers: stat on the mount point goes through our own
- * loop (nbdfuse does the same).  Then tune readahead and write the pid
- * file, so a test that waits for the file knows the file system is up. */
-static void *
-mounted_main (void *arg)
+/* Called from the init callback (ops.c): once INIT is answered the mount
+ * serves requests (earlier ones wait for it in the kernel), so a test that
+ * waits for the file knows the file system is up (nbdfuse's pattern). */
+void
+fs_write_pidfile (void)
 {
   const char *pidfile = fs_config.pidfile;
   CLEANUP_FREE char *tmp = NULL;
-  struct stat st;
   FILE *fp;
 
-  if (stat (mountpoint, &st) < 0) {
-    vd_error ("%s: %m", mountpoint);
-    return NULL;
-  }
-  set_readahead (st.st_dev);
   if (!pidfile)
-    return NULL;
+    return;
   if (asprintf (&tmp, "%s.tmp", pidfile) < 0) {
     tmp = NULL;
-    return NULL;
+    return;
   }
   fp = fopen (tmp, "w");
   if (!fp || fprintf (fp, "%ld\n", (long) getpid ()) < 0 || fclose (fp) != 0
@@ -157,7 +199,6 @@ mounted_main (void *arg)
     vd_error ("pidfile %s: %m", pidfile);
     unlink (tmp);
   }
-  return NULL;
 }
 
 /* "64M" -> bytes; 0 on a malformed size. */
@@ -303,13 +344,7 @@ main (int argc, char **argv)
   vd_info ("serving %s on %s", fs_config.images, mountpoint);
 
   tree_notify_start ();
-  {
-    pthread_t t;
-    if (pthread_create (&t, NULL, mounted_main, NULL) == 0)
-      pthread_detach (t);
-    else
-      vd_error ("cannot start the mount watcher thread");
-  }
+  set_readahead ();
 
   if (opts.singlethread)
     ret = fuse_session_loop (fs_session);

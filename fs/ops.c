@@ -90,6 +90,7 @@ fs_init (void *userdata, struct fuse_conn_info *conn)
   vd_debug ("init: proto %u.%u, max_readahead %u, max_write %u",
             conn->proto_major, conn->proto_minor, conn->max_readahead,
             conn->max_write);
+  fs_write_pidfile ();
 }
 
 /* Attributes of node for a reply.  No lock held. */

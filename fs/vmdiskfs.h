@@ -56,6 +56,7 @@ struct fs_config {
 };
 extern struct fs_config fs_config;
 extern struct fuse_session *fs_session;
+void fs_write_pidfile (void);
 
 /* An open image, shared by the tree and by open files; freed with its last
  * reference (disk_unref), which closes the image.  img is immutable after
