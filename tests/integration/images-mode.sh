@@ -220,9 +220,14 @@ import json, sys
 for s in json.load(open(sys.argv[1]))["snapshots"]:
     print(s["id"], s["date-sec"], s["name"])
 EOF
+  declare -A seen=()
   while read -r id date name; do
     dirname=$(python3 -c 'import sys; print(sys.argv[1].replace("%","%25").replace("/","%2F"))' "$name")
-    [ -d "$MNT/vm.qcow2/snapshots/$dirname" ] || dirname="$dirname (id $id)"
+    # The first of equal tags keeps the name, the others get the id.
+    if [ -n "${seen[$dirname]:-}" ]; then
+      dirname="$dirname (id $id)"
+    fi
+    seen[${dirname%% (id *}]=1
     f="$MNT/vm.qcow2/snapshots/$dirname/disk.raw"
     [ -f "$f" ] || fail "no $f"
     cp "$Q" "$TEST_DIR/revert.qcow2"
