@@ -34,6 +34,9 @@
 #
 # SPDX-License-Identifier: GPL-3.0-or-later
 set -u
+# All in one block: bash parses it whole before running it, so editing
+# this file while it runs cannot derail the running copy.
+{
 
 top=$(cd "$(dirname "$0")/.." && pwd)
 VMDISKFS=${VMDISKFS:-$top/vmdiskfs}
@@ -408,3 +411,5 @@ for p in "${active[@]}"; do
     echo "    $p $m:${results[$p,$m]}"
   done
 done
+exit
+}

@@ -21,6 +21,9 @@
 # Exit 0 clean, 1 bug found (or build failed), 77 no clang fuzzer runtime.
 # SPDX-License-Identifier: GPL-3.0-or-later
 set -u
+# All in one block: bash parses it whole before running it, so editing
+# this file while it runs cannot derail the running copy.
+{
 
 srcdir=${abs_top_srcdir:-$(cd "$(dirname "$0")/../.." && pwd)}
 builddir=${abs_top_builddir:-$srcdir}
@@ -261,3 +264,4 @@ for fmt in $FUZZ_TARGETS; do
   fi
 done
 exit $status
+}

@@ -12,6 +12,9 @@
 # Exit 0 clean, 1 on any error, 77 when valgrind is not installed.
 # SPDX-License-Identifier: GPL-3.0-or-later
 set -u
+# All in one block: bash parses it whole before running it, so editing
+# this file while it runs cannot derail the running copy.
+{
 
 srcdir=${abs_top_srcdir:-$(cd "$(dirname "$0")/../.." && pwd)}
 builddir=${abs_top_builddir:-$srcdir}
@@ -214,3 +217,4 @@ fi
 
 echo "$passed runs clean under valgrind"
 exit $status
+}
