@@ -376,7 +376,12 @@ mx_qio comp-mixed.qcow2 qcow2 -c "write -P 0x99 $((MiB + 1000)) 3000" \
   -c "write -c -s $T/text.bin 3M 128k" -c "write -z 1536k 64k"
 qemu-img snapshot -c mixed comp-mixed.qcow2
 mx_qio comp-mixed.qcow2 qcow2 -c "write -c -P 0x98 2M 64k"
-for n in comp-zlib comp-zstd comp-zlib-4k comp-zstd-2M comp-zlib-512 comp-v2 comp-mixed; do
+# compressed clusters in extended-L2 images (their subcluster bitmap is
+# the compressed size, not a bitmap)
+qemu-img convert -c -O qcow2 -o extended_l2=on -f raw "$T/src.raw" comp-xl2.qcow2
+qemu-img convert -c -O qcow2 -o extended_l2=on,cluster_size=2M,compression_type=zstd -f raw "$T/src.raw" comp-xl2-zstd-2M.qcow2
+mx_qio comp-xl2.qcow2 qcow2 -c "write -P 0x9a $((MiB + 4096)) 2k" -c "write -z 3M 2k"
+for n in comp-zlib comp-zstd comp-zlib-4k comp-zstd-2M comp-zlib-512 comp-v2 comp-mixed comp-xl2 comp-xl2-zstd-2M; do
   mx_add $n.qcow2 qcow2 nophys
 done
 
@@ -401,6 +406,8 @@ qemu-img create -q -f qcow2 -o extended_l2=on -b xl2-base.qcow2 -F qcow2 xl2-ove
 mx_qio xl2-over.qcow2 qcow2 -c "write -P 0x32 2k 2k" -c "write -z 8k 2k" \
   -c "write -P 0x33 $((64 * 1024 + 100)) 100" -c "discard 128k 4k" \
   -c "write -z 1M 64k" -c "write -s $T/rand.bin 2M 6k"
+qemu-img snapshot -c sub-over xl2-over.qcow2
+mx_qio xl2-over.qcow2 qcow2 -c "write -z 2k 2k" -c "write -P 0x34 10k 2k"
 mx_add xl2-over.qcow2 qcow2
 
 # backing chain 3 deep, relative names
@@ -410,9 +417,31 @@ qemu-img create -q -f qcow2 -b ch-base.qcow2 -F qcow2 ch-mid.qcow2
 mx_qio ch-mid.qcow2 qcow2 -c "write -P 0x51 64k 128k" -c "write -P 0x52 2M 4k" \
   -c "write -z $((2 * MiB + 128 * 1024)) 64k"
 qemu-img create -q -f qcow2 -b ch-mid.qcow2 -F qcow2 ch-top.qcow2
-mx_qio ch-top.qcow2 qcow2 -c "write -P 0x53 128k 4k" -c "write -P 0x54 3M 64k" \
-  -c "discard 0 64k"
+mx_qio ch-top.qcow2 qcow2 -c "write -P 0x53 128k 4k" -c "write -P 0x54 3M 64k"
+qemu-img snapshot -c in-overlay ch-top.qcow2
+mx_qio ch-top.qcow2 qcow2 -c "discard 0 64k" -c "write -P 0x55 2M 8k"
 for n in ch-base ch-mid ch-top; do mx_add $n.qcow2 qcow2; done
+
+# a deeper chain (8), each layer writing its own 4k and zeroing another's
+qemu-img create -q -f qcow2 deep1.qcow2 1M
+mx_qio deep1.qcow2 qcow2 -c "write -P 0x01 0 1M"
+mx_add deep1.qcow2 qcow2
+for k in 2 3 4 5 6 7 8; do
+  qemu-img create -q -f qcow2 -o cluster_size=4k -b deep$((k - 1)).qcow2 -F qcow2 deep$k.qcow2
+  mx_qio deep$k.qcow2 qcow2 -c "write -P $k $((k * 64 * 1024)) 4k" \
+    -c "write -z $(((k - 1) * 64 * 1024)) 4k"
+  mx_add deep$k.qcow2 qcow2
+done
+
+# an absolute backing file name; an overlay smaller than its backing file
+qemu-img create -q -f qcow2 "$AUX/abs-base.qcow2" 4M
+mx_qio "$AUX/abs-base.qcow2" qcow2 -c "write -P 0x56 0 4M"
+qemu-img create -q -f qcow2 -b "$AUX/abs-base.qcow2" -F qcow2 abs-backing.qcow2
+mx_qio abs-backing.qcow2 qcow2 -c "write -P 0x57 1M 4k"
+mx_add abs-backing.qcow2 qcow2
+qemu-img create -q -f qcow2 -b "$AUX/abs-base.qcow2" -F qcow2 smaller-over.qcow2 1536k
+mx_qio smaller-over.qcow2 qcow2 -c "write -P 0x58 1M 4k"
+mx_add smaller-over.qcow2 qcow2
 
 # a backing file outside the directory: "../aux/outside-base.qcow2"
 qemu-img create -q -f qcow2 "$AUX/outside-base.qcow2" 4M
@@ -596,6 +625,17 @@ mx_add comp.qcow qcow nophys
 qemu-img create -q -f qcow -b rawbase.raw -F raw over-raw.qcow 4M
 mx_qio over-raw.qcow qcow -c "write -P 0xc1 1M 64k"
 mx_add over-raw.qcow qcow
+
+# formats mixed along a chain: qcow2 over QED and over QCOW1, QED over qcow2
+qemu-img create -q -f qcow2 -b plain.qed -F qed over-qed.qcow2
+mx_qio over-qed.qcow2 qcow2 -c "write -P 0xc5 2M 64k"
+mx_add over-qed.qcow2 qcow2
+qemu-img create -q -f qcow2 -b plain.qcow -F qcow over-qcow1.qcow2
+mx_qio over-qcow1.qcow2 qcow2 -c "write -P 0xc6 64k 4k"
+mx_add over-qcow1.qcow2 qcow2
+qemu-img create -q -f qed -b ch-mid.qcow2 -F qcow2 over-qcow2.qed
+mx_qio over-qcow2.qed qed -c "write -P 0xc7 3M 4k"
+mx_add over-qcow2.qed qed
 
 # raw with a size that is not a multiple of 512 (its disk.raw is the file,
 # byte for byte; qemu rounds a raw image up to 512), and an overlay on it
