@@ -6,9 +6,11 @@
 # directory holds good images and many broken ones: truncated files, L1/L2/
 # refcount/snapshot tables out of the file or unaligned or over the header,
 # absurd sizes and cluster_bits, unknown incompatible features, encryption
-# (poked and real LUKS), a backing file cycle and a missing backing file,
-# and a copy of a good image with 0xff... written into each header field in
-# turn.  For each: reading its disk.raw (under `timeout 20`: no endless
+# (poked, real AES and real LUKS), a backing file cycle and a missing
+# backing file, broken snapshot table entries, garbled zlib/zstd compressed
+# clusters and compressed clusters running past EOF, broken QED and QCOW1
+# headers, and a copy of a good image with 0xff... written into each qcow2
+# header field in turn.  For each: reading its disk.raw (under `timeout 20`: no endless
 # loops) must fail with EIO (ENOTSUP for features we refuse, ELOOP for a
 # cycle, ENOENT for a missing backing file), or the image not be listed,
 # and the daemon's log must name the image.  Where qemu itself reads the
@@ -93,6 +95,27 @@ def l2_offset(path):
         f.seek(l1)
         return be(f.read(8)) & 0x00fffffffffffe00
 
+def comp_entry(path, which):
+    # "POS HOSTOFF X" of the first or last (by host offset) compressed L2
+    # entry under L1[0]: POS its file offset, X the bit where the sector
+    # count starts (spec "Compressed Clusters Descriptor")
+    with open(path, "rb") as f:
+        h = f.read(48)
+        cb = be(h[20:24])
+        f.seek(be(h[40:48]))
+        l2 = be(f.read(8)) & 0x00fffffffffffe00
+        f.seek(l2)
+        t = f.read(1 << cb)
+    x = 62 - (cb - 8)
+    found = []
+    for i in range(0, len(t), 8):
+        e = be(t[i:i + 8])
+        if e & (1 << 62):
+            found.append((e & ((1 << x) - 1), l2 + i))
+    found.sort()
+    host, pos = found[0] if which == "first" else found[-1]
+    print(pos, host, x)
+
 def readall(path):
     # "OK <md5>" or "ERR <errno name>" (open or read)
     try:
@@ -122,6 +145,7 @@ elif cmd == "poke-le":
     poke_le(sys.argv[2], int(sys.argv[3], 0), int(sys.argv[4]), int(sys.argv[5], 0))
 elif cmd == "l2-offset": print(l2_offset(sys.argv[2]))
 elif cmd == "readall": readall(sys.argv[2])
+elif cmd == "comp-entry": comp_entry(sys.argv[2], sys.argv[3])
 elif cmd == "md5": md5(sys.argv[2])
 EOF
 mx_python=$(python3 -c 'import sys; print(sys.executable)')
@@ -276,6 +300,24 @@ qemu-img create -q -f qcow2 -u -b ./cycle-self.qcow2 -F qcow2 cycle-self.qcow2 4
 mx_case cycle-self.qcow2 err "backing file is itself" "EIO ELOOP"
 qemu-img create -q -f qcow2 -u -b no-such-base.qcow2 -F qcow2 backing-missing.qcow2 4M
 mx_case backing-missing.qcow2 err "backing file does not exist" "EIO ENOENT"
+
+# Compressed clusters (zlib and zstd): the compressed stream garbled, and
+# the last one's sector count made maximal so it runs past the end of file.
+# (fixed data and fixed garbage: the outcome is the same on every run)
+"$mx_python" -c 'import base64, random, sys; r = random.Random(1)
+sys.stdout.buffer.write(base64.b64encode(bytes(r.getrandbits(8) for _ in range(786432))))' > "$T/text.raw"
+"$mx_python" -c 'print(("garbage-0123456789" * 15)[:256], end="")' > "$T/garbage"
+for ct in zlib zstd; do
+  qemu-img convert -c -O qcow2 -o compression_type=$ct -f raw "$T/text.raw" "$T/comp-$ct.qcow2"
+  read -r pos host x <<<"$(mx_py comp-entry "$T/comp-$ct.qcow2" first)"
+  cp "$T/comp-$ct.qcow2" comp-$ct-garbled.qcow2
+  dd if="$T/garbage" of=comp-$ct-garbled.qcow2 bs=1 seek=$((host + 64)) conv=notrunc status=none
+  mx_case comp-$ct-garbled.qcow2 "err|qemu" "$ct: 256 bytes of garbage inside a compressed stream"
+  read -r pos host x <<<"$(mx_py comp-entry "$T/comp-$ct.qcow2" last)"
+  cp "$T/comp-$ct.qcow2" comp-$ct-past-eof.qcow2
+  mx_poke comp-$ct-past-eof.qcow2 "$pos" 8 $(( (1 << 62) | (((1 << (62 - x)) - 1) << x) | host ))
+  mx_case comp-$ct-past-eof.qcow2 "err|qemu" "$ct: last compressed cluster's size runs past EOF"
+done
 
 # QED (little-endian header: cluster_size +4, l1_table_offset +40,
 # image_size +48) and QCOW version 1 (big-endian: cluster_bits +32,
