@@ -28,6 +28,7 @@
 #include <unistd.h>
 
 #include "vmdiskfs.h"
+#include "qcow2.h"            /* qcow2_set_cache_size */
 #include "cleanup.h"
 #include "log.h"
 
@@ -306,12 +307,8 @@ main (int argc, char **argv)
                fs_config.l2_cache);
       goto out_args;
     }
-#ifdef HAVE_QCOW2_SET_CACHE_SIZE
+    /* Before any image is opened (tree_start). */
     qcow2_set_cache_size (bytes);
-#else
-    fprintf (stderr, "vmdiskfs: -o l2_cache: not supported by this build, "
-             "ignored\n");
-#endif
   }
   if (!have_fsname) {
     CLEANUP_FREE char *o = NULL;
