@@ -123,6 +123,9 @@ struct qcow2_image *qcow2_open_image (const char *path, int fd,
 uint64_t qcow2_file_size (struct qcow2_image *q, bool data, bool refresh);
 
 /* qcow2-cluster.c */
+/* Bound of each image's L2 cache, for images opened afterwards (default
+ * QCOW2_DEFAULT_CACHE_BYTES); the daemon's -o l2_cache. */
+#define HAVE_QCOW2_SET_CACHE_SIZE 1
 void qcow2_set_cache_size (uint64_t bytes);
 int qcow2_load_l1 (struct qcow2_image *q, uint64_t offset, uint32_t entries,
                    const char *what);
