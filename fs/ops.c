@@ -46,7 +46,10 @@
  * fragments finishes the rest with one vd_image_pread into memory. */
 #define FS_MAX_BUFS 13
 
-static const char zeros[FS_MAX_READ];
+/* The source of every hole.  Never written; not const, so that it lives
+ * in .bss (the kernel's zero page) instead of taking 1 MiB of the binary
+ * and of the page cache. */
+static char zeros[FS_MAX_READ];
 
 /* An open disk.raw. */
 struct fs_handle {
@@ -113,7 +116,7 @@ fs_lookup (fuse_req_t req, fuse_ino_t parent, const char *name)
 {
   struct fs_node *dir, *child = NULL;
   struct fuse_entry_param e;
-  bool is_dir;
+  bool is_dir, attached;
 
   dir = inode_find (parent);
   if (!dir) {
@@ -136,7 +139,10 @@ fs_lookup (fuse_req_t req, fuse_ino_t parent, const char *name)
   }
   /* An image directory is its own revalidation point. */
   tree_revalidate (child);
-  if (!child->attached) {
+  tree_rdlock ();
+  attached = child->attached;
+  tree_unlock ();
+  if (!attached) {              /* removed meanwhile */
     inode_unref (child);
     fuse_reply_err (req, ENOENT);
     return;
@@ -344,14 +350,18 @@ fs_release (fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 
   if (node) {
     struct fs_disk *drop = NULL;
+    bool snapshot;
 
+    tree_rdlock ();
+    snapshot = node->snap_id != NULL;
+    tree_unlock ();
     pthread_mutex_lock (&node->lock);
     if (node->nopen > 0)
       node->nopen--;
     /* A snapshot's image was opened for its readers: close it with the
      * last of them (its allocation stays cached).  The active disk's
      * image is the tree's and stays. */
-    if (node->nopen == 0 && node->snap_id && node->disk) {
+    if (node->nopen == 0 && snapshot && node->disk) {
       drop = node->disk;
       node->disk = NULL;
     }
@@ -436,7 +446,7 @@ fs_read (fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
           chunk = MIN (len, sizeof zeros);
           b[n].size = chunk;
           b[n].flags = 0;
-          b[n].mem = (void *) zeros;
+          b[n].mem = zeros;
           b[n].fd = -1;
           b[n].pos = 0;
           n++;
