@@ -281,8 +281,9 @@ open_backing (struct qcow2_image *q, unsigned flags,
   q->backing = vd_image_open_chain (name, q->backing_format,
                                     flags & ~VD_OPEN_RDWR, chain);
   if (!q->backing) {
+    /* vd_image_open_chain logged why (STYLE.md: log once). */
     int e = errno;
-    vd_error ("qcow2: %s: cannot open backing file %s", q->img.path, name);
+    vd_debug ("qcow2: %s: cannot open backing file %s", q->img.path, name);
     errno = e;
     return -1;
   }
