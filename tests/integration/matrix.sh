@@ -6,8 +6,10 @@
 # refcount widths, zero clusters and discards, zlib/zstd compressed
 # clusters, extended L2, backing chains with and without the backing-format
 # extension, backing files smaller than the overlay, external data files,
-# preallocation, a crash-dirty lazy-refcounts image, internal snapshots
-# before/after a resize, with VM state, with odd names; QED, QCOW1 and raw),
+# preallocation, a crash-dirty lazy-refcounts image, persistent bitmaps,
+# internal snapshots before/after a resize, with VM state, with odd names,
+# in overlays, in old tables without disk sizes; QED (also needing a check),
+# QCOW1 and raw, and chains mixing them),
 # then mounts them with `vmdiskfs -o images=DIR` and checks, for every disk
 # and every snapshot, byte for byte against the oracles of TESTING.md:
 #   disk:     qemu-img convert -O raw IMG out
@@ -16,7 +18,8 @@
 # snapshot date), a plausible st_blocks, SEEK_DATA/SEEK_HOLE (every hole the
 # mount reports must be zeros in the oracle; sparse images must have holes),
 # the escaped names in the listings, EROFS on write, and that mounting never
-# changes an image file.  A fast library-level pass with vd-cat runs first
+# changes an image file; then 8 threads read random ranges of everything at
+# once against the oracles.  A fast library-level pass with vd-cat runs first
 # over the same oracles, so a failure can be placed in formats/ or in fs/.
 #
 # Why: the oracle is qemu itself, so the test catches any decoding mistake in
@@ -243,8 +246,33 @@ def stress(listfile, seconds, nthreads):
         print("BAD", b)
     sys.exit(1 if bad else 0)
 
+def strip_snapshot_extra(path):
+    # Rewrite the snapshot table with extra_data_size 0 in every entry, as
+    # old qemu wrote it: no disk size recorded (spec "Snapshots": the
+    # snapshot then has the image's current size).
+    with open(path, "r+b") as f:
+        h = f.read(72)
+        n = struct.unpack(">I", h[60:64])[0]
+        off = struct.unpack(">Q", h[64:72])[0]
+        f.seek(off)
+        data = f.read(1 << 20)
+        pos, out = 0, b""
+        for _ in range(n):
+            idl, namel = struct.unpack(">HH", data[pos + 12:pos + 16])
+            extra = struct.unpack(">I", data[pos + 36:pos + 40])[0]
+            fixed = data[pos:pos + 36] + b"\0\0\0\0"
+            strs = data[pos + 40 + extra:pos + 40 + extra + idl + namel]
+            e = fixed + strs
+            e += b"\0" * (-len(e) % 8)
+            out += e
+            end = pos + 40 + extra + idl + namel
+            pos = end + (-end % 8)
+        f.seek(off)
+        f.write(out + b"\0" * (pos - len(out)))
+
 cmd = sys.argv[1]
 if cmd == "info": info(sys.argv[2])
+elif cmd == "strip-snapshot-extra": strip_snapshot_extra(sys.argv[2])
 elif cmd == "stress": stress(sys.argv[2], float(sys.argv[3]), int(sys.argv[4]))
 elif cmd == "escape": escape(sys.argv[2])
 elif cmd == "seek": seek(sys.argv[2], sys.argv[3])
@@ -575,6 +603,26 @@ else
   echo "NOTE: no qemu-system-x86_64; real VM state untested"
 fi
 
+# snapshot table entries without extra data (no disk size: old qemu), v2
+qemu-img create -q -f qcow2 -o compat=0.10 old-snap.qcow2 4M
+mx_fill old-snap.qcow2 qcow2 $((4 * MiB))
+qemu-img snapshot -c old1 old-snap.qcow2
+mx_qio old-snap.qcow2 qcow2 -c "write -P 0xab 0 1M"
+qemu-img snapshot -c old2 old-snap.qcow2
+mx_qio old-snap.qcow2 qcow2 -c "write -P 0xac 1M 1M"
+mx_py strip-snapshot-extra old-snap.qcow2
+qemu-img check -q old-snap.qcow2 ||
+  { echo "FAIL: setup: old-snap.qcow2 broken by the rewrite"; exit 1; }
+mx_add old-snap.qcow2 qcow2
+
+# a persistent dirty bitmap (bitmaps extension, autoclear bit 0), as
+# libvirt's incremental backups leave them
+qemu-img create -q -f qcow2 bitmaps.qcow2 4M
+qemu-img bitmap --add bitmaps.qcow2 b0
+qemu-img bitmap --add --granularity 512k bitmaps.qcow2 b1
+mx_fill bitmaps.qcow2 qcow2 $((4 * MiB))
+mx_add bitmaps.qcow2 qcow2
+
 # snapshot names that need care: spaces, non-ASCII, '%', '/', "." and ".."
 qemu-img create -q -f qcow2 names.qcow2 4M
 i=0
@@ -608,6 +656,12 @@ mx_add over-raw.qed qed
 qemu-img create -q -f qed sparse.qed 64M
 mx_qio sparse.qed qed -c "write -P 0xb4 40M 128k"
 mx_add sparse.qed qed sparse
+# left needing a check (crash while writing)
+qemu-img create -q -f qed dirty.qed 4M
+mx_qio dirty.qed qed -c "write -P 0xb5 1M 64k"
+( ulimit -c 0; qemu-io -c "write -P 0xb6 0 1M" -c abort dirty.qed \
+    >/dev/null 2>&1 ) 2>/dev/null || true
+mx_add dirty.qed qed
 
 # QCOW version 1: plain, compressed, over a raw base
 qemu-img create -q -f qcow plain.qcow 4M
