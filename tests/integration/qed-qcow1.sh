@@ -126,6 +126,10 @@ for cs in 4k 64k 1M; do
   qio qed $img "discard 1M 1M" 2>/dev/null
   check $img qed
 done
+# A virtual size that is not a whole number of clusters.
+qemu-img create -q -f qed odd.qed 5243392
+qio qed odd.qed "write -P 0x31 5242880 512" "write -P 0x32 0 100k"
+check odd.qed qed
 # Zero clusters are reported as such.
 if "$VDCAT" -m qed-64k.qed | grep -q "^8388608 2097152 zero$"; then
   pass "qed zero clusters in the map"
@@ -166,7 +170,7 @@ timeout 10 "$VDCAT" conv4k.qed | cmp -s - pat.raw ||
 # A dirty image (left as after a crash) is still readable.
 # (An allocating write sets the need-check bit; abort leaves it set.)
 cp qed-64k.qed dirty.qed
-( qemu-io -f qed -c "write -P 0x44 15M 64k" -c abort dirty.qed ) \
+bash -c 'qemu-io -f qed -c "write -P 0x44 15M 64k" -c abort dirty.qed || :' \
   >/dev/null 2>&1
 features=$(od -An -tu8 -j16 -N8 dirty.qed | tr -d ' ')
 if [ "$((features & 2))" = 2 ]; then
@@ -181,6 +185,10 @@ qemu-img create -q -f qcow q1.qcow 16M
 qio qcow q1.qcow "write -P 0x5a 1M 3M" "write -P 0x21 10M 4k" \
     "write -P 0x22 4000 200"
 check q1.qcow qcow
+
+qemu-img create -q -f qcow oddq.qcow 5243392
+qio qcow oddq.qcow "write -P 0x31 5242880 512" "write -P 0x32 0 100k"
+check oddq.qcow qcow
 
 qemu-img convert -O qcow pat.raw convq.qcow
 check convq.qcow qcow
