@@ -342,4 +342,26 @@ done
 
 stop_vmdiskfs "$MNT" || fail "the daemon exited with $?"
 grep -i 'warning\|assert\|leak' "$(vmdiskfs_log "$MNT")" && fail "warnings in the log"
+
+# ---- Single-threaded. ----
+
+start_vmdiskfs "$MNT" -s -o images="$DIR"
+compare "$MNT/sparse disk.img/disk.raw" "$DIR/sparse disk.img"
+stop_vmdiskfs "$MNT" || fail "the single-threaded daemon exited with $?"
+
+# ---- Detached (no -f): nothing on stdout, the pidfile once it answers. ----
+
+pidfile=$TEST_DIR/daemon.pid
+# (The first scan logs to stderr before detaching: broken.qcow2.)
+"$VMDISKFS" -o images="$DIR",pidfile="$pidfile" "$MNT" >"$TEST_DIR/daemon.out" 2>"$TEST_DIR/daemon.err" ||
+  fail "the detached daemon did not start: $(cat "$TEST_DIR/daemon.err")"
+on_exit "mountpoint -q '$MNT' && fusermount3 -u '$MNT'"
+wait_for 30 test -s "$pidfile" || fail "no pidfile from the detached daemon"
+pid=$(cat "$pidfile")
+compare "$MNT/$esc3/disk.raw" "$DIR/$name3"
+[ ! -s "$TEST_DIR/daemon.out" ] || fail "the daemon wrote to stdout: $(cat "$TEST_DIR/daemon.out")"
+fusermount3 -u "$MNT" || fail "unmount of the detached daemon"
+gone () { ! kill -0 "$pid" 2>/dev/null; }
+wait_for 10 gone || fail "the detached daemon did not exit after unmount"
+[ ! -e "$pidfile" ] || fail "the pidfile was not removed"
 echo PASS
