@@ -24,7 +24,9 @@
  * Changes in DIR show without remount: the root is rescanned when DIR's
  * mtime or ctime changed, an image when its file's identity, size, mtime
  * or ctime changed (qemu-img snapshot rewrites the file), checked with a
- * stat on each access (tree_revalidate).
+ * stat on each access (tree_revalidate); an image at most once a second
+ * (IMAGE_MIN_RESCAN_MS), so a running VM's disk is not reopened and
+ * re-walked on every access.
  *
  * Threads: the provider callbacks are serialized by tree.c's refresh_lock;
  * they open images without tree_lock, then take it to change nodes.
@@ -58,7 +60,22 @@ struct images_root {
 struct images_image {
   char *path;                         /* the image file                  */
   struct stat st;                     /* the file at the last scan       */
+  uint64_t scanned_ms;                /* monotonic time of that scan     */
 };
+
+/* An image that keeps changing (the disk of a running VM) is rescanned
+ * at most this often: each rescan reopens it and, on the next getattr,
+ * walks its whole extent map again for st_blocks. */
+#define IMAGE_MIN_RESCAN_MS 1000
+
+static uint64_t
+now_ms (void)
+{
+  struct timespec ts;
+
+  clock_gettime (CLOCK_MONOTONIC, &ts);
+  return (uint64_t) ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
 
 static void
 image_priv_free (void *p)
@@ -330,6 +347,7 @@ apply_image (struct image_scan *s)
   if (!ii->path)
     goto fail;
   ii->st = s->st;
+  ii->scanned_ms = now_ms ();
 
   names = snapshot_names (s->path, s->snaps, s->nsnaps);
   disk = get_node (FS_NODE_DISK, "/%s/disk.raw", s->ename);
@@ -584,8 +602,10 @@ images_stale (struct fs_node *node)
   }
   else {
     struct images_image *ii = node->priv;
-    return !ii || stat (ii->path, &st) < 0
-      || !same_file_version (&ii->st, &st);
+    if (!ii || stat (ii->path, &st) < 0)
+      return true;                      /* gone: rescan DIR now */
+    return !same_file_version (&ii->st, &st)
+      && now_ms () - ii->scanned_ms >= IMAGE_MIN_RESCAN_MS;
   }
 }
 
