@@ -234,6 +234,11 @@ EOF
     qemu-img snapshot -a "$id" "$TEST_DIR/revert.qcow2"
     qemu-img convert -O raw "$TEST_DIR/revert.qcow2" "$TEST_DIR/revert.raw"
     compare "$f" "$TEST_DIR/revert.raw"
+    [ "$(py_map "$f")" = "$(qemu_map "$TEST_DIR/revert.qcow2")" ] ||
+      fail "$f: data ranges differ from the reverted copy's"
+    alloc=$(qemu_map "$TEST_DIR/revert.qcow2" | awk '{ s += $2 - $1 } END { print s / 512 }')
+    [ "$(stat -c %b "$f")" = "$alloc" ] ||
+      fail "$f: st_blocks $(stat -c %b "$f"), expected $alloc"
     [ "$(stat -c %s "$f")" = $((64 * MiB)) ] || fail "$f: size $(stat -c %s "$f")"
     [ "$(stat -c %Y "$f")" = "$date" ] || fail "$f: mtime $(stat -c %Y "$f") != $date"
     [ "$(stat -c %Y "$MNT/vm.qcow2/snapshots/$dirname")" = "$date" ] ||
