@@ -820,6 +820,7 @@ else
 fi
 
 for i in "${!mx_names[@]}"; do
+  f0=$mx_failures
   n=${mx_names[$i]} flags=" ${mx_flags[$i]} "
   e=$(mx_esc "$n")
   m=$MNT/$e/disk.raw
@@ -886,6 +887,12 @@ for i in "${!mx_names[@]}"; do
     if [ "$got" = "disk.raw " ]; then mx_ok
     else mx_fail "$n@$tag" "snapshot directory holds [$got], expected only disk.raw"; fi
   done < <(grep '^snap' "$EXP/$n.info" || true)
+  nsnap=$(grep -c '^snap' "$EXP/$n.info" || true)
+  if [ $mx_failures -eq $f0 ]; then
+    printf '   ok   %-28s (%s, %s snapshots)\n' "$n" "${mx_fmts[$i]}" "$nsnap"
+  else
+    printf '   FAIL %-28s (%s, %s snapshots)\n' "$n" "${mx_fmts[$i]}" "$nsnap"
+  fi
 done
 
 # Explicit claims, beyond the generic loop.
