@@ -98,8 +98,20 @@ def info(path):
     print("actual", sum(c.get("actual-size", 0) for c in chain))
     df = top.get("format-specific", {}).get("data", {}).get("data-file")
     print("datafile", df or "")
+    # The name vmdiskfs shows (vmdiskfs.1): the tag; a tag seen before in
+    # table order gets " (id N)"; an empty tag is "(id N)".  Printed
+    # before the raw tag, which may be empty.
+    seen = set()
     for s in top.get("snapshots", []):
-        print("snap", s["id"], s["date-sec"], s["vm-state-size"], s["name"],
+        tag = s["name"]
+        if tag == "":
+            shown = "(id %s)" % s["id"]
+        elif tag in seen:
+            shown = "%s (id %s)" % (tag, s["id"])
+        else:
+            shown = tag
+        seen.add(tag)
+        print("snap", s["id"], s["date-sec"], s["vm-state-size"], shown, tag,
               sep="\t")
 
 def escape(name):
@@ -627,6 +639,17 @@ qemu-img bitmap --add --granularity 512k bitmaps.qcow2 b1
 mx_fill bitmaps.qcow2 qcow2 $((4 * MiB))
 mx_add bitmaps.qcow2 qcow2
 
+# the same tag twice and an empty tag (shown as "dup (id 2)", "(id 3)")
+qemu-img create -q -f qcow2 dup.qcow2 1M
+mx_qio dup.qcow2 qcow2 -c "write -P 0xe1 0 4k"
+qemu-img snapshot -c dup dup.qcow2
+mx_qio dup.qcow2 qcow2 -c "write -P 0xe2 0 4k"
+qemu-img snapshot -c dup dup.qcow2
+mx_qio dup.qcow2 qcow2 -c "write -P 0xe3 0 4k"
+qemu-img snapshot -c "" dup.qcow2
+mx_qio dup.qcow2 qcow2 -c "write -P 0xe4 0 4k"
+mx_add dup.qcow2 qcow2
+
 # snapshot names that need care: spaces, non-ASCII, '%', '/', "." and ".."
 qemu-img create -q -f qcow2 names.qcow2 4M
 i=0
@@ -738,7 +761,7 @@ for i in "${!mx_names[@]}"; do
     qemu-img convert -f "$f" -O raw "$n" "$EXP/$n.raw"
   fi
   { grep '^snap' "$EXP/$n.info" || true; } |
-  while IFS=$'\t' read -r _ id date vms tag; do
+  while IFS=$'\t' read -r _ id date vms tag _tag; do
     cp --sparse=always "$n" ".mx-copy"
     qemu-img snapshot -a "$id" .mx-copy
     qemu-img convert -f "$f" -O raw .mx-copy "$EXP/$n.snap.$id.raw"
@@ -768,7 +791,7 @@ if [ -x "$VDCAT" ]; then
       mx_ok
     fi
     { grep '^snap' "$EXP/$n.info" || true; } |
-    while IFS=$'\t' read -r _ id date vms tag; do
+    while IFS=$'\t' read -r _ id date vms tag _tag; do
       if ! ( cd "$T" && timeout 60 "$VDCAT" -s "$id" "$DIR/$n" 2>"$T/vdcat.err" ) |
           cmp -s - "$EXP/$n.snap.$id.raw"; then
         echo "FAIL: lib:$n@$tag: vd-cat -s $id differs from the snapshot oracle ($(head -c 200 "$T/vdcat.err"))"
@@ -878,7 +901,7 @@ for i in "${!mx_names[@]}"; do
   else
     mx_fail "$n" "snapshots listed [$(echo $got_snaps)], expected [$(echo $expected_snaps)]"
   fi
-  while IFS=$'\t' read -r _ id date vms tag; do
+  while IFS=$'\t' read -r _ id date vms tag _tag; do
     o=$EXP/$n.snap.$id.raw
     sd=$MNT/$e/snapshots/$(mx_esc "$tag")
     mx_check_disk "$n@$tag" "$sd/disk.raw" "$o" "$(stat -c %s "$o")" "$date" ||
@@ -930,7 +953,7 @@ for i in "${!mx_names[@]}"; do
   n=${mx_names[$i]}
   e=$(mx_esc "$n")
   printf '%s\t%s\n' "$MNT/$e/disk.raw" "$EXP/$n.raw"
-  while IFS=$'\t' read -r _ id date vms tag; do
+  while IFS=$'\t' read -r _ id date vms tag _tag; do
     printf '%s\t%s\n' "$MNT/$e/snapshots/$(mx_esc "$tag")/disk.raw" "$EXP/$n.snap.$id.raw"
   done < <(grep '^snap' "$EXP/$n.info" || true)
 done > "$T/stress.list"
