@@ -13,6 +13,9 @@
  *    reads of one image);
  *  - zeros[], a read-only static area used as the source of every hole.
  * Nothing else is shared; a read's buffer vector lives on its stack.
+ * A handle's release comes after every request on it was answered (the
+ * kernel holds the file until then), so release frees the handle without
+ * a lock; ThreadSanitizer, blind to that ordering, reports it as a race.
  *
  * This is the only file that turns errno into replies.  All writes are
  * refused with EROFS in this version.
