@@ -31,9 +31,9 @@
 #                             (the driver has landed)
 #
 # At exit every mount started here is unmounted and TEST_DIR removed, so a
-# failing test leaves no stale mount behind.
-
-set -u
+# failing test leaves no stale mount behind.  Sourcing it skips the test
+# (exit 77) when there is no /dev/fuse or fusermount3, and fails it when
+# $VMDISKFS is not built.  It sets no shell options (no set -e/-u).
 
 _fn_here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 _fn_top=${abs_top_builddir:-$_fn_here/../..}

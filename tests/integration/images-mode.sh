@@ -9,6 +9,7 @@
 # SPDX-License-Identifier: GPL-3.0-or-later
 
 . "$(dirname "$0")/functions.sh"
+set -u
 require python3 qemu-img cmp stat find
 
 DIR=$TEST_DIR/images
