@@ -17,6 +17,9 @@
  *    tag that appears more than once keeps its plain name for the first of
  *    them in snapshot-table order, the others get " (id N)" appended (N is
  *    the snapshot id); an empty tag is shown as "(id N)".
+ *  - Modes: directories 0555; a disk.raw has the read bits of its image
+ *    file (0444 at most), so that with allow_other,default_permissions a
+ *    user who cannot read a 0600 image cannot read its disks either.
  *  - Times: an image directory, its disk.raw and snapshots/ have the image
  *    file's mtime (as atime, mtime and ctime); a snapshot directory and
  *    its disk.raw have the snapshot's date; the root has DIR's times.
@@ -302,8 +305,8 @@ apply_snapshot (struct fs_node *image, const struct image_scan *s,
     && disk->attr.st_mtim.tv_sec == snap->date_sec
     && disk->attr.st_mtim.tv_nsec == (long) snap->date_nsec
     && (uint64_t) disk->attr.st_size == snap->disk_size;
-  set_attr (&disk->attr, S_IFREG | 0444, 1, snap->disk_size, &s->st,
-            snap->date_sec, snap->date_nsec);
+  set_attr (&disk->attr, S_IFREG | (s->st.st_mode & 0444), 1,
+            snap->disk_size, &s->st, snap->date_sec, snap->date_nsec);
   tree_set_image (disk, image);
   if (!unchanged) {
     free (disk->snap_id);
@@ -361,8 +364,8 @@ apply_image (struct image_scan *s)
             s->st.st_mtim.tv_sec, s->st.st_mtim.tv_nsec);
   tree_set_disk (node, s->disk, s->err);
 
-  set_attr (&disk->attr, S_IFREG | 0444, 1, size, &s->st,
-            s->st.st_mtim.tv_sec, s->st.st_mtim.tv_nsec);
+  set_attr (&disk->attr, S_IFREG | (s->st.st_mode & 0444), 1, size,
+            &s->st, s->st.st_mtim.tv_sec, s->st.st_mtim.tv_nsec);
   tree_set_image (disk, node);
   tree_set_disk (disk, s->disk, s->err);
   tree_changed_content (disk);

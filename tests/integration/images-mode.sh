@@ -107,6 +107,7 @@ dd if=/dev/urandom of="$DIR/sparse disk.img" bs=1M count=1 seek=1023 \
 name3='per%cent ü–ñ.img'
 esc3='per%25cent ü–ñ.img'
 head -c $((1 * MiB)) /dev/urandom >"$DIR/$name3"
+chmod 0640 "$DIR/$name3"        # disk.raw keeps the read bits: 0440
 # Not shown: hidden files, directories, fifos.
 head -c 4096 /dev/urandom >"$DIR/.hidden.raw"
 mkdir "$DIR/subdir"
@@ -155,8 +156,10 @@ for d in "plain.raw" "sparse disk.img" "$esc3"; do
     fail "$d holds $(ls "$MNT/$d")"
   [ -z "$(ls -A "$MNT/$d/snapshots")" ] || fail "$d: raw image with snapshots"
   [ "$(stat -c %A "$MNT/$d")" = dr-xr-xr-x ] || fail "$d: mode $(stat -c %A "$MNT/$d")"
-  [ "$(stat -c %A "$MNT/$d/disk.raw")" = -r--r--r-- ] ||
-    fail "$d/disk.raw: mode $(stat -c %A "$MNT/$d/disk.raw")"
+  want=-r--r--r--
+  [ "$d" = "$esc3" ] && want=-r--r-----
+  [ "$(stat -c %A "$MNT/$d/disk.raw")" = $want ] ||
+    fail "$d/disk.raw: mode $(stat -c %A "$MNT/$d/disk.raw"), want $want"
 done
 [ "$(stat -c %U "$MNT/plain.raw/disk.raw")" = "$(stat -c %U "$DIR/plain.raw")" ] ||
   fail "owner differs"
