@@ -352,6 +352,25 @@ done
 stop_vmdiskfs "$MNT" || fail "the daemon exited with $?"
 grep -i 'warning\|assert\|leak' "$(vmdiskfs_log "$MNT")" && fail "warnings in the log"
 
+# ---- allow_other,default_permissions: the image's read bits count. ----
+
+if [ "$(id -u)" = 0 ] && command -v runuser >/dev/null && id nobody >/dev/null 2>&1; then
+  chmod 0755 "$TEST_DIR"
+  chmod 0600 "$DIR/plain.raw"
+  start_vmdiskfs "$MNT" -o allow_other,default_permissions,images="$DIR"
+  runuser -u nobody -- cat "$MNT/sparse disk.img/disk.raw" >/dev/null ||
+    fail "nobody cannot read a 0644 image's disk"
+  if runuser -u nobody -- cat "$MNT/plain.raw/disk.raw" >/dev/null 2>&1; then
+    fail "nobody can read a 0600 image's disk"
+  fi
+  cat "$MNT/plain.raw/disk.raw" >/dev/null || fail "root cannot read"
+  stop_vmdiskfs "$MNT" || fail "the daemon exited with $?"
+  chmod 0644 "$DIR/plain.raw"
+  chmod 0700 "$TEST_DIR"
+else
+  echo "SKIP (part): allow_other needs root, runuser and the user nobody"
+fi
+
 # ---- Single-threaded. ----
 
 start_vmdiskfs "$MNT" -s -o images="$DIR"
