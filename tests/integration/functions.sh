@@ -33,7 +33,8 @@
 # At exit every mount started here is unmounted and TEST_DIR removed, so a
 # failing test leaves no stale mount behind.  Sourcing it skips the test
 # (exit 77) when there is no /dev/fuse or fusermount3, and fails it when
-# $VMDISKFS is not built.  It sets no shell options (no set -e/-u).
+# $VMDISKFS is not built.  It sets no shell options (no set -e/-u), and
+# works under them (set -eEu, pipefail).
 
 _fn_here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 _fn_top=${abs_top_builddir:-$_fn_here/../..}
@@ -148,8 +149,8 @@ stop_vmdiskfs ()
   if mountpoint -q "$mnt"; then
     fusermount3 -u -z "$mnt"
   fi
-  wait "$pid"
-  rc=$?
+  rc=0
+  wait "$pid" || rc=$?
   unset '_vmdiskfs_pids[$mnt]'
   return $rc
 }
@@ -175,9 +176,11 @@ qcow2_supported ()
   local img="$TEST_DIR/.probe.qcow2"
   command -v qemu-img >/dev/null 2>&1 || return 1
   [ -x "$VDCAT" ] || return 1
+  local rc=1
   qemu-img create -q -f qcow2 "$img" 1M || return 1
-  "$VDCAT" -i "$img" 2>/dev/null | grep -q qcow2
-  local rc=$?
+  if "$VDCAT" -i "$img" 2>/dev/null | grep -q qcow2; then
+    rc=0
+  fi
   rm -f "$img"
   return $rc
 }
