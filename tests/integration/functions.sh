@@ -21,7 +21,8 @@
 #                             until the mount answers (its pidfile); fails
 #                             the test if it does not within 30 s
 #   stop_vmdiskfs MNT         fusermount3 -u MNT, wait for the daemon to
-#                             exit; returns its exit status
+#                             exit (SIGCONT first; killed after 10 s);
+#                             returns its exit status
 #   vmdiskfs_log MNT          the log file of the daemon serving MNT
 #   vmdiskfs_pid MNT          its pid
 #   compare FILE1 FILE2       cmp, failing the test with both names
@@ -136,18 +137,38 @@ start_vmdiskfs ()
   fail "vmdiskfs $* $mnt: the mount did not answer within 30 s"
 }
 
+# Is MNT mounted?  From /proc/self/mounts, never with a stat: a stat of a
+# mount whose daemon is stopped or hung would hang too.
+_is_mounted ()
+{
+  local esc=${1// /\\040}
+  grep -qF " $esc " /proc/self/mounts
+}
+
 stop_vmdiskfs ()
 {
   local mnt=$1 pid rc i
   pid=${_vmdiskfs_pids[$mnt]:-}
   [ -n "$pid" ] || return 0
+  # A stopped daemon (kill -STOP in a test) must run to see the unmount.
+  kill -CONT "$pid" 2>/dev/null || true
   for ((i = 0; i < 50; i++)); do
-    mountpoint -q "$mnt" || break
+    _is_mounted "$mnt" || break
     fusermount3 -u "$mnt" 2>/dev/null && break
     sleep 0.1                   # busy: a reader is finishing
   done
-  if mountpoint -q "$mnt"; then
-    fusermount3 -u -z "$mnt"
+  if _is_mounted "$mnt"; then
+    fusermount3 -u -z "$mnt" || true
+  fi
+  for ((i = 0; i < 100; i++)); do
+    kill -0 "$pid" 2>/dev/null || break
+    sleep 0.1
+  done
+  if kill -0 "$pid" 2>/dev/null; then
+    echo "warning: vmdiskfs $pid did not exit after unmount, killing it" >&2
+    kill -TERM "$pid" 2>/dev/null || true
+    sleep 2
+    kill -KILL "$pid" 2>/dev/null || true
   fi
   rc=0
   wait "$pid" || rc=$?
