@@ -414,6 +414,23 @@ scan_cmp (const void *a, const void *b)
   return strcmp (x->ename, y->ename);
 }
 
+/* A broken images directory (removed, unmounted, no permission) is
+ * logged once per distinct error, not at every access; the last listing
+ * stays.  refresh_lock held. */
+static int last_dir_errno;
+
+static void
+dir_error (const char *what)
+{
+  int e = errno;
+
+  if (e != last_dir_errno)
+    vd_error ("%s: %s: %s (showing its last listing)", images_dir, what,
+              strerror (e));
+  last_dir_errno = e;
+  errno = e;
+}
+
 /* Rescan DIR (refresh_lock held). */
 static int
 refresh_root (struct fs_node *root, bool force)
@@ -428,7 +445,7 @@ refresh_root (struct fs_node *root, bool force)
   int ret = -1;
 
   if (stat (images_dir, &dst) < 0) {
-    vd_error ("%s: %m", images_dir);
+    dir_error ("stat");
     return -1;
   }
   tree_rdlock ();
@@ -440,9 +457,10 @@ refresh_root (struct fs_node *root, bool force)
 
   dir = opendir (images_dir);
   if (!dir) {
-    vd_error ("%s: %m", images_dir);
+    dir_error ("opendir");
     return -1;
   }
+  last_dir_errno = 0;
   while ((errno = 0, de = readdir (dir)) != NULL) {
     struct image_scan *s;
     struct stat st;
