@@ -110,7 +110,7 @@ fill_attr (struct fs_node *node, struct stat *st)
   tree_unlock ();
   st->st_ino = node->ino;
   if (node->type == FS_NODE_DISK)
-    tree_allocated (node, &alloc);
+    tree_allocated (node, st->st_size, &alloc);
   st->st_blocks = DIV_ROUND_UP (alloc, 512);
 }
 

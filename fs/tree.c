@@ -420,10 +420,13 @@ tree_get_disk (struct fs_node *node, bool keep)
   return d;
 }
 
-/* Allocated bytes of a disk node, cached: vd_image_allocated walks the
- * whole extent map.  An image that fails to open has none. */
+/* Allocated bytes of a disk node of apparent size size, cached:
+ * vd_image_allocated walks the whole extent map.  When they cannot be
+ * counted (the image or snapshot fails to open, a corrupt table) the
+ * answer is size, never 0: tar --sparse takes st_blocks 0 for "all
+ * holes" and would archive zeros without reading; reads still fail. */
 int
-tree_allocated (struct fs_node *node, uint64_t *bytes)
+tree_allocated (struct fs_node *node, uint64_t size, uint64_t *bytes)
 {
   struct fs_disk *d;
   uint64_t gen, a;
@@ -439,12 +442,14 @@ tree_allocated (struct fs_node *node, uint64_t *bytes)
 
   d = tree_get_disk (node, false);
   if (!d) {
-    *bytes = 0;
-    return 0;
+    *bytes = size;
+    return -1;
   }
   if (vd_image_allocated (d->img, &a) < 0) {
-    /* Logged by the driver; the size is still right, show no blocks. */
-    a = 0;
+    /* Logged by the driver. */
+    fs_disk_unref (d);
+    *bytes = size;
+    return -1;
   }
   fs_disk_unref (d);
   pthread_mutex_lock (&node->lock);

@@ -159,7 +159,7 @@ void tree_set_image (struct fs_node *node, struct fs_node *image);
 void tree_set_disk (struct fs_node *node, struct fs_disk *disk, int err);
 void tree_changed_content (struct fs_node *node);
 struct fs_disk *tree_get_disk (struct fs_node *node, bool keep);
-int tree_allocated (struct fs_node *node, uint64_t *bytes);
+int tree_allocated (struct fs_node *node, uint64_t size, uint64_t *bytes);
 void tree_notify_start (void);
 void tree_notify_stop (void);
 
