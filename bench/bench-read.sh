@@ -238,7 +238,8 @@ median () {
   python3 -c '
 import sys, statistics
 v = [float(x) for x in sys.argv[1:] if x != "nan"]
-print("%.6g" % statistics.median(v) if v else "nan")
+m = statistics.median(v) if v else float("nan")
+print("nan" if m != m else "%.0f" % m if m >= 1000 else "%.1f" % m)
 ' $1
 }
 
