@@ -1,0 +1,513 @@
+/* vmdiskfs - the LVM snapshot provider: classic and thin snapshots of a
+ * logical volume.
+ *
+ * Every call asks LVM afresh (one `lvs` report through lvm-helper.c, so
+ * liblvm2cmd runs in a forked child, never in the FUSE process) and keeps
+ * nothing, so it is safe from any thread and never stale.
+ *
+ * The disk is found in the report by its device number (lv_kernel_major/
+ * minor against stat of the path: /dev/VG/LV, /dev/mapper/VG-LV, /dev/dm-N
+ * or any symlink), or by lv_path/lv_dm_path when it is not active.  Its
+ * snapshots are the LVs of the same VG whose origin is the disk: classic
+ * (lv_attr[0] 's') and thin (lv_attr[0] 'V').  A merging snapshot ('S')
+ * is left out: it is becoming the origin.
+ *
+ * Names shown (README "LVM snapshots"): the tag vmdiskfs-name:NAME when
+ * present; else the part after "<origin>-" when the LV name starts with
+ * it; else the whole LV name.  When two snapshots would show the same
+ * name, the later one shows its whole LV name (unique in the VG).
+ * Snapshots made by vmdiskfs carry the tag vmdiskfs.
+ *
+ * Thin snapshots are created with the activation-skip flag, so they are
+ * usually inactive: activate() runs `lvchange -ay -K`, deactivate()
+ * `lvchange -an`; the caller decides when (DESIGN: when idle).
+ *
+ * SPDX-License-Identifier: GPL-3.0-or-later
+ */
+#include <config.h>
+
+#include <errno.h>
+#include <inttypes.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/sysmacros.h>
+#include <time.h>
+
+#include "snapshotter.h"
+#include "lvm.h"
+#include "log.h"
+#include "cleanup.h"
+
+#define LVM_TIMEOUT_MS 60000
+#define TAG_OURS "vmdiskfs"
+#define TAG_NAME "vmdiskfs-name:"
+#define LVM_NAME_MAX 127
+
+/* Characters LVM allows in VG and LV names, and in tags.  Checked before
+ * anything goes on a command line (liblvm2cmd splits it at blanks). */
+static bool
+valid_chars (const char *s, const char *extra)
+{
+  if (!*s || *s == '-')
+    return false;
+  for (; *s; s++)
+    if (!((*s >= 'a' && *s <= 'z') || (*s >= 'A' && *s <= 'Z') ||
+          (*s >= '0' && *s <= '9') || strchr ("+_.-", *s) ||
+          (extra && strchr (extra, *s))))
+      return false;
+  return true;
+}
+
+/* "VG/LV" with both parts valid LVM names. */
+static bool
+valid_id (const char *id)
+{
+  const char *slash = strchr (id, '/');
+  CLEANUP_FREE char *vg = NULL;
+
+  if (!slash || slash == id || strlen (id) > 2 * LVM_NAME_MAX + 1)
+    return false;
+  vg = strndup (id, slash - id);
+  return vg && valid_chars (vg, NULL) && valid_chars (slash + 1, NULL);
+}
+
+static bool
+valid_tag (const char *t)
+{
+  return strlen (t) <= 1024 && valid_chars (t, "/=!:&#");
+}
+
+/* lvs for every visible LV. */
+static int
+report (struct lvm_lv **lvs, size_t *n)
+{
+  CLEANUP_FREE char *cmd = NULL, *out = NULL;
+
+  if (asprintf (&cmd, "lvs --reportformat json --units b --nosuffix -o %s",
+                lvm_report_fields) < 0)
+    return -1;
+  if (lvm_helper_run (cmd, LVM_TIMEOUT_MS, &out) < 0)
+    return -1;
+  if (!out) {
+    vd_error ("lvm: lvs wrote no report");
+    errno = EIO;
+    return -1;
+  }
+  vd_debug ("lvm: report: %s", out);
+  return lvm_json_parse (out, strlen (out), lvs, n);
+}
+
+/* lv_time: "2026-11-26 06:37:28 +0000" (the default report/time_format)
+ * or seconds ("%s").  -1 when neither. */
+static int64_t
+parse_time (const char *s)
+{
+  struct tm tm = { 0 };
+  int off_h, off_m, n = 0;
+  char sign;
+  int64_t t;
+
+  if (*s >= '0' && *s <= '9' && strspn (s, "0123456789") == strlen (s))
+    return strtoll (s, NULL, 10);
+  if (sscanf (s, "%4d-%2d-%2d %2d:%2d:%2d %c%2d%2d%n", &tm.tm_year,
+              &tm.tm_mon, &tm.tm_mday, &tm.tm_hour, &tm.tm_min, &tm.tm_sec,
+              &sign, &off_h, &off_m, &n) != 9 || s[n] != '\0' ||
+      (sign != '+' && sign != '-'))
+    return -1;
+  tm.tm_year -= 1900;
+  tm.tm_mon -= 1;
+  t = timegm (&tm);
+  if (t == -1)
+    return -1;
+  t -= (sign == '+' ? 1 : -1) * (off_h * 3600 + off_m * 60);
+  return t;
+}
+
+static uint64_t
+parse_u64 (const char *s)
+{
+  return strtoull (s, NULL, 10);
+}
+
+/* Is tag (exactly) in the comma-separated list? */
+static bool
+has_tag (const char *tags, const char *tag)
+{
+  size_t n = strlen (tag);
+  const char *p = tags;
+
+  while (*p) {
+    const char *c = strchr (p, ',');
+    size_t l = c ? (size_t) (c - p) : strlen (p);
+    if (l == n && memcmp (p, tag, n) == 0)
+      return true;
+    if (!c)
+      break;
+    p = c + 1;
+  }
+  return false;
+}
+
+/* The value of the first tag starting with prefix, malloc'd, or NULL. */
+static char *
+tag_value (const char *tags, const char *prefix)
+{
+  size_t n = strlen (prefix);
+  const char *p = tags;
+
+  while (*p) {
+    const char *c = strchr (p, ',');
+    size_t l = c ? (size_t) (c - p) : strlen (p);
+    if (l > n && memcmp (p, prefix, n) == 0)
+      return strndup (p + n, l - n);
+    if (!c)
+      break;
+    p = c + 1;
+  }
+  return NULL;
+}
+
+/* The LV that disk names, or NULL (ENOTSUP: not a logical volume). */
+static const struct lvm_lv *
+find_disk (const char *disk, const struct lvm_lv *lvs, size_t n)
+{
+  struct stat st;
+  bool blk = stat (disk, &st) == 0 && S_ISBLK (st.st_mode);
+  size_t i;
+
+  for (i = 0; i < n; i++) {
+    const struct lvm_lv *lv = &lvs[i];
+    if (blk && *lv->f[LVM_F_KERNEL_MAJOR] != '-' &&
+        *lv->f[LVM_F_KERNEL_MAJOR] &&
+        (unsigned) atoi (lv->f[LVM_F_KERNEL_MAJOR]) == major (st.st_rdev) &&
+        (unsigned) atoi (lv->f[LVM_F_KERNEL_MINOR]) == minor (st.st_rdev))
+      return lv;
+  }
+  /* Not active (or not a device here): by name. */
+  for (i = 0; i < n; i++) {
+    const struct lvm_lv *lv = &lvs[i];
+    if ((*lv->f[LVM_F_LV_PATH] && strcmp (disk, lv->f[LVM_F_LV_PATH]) == 0) ||
+        (*lv->f[LVM_F_LV_DM_PATH] &&
+         strcmp (disk, lv->f[LVM_F_LV_DM_PATH]) == 0))
+      return lv;
+  }
+  errno = ENOTSUP;
+  return NULL;
+}
+
+static void
+lv_id (const struct lvm_lv *lv, char **id)
+{
+  if (asprintf (id, "%s/%s", lv->f[LVM_F_VG_NAME], lv->f[LVM_F_LV_NAME]) < 0)
+    *id = NULL;
+}
+
+/* Fill s from the snapshot LV lv of origin o.  0 or -1 (ENOMEM). */
+static int
+fill_info (struct snap_info *s, const struct lvm_lv *lv,
+           const struct lvm_lv *o)
+{
+  const char *attr = lv->f[LVM_F_LV_ATTR];
+  const char *name = lv->f[LVM_F_LV_NAME];
+  size_t ol = strlen (o->f[LVM_F_LV_NAME]);
+  bool thin = attr[0] == 'V';
+
+  memset (s, 0, sizeof *s);
+  s->name = tag_value (lv->f[LVM_F_LV_TAGS], TAG_NAME);
+  if (!s->name) {
+    if (strncmp (name, o->f[LVM_F_LV_NAME], ol) == 0 && name[ol] == '-' &&
+        name[ol + 1])
+      s->name = strdup (name + ol + 1);
+    else
+      s->name = strdup (name);
+  }
+  lv_id (lv, &s->id);
+  lv_id (o, &s->origin);
+  s->device = *lv->f[LVM_F_LV_PATH] ? strdup (lv->f[LVM_F_LV_PATH])
+    : NULL;
+  if (!s->device && asprintf (&s->device, "/dev/%s/%s", lv->f[LVM_F_VG_NAME],
+                              name) < 0)
+    s->device = NULL;
+  if (!s->name || !s->id || !s->origin || !s->device) {
+    snap_info_clear (s);
+    errno = ENOMEM;
+    return -1;
+  }
+  s->ctime_sec = parse_time (lv->f[LVM_F_LV_TIME]);
+  if (s->ctime_sec < 0) {
+    vd_warn ("lvm: %s: unknown lv_time \"%s\"", s->id, lv->f[LVM_F_LV_TIME]);
+    s->ctime_sec = 0;
+  }
+  /* A classic snapshot's lv_size is its copy-on-write space. */
+  s->size = parse_u64 (thin ? lv->f[LVM_F_LV_SIZE]
+                       : *lv->f[LVM_F_ORIGIN_SIZE] ? lv->f[LVM_F_ORIGIN_SIZE]
+                       : o->f[LVM_F_LV_SIZE]);
+  if (thin)
+    s->flags |= SNAP_THIN;
+  if (has_tag (lv->f[LVM_F_LV_TAGS], TAG_OURS))
+    s->flags |= SNAP_OURS;
+  /* lv_attr[4]: (a)ctive, (I)nvalid snapshot, invalid (S)uspended one,
+   * '-' inactive ... */
+  if (strlen (attr) >= 5 && (attr[4] == 'I' || attr[4] == 'S'))
+    s->flags |= SNAP_INVALID;
+  else if (strlen (attr) >= 5 && attr[4] == 'a')
+    s->flags |= SNAP_ACTIVE;
+  else
+    s->flags |= SNAP_NEEDS_ACTIVATION;
+  return 0;
+}
+
+static int
+cmp_snap (const void *a, const void *b)
+{
+  const struct snap_info *x = a, *y = b;
+  if (x->ctime_sec != y->ctime_sec)
+    return x->ctime_sec < y->ctime_sec ? -1 : 1;
+  return strcmp (x->id, y->id);
+}
+
+/* The snapshots of origin o among lvs. */
+static int
+collect (const struct lvm_lv *lvs, size_t n, const struct lvm_lv *o,
+         struct snap_info **snaps, size_t *ns)
+{
+  struct snap_info *v;
+  size_t i, j, k = 0;
+
+  v = calloc (n ? n : 1, sizeof *v);
+  if (!v)
+    return -1;
+  for (i = 0; i < n; i++) {
+    const struct lvm_lv *lv = &lvs[i];
+    char t = lv->f[LVM_F_LV_ATTR][0];
+    if (lv == o || (t != 's' && t != 'V') ||
+        strcmp (lv->f[LVM_F_VG_NAME], o->f[LVM_F_VG_NAME]) != 0 ||
+        strcmp (lv->f[LVM_F_ORIGIN], o->f[LVM_F_LV_NAME]) != 0)
+      continue;
+    if (fill_info (&v[k], lv, o) < 0) {
+      snap_list_free (v, k);
+      return -1;
+    }
+    k++;
+  }
+  qsort (v, k, sizeof *v, cmp_snap);
+
+  /* Shown names unique: a later duplicate shows its whole LV name; if
+   * even that is taken (by a tag), it is left out. */
+  for (i = 0; i < k; i++) {
+    for (j = 0; j < i; j++)
+      if (strcmp (v[i].name, v[j].name) == 0)
+        break;
+    if (j == i)
+      continue;
+    {
+      const char *lvname = strchr (v[i].id, '/') + 1;
+      for (j = 0; j < i; j++)
+        if (strcmp (lvname, v[j].name) == 0)
+          break;
+      if (j == i && strcmp (lvname, v[i].name) != 0) {
+        char *t = strdup (lvname);
+        if (!t) {
+          snap_list_free (v, k);
+          return -1;
+        }
+        free (v[i].name);
+        v[i].name = t;
+        continue;
+      }
+      vd_warn ("lvm: %s: name \"%s\" taken by another snapshot: not shown",
+               v[i].id, v[i].name);
+      snap_info_clear (&v[i]);
+      memmove (&v[i], &v[i + 1], (k - i - 1) * sizeof *v);
+      k--;
+      i--;
+    }
+  }
+  *snaps = v;
+  *ns = k;
+  return 0;
+}
+
+static int
+lvm_list (const char *disk, struct snap_info **snaps, size_t *n)
+{
+  struct lvm_lv *lvs;
+  size_t nl;
+  const struct lvm_lv *o;
+  int r;
+
+  *snaps = NULL;
+  *n = 0;
+  if (report (&lvs, &nl) < 0)
+    return -1;
+  o = find_disk (disk, lvs, nl);
+  r = o ? collect (lvs, nl, o, snaps, n) : -1;
+  {
+    int e = errno;
+    lvm_lvs_free (lvs, nl);
+    errno = e;
+  }
+  return r;
+}
+
+/* Run "lvchange ARGS ID" (or another command) on a checked id. */
+static int
+run_on (const char *what, const char *id)
+{
+  CLEANUP_FREE char *cmd = NULL;
+
+  if (!valid_id (id)) {
+    vd_error ("lvm: \"%s\": not a VG/LV name", id);
+    errno = EINVAL;
+    return -1;
+  }
+  if (asprintf (&cmd, "%s %s", what, id) < 0)
+    return -1;
+  return lvm_helper_run (cmd, LVM_TIMEOUT_MS, NULL);
+}
+
+static int
+lvm_activate (struct snap_info *s)
+{
+  if (s->flags & SNAP_ACTIVE)
+    return 0;
+  /* -K: thin snapshots carry the activation-skip flag. */
+  if (run_on ("lvchange -ay -K", s->id) < 0)
+    return -1;
+  s->flags = (s->flags | SNAP_ACTIVE) & ~SNAP_NEEDS_ACTIVATION;
+  return 0;
+}
+
+static int
+lvm_deactivate (struct snap_info *s)
+{
+  if (run_on ("lvchange -an", s->id) < 0)
+    return -1;
+  s->flags = (s->flags & ~SNAP_ACTIVE) | SNAP_NEEDS_ACTIVATION;
+  return 0;
+}
+
+/* Create: the LV is "<origin>-<name>" when that is a valid LV name (then
+ * the name shows through the prefix rule), else "<origin>-vdsnap-<time>"
+ * with the tag vmdiskfs-name:<name>; always the tag vmdiskfs.  Classic
+ * snapshots get opts->cow_bytes of copy-on-write space, by default 20% of
+ * the origin, at least 64 MiB, at most the origin's size. */
+static int
+lvm_create (const char *disk, const char *name,
+            const struct snap_create_opts *opts, struct snap_info *out)
+{
+  struct lvm_lv *lvs = NULL;
+  size_t nl = 0, ns = 0, i;
+  struct snap_info *snaps = NULL;
+  const struct lvm_lv *o;
+  CLEANUP_FREE char *lvname = NULL, *cmd = NULL, *size_arg = NULL,
+    *name_tag = NULL;
+  char *id = NULL;
+  int r = -1, e;
+  bool thin;
+
+  memset (out, 0, sizeof *out);
+  if (!*name || strchr (name, ',') || strchr (name, ' ')) {
+    vd_error ("lvm: snapshot name \"%s\" not possible", name);
+    errno = EINVAL;
+    return -1;
+  }
+  if (report (&lvs, &nl) < 0)
+    return -1;
+  o = find_disk (disk, lvs, nl);
+  if (!o || collect (lvs, nl, o, &snaps, &ns) < 0)
+    goto out;
+  for (i = 0; i < ns; i++)
+    if (strcmp (snaps[i].name, name) == 0) {
+      errno = EEXIST;
+      goto out;
+    }
+
+  thin = strcmp (o->f[LVM_F_SEGTYPE], "thin") == 0;
+  if (asprintf (&lvname, "%s-%s", o->f[LVM_F_LV_NAME], name) < 0)
+    goto out;
+  for (i = 0; i < nl; i++)
+    if (strcmp (lvs[i].f[LVM_F_VG_NAME], o->f[LVM_F_VG_NAME]) == 0 &&
+        strcmp (lvs[i].f[LVM_F_LV_NAME], lvname) == 0)
+      break;
+  if (i < nl || !valid_chars (name, NULL) || strlen (lvname) > LVM_NAME_MAX) {
+    if (asprintf (&name_tag, TAG_NAME "%s", name) < 0)
+      goto out;
+    if (!valid_tag (name_tag)) {
+      vd_error ("lvm: snapshot name \"%s\": not possible as an LVM tag "
+                "(letters, digits and +_.-/=!:&# only)", name);
+      errno = EINVAL;
+      goto out;
+    }
+    free (lvname);
+    if (asprintf (&lvname, "%.*s-vdsnap-%lld", 80, o->f[LVM_F_LV_NAME],
+                  (long long) time (NULL)) < 0)
+      goto out;
+  }
+  if (!thin) {
+    uint64_t osize = parse_u64 (o->f[LVM_F_LV_SIZE]);
+    uint64_t cow = opts && opts->cow_bytes ? opts->cow_bytes : osize / 5;
+    if (!(opts && opts->cow_bytes))
+      cow = MIN (MAX (cow, (uint64_t) 64 << 20), osize);
+    if (asprintf (&size_arg, " -L %" PRIu64 "b", cow) < 0)
+      goto out;
+  }
+  if (asprintf (&cmd, "lvcreate -s -n %s%s --addtag " TAG_OURS "%s%s %s/%s",
+                lvname, size_arg ? size_arg : "",
+                name_tag ? " --addtag " : "", name_tag ? name_tag : "",
+                o->f[LVM_F_VG_NAME], o->f[LVM_F_LV_NAME]) < 0)
+    goto out;
+  if (!valid_chars (lvname, NULL)) {
+    errno = EINVAL;
+    goto out;
+  }
+  if (lvm_helper_run (cmd, LVM_TIMEOUT_MS, NULL) < 0)
+    goto out;
+
+  /* Describe it as list would. */
+  if (asprintf (&id, "%s/%s", o->f[LVM_F_VG_NAME], lvname) < 0)
+    goto out;
+  snap_list_free (snaps, ns);
+  snaps = NULL;
+  ns = 0;
+  if (lvm_list (disk, &snaps, &ns) < 0)
+    goto out;
+  for (i = 0; i < ns; i++)
+    if (strcmp (snaps[i].id, id) == 0) {
+      *out = snaps[i];
+      memmove (&snaps[i], &snaps[i + 1], (ns - i - 1) * sizeof *snaps);
+      ns--;
+      r = 0;
+      break;
+    }
+  if (r < 0) {
+    vd_error ("lvm: %s: created but not listed", id);
+    errno = EIO;
+  }
+
+ out:
+  e = errno;
+  free (id);
+  snap_list_free (snaps, ns);
+  lvm_lvs_free (lvs, nl);
+  errno = e;
+  return r;
+}
+
+static int
+lvm_remove (const struct snap_info *s)
+{
+  return run_on ("lvremove -f", s->id);
+}
+
+const struct vd_snapshotter lvm_snapshotter = {
+  .name = "lvm",
+  .list = lvm_list,
+  .activate = lvm_activate,
+  .deactivate = lvm_deactivate,
+  .create = lvm_create,
+  .remove = lvm_remove,
+};

@@ -1,0 +1,89 @@
+/* vmdiskfs - snapshot providers: public API and provider ops table.
+ *
+ * A provider knows the snapshots that live outside the image file, in the
+ * storage under a disk: today LVM (lvm.c: classic and thin snapshots of a
+ * logical volume); the libvirt provider for internal qcow2 snapshots comes
+ * with libvirt mode.  fs/ asks a provider for the snapshots of a domain's
+ * disk, shows each as snapshots/<name>/<target>.raw and reads it through
+ * the formats library (raw driver) from snap_info.device, after
+ * activate() when SNAP_NEEDS_ACTIVATION is set; it calls deactivate()
+ * when the snapshot has been idle for a while.
+ *
+ * Like formats/vdformat.h: new operations are added at the end of the
+ * table; NULL means "not supported".  Errors are logged once where found,
+ * then -1 with errno: ENOENT no such disk or snapshot, ENOTSUP not a disk
+ * of this provider, EEXIST name taken (create), ETIMEDOUT the tool hung,
+ * EIO the tool failed or said something we cannot parse.
+ *
+ * Threads: every operation may be called from any thread, also at once;
+ * providers keep no state between calls (each call asks the tool again).
+ *
+ * SPDX-License-Identifier: GPL-3.0-or-later
+ */
+#ifndef VD_SNAPSHOTTER_H
+#define VD_SNAPSHOTTER_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+/* snap_info.flags */
+#define SNAP_THIN             0x1  /* thin snapshot (shares a pool)        */
+#define SNAP_OURS             0x2  /* created by vmdiskfs (LVM tag vmdiskfs) */
+#define SNAP_ACTIVE           0x4  /* device exists now and can be opened  */
+#define SNAP_NEEDS_ACTIVATION 0x8  /* not active: activate() before open   */
+#define SNAP_INVALID          0x10 /* classic snapshot overflowed: unusable */
+
+/* One snapshot of one disk. */
+struct snap_info {
+  char *name;          /* shown as the snapshot directory (raw bytes; fs/
+                          escapes them); unique among one disk's snapshots */
+  char *id;            /* provider id, e.g. "vg0/disk1-nightly"           */
+  char *origin;        /* provider id of the disk, e.g. "vg0/disk1"       */
+  char *device;        /* path to read it from, e.g. "/dev/vg0/disk1-nightly" */
+  int64_t ctime_sec;   /* creation time, seconds since the epoch          */
+  uint64_t size;       /* guest-visible size in bytes                     */
+  unsigned flags;      /* SNAP_*                                          */
+};
+
+/* How to create a snapshot (issue 4).  Zero-initialise, then set. */
+struct snap_create_opts {
+  /* Classic LVM snapshot: copy-on-write space in bytes; 0 = the
+   * provider's policy (LVM: 20% of the origin, at least 64 MiB, at most
+   * the origin's size).  Ignored for thin origins. */
+  uint64_t cow_bytes;
+};
+
+struct vd_snapshotter {
+  const char *name;               /* "lvm" */
+
+  /* The snapshots of disk (a path as found in the domain XML: /dev/VG/LV,
+   * /dev/mapper/VG-LV, a symlink to either).  *snaps is a malloc'd array
+   * sorted by creation time, then name (free with snap_list_free); a disk
+   * without snapshots gives 0 entries.  ENOTSUP when disk is not a disk
+   * of this provider. */
+  int (*list) (const char *disk, struct snap_info **snaps, size_t *n);
+
+  /* Make s->device readable (LVM: lvchange -ay -K), update s->flags.
+   * A no-op for an active snapshot. */
+  int (*activate) (struct snap_info *s);
+  /* Undo activate when the snapshot is idle (the caller says when).
+   * Only for snapshots the caller activated: never deactivates one
+   * that was active before, which the caller knows from SNAP_ACTIVE. */
+  int (*deactivate) (struct snap_info *s);
+
+  /* Create a snapshot called name of disk and describe it in *out
+   * (free its fields with snap_info_clear).  NULL: not supported. */
+  int (*create) (const char *disk, const char *name,
+                 const struct snap_create_opts *opts, struct snap_info *out);
+  /* Delete snapshot s.  The caller decides which ones it may delete
+   * (SNAP_OURS marks those vmdiskfs made). */
+  int (*remove) (const struct snap_info *s);
+};
+
+extern const struct vd_snapshotter lvm_snapshotter;
+
+void snap_info_clear (struct snap_info *s);
+void snap_list_free (struct snap_info *snaps, size_t n);
+
+#endif
