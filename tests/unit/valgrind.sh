@@ -26,11 +26,18 @@ command -v valgrind >/dev/null || { echo "SKIP: valgrind not installed"; exit 77
 tmp=$(mktemp -d /tmp/vd-valgrind.XXXXXX)
 mnt=$tmp/mnt
 daemon_pid=
+mounted () { grep -q " $mnt fuse" /proc/self/mounts; }
 cleanup () {
-  if mountpoint -q "$mnt" 2>/dev/null; then
-    fusermount3 -u "$mnt" 2>/dev/null || umount -l "$mnt" 2>/dev/null
+  if mounted; then
+    fusermount3 -u "$mnt" 2>/dev/null
   fi
-  [ -n "$daemon_pid" ] && kill "$daemon_pid" 2>/dev/null
+  if [ -n "$daemon_pid" ]; then
+    kill "$daemon_pid" 2>/dev/null
+    wait "$daemon_pid" 2>/dev/null
+  fi
+  if mounted; then
+    umount -l "$mnt" 2>/dev/null
+  fi
   rm -rf "$tmp"
 }
 trap cleanup EXIT
@@ -171,8 +178,9 @@ if [ -x "$VMDISKFS" ] && "$VMDISKFS" --version >/dev/null 2>&1 &&
   "${vg[@]}" --log-file="$tmp/vg-daemon.log" \
     "$VMDISKFS" -f -o images="$tmp/fsimg" "$mnt" > "$tmp/daemon.out" 2>&1 &
   daemon_pid=$!
-  for _ in $(seq 120); do
-    [ -e "$mnt/snap.qcow2/disk.raw" ] && break
+  # Valgrind on a loaded 2-CPU machine: give it three minutes.
+  for _ in $(seq 360); do
+    mounted && [ -e "$mnt/snap.qcow2/disk.raw" ] && break
     kill -0 "$daemon_pid" 2>/dev/null || break
     sleep 0.5
   done
@@ -207,7 +215,9 @@ if [ -x "$VMDISKFS" ] && "$VMDISKFS" --version >/dev/null 2>&1 &&
     echo "note: vmdiskfs exited at once without mounting (a placeholder?):" \
          "daemon not checked"
   else
-    echo "FAIL: vmdiskfs did not mount under valgrind within 60 s"
+    echo "FAIL: vmdiskfs did not show its images under valgrind within 180 s"
+    grep " $mnt " /proc/self/mounts
+    ls -la "$mnt" "$mnt/snap.qcow2" 2>&1 | head -20
     tail -n 20 "$tmp/daemon.out" "$tmp/vg-daemon.log"
     status=1
   fi
