@@ -8,7 +8,8 @@
 #
 # Environment:
 #   FUZZ_SECONDS=60        run time per target
-#   FUZZ_TARGETS="qcow2 qed"
+#   FUZZ_TARGETS="qcow2 qed lvm-json"   (lvm-json: tests/fuzz/fuzz-lvm-json.c,
+#                          the LVM report parser; seeds in lvm-json-seeds/)
 #   FUZZ_NICE=10           niceness of the fuzzers (the machine is shared)
 #   FUZZ_ARGS=...          extra libFuzzer options
 #   FUZZ_CFLAGS=...        extra compiler flags (e.g. -fno-sanitize=alignment
@@ -28,7 +29,7 @@ set -u
 srcdir=${abs_top_srcdir:-$(cd "$(dirname "$0")/../.." && pwd)}
 builddir=${abs_top_builddir:-$srcdir}
 FUZZ_SECONDS=${FUZZ_SECONDS:-60}
-FUZZ_TARGETS=${FUZZ_TARGETS:-qcow2 qed}
+FUZZ_TARGETS=${FUZZ_TARGETS:-qcow2 qed lvm-json}
 FUZZ_NICE=${FUZZ_NICE:-10}
 FUZZ_ARGS=${FUZZ_ARGS:-}
 CC=${FUZZ_CC:-clang}
@@ -57,12 +58,14 @@ fi
 # ---- build ---------------------------------------------------------------
 # Every library source except those with a main() (vd-cat.c).
 sources=()
-for f in "$srcdir"/formats/*.c "$srcdir"/common/*.c; do
+for f in "$srcdir"/formats/*.c "$srcdir"/common/*.c \
+         "$srcdir"/snapshotter/lvm-json.c; do
   grep -q '^main *(' "$f" || sources+=("$f")
 done
 cflags=(-g -O1 -fno-omit-frame-pointer
         -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined
-        -I "$builddir" -I "$srcdir/common" -I "$srcdir/formats" -I "$srcdir"
+        -I "$builddir" -I "$srcdir/common" -I "$srcdir/formats"
+        -I "$srcdir/snapshotter" -I "$srcdir"
         -D_GNU_SOURCE -pthread
         $(pkg-config --cflags zlib libzstd libqcow 2>/dev/null)
         ${FUZZ_CFLAGS:-})
@@ -71,8 +74,10 @@ libs=(-lz -lzstd $(pkg-config --libs libqcow) -pthread)
 mkdir -p "$out"
 for fmt in $FUZZ_TARGETS; do
   echo "building $out/fuzz-$fmt"
+  src=$srcdir/tests/fuzz/fuzz-$fmt.c        # a target of its own, or
+  [ -f "$src" ] || src=$srcdir/tests/fuzz/fuzz-image.c   # an image format
   if ! "$CC" "${cflags[@]}" -DFUZZ_FORMAT="\"$fmt\"" -o "$out/fuzz-$fmt" \
-       "$srcdir/tests/fuzz/fuzz-image.c" "${sources[@]}" "${libs[@]}"; then
+       "$src" "${sources[@]}" "${libs[@]}"; then
     echo "ERROR: building fuzz-$fmt failed"
     exit 1
   fi
@@ -226,7 +231,9 @@ for fmt in $FUZZ_TARGETS; do
   corpus=$out/fuzz-corpus-$fmt        # kept between runs (git-ignored)
   artifacts=$out/fuzz-artifacts
   mkdir -p "$seeds" "$corpus" "$artifacts"
-  if ! declare -F "seeds_$fmt" >/dev/null; then
+  if [ -d "$srcdir/tests/fuzz/$fmt-seeds" ]; then
+    cp "$srcdir/tests/fuzz/$fmt-seeds"/* "$seeds/"
+  elif ! declare -F "seeds_$fmt" >/dev/null; then
     :
   elif command -v qemu-img >/dev/null && command -v qemu-io >/dev/null; then
     "seeds_$fmt" "$seeds"
