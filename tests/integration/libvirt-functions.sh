@@ -1,0 +1,347 @@
+# vmdiskfs - helpers for the libvirt-mode integration tests (bash), with a
+# real libvirtd and real qemu (TESTING.md).  Source it after functions.sh:
+#
+#   . "$(dirname "$0")/functions.sh"
+#   . "$(dirname "$0")/libvirt-functions.sh"
+#   lv_start
+#
+# Everything a test makes is named "$LV_PREFIX-..." (vdt-<script>-<pid>),
+# so tests can run in parallel (make check -j2) and never touch domains,
+# pools or loop devices they did not make.  Cleanup (registered with
+# on_exit, so it runs however the test ends): destroy and undefine
+# (--snapshots-metadata --nvram) the domains made here, destroy and
+# undefine the pools, detach the loop devices.
+#
+# Variables:
+#   LV_URI        the libvirt connection (default qemu:///system)
+#   LV_PREFIX     vdt-<script name>-$$
+#
+# Functions:
+#   lv_start              skip (77) unless libvirtd, qemu and /dev/kvm are
+#                         usable: starts virtlogd/libvirtd if they are not
+#                         running, waits until virsh answers; takes the
+#                         shared test lock (see lv_exclusive)
+#   lv_virsh ARG...       virsh -q -c "$LV_URI" ARG...
+#   lv_define NAME SPEC...  define a domain (type kvm, machine pc, 256 MiB,
+#                         1 vCPU, VNC on 127.0.0.1, boots from its first
+#                         disk if that has a boot sector, else sits in the
+#                         firmware).  One SPEC per disk, TYPE:TARGET:SOURCE
+#                           qcow2:vda:/path/img.qcow2   file, format qcow2
+#                           raw:vdb:/path/img.raw       file, format raw
+#                           qed:vdc:/path/img.qed       file, format qed
+#                           block:vdd:/dev/loop3        block device, raw
+#                           volume:vde:POOL/VOLUME      a pool's volume
+#                                                       (format from the pool)
+#                           cdrom:sda:/path/x.iso       a cdrom (SOURCE may be
+#                                                       empty: no medium)
+#                         virtio targets (vd*) on bus virtio, sd* on sata,
+#                         hd* on ide.  The domain is undefined at exit.
+#   lv_running NAME       true if the domain is running
+#   lv_pool NAME DIR      define and start a dir storage pool on DIR
+#   lv_loop FILE          attach FILE to a free loop device, print its path
+#   lv_image FMT PATH SIZE  qemu-img create -f FMT
+#   lv_writer_bootsector OUT  assemble writer-bootsector.S into a 512-byte
+#                         boot sector OUT (skips the test without binutils)
+#   lv_write_bootsector IMG  put the writer boot sector at sector 0 of the
+#                         qcow2 or raw image IMG (qemu-io)
+#   lv_allocated IMG      bytes allocated in IMG's data (qemu-img map -U)
+#   lv_writer_count IMG   "COUNT ERRORS" of the writer guest on IMG (sector 1)
+#   lv_mount MNT [OPT...] start_vmdiskfs MNT in libvirt mode on LV_URI;
+#                         skips the test (77) if the daemon says libvirt
+#                         mode is not built yet
+#   lv_raw_oracle IMG OUT [SNAP]  qemu-img convert -U -O raw (of snapshot
+#                         SNAP, via a reverted copy, if given)
+#   lv_escape NAME        the name as vmdiskfs shows it (%, /, . and ..)
+#   lv_exclusive          wait (up to 5 min) until no other libvirt test
+#                         runs, and keep them waiting until this test ends:
+#                         for restarting libvirtd
+#   lv_started_libvirtd   true if the running libvirtd was started by a test
+#                         (lv_start), so a test may restart it
+
+_lv_here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+: "${LV_URI:=qemu:///system}"
+LV_PREFIX="vdt-$(basename "${0%.sh}")-$$"
+LV_LOCK=/run/lock/vmdiskfs-libvirt-tests.lock
+LV_MARK=/run/lock/vmdiskfs-tests-libvirtd.pid
+export LV_URI LV_PREFIX
+
+_lv_domains=()
+_lv_pools=()
+_lv_loops=()
+
+lv_virsh ()
+{
+  virsh -q -c "$LV_URI" "$@"
+}
+
+_lv_answers ()
+{
+  virsh -c "$LV_URI" version >/dev/null 2>&1
+}
+
+lv_start ()
+{
+  require virsh qemu-img qemu-io
+  [ "$(id -u)" = 0 ] || skip "libvirt tests need root"
+  [ -c /dev/kvm ] || skip "no /dev/kvm"
+  command -v qemu-system-x86_64 >/dev/null 2>&1 || skip "no qemu-system-x86_64"
+  if ! _lv_answers; then
+    command -v libvirtd >/dev/null 2>&1 || skip "no libvirtd"
+    [ -S /run/libvirt/virtlogd-sock ] || virtlogd -d ||
+      skip "virtlogd does not start"
+    if ! _lv_answers; then
+      libvirtd -d || skip "libvirtd does not start"
+      wait_for 30 _lv_answers || skip "libvirtd does not answer"
+      pgrep -x -o libvirtd >"$LV_MARK" 2>/dev/null
+    fi
+  fi
+  [ -S /run/libvirt/virtlogd-sock ] || virtlogd -d || skip "virtlogd does not start"
+  # qemu runs as libvirt-qemu: it must reach the images under TEST_DIR.
+  chmod 0755 "$TEST_DIR"
+  _lv_lock_shared
+  on_exit lv_cleanup
+}
+
+_lv_lock_shared ()
+{
+  exec {LV_LOCK_FD}>>"$LV_LOCK"
+  flock -s -w 600 "$LV_LOCK_FD" || fail "waited 10 min for $LV_LOCK"
+}
+
+lv_exclusive ()
+{
+  flock -u "$LV_LOCK_FD"
+  flock -x -w 300 "$LV_LOCK_FD" || return 1
+}
+
+lv_started_libvirtd ()
+{
+  [ -s "$LV_MARK" ] && [ "$(cat "$LV_MARK")" = "$(pgrep -x -o libvirtd)" ]
+}
+
+lv_running ()
+{
+  [ "$(lv_virsh domstate "$1" 2>/dev/null)" = running ]
+}
+
+lv_cleanup ()
+{
+  local d p l
+  for d in "${_lv_domains[@]}"; do
+    lv_virsh destroy "$d" >/dev/null 2>&1
+    lv_virsh undefine "$d" --snapshots-metadata --nvram >/dev/null 2>&1 ||
+      lv_virsh undefine "$d" --snapshots-metadata >/dev/null 2>&1
+  done
+  for p in "${_lv_pools[@]}"; do
+    lv_virsh pool-destroy "$p" >/dev/null 2>&1
+    lv_virsh pool-undefine "$p" >/dev/null 2>&1
+  done
+  for l in "${_lv_loops[@]}"; do
+    losetup -d "$l" 2>/dev/null
+  done
+  _lv_domains=() _lv_pools=() _lv_loops=()
+}
+
+# Remember a domain made outside lv_define (virsh define in a test).
+lv_forget_later ()
+{
+  _lv_domains+=("$1")
+}
+
+_lv_xml_escape ()
+{
+  local s=$1
+  s=${s//&/&amp;}
+  s=${s//</&lt;}
+  s=${s//>/&gt;}
+  s=${s//\'/&apos;}
+  s=${s//\"/&quot;}
+  printf '%s' "$s"
+}
+
+lv_define ()
+{
+  local name=$1 spec type target src bus xml fmt pool vol
+  shift
+  xml="<domain type='kvm'>
+  <name>$(_lv_xml_escape "$name")</name>
+  <memory unit='MiB'>256</memory>
+  <vcpu>1</vcpu>
+  <os>
+    <type arch='x86_64' machine='pc'>hvm</type>
+    <boot dev='hd'/>
+  </os>
+  <features><acpi/></features>
+  <on_poweroff>destroy</on_poweroff>
+  <on_reboot>restart</on_reboot>
+  <on_crash>destroy</on_crash>
+  <devices>
+    <emulator>$(command -v qemu-system-x86_64)</emulator>
+"
+  for spec in "$@"; do
+    type=${spec%%:*}
+    spec=${spec#*:}
+    target=${spec%%:*}
+    src=$(_lv_xml_escape "${spec#*:}")
+    case $target in
+      vd*) bus=virtio ;;
+      sd*) bus=sata ;;
+      hd*) bus=ide ;;
+      *) fail "lv_define: target $target" ;;
+    esac
+    case $type in
+      qcow2|raw|qed)
+        xml+="    <disk type='file' device='disk'>
+      <driver name='qemu' type='$type'/>
+      <source file='$src'/>
+      <target dev='$target' bus='$bus'/>
+    </disk>
+" ;;
+      block)
+        xml+="    <disk type='block' device='disk'>
+      <driver name='qemu' type='raw'/>
+      <source dev='$src'/>
+      <target dev='$target' bus='$bus'/>
+    </disk>
+" ;;
+      volume)
+        pool=${src%%/*}
+        vol=${src#*/}
+        fmt=$(lv_virsh vol-dumpxml --pool "$pool" "$vol" 2>/dev/null |
+              sed -n "s/.*<format type='\([a-z0-9]*\)'.*/\1/p" | head -1)
+        xml+="    <disk type='volume' device='disk'>
+      <driver name='qemu' type='${fmt:-raw}'/>
+      <source pool='$pool' volume='$vol'/>
+      <target dev='$target' bus='$bus'/>
+    </disk>
+" ;;
+      cdrom)
+        xml+="    <disk type='file' device='cdrom'>
+      <driver name='qemu' type='raw'/>"
+        [ -n "$src" ] && xml+="
+      <source file='$src'/>"
+        xml+="
+      <target dev='$target' bus='$bus'/>
+      <readonly/>
+    </disk>
+" ;;
+      *) fail "lv_define: disk type $type" ;;
+    esac
+  done
+  xml+="    <graphics type='vnc' port='-1' autoport='yes' listen='127.0.0.1'/>
+    <video><model type='cirrus'/></video>
+    <memballoon model='none'/>
+  </devices>
+</domain>
+"
+  printf '%s' "$xml" >"$TEST_DIR/define.xml"
+  _lv_domains+=("$name")
+  lv_virsh define "$TEST_DIR/define.xml" >/dev/null ||
+    fail "virsh define $name: $(cat "$TEST_DIR/define.xml")"
+}
+
+lv_pool ()
+{
+  local name=$1 dir=$2
+  mkdir -p "$dir"
+  _lv_pools+=("$name")
+  lv_virsh pool-define-as "$name" dir --target "$dir" >/dev/null ||
+    fail "pool-define-as $name"
+  lv_virsh pool-start "$name" >/dev/null || fail "pool-start $name"
+}
+
+lv_loop ()
+{
+  local dev
+  dev=$(losetup -f --show "$1") || skip "no loop device for $1"
+  _lv_loops+=("$dev")
+  echo "$dev"
+}
+
+lv_image ()
+{
+  qemu-img create -q -f "$1" "$2" "$3" || fail "qemu-img create -f $1 $2 $3"
+}
+
+lv_writer_bootsector ()
+{
+  local out=$1 o=$TEST_DIR/.writer
+  require as ld objcopy
+  as --32 -o "$o.o" "$_lv_here/writer-bootsector.S" &&
+    ld -m elf_i386 -Ttext=0x7c00 -o "$o.elf" "$o.o" &&
+    objcopy -O binary -j .text "$o.elf" "$out" ||
+    fail "assembling writer-bootsector.S"
+  [ "$(stat -c %s "$out")" = 512 ] || fail "the boot sector is $(stat -c %s "$out") bytes"
+  rm -f "$o.o" "$o.elf"
+}
+
+lv_write_bootsector ()
+{
+  local img=$1 bs=$TEST_DIR/.writer.bin fmt
+  [ -s "$bs" ] || lv_writer_bootsector "$bs"
+  fmt=$(qemu-img info --output=json "$img" |
+        sed -n 's/.*"format": "\([a-z0-9]*\)".*/\1/p' | head -1)
+  qemu-io -f "$fmt" -c "write -s $bs 0 512" "$img" >/dev/null ||
+    fail "writing the boot sector into $img"
+}
+
+lv_allocated ()
+{
+  qemu-img map -U --output=json "$1" |
+    python3 -c '
+import json, sys
+print(sum(e["length"] for e in json.load(sys.stdin) if e["data"]))'
+}
+
+lv_mount ()
+{
+  local mnt=$1
+  shift
+  # Before libvirt mode lands the daemon refuses to start without images=.
+  if timeout 20 "$VMDISKFS" -o connect="$LV_URI" "$TEST_DIR/.nomnt" 2>&1 |
+       grep -q 'libvirt mode is not built yet'; then
+    skip "vmdiskfs has no libvirt mode yet"
+  fi
+  start_vmdiskfs "$mnt" -o connect="$LV_URI" "$@"
+}
+
+lv_raw_oracle ()
+{
+  local img=$1 out=$2 snap=${3:-} fmt
+  fmt=$(qemu-img info -U --output=json "$img" |
+        sed -n 's/.*"format": "\([a-z0-9]*\)".*/\1/p' | head -1)
+  if [ -z "$snap" ]; then
+    qemu-img convert -U -f "$fmt" -O raw "$img" "$out" ||
+      fail "qemu-img convert -U $img"
+  else
+    cp --sparse=always "$img" "$out.revert" || fail "cp $img"
+    qemu-img snapshot -a "$snap" "$out.revert" || fail "qemu-img snapshot -a $snap"
+    qemu-img convert -O raw "$out.revert" "$out" || fail "qemu-img convert $out.revert"
+    rm -f "$out.revert"
+  fi
+}
+
+lv_escape ()
+{
+  local s=$1
+  case $s in
+    .) echo '%2E'; return ;;
+    ..) echo '%2E%2E'; return ;;
+  esac
+  s=${s//%/%25}
+  s=${s//\//%2F}
+  printf '%s\n' "$s"
+}
+
+# The writer boot sector's counter (sector 1: "VDTW", count, errors) read
+# from IMG while the guest runs; "0 0" before the guest started writing.
+lv_writer_count ()
+{
+  local b
+  b=($(qemu-io -U -r -c "read -v 512 12" "$1" 2>/dev/null | head -1))
+  if [ "${b[1]:-}${b[2]:-}${b[3]:-}${b[4]:-}" != 56445457 ]; then
+    echo "0 0"
+    return
+  fi
+  echo $((16#${b[8]}${b[7]}${b[6]}${b[5]})) $((16#${b[12]}${b[11]}${b[10]}${b[9]}))
+}
