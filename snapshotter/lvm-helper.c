@@ -111,6 +111,7 @@ drain (int fd, struct out *o)
         return -1;
       o->s = t;
       o->cap = cap;
+      o->s[o->len] = '\0';
     }
     r = read (fd, o->s + o->len, o->cap - o->len - 1);
     if (r > 0) {

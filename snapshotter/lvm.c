@@ -390,6 +390,19 @@ lvm_deactivate (struct snap_info *s)
   return 0;
 }
 
+static bool
+lv_exists (const struct lvm_lv *lvs, size_t n, const char *vg,
+           const char *lv)
+{
+  size_t i;
+
+  for (i = 0; i < n; i++)
+    if (strcmp (lvs[i].f[LVM_F_VG_NAME], vg) == 0 &&
+        strcmp (lvs[i].f[LVM_F_LV_NAME], lv) == 0)
+      return true;
+  return false;
+}
+
 /* Create: the LV is "<origin>-<name>" when that is a valid LV name (then
  * the name shows through the prefix rule), else "<origin>-vdsnap-<time>"
  * with the tag vmdiskfs-name:<name>; always the tag vmdiskfs.  Classic
@@ -429,11 +442,9 @@ lvm_create (const char *disk, const char *name,
   thin = strcmp (o->f[LVM_F_SEGTYPE], "thin") == 0;
   if (asprintf (&lvname, "%s-%s", o->f[LVM_F_LV_NAME], name) < 0)
     goto out;
-  for (i = 0; i < nl; i++)
-    if (strcmp (lvs[i].f[LVM_F_VG_NAME], o->f[LVM_F_VG_NAME]) == 0 &&
-        strcmp (lvs[i].f[LVM_F_LV_NAME], lvname) == 0)
-      break;
-  if (i < nl || !valid_chars (name, NULL) || strlen (lvname) > LVM_NAME_MAX) {
+  if (lv_exists (lvs, nl, o->f[LVM_F_VG_NAME], lvname) ||
+      !valid_chars (name, NULL) || strlen (lvname) > LVM_NAME_MAX) {
+    unsigned k;
     if (asprintf (&name_tag, TAG_NAME "%s", name) < 0)
       goto out;
     if (!valid_tag (name_tag)) {
@@ -442,10 +453,18 @@ lvm_create (const char *disk, const char *name,
       errno = EINVAL;
       goto out;
     }
-    free (lvname);
-    if (asprintf (&lvname, "%.*s-vdsnap-%lld", 80, o->f[LVM_F_LV_NAME],
-                  (long long) time (NULL)) < 0)
-      goto out;
+    for (k = 0; ; k++) {
+      free (lvname);
+      /* "-vdsnap-TIME", then "-vdsnap-TIME-1", "-2" ... */
+      if (asprintf (&lvname, "%.*s-vdsnap-%lld%s%.0u", 80,
+                    o->f[LVM_F_LV_NAME], (long long) time (NULL),
+                    k ? "-" : "", k) < 0) {
+        lvname = NULL;
+        goto out;
+      }
+      if (!lv_exists (lvs, nl, o->f[LVM_F_VG_NAME], lvname))
+        break;
+    }
   }
   if (!thin) {
     uint64_t osize = parse_u64 (o->f[LVM_F_LV_SIZE]);
@@ -474,7 +493,7 @@ lvm_create (const char *disk, const char *name,
   snaps = NULL;
   ns = 0;
   if (lvm_list (disk, &snaps, &ns) < 0)
-    goto out;
+    ns = 0;
   for (i = 0; i < ns; i++)
     if (strcmp (snaps[i].id, id) == 0) {
       *out = snaps[i];
@@ -484,7 +503,10 @@ lvm_create (const char *disk, const char *name,
       break;
     }
   if (r < 0) {
-    vd_error ("lvm: %s: created but not listed", id);
+    /* Undo: a snapshot the caller does not know of would only fill the
+     * VG. */
+    vd_error ("lvm: %s: created but not listed: removing it", id);
+    run_on ("lvremove -f", id);
     errno = EIO;
   }
 
