@@ -295,7 +295,7 @@ vd_image_open_snapshot (struct vd_image *img, const char *id_or_name)
   s = img->fmt->open_snapshot (img, id_or_name);
   if (s) {
     s->fmt = img->fmt;
-    s->flags = img->flags & ~VD_OPEN_RDWR;
+    s->flags = img->flags & ~(VD_OPEN_RDWR | VD_OPEN_LIVE);
   }
   return s;
 }

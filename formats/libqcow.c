@@ -30,7 +30,8 @@
  * (ENOTSUP).
  *
  * Threads: the L1 table is immutable after open; L2 entries are read with
- * pread per request (no cache, no lock).  A libqcow handle is not safe for
+ * pread per request (no cache, no lock).  VD_OPEN_LIVE is ignored: the L1
+ * copy stays as at open (a legacy format nobody runs VMs on).  A libqcow handle is not safe for
  * concurrent use, so one mutex per image serializes the libqcow calls
  * (compressed clusters only): fine for a legacy format.  The cached file
  * size is accessed atomically.

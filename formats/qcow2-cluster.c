@@ -9,8 +9,11 @@
  * loop over pieces.
  *
  * Threads: read and block_status run concurrently on one image (the FUSE
- * daemon's worker threads).  The L1 table and all geometry are read-only
- * after open.  The L2 cache is split into shards chosen by a hash of the
+ * daemon's worker threads), and with VD_OPEN_LIVE another process (the VM)
+ * writes the file meanwhile: then no L1 copy and no L2 cache are used,
+ * every piece reads its metadata afresh (map_piece_live, below) and keeps
+ * nothing.  Otherwise the L1 table and all geometry are read-only after
+ * open.  The L2 cache is split into shards chosen by a hash of the
  * L2 table's file offset, each with its own mutex, so threads only
  * contend when they want tables of the same shard (at least 16 shards
  * when the cache has 16 slots, about 16 slots per shard); a table is read
@@ -431,6 +434,209 @@ classify (struct qcow2_image *q, uint64_t pos, uint64_t entry,
   return 0;
 }
 
+/* Walk the L2 entries of guest range [offset, end) (inside one L2 table;
+ * ents holds the entry of offset's cluster and those after it) and fill p
+ * with the longest run of one kind at its start. */
+static int
+walk_l2 (struct qcow2_image *q, const uint8_t *ents, uint64_t offset,
+         uint64_t end, struct piece *p)
+{
+  uint64_t pos = offset, first_cluster = offset >> q->cluster_bits;
+  bool first = true;
+
+  while (pos < end) {
+    const uint8_t *e =
+      ents + ((pos >> q->cluster_bits) - first_cluster) * q->l2_entry_bytes;
+    uint64_t entry = load_be64 (e);
+    uint64_t bitmap = q->extended_l2 ? load_be64 (e + 8) : 0;
+    enum piece_kind kind;
+    uint64_t host = 0, coff = 0, csize = 0, run_end, n;
+
+    if (classify (q, pos, entry, bitmap, &kind, &host, &coff, &csize,
+                  &run_end) < 0)
+      return -1;
+    n = MIN (run_end, end) - pos;
+
+    if (first) {
+      p->kind = kind;
+      p->host = host;
+      p->coff = coff;
+      p->csize = csize;
+      p->len = n;
+      first = false;
+      if (kind == P_COMPRESSED)
+        break;
+    }
+    else if (kind != p->kind || kind == P_COMPRESSED ||
+             (kind == P_DATA && host != p->host + p->len))
+      break;
+    else
+      p->len += n;
+    pos += n;
+  }
+  return 0;
+}
+
+/* ---- Live images (VD_OPEN_LIVE) ----
+ *
+ * No L1 copy, no L2 cache: each piece reads the header's l1_size and
+ * l1_table_offset (bytes 36..47), the L1 entries it needs and the slice of
+ * the L2 table it needs, then reads the header fields and the L1 entry
+ * again.  If either changed (qemu grew and moved the L1 table, or copied
+ * an L2 table shared with a snapshot before writing to it), the L2 slice
+ * may come from a freed cluster: retry.  Data is written by qemu before
+ * the L2 entry that points to it, and an L2 table before the L1 entry, so
+ * a stable mapping is a consistent one. */
+
+#define LIVE_RETRIES   8
+#define LIVE_L1_MAX    512     /* L1 entries read at once (4 KiB)         */
+#define LIVE_L2_BYTES  4096    /* L2 entry bytes read at once             */
+
+/* The active L1 table's position, from the header, validated. */
+static int
+live_l1_pos (struct qcow2_image *q, uint64_t *off, uint32_t *size)
+{
+  uint8_t b[12];
+  uint64_t cs = q->cluster_size, end;
+
+  if (vd_pread_full (q->fd, b, sizeof b, 36, false) < 0) {
+    vd_error ("qcow2: %s: cannot read the header: %m", q->img.path);
+    errno = EIO;
+    return -1;
+  }
+  *size = load_be32 (b);
+  *off = load_be64 (b + 4);
+  if (*size == 0)
+    return 0;
+  if ((uint64_t) *size > QCOW2_MAX_L1_BYTES / 8 || !IS_ALIGNED (*off, cs) ||
+      *off < cs || ADD_OVERFLOW (*off, (uint64_t) *size * 8, &end) ||
+      (end > qcow2_file_size (q, false, false) &&
+       end > qcow2_file_size (q, false, true))) {
+    vd_error ("qcow2: %s: L1 table (offset %#" PRIx64 ", %" PRIu32
+              " entries) invalid", q->img.path, *off, *size);
+    errno = EIO;
+    return -1;
+  }
+  return 0;
+}
+
+/* Did the L1 position, or L1 entry l1i (when l2_off != 0), change? */
+static int
+live_changed (struct qcow2_image *q, uint64_t l1_off, uint32_t l1_size,
+              uint64_t l1i, uint64_t l2_off, bool *changed)
+{
+  uint64_t off, e;
+  uint32_t size;
+
+  if (live_l1_pos (q, &off, &size) < 0)
+    return -1;
+  *changed = off != l1_off || size != l1_size;
+  if (*changed || l2_off == 0)
+    return 0;
+  if (vd_pread_full (q->fd, &e, 8, l1_off + l1i * 8, false) < 0) {
+    vd_error ("qcow2: %s: cannot read the active L1 table: %m", q->img.path);
+    errno = EIO;
+    return -1;
+  }
+  *changed = (load_be64 (&e) & QCOW2_L1E_OFFSET_MASK) != l2_off;
+  return 0;
+}
+
+static int
+map_piece_live (struct qcow2_image *q, uint64_t offset, uint64_t max_len,
+                struct piece *p)
+{
+  unsigned cov_bits = q->cluster_bits + q->l2_bits;
+  uint64_t cov = 1ULL << cov_bits, cs = q->cluster_size;
+  uint64_t l1i = offset >> cov_bits;
+  uint8_t l1buf[LIVE_L1_MAX * 8], l2buf[LIVE_L2_BYTES];
+  unsigned try;
+
+  for (try = 0; try < LIVE_RETRIES; try++) {
+    uint64_t l1_off, limit, l2_off, need, n, i, first_cl, nent, end, fsize;
+    uint32_t l1_size;
+    bool changed;
+
+    memset (p, 0, sizeof *p);
+    if (live_l1_pos (q, &l1_off, &l1_size) < 0)
+      return -1;
+    limit = MIN (((l1i + 1) << cov_bits) - offset, max_len);
+    if (l1i >= l1_size) {
+      /* Beyond the L1 table: never written (it only grows). */
+      p->kind = P_UNALLOC;
+      p->len = max_len;
+      return 0;
+    }
+    need = 1 + DIV_ROUND_UP (max_len - limit, cov);
+    n = MIN (MIN ((uint64_t) l1_size - l1i, (uint64_t) LIVE_L1_MAX), need);
+    if (vd_pread_full (q->fd, l1buf, n * 8, l1_off + l1i * 8, false) < 0) {
+      vd_error ("qcow2: %s: cannot read the active L1 table: %m",
+                q->img.path);
+      errno = EIO;
+      return -1;
+    }
+    l2_off = load_be64 (l1buf) & QCOW2_L1E_OFFSET_MASK;
+
+    if (l2_off == 0) {
+      /* Unallocated, over following empty L1 entries too. */
+      for (i = 1; i < n && limit < max_len; i++) {
+        if (load_be64 (l1buf + i * 8) & QCOW2_L1E_OFFSET_MASK)
+          break;
+        limit = MIN (max_len, limit + cov);
+      }
+      if (i == n && l1i + n >= l1_size)
+        limit = max_len;
+      if (live_changed (q, l1_off, l1_size, l1i, 0, &changed) < 0)
+        return -1;
+      if (changed)
+        continue;
+      p->kind = P_UNALLOC;
+      p->len = limit;
+      return 0;
+    }
+
+    fsize = qcow2_file_size (q, false, false);
+    if (l2_off + cs > fsize)
+      fsize = qcow2_file_size (q, false, true);
+    if (!IS_ALIGNED (l2_off, cs) || l2_off < cs || l2_off > fsize ||
+        fsize - l2_off < cs) {
+      if (live_changed (q, l1_off, l1_size, l1i, 0, &changed) < 0)
+        return -1;
+      if (changed)
+        continue;
+      vd_error ("qcow2: %s: active L1 table entry %" PRIu64 ": L2 table "
+                "offset %#" PRIx64 " unaligned, in the header or outside "
+                "the file", q->img.path, l1i, l2_off);
+      errno = EIO;
+      return -1;
+    }
+
+    /* The L2 entries of [offset, offset + limit), at most LIVE_L2_BYTES. */
+    first_cl = offset >> q->cluster_bits;
+    nent = ((offset + limit - 1) >> q->cluster_bits) - first_cl + 1;
+    nent = MIN (nent, (uint64_t) (LIVE_L2_BYTES / q->l2_entry_bytes));
+    end = MIN (offset + limit, (first_cl + nent) << q->cluster_bits);
+    if (vd_pread_full (q->fd, l2buf, nent * q->l2_entry_bytes,
+                       l2_off + (first_cl & ((1ULL << q->l2_bits) - 1)) *
+                       q->l2_entry_bytes, false) < 0) {
+      vd_error ("qcow2: %s: cannot read L2 table at %#" PRIx64 ": %m",
+                q->img.path, l2_off);
+      errno = EIO;
+      return -1;
+    }
+    if (live_changed (q, l1_off, l1_size, l1i, l2_off, &changed) < 0)
+      return -1;
+    if (changed)
+      continue;
+    return walk_l2 (q, l2buf, offset, end, p);
+  }
+  vd_error ("qcow2: %s: metadata for guest offset %#" PRIx64 " kept "
+            "changing while read (%d tries)", q->img.path, offset,
+            LIVE_RETRIES);
+  errno = EIO;
+  return -1;
+}
+
 /* The longest run starting at guest offset offset, at most max_len bytes,
  * inside one L2 table, of one kind (see struct piece). */
 static int
@@ -440,9 +646,12 @@ map_piece (struct qcow2_image *q, uint64_t offset, uint64_t max_len,
   unsigned cov_bits = q->cluster_bits + q->l2_bits;
   uint64_t l1i = offset >> cov_bits;
   uint64_t limit = ((l1i + 1) << cov_bits) - offset;
-  uint64_t pos, end;
   struct l2_ref ref;
-  bool first = true;
+  size_t idx;
+  int r;
+
+  if (q->live)
+    return map_piece_live (q, offset, max_len, p);
 
   memset (p, 0, sizeof *p);
   limit = MIN (limit, max_len);
@@ -464,43 +673,11 @@ map_piece (struct qcow2_image *q, uint64_t offset, uint64_t max_len,
   }
   if (l2_get (q, q->l1[l1i], &ref) < 0)
     return -1;
-
-  pos = offset;
-  end = offset + limit;
-  while (pos < end) {
-    size_t idx = (pos >> q->cluster_bits) & ((1ULL << q->l2_bits) - 1);
-    const uint8_t *e = ref.table + idx * q->l2_entry_bytes;
-    uint64_t entry = load_be64 (e);
-    uint64_t bitmap = q->extended_l2 ? load_be64 (e + 8) : 0;
-    enum piece_kind kind;
-    uint64_t host = 0, coff = 0, csize = 0, run_end, n;
-
-    if (classify (q, pos, entry, bitmap, &kind, &host, &coff, &csize,
-                  &run_end) < 0) {
-      l2_put (&ref);
-      return -1;
-    }
-    n = MIN (run_end, end) - pos;
-
-    if (first) {
-      p->kind = kind;
-      p->host = host;
-      p->coff = coff;
-      p->csize = csize;
-      p->len = n;
-      first = false;
-      if (kind == P_COMPRESSED)
-        break;
-    }
-    else if (kind != p->kind || kind == P_COMPRESSED ||
-             (kind == P_DATA && host != p->host + p->len))
-      break;
-    else
-      p->len += n;
-    pos += n;
-  }
+  idx = (offset >> q->cluster_bits) & ((1ULL << q->l2_bits) - 1);
+  r = walk_l2 (q, ref.table + idx * q->l2_entry_bytes, offset,
+               offset + limit, p);
   l2_put (&ref);
-  return 0;
+  return r;
 }
 
 /* ---- Compressed clusters ---- */
@@ -637,7 +814,8 @@ read_compressed (struct qcow2_image *q, const struct piece *p, void *buf,
 
   if (!z)
     return -1;
-  if (z->cache_id != q->cache->id || z->coff != p->coff) {
+  /* Live: the extent at coff may have been freed and rewritten since. */
+  if (q->live || z->cache_id != q->cache->id || z->coff != p->coff) {
     z->cache_id = 0;
     if (vd_pread_full (q->fd, z->in, p->csize, p->coff, false) < 0) {
       zbuf_trim (z);

@@ -11,7 +11,12 @@
  *
  * The table is read afresh from disk on every list/open, so snapshots
  * created while the image is open (a running VM, vmdiskfs's own mkdir)
- * show up.  Threads: no shared state; every call works on its own copy.
+ * show up, with or without VD_OPEN_LIVE.  A snapshot is opened without
+ * VD_OPEN_LIVE even from a live image: its L1 table, L2 tables and
+ * clusters are immutable while it exists (after its deletion they may be
+ * reused: reads may give garbage, validated as always, never a crash).
+ * Threads: no shared state; every call works on its own copy, and the
+ * file may be written by a running VM meanwhile.
  *
  * SPDX-License-Identifier: GPL-3.0-or-later
  */
@@ -311,7 +316,9 @@ qcow2_open_snapshot (struct vd_image *img, const char *id_or_name)
   self.ino = st.st_ino;
   self.depth = 0;
   errno = 0;
-  s = qcow2_open_image (img->path, fd, img->flags & ~VD_OPEN_RDWR, &self,
+  /* Immutable while the snapshot exists: never LIVE. */
+  s = qcow2_open_image (img->path, fd,
+                        img->flags & ~(VD_OPEN_RDWR | VD_OPEN_LIVE), &self,
                         id_or_name);
   return s ? &s->img : NULL;
 }

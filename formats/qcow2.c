@@ -17,6 +17,8 @@
  *
  * Threads: open and close run alone; after open, every field here is
  * read-only except what qcow2-cluster.c says (L2 cache, file sizes).
+ * With VD_OPEN_LIVE the active image keeps no L1 copy (it is read and
+ * validated at open, then dropped): see qcow2-cluster.c.
  *
  * SPDX-License-Identifier: GPL-3.0-or-later
  */
@@ -278,8 +280,10 @@ open_backing (struct qcow2_image *q, unsigned flags,
   name = vd_resolve_relative (q->img.path, q->backing_name);
   if (!name)
     return -1;
+  /* qemu never writes a backing file while the VM runs: no LIVE. */
   q->backing = vd_image_open_chain (name, q->backing_format,
-                                    flags & ~VD_OPEN_RDWR, chain);
+                                    flags & ~(VD_OPEN_RDWR | VD_OPEN_LIVE),
+                                    chain);
   if (!q->backing) {
     /* vd_image_open_chain logged why (STYLE.md: log once). */
     int e = errno;
@@ -315,6 +319,8 @@ qcow2_open_image (const char *path, int fd, unsigned flags,
   q->fd = fd;
   q->data_fd = fd;
   q->is_snapshot = snapshot != NULL;
+  /* A snapshot's tables are immutable while it exists: no need. */
+  q->live = (flags & VD_OPEN_LIVE) && !snapshot;
   q->img.path = strdup (path);
   if (!q->img.path)
     goto fail;
@@ -583,6 +589,13 @@ qcow2_open_image (const char *path, int fd, unsigned flags,
       goto fail;
   }
 
+  if (q->live) {
+    /* Validated above; looked up afresh from now on. */
+    free (q->l1);
+    q->l1 = NULL;
+    q->l1_size = 0;
+    q->nr_l2_tables = 0;
+  }
   q->cache = qcow2_cache_new (q);
   if (!q->cache)
     goto fail;

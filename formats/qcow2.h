@@ -9,7 +9,10 @@
  * Threads: everything in struct qcow2_image is set at open and read-only
  * afterwards, except the L2 cache (qcow2-cluster.c, one mutex per shard)
  * and the cached file sizes (atomic loads/stores, refreshed with
- * fstat when an offset looks beyond the end of a growing file).
+ * fstat when an offset looks beyond the end of a growing file).  With
+ * VD_OPEN_LIVE (live set) the file's metadata may change under us: l1 is
+ * NULL and the cache unused; every lookup reads the header's L1 position,
+ * the L1 entry and L2 entries afresh (qcow2-cluster.c).
  *
  * SPDX-License-Identifier: GPL-3.0-or-later
  */
@@ -112,6 +115,8 @@ struct qcow2_image {
 
   bool is_snapshot;             /* opened by qcow2_open_snapshot          */
   struct qcow2_l2_cache *cache;
+  bool live;                    /* VD_OPEN_LIVE on the active image: no
+                                   l1 copy, no L2 cache (see vdformat.h)  */
 };
 
 /* qcow2.c */

@@ -23,8 +23,14 @@
  * mutex, held while the slot is looked up or refilled (one 4 KiB pread),
  * never across other I/O.  The cached file size is accessed atomically.
  * The backing image is thread-safe on its own.  Caches are not
- * invalidated: an image written while open (running VM) is read
- * crash-consistent at best, as DESIGN.md says.
+ * invalidated, so an image written while open (running VM) reads stale
+ * unless opened with VD_OPEN_LIVE: then neither the L1 copy nor the L2
+ * cache is used, and every lookup preads the L1 entry and the L2 entries
+ * it needs (validated as always).  QED tables never move (no snapshots,
+ * no copy-on-write of tables; the L1 table has a fixed place and size),
+ * and qemu writes a data cluster before the L2 entry that points to it
+ * and a new L2 table before its L1 entry, so fresh entries give a
+ * crash-consistent view without any retry.
  *
  * SPDX-License-Identifier: GPL-3.0-or-later
  */
@@ -99,6 +105,9 @@ struct qed_image {
   bool has_backing;                   /* header names a backing file    */
   struct vd_image *backing;           /* NULL with VD_OPEN_NO_BACKING   */
   struct qed_slot *cache;             /* QED_CACHE_SLOTS slots          */
+  bool live;                          /* VD_OPEN_LIVE: l1 and cache
+                                         unused, tables read afresh     */
+  uint64_t l1_off;                    /* file offset of the L1 table    */
 };
 
 enum qed_kind {
@@ -161,6 +170,19 @@ qed_l2_entries (struct qed_image *q, uint64_t l2_off, uint64_t idx,
     &q->cache[(chunk_off / QED_CHUNK_BYTES) % QED_CACHE_SLOTS];
   int ret = 0;
   size_t i;
+
+  if (q->live) {
+    /* Same bounds as a chunk: within the table, which is in the file
+     * (rounded up to a cluster, hence the zero fill). */
+    if (vd_pread_full (q->fd, out, n * 8, l2_off + idx * 8, true) < 0) {
+      vd_error ("qed: %s: reading L2 table at %#" PRIx64 ": %m",
+                q->img.path, l2_off);
+      return -1;
+    }
+    for (i = 0; i < n; i++)
+      out[i] = load_le64 (&out[i]);
+    return 0;
+  }
 
   pthread_mutex_lock (&s->lock);
   if (s->tag != chunk_off) {
@@ -243,7 +265,17 @@ qed_map (struct qed_image *q, uint64_t offset, uint64_t length,
       errno = EIO;
       return -1;
     }
-    l2_off = q->l1[l1_idx];
+    if (q->live) {
+      /* The L1 table was checked at open to lie inside the file. */
+      if (vd_pread_full (q->fd, &l2_off, 8, q->l1_off + l1_idx * 8,
+                         true) < 0) {
+        vd_error ("qed: %s: reading the L1 table: %m", q->img.path);
+        return -1;
+      }
+      l2_off = load_le64 (&l2_off);
+    }
+    else
+      l2_off = q->l1[l1_idx];
     if (l2_off == 0) {
       if (first)
         *kind = QED_UNALLOCATED;
@@ -462,7 +494,10 @@ qed_open_backing (struct qed_image *q, const char *path, const uint8_t *hdr,
   full = vd_resolve_relative (path, name);
   if (!full)
     return -1;
-  q->backing = vd_image_open_chain (full, fmt, flags & ~VD_OPEN_RDWR, chain);
+  /* qemu never writes a backing file while the VM runs: no LIVE. */
+  q->backing = vd_image_open_chain (full, fmt,
+                                    flags & ~(VD_OPEN_RDWR | VD_OPEN_LIVE),
+                                    chain);
   if (!q->backing) {
     int e = errno;
     vd_error ("qed: %s: cannot open backing file %s", path, full);
@@ -558,6 +593,8 @@ qed_open (const char *path, int fd, unsigned flags,
     goto fail;
   }
   q->img.size = image_size;
+  q->live = (flags & VD_OPEN_LIVE) != 0;
+  q->l1_off = l1_off;
 
   if (!qed_check_range (q, l1_off, q->table_bytes)) {
     vd_error ("qed: %s: bad L1 table offset %#" PRIx64, path, l1_off);
@@ -568,7 +605,7 @@ qed_open (const char *path, int fd, unsigned flags,
    * which lies inside the file. */
   q->l1_len = DIV_ROUND_UP (image_size,
                             (uint64_t) 1 << (q->cluster_bits + q->table_bits));
-  if (q->l1_len > 0) {
+  if (q->l1_len > 0 && !q->live) {
     q->l1 = malloc (q->l1_len * 8);
     if (!q->l1)
       goto fail;

@@ -5,7 +5,9 @@
  * lseek(SEEK_DATA/SEEK_HOLE); a block device is all data.  Every data
  * extent carries the fd so the FUSE layer can splice from it.
  * Threads: after open nothing is mutable, so any number of threads may
- * call read and block_status at once.
+ * call read and block_status at once.  A raw file written by a running
+ * VM needs nothing more (no metadata): VD_OPEN_LIVE changes nothing, and
+ * the size stays as at open (the owner reopens on a resize).
  *
  * SPDX-License-Identifier: GPL-3.0-or-later
  */

@@ -8,6 +8,16 @@
  *   vd-cat -l IMAGE                               snapshots: ID<TAB>NAME<TAB>
  *                                                 DATE<TAB>DISKSIZE<TAB>VMSTATE
  *   vd-cat -i IMAGE                               format and virtual size
+ *   vd-cat [-s SNAPSHOT] -r N [-u FILE] IMAGE     keep the image open and
+ *                                                 read it N times (0: no
+ *                                                 limit), printing per pass
+ *                                                 PASS CRC32 SNAPSHOTS;
+ *                                                 with -u, the pass that
+ *                                                 starts once FILE exists
+ *                                                 is the last
+ *
+ * -L opens the image with VD_OPEN_LIVE (a running VM writes it), -b sets
+ * the read size (default 1 MiB).
  *
  * Exit 0 on success, 1 on any error (after the library logged why).
  *
@@ -22,8 +32,14 @@
 #include <string.h>
 #include <unistd.h>
 
+#include <sys/stat.h>
+#include <zlib.h>
+
 #include "vdformat.h"
 #include "log.h"
+
+#define USAGE "usage: vd-cat [-L] [-f FMT] [-s SNAP] [-b BYTES] " \
+  "[-m|-l|-i|-r N [-u FILE]] IMAGE\n"
 
 static int
 write_all (int fd, const char *p, size_t n)
@@ -41,6 +57,32 @@ write_all (int fd, const char *p, size_t n)
   return 0;
 }
 
+/* Read img once in bufsize pieces: to fd 1 (out) or into *crc. */
+static int
+read_pass (struct vd_image *img, char *buf, size_t bufsize, bool out,
+           uLong *crc)
+{
+  uint64_t off;
+
+  *crc = crc32 (0, Z_NULL, 0);
+  for (off = 0; off < img->size; ) {
+    size_t n = img->size - off < bufsize ? img->size - off : bufsize;
+    if (vd_image_pread (img, buf, n, off) < 0) {
+      fprintf (stderr, "vd-cat: read at %" PRIu64 ": %s\n", off,
+               strerror (errno));
+      return -1;
+    }
+    if (out && write_all (1, buf, n) < 0) {
+      perror ("vd-cat: write");
+      return -1;
+    }
+    if (!out)
+      *crc = crc32 (*crc, (const Bytef *) buf, n);
+    off += n;
+  }
+  return 0;
+}
+
 int
 main (int argc, char **argv)
 {
@@ -51,8 +93,11 @@ main (int argc, char **argv)
   char *buf;
   uint64_t off;
   int c, ret = 1;
+  unsigned flags = 0;
+  long passes = -1;
+  const char *until = NULL;
 
-  while ((c = getopt (argc, argv, "f:s:mlidb:")) != -1) {
+  while ((c = getopt (argc, argv, "f:s:mlidb:Lr:u:")) != -1) {
     switch (c) {
     case 'f': format = optarg; break;
     case 's': snap = optarg; break;
@@ -61,17 +106,20 @@ main (int argc, char **argv)
     case 'i': info = true; break;
     case 'd': vd_log_set_level (VD_LOG_DEBUG); break;
     case 'b': bufsize = strtoul (optarg, NULL, 0); break;
+    case 'L': flags |= VD_OPEN_LIVE; break;
+    case 'r': passes = strtol (optarg, NULL, 0); break;
+    case 'u': until = optarg; break;
     default:
-      fprintf (stderr, "usage: vd-cat [-f FMT] [-s SNAP] [-m|-l|-i] IMAGE\n");
+      fputs (USAGE, stderr);
       return 1;
     }
   }
-  if (optind != argc - 1 || bufsize == 0) {
-    fprintf (stderr, "usage: vd-cat [-f FMT] [-s SNAP] [-m|-l|-i] IMAGE\n");
+  if (optind != argc - 1 || bufsize == 0 || (until && passes < 0)) {
+    fputs (USAGE, stderr);
     return 1;
   }
 
-  top = vd_image_open_chain (argv[optind], format, 0, NULL);
+  top = vd_image_open_chain (argv[optind], format, flags, NULL);
   if (!top)
     return 1;
   img = top;
@@ -113,27 +161,41 @@ main (int argc, char **argv)
     }
     ret = 0;
   }
-  else {
+  else if (passes >= 0) {
+    long i;
+    bool last = false;
+    uLong crc;
+
     buf = malloc (bufsize);
     if (!buf)
       goto out;
-    for (off = 0; off < img->size; ) {
-      size_t n = img->size - off < bufsize ? img->size - off : bufsize;
-      if (vd_image_pread (img, buf, n, off) < 0) {
-        fprintf (stderr, "vd-cat: read at %" PRIu64 ": %s\n", off,
-                 strerror (errno));
+    for (i = 0; !last && (passes == 0 || i < passes); i++) {
+      struct vd_snapshot *s;
+      size_t n;
+      struct stat st;
+
+      last = until && stat (until, &st) == 0;
+      if (vd_image_list_snapshots (top, &s, &n) < 0 ||
+          read_pass (img, buf, bufsize, false, &crc) < 0) {
         free (buf);
         goto out;
       }
-      if (write_all (1, buf, n) < 0) {
-        perror ("vd-cat: write");
-        free (buf);
-        goto out;
-      }
-      off += n;
+      vd_snapshots_free (s, n);
+      printf ("%ld %08lx %zu\n", i, crc, n);
+      fflush (stdout);
     }
     free (buf);
     ret = 0;
+  }
+  else {
+    uLong crc;
+
+    buf = malloc (bufsize);
+    if (!buf)
+      goto out;
+    if (read_pass (img, buf, bufsize, true, &crc) == 0)
+      ret = 0;
+    free (buf);
   }
  out:
   if (img != top)

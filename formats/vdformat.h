@@ -18,7 +18,9 @@
  * Threads: after open, read/block_status/list_snapshots/open_snapshot of
  * one image may be called from many threads at once; each driver says in
  * its header comment what protects its shared state (caches).  open and
- * close are not concurrent with anything else on the same image.
+ * close are not concurrent with anything else on the same image.  Another
+ * process (a running VM) may write the image file meanwhile: see
+ * VD_OPEN_LIVE below for what a reader then sees.
  *
  * SPDX-License-Identifier: GPL-3.0-or-later
  */
@@ -34,6 +36,47 @@
 #define VD_OPEN_RDWR        0x1  /* open for writing (not used yet)      */
 #define VD_OPEN_NO_BACKING  0x2  /* do not open backing / data files:
                                     fuzzers; reads needing them fail EIO */
+#define VD_OPEN_LIVE        0x4  /* the image may change under us (a
+                                    running VM writes it): revalidate
+                                    metadata on every request         */
+
+/* VD_OPEN_LIVE, in detail.
+ *
+ * Without it a driver may cache metadata for as long as the image is open
+ * (qcow2: the L1 table and L2 tables; QED: L1 and L2 chunks), so an image
+ * that someone else writes reads stale: new clusters read as holes, a
+ * moved L1 table is read where it used to be.  Drivers never detect that;
+ * the owner does (fs/ compares the image file's size and mtime and
+ * reopens), which costs nothing on the normal path.
+ *
+ * With it, the qcow2 and QED drivers cache no mapping metadata: every read
+ * and block_status looks up the header's L1 position, the L1 entry and the
+ * L2 entries it needs with fresh preads (page cache; about 40 bytes plus
+ * 8 or 16 bytes per cluster of the request), validated as always, and
+ * qcow2 checks that the header and L1 entry did not change while it read
+ * the L2 entries (else it retries, and fails EIO after a few tries).  So
+ * each request sees metadata at least as fresh as its start: the guest's
+ * disk as it would be after a host crash at that moment (crash
+ * consistent), qemu's unflushed metadata cache not included.  A torn or
+ * changing read gives old data, new data or EIO, never a crash and never
+ * a read outside the file.
+ *
+ * What stays as at open: the virtual size (vd_image_size; a resize is seen
+ * by reopening, as fs/ does on an mtime change), the geometry (cluster
+ * size, features), the backing chain (backing files are opened without
+ * LIVE: qemu does not write them) and external data file.  The snapshot
+ * list is read afresh on every call in any mode.  A snapshot opened from
+ * a LIVE image (vd_image_open_snapshot) is opened without LIVE: its L1
+ * table, L2 tables and clusters are immutable while the snapshot exists.
+ * If it is deleted while open its clusters may be reused: reads may then
+ * return garbage, but every offset is still validated (EIO, no crash).
+ * raw images need nothing (no metadata); QCOW version 1 images ignore the
+ * flag (their L1 copy stays as at open).
+ *
+ * The data clusters a request maps are read after the mapping: a cluster
+ * discarded and reused in between (discard, snapshot deletion) can give
+ * garbage for that request; qemu writes data before the metadata that
+ * points to it, so ordinary writes never expose unwritten clusters. */
 
 enum vd_extent_type {
   VD_EXTENT_DATA = 0,   /* allocated, holds data (may be zeros)            */
