@@ -38,7 +38,10 @@
 #                         hd* on ide.  The domain is undefined at exit.
 #   lv_running NAME       true if the domain is running
 #   lv_pool NAME DIR      define and start a dir storage pool on DIR
-#   lv_loop FILE          attach FILE to a free loop device, print its path
+#   lv_loop FILE          attach FILE to a free loop device, its path in
+#                         LV_LOOP (not in a subshell: it is detached at exit)
+#   lv_alive MNT          fail the test, with the log's tail, if the daemon
+#                         serving MNT has died
 #   lv_image FMT PATH SIZE  qemu-img create -f FMT
 #   lv_writer_bootsector OUT  assemble writer-bootsector.S into a 512-byte
 #                         boot sector OUT (skips the test without binutils)
@@ -252,10 +255,19 @@ lv_pool ()
 
 lv_loop ()
 {
-  local dev
-  dev=$(losetup -f --show "$1") || skip "no loop device for $1"
-  _lv_loops+=("$dev")
-  echo "$dev"
+  LV_LOOP=$(losetup -f --show "$1") || skip "no loop device for $1"
+  _lv_loops+=("$LV_LOOP")
+}
+
+lv_alive ()
+{
+  local pid
+  pid=$(vmdiskfs_pid "$1")
+  if [ -z "$pid" ] || ! kill -0 "$pid" 2>/dev/null; then
+    tail -20 "$(vmdiskfs_log "$1")" >&2
+    wait "$pid" 2>/dev/null
+    fail "the daemon serving $1 died (exit status $?; log above)"
+  fi
 }
 
 lv_image ()
