@@ -34,6 +34,7 @@ trap 'echo "FAIL: setup: command failed at line $LINENO: $BASH_COMMAND"' ERR
 # On failure: the daemon's log, then exit 1.
 mx_exit_failed ()
 {
+  mx_watchdog_stop
   if [ -s "$LOG" ]; then
     echo "--- vmdiskfs log (last 40 lines) ---"
     tail -n 40 "$LOG"
@@ -41,15 +42,55 @@ mx_exit_failed ()
   exit 1
 }
 
+# The daemon stopped answering (a read failed and a readdir times out too):
+# kill it, detach the mount, fail now rather than time out on every file.
+mx_check_alive ()
+{
+  if ! kill -0 "$PID" 2>/dev/null; then
+    mx_fail "daemon" "vmdiskfs died ($1)"
+  elif timeout 10 ls "$MNT" >/dev/null 2>&1; then
+    return 0
+  else
+    mx_fail "daemon" "vmdiskfs stopped answering ($1)"
+    kill -KILL "$PID"
+  fi
+  fusermount3 -uz "$MNT" 2>/dev/null || true
+  mx_exit_failed
+}
+
+# Watchdog: a daemon that hangs would hang this script in the kernel (a
+# stat from the shell waits for the FUSE answer); after 240 s of mount the
+# watchdog kills the daemon, so every pending request fails and the test
+# fails (exit status 137) instead of hanging.
+MX_WD=
+mx_watchdog_start ()
+{
+  ( trap 'kill $s 2>/dev/null; exit 0' TERM
+    sleep 240 & s=$!
+    wait $s
+    echo "FAIL: watchdog: vmdiskfs still mounted after 240 s: killing it"
+    kill -KILL "$PID" ) &
+  MX_WD=$!
+}
+mx_watchdog_stop ()
+{
+  if [ -n "$MX_WD" ]; then
+    kill "$MX_WD" 2>/dev/null || true
+    wait "$MX_WD" 2>/dev/null || true
+    MX_WD=
+  fi
+}
+
 # Unmount and check that the daemon exits, cleanly, within 5 s.
 mx_stop ()
 {
   local rc=0
+  mx_watchdog_stop
   fusermount3 -u "$MNT" || mx_fail "unmount" "fusermount3 -u $MNT failed"
   for _ in $(seq 50); do kill -0 "$PID" 2>/dev/null || break; sleep 0.1; done
   if kill -0 "$PID" 2>/dev/null; then
     mx_fail "unmount" "vmdiskfs still running 5 s after fusermount3 -u"
-    kill "$PID"
+    kill -KILL "$PID"
   fi
   stop_vmdiskfs "$MNT" || rc=$?
   if [ $rc -ne 0 ]; then
@@ -119,6 +160,7 @@ qemu-img snapshot -a before "$T/snapcopy.qcow2"
 echo "== mounting"
 start_vmdiskfs "$MNT" -o images="$DIR"
 PID=$(vmdiskfs_pid "$MNT")
+mx_watchdog_start
 D=big.qcow2/disk.raw
 S=big.qcow2/snapshots/before/disk.raw
 
@@ -143,6 +185,7 @@ secs=$(awk -v a="$start" -v b="$end" 'BEGIN { printf "%.2f", b - a }')
 echo "   tar took $secs s (exit $rc)"
 if [ $rc -ne 0 ]; then
   mx_fail "tar" "tar -cSf exited $rc after $secs s (124: killed at 120 s)"
+  mx_check_alive "tar"
 elif awk -v s="$secs" 'BEGIN { exit !(s > 60) }'; then
   mx_fail "tar" "tar -cSf took $secs s, more than 60 s"
 fi

@@ -49,6 +49,7 @@ trap 'echo "FAIL: setup: command failed at line $LINENO: $BASH_COMMAND"' ERR
 # On failure: the daemon's log, then exit 1.
 mx_exit_failed ()
 {
+  mx_watchdog_stop
   if [ -s "$LOG" ]; then
     echo "--- vmdiskfs log (last 40 lines) ---"
     tail -n 40 "$LOG"
@@ -56,15 +57,55 @@ mx_exit_failed ()
   exit 1
 }
 
+# The daemon stopped answering (a read failed and a readdir times out too):
+# kill it, detach the mount, fail now rather than time out on every file.
+mx_check_alive ()
+{
+  if ! kill -0 "$PID" 2>/dev/null; then
+    mx_fail "daemon" "vmdiskfs died ($1)"
+  elif timeout 10 ls "$MNT" >/dev/null 2>&1; then
+    return 0
+  else
+    mx_fail "daemon" "vmdiskfs stopped answering ($1)"
+    kill -KILL "$PID"
+  fi
+  fusermount3 -uz "$MNT" 2>/dev/null || true
+  mx_exit_failed
+}
+
+# Watchdog: a daemon that hangs would hang this script in the kernel (a
+# stat from the shell waits for the FUSE answer); after 300 s of mount the
+# watchdog kills the daemon, so every pending request fails and the test
+# fails (exit status 137) instead of hanging.
+MX_WD=
+mx_watchdog_start ()
+{
+  ( trap 'kill $s 2>/dev/null; exit 0' TERM
+    sleep 300 & s=$!
+    wait $s
+    echo "FAIL: watchdog: vmdiskfs still mounted after 300 s: killing it"
+    kill -KILL "$PID" ) &
+  MX_WD=$!
+}
+mx_watchdog_stop ()
+{
+  if [ -n "$MX_WD" ]; then
+    kill "$MX_WD" 2>/dev/null || true
+    wait "$MX_WD" 2>/dev/null || true
+    MX_WD=
+  fi
+}
+
 # Unmount and check that the daemon exits, cleanly, within 5 s.
 mx_stop ()
 {
   local rc=0
+  mx_watchdog_stop
   fusermount3 -u "$MNT" || mx_fail "unmount" "fusermount3 -u $MNT failed"
   for _ in $(seq 50); do kill -0 "$PID" 2>/dev/null || break; sleep 0.1; done
   if kill -0 "$PID" 2>/dev/null; then
     mx_fail "unmount" "vmdiskfs still running 5 s after fusermount3 -u"
-    kill "$PID"
+    kill -KILL "$PID"
   fi
   stop_vmdiskfs "$MNT" || rc=$?
   if [ $rc -ne 0 ]; then
@@ -809,16 +850,23 @@ md5sum -- * > "$T/before.md5"
 echo "== mounting $VMDISKFS -f -o images=$DIR (${SECONDS}s)"
 start_vmdiskfs "$MNT" -o images="$DIR"
 PID=$(vmdiskfs_pid "$MNT")
+mx_watchdog_start
 
 mx_check_disk () # CASE MNTFILE ORACLE SIZE MTIME
 {
-  local c=$1 m=$2 o=$3 size=$4 mtime=$5 got
+  local c=$1 m=$2 o=$3 size=$4 mtime=$5 got rc
   if [ ! -f "$m" ]; then
     mx_fail "$c" "$m: missing ($(ls -d "$m" 2>&1 | head -c 200))"
     return 1
   fi
-  if timeout 60 cmp "$m" "$o" >"$T/cmp.out" 2>&1; then mx_ok
-  else mx_fail "$c" "content differs from the oracle: $(head -c 300 "$T/cmp.out")"; fi
+  rc=0
+  timeout 60 cmp "$m" "$o" >"$T/cmp.out" 2>&1 || rc=$?
+  if [ $rc -eq 0 ]; then mx_ok
+  else
+    [ $rc -ne 124 ] || echo "timed out after 60 s" >> "$T/cmp.out"
+    mx_fail "$c" "content differs from the oracle: $(head -c 300 "$T/cmp.out")"
+    mx_check_alive "$c: cmp"
+  fi
   got=$(stat -c %s "$m")
   if [ "$got" = "$size" ]; then mx_ok
   else mx_fail "$c" "st_size $got, expected $size"; fi
@@ -887,6 +935,7 @@ for i in "${!mx_names[@]}"; do
     fi
   else
     mx_fail "$n" "SEEK_DATA/SEEK_HOLE: $out"
+    mx_check_alive "$n: lseek"
   fi
 
   # snapshots: listing, content, size, mtime = snapshot date
@@ -943,6 +992,7 @@ for n in sparse.qcow2 empty.qcow2 sparse.qed sparse.raw; do
     else mx_fail "$n" "cp --sparse=always copy uses $kib KiB"; fi
   else
     mx_fail "$n" "cp --sparse=always through the mount failed or differs"
+    mx_check_alive "$n: cp"
   fi
   rm -f "$T/cp.raw"
 done
@@ -962,6 +1012,7 @@ if out=$(timeout 60 "$mx_python" "$T/mx.py" stress "$T/stress.list" 8 8 2>&1); t
   echo "   $out"
 else
   mx_fail "concurrent" "$(echo "$out" | head -11 | tr '\n' ' ')"
+  mx_check_alive "concurrent reads"
 fi
 
 # read-only: writing gives EROFS
