@@ -12,7 +12,8 @@
  * (FLAGS: comma-separated thin, ours, active, needs-activation, invalid,
  * or "-").  -c checks that the process kept its umask, signal
  * dispositions and signal mask across the operation (liblvm2cmd must run
- * in the helper child only) and fails with status 3 if not.  -d: debug
+ * in the helper child only) and has no child left (reaped), and fails
+ * with status 3 if not.  -d: debug
  * log.
  *
  * SPDX-License-Identifier: GPL-3.0-or-later
@@ -26,6 +27,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "snapshotter.h"
@@ -200,6 +202,10 @@ main (int argc, char **argv)
     proc_state_get (&after);
     if (!proc_state_same (&before, &after))
       return 3;
+    if (waitpid (-1, NULL, WNOHANG) != -1 || errno != ECHILD) {
+      fprintf (stderr, "vd-lvm-list: a child process left behind\n");
+      return 3;
+    }
     fprintf (stderr, "vd-lvm-list: process state unchanged\n");
   }
   return r < 0 ? 1 : 0;
