@@ -218,6 +218,7 @@ node_free (struct fs_node *node)
   if (node->priv_free)
     node->priv_free (node->priv);
   free (node->snap_id);
+  fs_blob_unref (node->blob);
   if (node->disk)
     fs_disk_unref (node->disk);
   pthread_mutex_destroy (&node->lock);

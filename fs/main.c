@@ -8,9 +8,9 @@
  * -d -s -h -V, max_threads, clone_fd), and what remains (allow_other,
  * default_permissions, ro ...) goes to fuse_session_new.
  *
- * Tree providers: images mode (-o images=DIR) is tree-images.c.  libvirt
- * mode is not built yet; it will be one more struct fs_provider chosen
- * here when -o images is absent.
+ * Tree providers: images mode (-o images=DIR) is tree-images.c; without
+ * -o images, libvirt mode (tree-libvirt.c) with -o connect=URI, else
+ * $LIBVIRT_DEFAULT_URI, else qemu:///system.
  *
  * SPDX-License-Identifier: GPL-3.0-or-later
  */
@@ -36,6 +36,7 @@ struct fs_config fs_config;
 struct fuse_session *fs_session;
 
 static char *mountpoint;
+static const char *source;       /* what is shown: DIR or the URI */
 static char *nonopt[2];
 static int nnonopt;
 
@@ -98,7 +99,10 @@ usage (FILE *fp, const char *prog)
 "    -o images=DIR          show every disk image file in DIR as\n"
 "                           DIR-ENTRY/disk.raw and\n"
 "                           DIR-ENTRY/snapshots/TAG/disk.raw\n"
-"    -o connect=URI         libvirt connection (libvirt mode, not built yet)\n"
+"    -o connect=URI         libvirt mode (the default): one directory per\n"
+"                           domain with domain.xml, TARGET.raw and\n"
+"                           snapshots/NAME/; URI defaults to\n"
+"                           $LIBVIRT_DEFAULT_URI, else qemu:///system\n"
 "    -o ro                  read-only (everything is read-only in this\n"
 "                           version: writes fail with EROFS)\n"
 "    -o pidfile=PATH        write the daemon's pid to PATH once the mount\n"
@@ -283,11 +287,14 @@ main (int argc, char **argv)
     }
     free (fs_config.images);
     fs_config.images = abs;
+    source = fs_config.images;
   }
   else {
-    fprintf (stderr,
-             "vmdiskfs: libvirt mode is not built yet; use -o images=DIR\n");
-    goto out_args;
+    provider = &tree_libvirt_provider;
+    source = fs_config.connect && *fs_config.connect ? fs_config.connect
+      : getenv ("LIBVIRT_DEFAULT_URI");
+    if (!source || !*source)
+      source = "qemu:///system";
   }
   if (fs_config.pidfile && fs_config.pidfile[0] != '/') {
     char cwd[PATH_MAX];
@@ -313,7 +320,7 @@ main (int argc, char **argv)
   if (!have_fsname) {
     CLEANUP_FREE char *o = NULL;
     CLEANUP_FREE char *fsname = NULL;
-    if (asprintf (&fsname, "fsname=%s", fs_config.images) < 0)
+    if (asprintf (&fsname, "fsname=%s", source) < 0)
       goto out_args;
     if (fuse_opt_add_opt_escaped (&o, fsname) < 0
         || fuse_opt_add_arg (&args, "-o") < 0
@@ -338,9 +345,10 @@ main (int argc, char **argv)
     goto out_unmount;
   if (!opts.foreground)
     vd_log_use_syslog (true);
-  vd_info ("serving %s on %s", fs_config.images, mountpoint);
+  vd_info ("serving %s on %s", source, mountpoint);
 
   tree_notify_start ();
+  tree_mounted ();
   set_readahead ();
 
   if (opts.singlethread)

@@ -17,6 +17,9 @@
  * kernel holds the file until then), so release frees the handle without
  * a lock; ThreadSanitizer, blind to that ordering, reports it as a race.
  *
+ * In-memory files (domain.xml, snapshot.xml) are read from the handle's
+ * own reference to their immutable struct fs_blob, without a lock.
+ *
  * This is the only file that turns errno into replies.  All writes are
  * refused with EROFS in this version.
  *
@@ -54,9 +57,10 @@
  * and of the page cache. */
 static char zeros[FS_MAX_READ];
 
-/* An open disk.raw. */
+/* An open disk.raw, or an in-memory file (domain.xml ...). */
 struct fs_handle {
   struct fs_disk *disk;         /* own reference: survives rescans */
+  struct fs_blob *blob;         /* file nodes instead: own reference */
 };
 
 /* An open directory: its entries as they were at opendir, so that
@@ -111,6 +115,8 @@ fill_attr (struct fs_node *node, struct stat *st)
   st->st_ino = node->ino;
   if (node->type == FS_NODE_DISK)
     tree_allocated (node, st->st_size, &alloc);
+  else if (node->type == FS_NODE_FILE)
+    alloc = st->st_size;
   st->st_blocks = DIV_ROUND_UP (alloc, 512);
 }
 
@@ -286,7 +292,8 @@ fs_open (fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
   struct fs_node *node;
   struct fs_handle *h;
-  struct fs_disk *d;
+  struct fs_disk *d = NULL;
+  struct fs_blob *blob = NULL;
 
   if ((fi->flags & O_ACCMODE) != O_RDONLY || (fi->flags & O_TRUNC)) {
     fs_erofs (req);
@@ -297,15 +304,21 @@ fs_open (fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
     fuse_reply_err (req, ENOENT);
     return;
   }
-  if (node->type != FS_NODE_DISK) {
+  if (node->type == FS_NODE_DIR) {
     inode_unref (node);
     fuse_reply_err (req, EISDIR);
     return;
   }
   tree_revalidate (node);
   errno = 0;
-  d = tree_get_disk (node, true);
-  if (!d) {
+  if (node->type == FS_NODE_FILE) {
+    blob = tree_get_blob (node);
+    if (!blob)
+      errno = ENOENT;
+  }
+  else
+    d = tree_get_disk (node, true);
+  if (!d && !blob) {
     int e = errno_or_eio ();
     vd_error ("%s: cannot open: %s", node->path, strerror (e));
     inode_unref (node);
@@ -315,11 +328,13 @@ fs_open (fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
   h = malloc (sizeof *h);
   if (!h) {
     fs_disk_unref (d);
+    fs_blob_unref (blob);
     inode_unref (node);
     fuse_reply_err (req, ENOMEM);
     return;
   }
   h->disk = d;
+  h->blob = blob;
   fi->fh = (uintptr_t) h;
   fi->noflush = 1;
   pthread_mutex_lock (&node->lock);
@@ -334,6 +349,7 @@ fs_open (fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
   if (fuse_reply_open (req, fi) < 0) {
     /* Interrupted: the kernel will not release it. */
     fs_disk_unref (d);
+    fs_blob_unref (blob);
     free (h);
     node = inode_find (ino);
     if (node) {
@@ -373,6 +389,7 @@ fs_release (fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
     inode_unref (node);
   }
   fs_disk_unref (h->disk);
+  fs_blob_unref (h->blob);
   free (h);
   fuse_reply_err (req, 0);
 }
@@ -385,8 +402,8 @@ fs_read (fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
          struct fuse_file_info *fi)
 {
   struct fs_handle *h = (struct fs_handle *) (uintptr_t) fi->fh;
-  struct vd_image *img = h->disk->img;
-  uint64_t disk_size = vd_image_size (img), pos, end;
+  struct vd_image *img;
+  uint64_t disk_size, pos, end;
   union {
     struct fuse_bufvec v;
     char space[sizeof (struct fuse_bufvec)
@@ -398,6 +415,17 @@ fs_read (fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
   size_t n = 0;
   int e;
 
+  if (h->blob) {
+    /* An in-memory file. */
+    if (off < 0 || (uint64_t) off >= h->blob->len)
+      fuse_reply_buf (req, NULL, 0);
+    else
+      fuse_reply_buf (req, h->blob->data + off,
+                      MIN ((uint64_t) size, h->blob->len - off));
+    return;
+  }
+  img = h->disk->img;
+  disk_size = vd_image_size (img);
   if (off < 0 || (uint64_t) off >= disk_size || size == 0) {
     fuse_reply_buf (req, NULL, 0);
     return;
@@ -526,14 +554,25 @@ fs_lseek (fuse_req_t req, fuse_ino_t ino, off_t off, int whence,
           struct fuse_file_info *fi)
 {
   struct fs_handle *h = (struct fs_handle *) (uintptr_t) fi->fh;
-  struct vd_image *img = h->disk->img;
-  uint64_t size = vd_image_size (img), pos;
+  struct vd_image *img;
+  uint64_t size, pos;
   struct vd_extent x;
 
   if (whence != SEEK_DATA && whence != SEEK_HOLE) {
     fuse_reply_err (req, EINVAL);
     return;
   }
+  if (h->blob) {
+    /* All data, no holes. */
+    if (off < 0 || (uint64_t) off >= h->blob->len)
+      fuse_reply_err (req, ENXIO);
+    else
+      fuse_reply_lseek (req, whence == SEEK_DATA ? off
+                        : (off_t) h->blob->len);
+    return;
+  }
+  img = h->disk->img;
+  size = vd_image_size (img);
   if (off < 0 || (uint64_t) off >= size) {
     fuse_reply_err (req, ENXIO);
     return;
@@ -654,7 +693,8 @@ fs_statfs (fuse_req_t req, fuse_ino_t ino)
 {
   struct statvfs sv;
 
-  /* The space of the images directory's file system, read-only. */
+  /* The space of the images directory's file system, read-only; none
+   * in libvirt mode (the disks live in many places). */
   if (!fs_config.images || statvfs (fs_config.images, &sv) < 0)
     memset (&sv, 0, sizeof sv);
   sv.f_namemax = 255;

@@ -1,5 +1,5 @@
 /* vmdiskfs - the tree: directories of nodes, kept up to date by a
- * provider (tree-images.c for -o images=DIR; libvirt later).
+ * provider (tree-images.c for -o images=DIR, tree-libvirt.c for libvirt).
  *
  * The tree is rebuilt lazily: every callback that touches a node first
  * calls tree_revalidate, which asks the provider whether the source of
@@ -65,6 +65,38 @@ fs_disk_unref (struct fs_disk *d)
     vd_image_close (d->img);
     free (d);
   }
+}
+
+/* ---- In-memory files. ---- */
+
+struct fs_blob *
+fs_blob_new (const char *data, size_t len)
+{
+  struct fs_blob *b = malloc (sizeof *b + len + 1);
+
+  if (!b) {
+    errno = ENOMEM;
+    return NULL;
+  }
+  b->refs = 1;
+  b->len = len;
+  memcpy (b->data, data, len);
+  b->data[len] = '\0';
+  return b;
+}
+
+struct fs_blob *
+fs_blob_ref (struct fs_blob *b)
+{
+  __atomic_add_fetch (&b->refs, 1, __ATOMIC_RELAXED);
+  return b;
+}
+
+void
+fs_blob_unref (struct fs_blob *b)
+{
+  if (b && __atomic_sub_fetch (&b->refs, 1, __ATOMIC_ACQ_REL) == 0)
+    free (b);
 }
 
 /* ---- Locks. ---- */
@@ -351,6 +383,42 @@ tree_changed_content (struct fs_node *node)
   node->alloc_valid = false;
   pthread_mutex_unlock (&node->lock);
   notify_queue (node->ino, NULL);
+}
+
+/* tree_lock held for writing.  The content of a file node (a new
+ * reference is taken); when the bytes differ from the old ones, new
+ * opens drop the kernel's page cache and the kernel is told. */
+void
+tree_set_blob (struct fs_node *node, struct fs_blob *blob)
+{
+  struct fs_blob *old = node->blob;
+  bool same = old && blob && old->len == blob->len
+    && memcmp (old->data, blob->data, blob->len) == 0;
+
+  node->blob = blob ? fs_blob_ref (blob) : NULL;
+  fs_blob_unref (old);
+  if (!same && old)
+    tree_changed_content (node);
+}
+
+/* The content of a file node, a new reference, or NULL. */
+struct fs_blob *
+tree_get_blob (struct fs_node *node)
+{
+  struct fs_blob *b;
+
+  tree_rdlock ();
+  b = node->blob ? fs_blob_ref (node->blob) : NULL;
+  tree_unlock ();
+  return b;
+}
+
+/* The daemon runs: let the provider start its threads. */
+void
+tree_mounted (void)
+{
+  if (provider && provider->mounted)
+    provider->mounted ();
 }
 
 /* Bring node's revalidation point up to date.  No lock held. */

@@ -11,7 +11,8 @@
  *   tree.c         the generic tree (children, detach, revalidation
  *                  dispatch, deferred kernel invalidations)
  *   tree-images.c  the images provider (-o images=DIR)
- * A libvirt provider is one more file with one more struct fs_provider.
+ *   tree-libvirt.c the libvirt provider (default; -o connect=URI), with
+ *                  domxml.c reading disks out of libvirt's XML
  *
  * Locks, in the order they are taken (never the other way round):
  *   refresh_lock (tree.c)  serializes the providers' rescans; held across
@@ -47,7 +48,7 @@
 /* Options (main.c). */
 struct fs_config {
   char *images;               /* -o images=DIR, or NULL                   */
-  char *connect;              /* -o connect=URI (libvirt mode, later)     */
+  char *connect;              /* -o connect=URI (libvirt mode)            */
   char *pidfile;              /* -o pidfile=PATH                          */
   char *l2_cache;             /* -o l2_cache=SIZE, as given               */
   bool ro;                    /* -o ro                                    */
@@ -69,7 +70,19 @@ struct fs_disk *fs_disk_new (struct vd_image *img);
 struct fs_disk *fs_disk_ref (struct fs_disk *d);
 void fs_disk_unref (struct fs_disk *d);
 
-enum fs_node_type { FS_NODE_DIR, FS_NODE_DISK };
+/* The bytes of a small in-memory file (domain.xml, snapshot.xml), shared
+ * by the tree and by open files; immutable, freed with its last
+ * reference. */
+struct fs_blob {
+  unsigned refs;              /* atomic                                    */
+  size_t len;
+  char data[];
+};
+struct fs_blob *fs_blob_new (const char *data, size_t len);
+struct fs_blob *fs_blob_ref (struct fs_blob *b);
+void fs_blob_unref (struct fs_blob *b);
+
+enum fs_node_type { FS_NODE_DIR, FS_NODE_DISK, FS_NODE_FILE };
 
 struct fs_provider;
 
@@ -101,6 +114,7 @@ struct fs_node {
   void (*priv_free) (void *);
   char *snap_id;              /* snapshot nodes: the snapshot's id        */
   uint64_t gen;               /* disk nodes: bumped when content changed  */
+  struct fs_blob *blob;       /* file nodes: the content                  */
 
   /* node->lock. */
   pthread_mutex_t lock;
@@ -130,8 +144,12 @@ struct fs_provider {
    * with errno. */
   struct fs_disk *(*open_disk) (struct fs_node *node);
   void (*stop) (void);
+  /* Optional: the daemon runs (after fuse_daemonize's fork, before the
+   * session loop): start threads here, never in start. */
+  void (*mounted) (void);
 };
 extern const struct fs_provider tree_images_provider;
+extern const struct fs_provider tree_libvirt_provider;
 
 /* inode.c */
 void inode_init (void);
@@ -158,6 +176,9 @@ void tree_set_children (struct fs_node *dir, struct fs_node **children,
 void tree_set_image (struct fs_node *node, struct fs_node *image);
 void tree_set_disk (struct fs_node *node, struct fs_disk *disk, int err);
 void tree_changed_content (struct fs_node *node);
+void tree_set_blob (struct fs_node *node, struct fs_blob *blob);
+struct fs_blob *tree_get_blob (struct fs_node *node);
+void tree_mounted (void);
 struct fs_disk *tree_get_disk (struct fs_node *node, bool keep);
 int tree_allocated (struct fs_node *node, uint64_t size, uint64_t *bytes);
 void tree_notify_start (void);

@@ -81,11 +81,14 @@ grep -q -- '-o allow_other' "$TEST_DIR/help" ||
 "$VMDISKFS" --version >"$TEST_DIR/version" 2>&1 || fail "--version exits non-zero"
 grep -q '^vmdiskfs [0-9]' "$TEST_DIR/version" || fail "--version: $(cat "$TEST_DIR/version")"
 "$VMDISKFS" -V >/dev/null 2>&1 || fail "-V exits non-zero"
-if "$VMDISKFS" "$MNT" >"$TEST_DIR/nolibvirt" 2>&1; then
-  fail "mounting without -o images succeeded"
+# Without -o images: libvirt mode, which fails clearly when it cannot
+# connect.
+if "$VMDISKFS" -o connect="qemu+unix:///system?socket=$TEST_DIR/no-sock" \
+     "$MNT" >"$TEST_DIR/nolibvirt" 2>&1; then
+  fail "mounting with an unreachable libvirt succeeded"
 fi
-grep -q 'libvirt mode is not built yet; use -o images=DIR' "$TEST_DIR/nolibvirt" ||
-  fail "no clear message without -o images: $(cat "$TEST_DIR/nolibvirt")"
+grep -q 'cannot connect to qemu+unix' "$TEST_DIR/nolibvirt" ||
+  fail "no clear message without libvirt: $(cat "$TEST_DIR/nolibvirt")"
 if "$VMDISKFS" -o images="$DIR" >/dev/null 2>&1; then
   fail "no mount point accepted"
 fi

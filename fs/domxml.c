@@ -1,0 +1,390 @@
+/* vmdiskfs - reading <disk> elements and snapshot facts out of libvirt's
+ * domain and snapshot XML with libxml2.
+ *
+ * The parts read (everything else is ignored):
+ *
+ *   <domain type='kvm'>
+ *     <devices>
+ *       <disk type='file' device='disk'>
+ *         <driver name='qemu' type='qcow2'/>
+ *         <source file='/var/lib/libvirt/images/web.qcow2'/>
+ *         <backingStore .../>            (ignored: the image says it)
+ *         <target dev='vda' bus='virtio'/>
+ *       </disk>
+ *       <disk type='volume' device='disk'>
+ *         <source pool='default' volume='db.qcow2'/> ...
+ *       <disk type='network' device='disk'>
+ *         <source protocol='rbd' name='pool/image'> ...
+ *
+ *   <domainsnapshot>
+ *     <name>nightly</name>
+ *     <creationTime>1795675432</creationTime>
+ *     <disks>
+ *       <disk name='vda' snapshot='internal'/>
+ *       <disk name='vdb' snapshot='external'>
+ *         <source file='/var/lib/libvirt/images/db.nightly'/>
+ *       </disk>
+ *     </disks>
+ *     <inactiveDomain ...> (running domains, libvirt >= 7.x) ...
+ *     <domain type='kvm'> ... as above, indented by two spaces ...
+ *   </domainsnapshot>
+ *
+ * Parsing never loads external entities or DTDs and never substitutes
+ * entities (XML_PARSE_NONET, no XML_PARSE_NOENT/DTDLOAD).
+ *
+ * SPDX-License-Identifier: GPL-3.0-or-later
+ */
+#include <config.h>
+
+#include <errno.h>
+#include <limits.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <libxml/parser.h>
+#include <libxml/tree.h>
+
+#include "domxml.h"
+
+#define PARSE_FLAGS (XML_PARSE_NONET | XML_PARSE_NOERROR \
+                     | XML_PARSE_NOWARNING | XML_PARSE_NOCDATA)
+
+void
+domxml_init (void)
+{
+  xmlInitParser ();
+}
+
+static bool
+is_elem (const xmlNode *n, const char *name)
+{
+  return n->type == XML_ELEMENT_NODE
+    && strcmp ((const char *) n->name, name) == 0;
+}
+
+static const xmlNode *
+child (const xmlNode *parent, const char *name)
+{
+  const xmlNode *n;
+
+  for (n = parent->children; n; n = n->next)
+    if (is_elem (n, name))
+      return n;
+  return NULL;
+}
+
+/* A malloc'd copy of attribute name of n, NULL if absent; *oom set on
+ * ENOMEM. */
+static char *
+attr (const xmlNode *n, const char *name, bool *oom)
+{
+  xmlChar *v;
+  char *s;
+
+  if (!n)
+    return NULL;
+  v = xmlGetNoNsProp (n, (const xmlChar *) name);
+  if (!v)
+    return NULL;
+  s = strdup ((const char *) v);
+  xmlFree (v);
+  if (!s)
+    *oom = true;
+  return s;
+}
+
+static void
+disk_clear (struct domxml_disk *d)
+{
+  free (d->type);
+  free (d->device);
+  free (d->driver_type);
+  free (d->target);
+  free (d->source);
+  free (d->pool);
+  free (d->volume);
+  free (d->protocol);
+  free (d->name);
+  free (d->snapshot);
+  memset (d, 0, sizeof *d);
+}
+
+void
+domxml_disks_free (struct domxml_disk *disks, size_t n)
+{
+  size_t i;
+
+  for (i = 0; i < n; i++)
+    disk_clear (&disks[i]);
+  free (disks);
+}
+
+/* One <disk>: of <devices> (snap false) or of a snapshot's <disks>. */
+static int
+parse_disk (const xmlNode *n, bool snap, struct domxml_disk *d)
+{
+  const xmlNode *src = child (n, "source");
+  bool oom = false;
+
+  memset (d, 0, sizeof *d);
+  if (snap) {
+    d->target = attr (n, "name", &oom);
+    d->snapshot = attr (n, "snapshot", &oom);
+    d->type = attr (n, "type", &oom);
+    d->source = attr (src, "file", &oom);
+    if (!d->source)
+      d->source = attr (src, "dev", &oom);
+    d->driver_type = attr (child (n, "driver"), "type", &oom);
+  }
+  else {
+    d->type = attr (n, "type", &oom);
+    d->device = attr (n, "device", &oom);
+    d->driver_type = attr (child (n, "driver"), "type", &oom);
+    d->target = attr (child (n, "target"), "dev", &oom);
+    d->source = attr (src, "file", &oom);
+    if (!d->source)
+      d->source = attr (src, "dev", &oom);
+    if (!d->source)
+      d->source = attr (src, "dir", &oom);
+    d->pool = attr (src, "pool", &oom);
+    d->volume = attr (src, "volume", &oom);
+    d->protocol = attr (src, "protocol", &oom);
+    d->name = attr (src, "name", &oom);
+  }
+  if (oom) {
+    disk_clear (d);
+    errno = ENOMEM;
+    return -1;
+  }
+  return 0;
+}
+
+/* The <disk> children of parent. */
+static int
+parse_disks (const xmlNode *parent, bool snap, struct domxml_disk **disks,
+             size_t *n)
+{
+  const xmlNode *c;
+  size_t cnt = 0, i = 0;
+
+  *disks = NULL;
+  *n = 0;
+  if (!parent)
+    return 0;
+  for (c = parent->children; c; c = c->next)
+    if (is_elem (c, "disk"))
+      cnt++;
+  if (cnt == 0)
+    return 0;
+  *disks = calloc (cnt, sizeof **disks);
+  if (!*disks) {
+    errno = ENOMEM;
+    return -1;
+  }
+  for (c = parent->children; c; c = c->next) {
+    if (!is_elem (c, "disk"))
+      continue;
+    if (parse_disk (c, snap, &(*disks)[i]) < 0) {
+      domxml_disks_free (*disks, i);
+      *disks = NULL;
+      return -1;
+    }
+    i++;
+  }
+  *n = i;
+  return 0;
+}
+
+static xmlDoc *
+read_doc (const char *xml, size_t len)
+{
+  xmlDoc *doc;
+
+  if (len > INT_MAX) {
+    errno = EINVAL;
+    return NULL;
+  }
+  doc = xmlReadMemory (xml, (int) len, "libvirt.xml", NULL, PARSE_FLAGS);
+  if (!doc)
+    errno = EINVAL;
+  return doc;
+}
+
+int
+domxml_parse_domain (const char *xml, size_t len, struct domxml_disk **disks,
+                     size_t *n)
+{
+  xmlDoc *doc = read_doc (xml, len);
+  const xmlNode *root;
+  int r;
+
+  *disks = NULL;
+  *n = 0;
+  if (!doc)
+    return -1;
+  root = xmlDocGetRootElement (doc);
+  if (!root || !is_elem (root, "domain")) {
+    xmlFreeDoc (doc);
+    errno = EINVAL;
+    return -1;
+  }
+  r = parse_disks (child (root, "devices"), false, disks, n);
+  xmlFreeDoc (doc);
+  return r;
+}
+
+void
+domxml_snapshot_clear (struct domxml_snapshot *s)
+{
+  free (s->name);
+  domxml_disks_free (s->snapdisks, s->nsnapdisks);
+  domxml_disks_free (s->disks, s->ndisks);
+  memset (s, 0, sizeof *s);
+}
+
+int
+domxml_parse_snapshot (const char *xml, size_t len,
+                       struct domxml_snapshot *s)
+{
+  xmlDoc *doc = read_doc (xml, len);
+  const xmlNode *root, *n, *dom;
+  xmlChar *v;
+
+  memset (s, 0, sizeof *s);
+  if (!doc)
+    return -1;
+  root = xmlDocGetRootElement (doc);
+  if (!root || !is_elem (root, "domainsnapshot"))
+    goto inval;
+  n = child (root, "name");
+  v = n ? xmlNodeGetContent (n) : NULL;
+  if (!v)
+    goto inval;
+  s->name = strdup ((const char *) v);
+  xmlFree (v);
+  if (!s->name)
+    goto nomem;
+  n = child (root, "creationTime");
+  v = n ? xmlNodeGetContent (n) : NULL;
+  if (v) {
+    char *end;
+    long long t;
+    errno = 0;
+    t = strtoll ((const char *) v, &end, 10);
+    if (errno == 0 && end != (char *) v && *end == '\0')
+      s->creation_time = t;
+    xmlFree (v);
+  }
+  if (parse_disks (child (root, "disks"), true, &s->snapdisks,
+                   &s->nsnapdisks) < 0)
+    goto fail;
+  dom = child (root, "inactiveDomain");
+  if (!dom)
+    dom = child (root, "domain");
+  if (dom && parse_disks (child (dom, "devices"), false, &s->disks,
+                          &s->ndisks) < 0)
+    goto fail;
+  xmlFreeDoc (doc);
+  return 0;
+
+ inval:
+  errno = EINVAL;
+  goto fail;
+ nomem:
+  errno = ENOMEM;
+ fail:
+  {
+    int e = errno;
+    xmlFreeDoc (doc);
+    domxml_snapshot_clear (s);
+    errno = e;
+  }
+  return -1;
+}
+
+/* The first line-start "  <tag" followed by ' ' or '>', in [p, end). */
+static const char *
+find_open (const char *p, const char *end, const char *tag)
+{
+  size_t tl = strlen (tag);
+
+  for (; p < end; p++) {
+    p = memchr (p, '\n', end - p);
+    if (!p)
+      return NULL;
+    if ((size_t) (end - p) > tl + 4 && memcmp (p + 1, "  <", 3) == 0
+        && memcmp (p + 4, tag, tl) == 0
+        && (p[4 + tl] == ' ' || p[4 + tl] == '>'))
+      return p + 3;                     /* at '<' */
+  }
+  return NULL;
+}
+
+/* The first line "  </tag>" after p: its end (after '>'). */
+static const char *
+find_close (const char *p, const char *end, const char *tag)
+{
+  size_t tl = strlen (tag);
+
+  for (; p < end; p++) {
+    p = memchr (p, '\n', end - p);
+    if (!p)
+      return NULL;
+    if ((size_t) (end - p) >= tl + 6 && memcmp (p + 1, "  </", 4) == 0
+        && memcmp (p + 5, tag, tl) == 0 && p[5 + tl] == '>')
+      return p + 6 + tl;
+  }
+  return NULL;
+}
+
+char *
+domxml_snapshot_domain (const char *xml, size_t len, size_t *outlen)
+{
+  const char *end = xml + len, *start, *stop, *p;
+  const char *tag = "inactiveDomain";
+  char *out, *o;
+  size_t extra;
+
+  start = find_open (xml, end, tag);
+  if (!start) {
+    tag = "domain";
+    start = find_open (xml, end, tag);
+  }
+  stop = start ? find_close (start, end, tag) : NULL;
+  if (!stop) {
+    errno = ENOENT;
+    return NULL;
+  }
+  /* Room for the text, "domain" for a longer name, and the newline. */
+  extra = 2;
+  out = malloc ((size_t) (stop - start) + extra);
+  if (!out) {
+    errno = ENOMEM;
+    return NULL;
+  }
+  o = out;
+  p = start;
+  if (tag[0] == 'i') {
+    o = stpcpy (o, "<domain");
+    p += 1 + strlen (tag);
+  }
+  while (p < stop) {
+    const char *nl = memchr (p, '\n', stop - p);
+    const char *le = nl ? nl + 1 : stop;
+
+    if (le == stop && tag[0] == 'i' && stop - p >= 2
+        && memcmp (p, "</", 2) == 0) {
+      o = stpcpy (o, "</domain>");
+      break;
+    }
+    memcpy (o, p, le - p);
+    o += le - p;
+    p = le;
+    /* De-indent the next line by the nesting's two spaces. */
+    if (p < stop && p[0] == ' ' && p + 1 < stop && p[1] == ' ')
+      p += 2;
+  }
+  *o++ = '\n';
+  *outlen = o - out;
+  return out;
+}

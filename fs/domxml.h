@@ -1,0 +1,58 @@
+/* vmdiskfs - reading <disk> elements and snapshot facts out of libvirt's
+ * domain and snapshot XML (libxml2), for tree-libvirt.c.
+ *
+ * The XML comes from libvirtd, possibly over the network (qemu+ssh://):
+ * treated as untrusted bytes, fuzzed by tests/fuzz/fuzz-domxml.c.
+ *
+ * Threads: no shared state; libxml2 is initialised once by domxml_init.
+ *
+ * SPDX-License-Identifier: GPL-3.0-or-later
+ */
+#ifndef VMDISKFS_DOMXML_H
+#define VMDISKFS_DOMXML_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+/* One <disk> of <devices>, or of a snapshot's <disks>.  Missing
+ * attributes are NULL. */
+struct domxml_disk {
+  char *type;         /* file block volume network dir nvme ...          */
+  char *device;       /* disk cdrom floppy lun; "disk" when absent       */
+  char *driver_type;  /* <driver type>: raw qcow2 qed ...                */
+  char *target;       /* <target dev>; in a snapshot's <disks>: name=    */
+  char *source;       /* <source file> or <source dev> (or dir)          */
+  char *pool;         /* <source pool volume> (type volume)              */
+  char *volume;
+  char *protocol;     /* <source protocol name> (type network)           */
+  char *name;
+  char *snapshot;     /* snapshot's <disks>: internal external no manual */
+};
+
+/* A <domainsnapshot>. */
+struct domxml_snapshot {
+  char *name;
+  int64_t creation_time;          /* <creationTime>, 0 when absent       */
+  struct domxml_disk *snapdisks;  /* <disks><disk name= snapshot=>       */
+  size_t nsnapdisks;
+  struct domxml_disk *disks;      /* the <devices> of the domain stored  */
+  size_t ndisks;                  /* with it (<inactiveDomain> first)    */
+};
+
+void domxml_init (void);
+/* The <disk> elements of a <domain> document.  0, or -1 with errno
+ * (EINVAL: not well-formed or not a domain). */
+int domxml_parse_domain (const char *xml, size_t len,
+                         struct domxml_disk **disks, size_t *n);
+int domxml_parse_snapshot (const char *xml, size_t len,
+                           struct domxml_snapshot *snap);
+/* The domain definition stored in a snapshot's XML, as a document of its
+ * own, byte for byte as libvirt wrote it but for the indentation of the
+ * nesting and, for <inactiveDomain>, the element's name: malloc'd, or
+ * NULL with errno (ENOENT: none). */
+char *domxml_snapshot_domain (const char *xml, size_t len, size_t *outlen);
+void domxml_disks_free (struct domxml_disk *disks, size_t n);
+void domxml_snapshot_clear (struct domxml_snapshot *snap);
+
+#endif

@@ -1,0 +1,1686 @@
+/* vmdiskfs - the libvirt provider (the default mode; -o connect=URI):
+ * one directory per persistent domain, running or shut off:
+ *
+ *   /<domain>/domain.xml                     virsh dumpxml --inactive
+ *   /<domain>/<target>.raw                   each <disk device='disk'>
+ *   /<domain>/snapshots/<snapshot>/domain.xml   the definition stored with
+ *   /<domain>/snapshots/<snapshot>/snapshot.xml the snapshot, its XML
+ *   /<domain>/snapshots/<snapshot>/<target>.raw that disk at the snapshot
+ *
+ * Disks: type file and block are opened at their <source> with the
+ * format of <driver type> (raw when absent; never probed: a raw disk
+ * whose guest wrote a qcow2 header stays raw); type volume is resolved
+ * through its storage pool (virStorageVolGetPath).  CD-ROMs, floppies
+ * and LUN passthrough are not disks and are not shown; network disks and
+ * other types are logged and not shown.  A disk that fails to open
+ * (missing, unreadable, unsupported format) is shown empty, logged, and
+ * fails to open with EIO.
+ *
+ * Snapshots: every libvirt snapshot (virDomainListAllSnapshots).  For a
+ * disk it took internally, <target>.raw is the qcow2 snapshot of the same
+ * name in that disk's image (the path from the snapshot's own domain
+ * XML, else the current one), at the size recorded in it; for a disk
+ * it took externally, the file the domain used before (now the overlay's
+ * backing file).  Internal qcow2 snapshots libvirt does not know (made
+ * with qemu-img snapshot) are shown too, by tag, with only their disks.
+ * Snapshots of LVM volumes: see block_snapshots() (a hook, not wired yet).
+ *
+ * Times: a disk has its image file's (or device's) mtime; a snapshot
+ * directory and everything in it the snapshot's creation time; a domain
+ * directory, its domain.xml and snapshots/ the mtime of libvirt's config
+ * file /etc/libvirt/qemu/<name>.xml for qemu:///system, else the time
+ * the daemon first saw that definition.  Modes: directories 0555, XML
+ * files 0400 (root's), disks the read bits of their image file or device.
+ *
+ * Keeping up to date, cheaply (tree.c calls stale() on every access to a
+ * node, refresh() when it says so):
+ *  - the root is relisted (one virConnectListAllDomains) when a lifecycle
+ *    event said a domain was defined or undefined, and at most every
+ *    ROOT_RECHECK_MS otherwise;
+ *  - a domain is refetched from libvirt (XML, snapshot list, new
+ *    snapshots' XML) when an event named it or after a reconnect; its
+ *    snapshot list is compared (one virDomainListAllSnapshots) at most
+ *    every DOM_RECHECK_MS, since snapshot metadata changes send no event;
+ *    its disks are reopened when an image file's stat changes (qemu-img
+ *    snapshot, a running guest), at most every DISK_MIN_RESCAN_MS, with no
+ *    libvirt call beyond the snapshot list;
+ *  - the kernel is told about removed entries and changed files by tree.c.
+ * No libvirt call is ever made on the read path: disks are read from
+ * their files, XML from memory.  Images are opened on demand (open,
+ * getattr's allocation count) and closed with their last reader, so 1,000
+ * domains do not hold 1,000 open images.
+ *
+ * The connection is read-only (nothing is written yet).  It is opened on
+ * first use after the daemon forked (libvirt's state and threads do not
+ * survive fork: start() only checks that it can connect), and reopened
+ * when libvirt says it closed (libvirtd restarted) at the next access,
+ * at most every RECONNECT_MS; everything is then refetched.
+ *
+ * Threads:
+ *  - the FUSE threads call stale() (tree_lock read) and, serialized by
+ *    tree.c's refresh_lock, refresh() and start(); open_disk() from any
+ *    thread without locks;
+ *  - one event thread runs libvirt's default event loop: keepalive, the
+ *    close callback and lifecycle events.  Its callbacks only set atomics
+ *    and add names to the dirty set (dirty_lock, a leaf lock): they never
+ *    take tree or connection locks, and never call libvirt.
+ * What protects what: conn_lock the connection and its callback ids;
+ * tree_lock the nodes and the fields of struct lv_dom that stale() reads;
+ * refresh_lock the rest of struct lv_dom (the libvirt data cached for
+ * rebuilds).  libvirt objects are thread-safe.  Lock order: refresh_lock,
+ * conn_lock, tree_lock, node->lock, inode_lock; dirty_lock is a leaf.
+ *
+ * SPDX-License-Identifier: GPL-3.0-or-later
+ */
+#include <config.h>
+
+#include <errno.h>
+#include <inttypes.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <unistd.h>
+
+#include <libvirt/libvirt.h>
+#include <libvirt/virterror.h>
+
+#include "vmdiskfs.h"
+#include "domxml.h"
+#include "cleanup.h"
+#include "escape.h"
+#include "log.h"
+
+#define ROOT_RECHECK_MS     2000
+#define DOM_RECHECK_MS      3000
+#define DISK_MIN_RESCAN_MS  1000
+#define RECONNECT_MS        1000
+#define MAX_DIRTY           1024   /* more: everything is refetched */
+
+static char *uri;                  /* constant after start */
+static bool system_uri;            /* qemu:///system: config file times */
+
+/* The connection: conn_lock. */
+static pthread_mutex_t conn_lock = PTHREAD_MUTEX_INITIALIZER;
+static virConnectPtr conn;
+static int lifecycle_id = -1;
+static uint64_t last_connect_ms;
+static bool connect_failing;
+
+/* Atomics. */
+static unsigned epoch = 1;         /* bumped: every domain is refetched  */
+static int conn_broken;            /* set by the close callback          */
+static int root_dirty;             /* a domain was defined or undefined  */
+static int events_on;              /* the event loop runs                */
+static int event_quit;
+
+static pthread_t event_thread;
+static bool event_started;
+
+/* Domains named by events since their last refetch: dirty_lock. */
+static pthread_mutex_t dirty_lock = PTHREAD_MUTEX_INITIALIZER;
+static char *dirty[MAX_DIRTY];
+static size_t ndirty;              /* also read atomically without lock */
+
+/* root->priv; tree_lock. */
+struct lv_root {
+  bool scanned;
+  uint64_t listed_ms;
+};
+
+/* A file whose stat tells whether a domain's disks changed. */
+struct lv_watch {
+  char *path;
+  struct stat st;
+  int err;
+};
+
+/* A libvirt snapshot as fetched. */
+struct lv_snap {
+  char *name;
+  struct fs_blob *xml;
+};
+
+/* priv of a domain directory. */
+struct lv_dom {
+  char *name;                      /* constant */
+
+  /* tree_lock (read by stale()). */
+  bool scanned;
+  unsigned epoch;                  /* epoch of the last fetch            */
+  uint64_t checked_ms;             /* last look at libvirt               */
+  uint64_t disks_ms;               /* last reopening of the disks        */
+  struct lv_watch *watch;
+  size_t nwatch;
+
+  /* refresh_lock: libvirt's data, kept for rebuilds. */
+  virDomainPtr dom;
+  unsigned dom_epoch;
+  struct fs_blob *xml;             /* NULL: never fetched                */
+  bool running;
+  struct lv_snap *snaps;           /* sorted by name                     */
+  size_t nsnaps;
+  int64_t first_seen;              /* when xml last changed              */
+};
+
+/* priv of a disk node: how to open it; tree_lock. */
+struct lv_disk {
+  char *path;
+  char *format;
+  char *snap_id;                   /* qcow2 snapshot id, or NULL         */
+  bool live;                       /* a running domain's active disk     */
+  struct stat st;                  /* the image file at the last scan    */
+  int err;
+  uint64_t size;
+};
+
+static uint64_t
+now_ms (void)
+{
+  struct timespec ts;
+
+  clock_gettime (CLOCK_MONOTONIC, &ts);
+  return (uint64_t) ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* ---- libvirt errors: the one helper. ---- */
+
+static void
+lv_silent (void *opaque, virErrorPtr e)
+{
+  /* libvirt would print every error to stderr; lv_error logs them. */
+}
+
+/* Log what failed with libvirt's last error of this thread; errno is
+ * ENOENT for a domain or snapshot that no longer exists, else EIO. */
+static void lv_error (const char *fmt, ...)
+  __attribute__ ((format (printf, 1, 2)));
+
+static void
+lv_error (const char *fmt, ...)
+{
+  virErrorPtr e = virGetLastError ();
+  CLEANUP_FREE char *what = NULL;
+  int code = e ? e->code : VIR_ERR_OK;
+  va_list ap;
+
+  va_start (ap, fmt);
+  if (vasprintf (&what, fmt, ap) < 0)
+    what = NULL;
+  va_end (ap);
+  vd_error ("%s: %s: %s", uri, what ? what : "libvirt",
+            e && e->message ? e->message : "unknown libvirt error");
+  errno = code == VIR_ERR_NO_DOMAIN || code == VIR_ERR_NO_DOMAIN_SNAPSHOT
+    ? ENOENT : EIO;
+}
+
+static int
+lv_last_code (void)
+{
+  virErrorPtr e = virGetLastError ();
+
+  return e ? e->code : VIR_ERR_OK;
+}
+
+/* ---- Events. ---- */
+
+static void
+mark_dirty (const char *name)
+{
+  size_t i;
+
+  pthread_mutex_lock (&dirty_lock);
+  for (i = 0; i < ndirty; i++)
+    if (strcmp (dirty[i], name) == 0)
+      break;
+  if (i == ndirty) {
+    char *s = strdup (name);
+    if (s && ndirty < MAX_DIRTY)
+      dirty[__atomic_add_fetch (&ndirty, 1, __ATOMIC_RELEASE) - 1] = s;
+    else {
+      /* Too many (or no memory): refetch everything. */
+      free (s);
+      __atomic_add_fetch (&epoch, 1, __ATOMIC_RELEASE);
+    }
+  }
+  pthread_mutex_unlock (&dirty_lock);
+}
+
+static bool
+is_dirty (const char *name, bool take)
+{
+  bool found = false;
+  size_t i;
+
+  if (__atomic_load_n (&ndirty, __ATOMIC_ACQUIRE) == 0)
+    return false;
+  pthread_mutex_lock (&dirty_lock);
+  for (i = 0; i < ndirty; i++)
+    if (strcmp (dirty[i], name) == 0) {
+      found = true;
+      if (take) {
+        free (dirty[i]);
+        dirty[i] = dirty[ndirty - 1];
+        __atomic_sub_fetch (&ndirty, 1, __ATOMIC_RELEASE);
+      }
+      break;
+    }
+  pthread_mutex_unlock (&dirty_lock);
+  return found;
+}
+
+/* Event thread. */
+static int
+lifecycle_cb (virConnectPtr c, virDomainPtr dom, int event, int detail,
+              void *opaque)
+{
+  const char *name = virDomainGetName (dom);
+
+  vd_debug ("%s: event %d detail %d on %s", uri, event, detail,
+            name ? name : "?");
+  if (event == VIR_DOMAIN_EVENT_DEFINED
+      || event == VIR_DOMAIN_EVENT_UNDEFINED)
+    __atomic_store_n (&root_dirty, 1, __ATOMIC_RELEASE);
+  if (name)
+    mark_dirty (name);
+  return 0;
+}
+
+/* Event thread. */
+static void
+close_cb (virConnectPtr c, int reason, void *opaque)
+{
+  __atomic_store_n (&conn_broken, 1, __ATOMIC_RELEASE);
+  __atomic_store_n (&root_dirty, 1, __ATOMIC_RELEASE);
+}
+
+static void *
+event_main (void *arg)
+{
+  while (!__atomic_load_n (&event_quit, __ATOMIC_ACQUIRE))
+    if (virEventRunDefaultImpl () < 0) {
+      lv_error ("event loop");
+      sleep (1);
+    }
+  return NULL;
+}
+
+static void
+wake_cb (int timer, void *opaque)
+{
+  virEventRemoveTimeout (timer);
+}
+
+/* ---- The connection. ---- */
+
+/* conn_lock held. */
+static void
+drop_conn (void)
+{
+  if (!conn)
+    return;
+  if (lifecycle_id >= 0)
+    virConnectDomainEventDeregisterAny (conn, lifecycle_id);
+  lifecycle_id = -1;
+  virConnectUnregisterCloseCallback (conn, close_cb);
+  virResetLastError ();
+  virConnectClose (conn);
+  conn = NULL;
+}
+
+/* conn_lock held.  0 or -1 (logged unless quiet). */
+static int
+open_conn (bool quiet)
+{
+  virConnectPtr c = virConnectOpenReadOnly (uri);
+
+  if (!c) {
+    if (!quiet)
+      lv_error ("cannot connect (retrying at the next access)");
+    return -1;
+  }
+  if (virConnectRegisterCloseCallback (c, close_cb, NULL, NULL) < 0)
+    lv_error ("cannot watch the connection");
+  if (__atomic_load_n (&events_on, __ATOMIC_ACQUIRE)) {
+    lifecycle_id = virConnectDomainEventRegisterAny
+      (c, NULL, VIR_DOMAIN_EVENT_ID_LIFECYCLE,
+       VIR_DOMAIN_EVENT_CALLBACK (lifecycle_cb), NULL, NULL);
+    if (lifecycle_id < 0)
+      lv_error ("no domain events (changes show within %d s)",
+                DOM_RECHECK_MS / 1000);
+    if (virConnectSetKeepAlive (c, 5, 3) < 0)
+      virResetLastError ();     /* not supported by every driver */
+  }
+  __atomic_store_n (&conn_broken, 0, __ATOMIC_RELEASE);
+  __atomic_add_fetch (&epoch, 1, __ATOMIC_RELEASE);
+  __atomic_store_n (&root_dirty, 1, __ATOMIC_RELEASE);
+  conn = c;
+  return 0;
+}
+
+/* The connection with a new reference (virConnectClose it), reconnecting
+ * if it was lost; NULL with errno ENOTCONN. */
+static virConnectPtr
+get_conn (void)
+{
+  virConnectPtr c = NULL;
+  uint64_t now = now_ms ();
+
+  pthread_mutex_lock (&conn_lock);
+  if (conn && (__atomic_load_n (&conn_broken, __ATOMIC_ACQUIRE)
+               || virConnectIsAlive (conn) != 1)) {
+    vd_warn ("%s: connection lost, reconnecting", uri);
+    drop_conn ();
+  }
+  if (!conn && (last_connect_ms == 0
+                || now - last_connect_ms >= RECONNECT_MS)) {
+    last_connect_ms = now;
+    if (open_conn (connect_failing) == 0) {
+      if (connect_failing)
+        vd_info ("%s: connected again", uri);
+      connect_failing = false;
+    }
+    else
+      connect_failing = true;
+  }
+  if (conn) {
+    virConnectRef (conn);
+    c = conn;
+  }
+  pthread_mutex_unlock (&conn_lock);
+  if (!c)
+    errno = ENOTCONN;
+  return c;
+}
+
+/* ---- Small helpers. ---- */
+
+static void
+set_attr (struct stat *st, mode_t mode, nlink_t nlink, uint64_t size,
+          uid_t uid, gid_t gid, time_t sec, long nsec)
+{
+  memset (st, 0, sizeof *st);
+  st->st_mode = mode;
+  st->st_nlink = nlink;
+  st->st_size = (off_t) size;
+  st->st_uid = uid;
+  st->st_gid = gid;
+  st->st_blksize = 4096;
+  st->st_atim.tv_sec = st->st_mtim.tv_sec = st->st_ctim.tv_sec = sec;
+  st->st_atim.tv_nsec = st->st_mtim.tv_nsec = st->st_ctim.tv_nsec = nsec;
+}
+
+static struct fs_node *
+get_node (enum fs_node_type type, const char *fmt, ...)
+  __attribute__ ((format (printf, 2, 3)));
+
+static struct fs_node *
+get_node (enum fs_node_type type, const char *fmt, ...)
+{
+  CLEANUP_FREE char *path = NULL;
+  va_list ap;
+  int r;
+
+  va_start (ap, fmt);
+  r = vasprintf (&path, fmt, ap);
+  va_end (ap);
+  if (r < 0) {
+    path = NULL;
+    return NULL;
+  }
+  return inode_get_node (path, type);
+}
+
+static bool
+same_stat (const struct stat *a, const struct stat *b)
+{
+  return a->st_dev == b->st_dev && a->st_ino == b->st_ino
+    && a->st_size == b->st_size && a->st_mode == b->st_mode
+    && a->st_mtim.tv_sec == b->st_mtim.tv_sec
+    && a->st_mtim.tv_nsec == b->st_mtim.tv_nsec
+    && a->st_ctim.tv_sec == b->st_ctim.tv_sec
+    && a->st_ctim.tv_nsec == b->st_ctim.tv_nsec;
+}
+
+static bool
+streq (const char *a, const char *b)
+{
+  return a == b || (a && b && strcmp (a, b) == 0);
+}
+
+static void
+snaps_free (struct lv_snap *s, size_t n)
+{
+  size_t i;
+
+  for (i = 0; i < n; i++) {
+    free (s[i].name);
+    fs_blob_unref (s[i].xml);
+  }
+  free (s);
+}
+
+static void
+watch_free (struct lv_watch *w, size_t n)
+{
+  size_t i;
+
+  if (!w)
+    return;
+  for (i = 0; i < n; i++)
+    free (w[i].path);
+  free (w);
+}
+
+static void
+dom_priv_free (void *p)
+{
+  struct lv_dom *d = p;
+
+  if (!d)
+    return;
+  free (d->name);
+  watch_free (d->watch, d->nwatch);
+  if (d->dom)
+    virDomainFree (d->dom);
+  fs_blob_unref (d->xml);
+  snaps_free (d->snaps, d->nsnaps);
+  free (d);
+}
+
+static void
+disk_priv_free (void *p)
+{
+  struct lv_disk *k = p;
+
+  if (k) {
+    free (k->path);
+    free (k->format);
+    free (k->snap_id);
+    free (k);
+  }
+}
+
+/* tree_lock held.  Did a watched file change? */
+static bool
+watch_changed (const struct lv_dom *d)
+{
+  size_t i;
+
+  for (i = 0; i < d->nwatch; i++) {
+    struct stat st;
+    int err = stat (d->watch[i].path, &st) < 0 ? errno : 0;
+    if (err != d->watch[i].err || (!err && !same_stat (&st, &d->watch[i].st)))
+      return true;
+  }
+  return false;
+}
+
+/* ---- A domain's tree, built from libvirt's data and its images. ---- */
+
+/* An image file opened during a build: its size and snapshot table. */
+struct img_info {
+  char *path;
+  char *format;
+  int err;
+  struct stat st;
+  bool have_st;
+  uint64_t size;
+  struct vd_snapshot *snaps;
+  size_t nsnaps;
+};
+
+/* One <target>.raw to show. */
+struct disk_scan {
+  char *fname;
+  char *path;                       /* NULL: no source          */
+  char *format;
+  char *snap_id;
+  bool live;
+  struct stat st;
+  bool have_st;
+  int err;
+  uint64_t size;
+  int64_t sec;                      /* times (snapshots)        */
+  long nsec;
+};
+
+/* One snapshots/<name>/. */
+struct snap_scan {
+  char *ename;
+  const char *name;                 /* unescaped (libvirt's or the tag) */
+  int64_t sec;
+  long nsec;
+  struct fs_blob *domxml, *snapxml; /* NULL for qemu-img snapshots */
+  struct disk_scan *disks;
+  size_t ndisks;
+};
+
+struct build {
+  const char *dname;                /* domain name, for messages */
+  virConnectPtr c;                  /* NULL when disconnected    */
+  bool log;                         /* log skipped disks (fetches) */
+  struct img_info *imgs;
+  size_t nimgs;
+  struct disk_scan *disks;
+  size_t ndisks;
+  struct snap_scan *snaps;
+  size_t nsnaps;
+};
+
+static void
+disk_scan_clear (struct disk_scan *s)
+{
+  free (s->fname);
+  free (s->path);
+  free (s->format);
+  free (s->snap_id);
+}
+
+static void
+build_free (struct build *b)
+{
+  size_t i, j;
+
+  for (i = 0; i < b->nimgs; i++) {
+    free (b->imgs[i].path);
+    free (b->imgs[i].format);
+    vd_snapshots_free (b->imgs[i].snaps, b->imgs[i].nsnaps);
+  }
+  free (b->imgs);
+  for (i = 0; i < b->ndisks; i++)
+    disk_scan_clear (&b->disks[i]);
+  free (b->disks);
+  for (i = 0; i < b->nsnaps; i++) {
+    free (b->snaps[i].ename);
+    fs_blob_unref (b->snaps[i].domxml);
+    fs_blob_unref (b->snaps[i].snapxml);
+    for (j = 0; j < b->snaps[i].ndisks; j++)
+      disk_scan_clear (&b->snaps[i].disks[j]);
+    free (b->snaps[i].disks);
+  }
+  free (b->snaps);
+}
+
+/* The image at path opened once per build (then closed): its size and
+ * snapshots.  NULL on ENOMEM only; an image that fails has err set. */
+static struct img_info *
+image_info (struct build *b, const char *path, const char *format)
+{
+  struct img_info *ii, *t;
+  struct vd_image *img;
+  size_t i;
+
+  for (i = 0; i < b->nimgs; i++)
+    if (strcmp (b->imgs[i].path, path) == 0
+        && strcmp (b->imgs[i].format, format) == 0)
+      return &b->imgs[i];
+  t = realloc (b->imgs, (b->nimgs + 1) * sizeof *t);
+  if (!t)
+    return NULL;
+  b->imgs = t;
+  ii = &b->imgs[b->nimgs];
+  memset (ii, 0, sizeof *ii);
+  ii->path = strdup (path);
+  ii->format = strdup (format);
+  if (!ii->path || !ii->format) {
+    free (ii->path);
+    free (ii->format);
+    return NULL;
+  }
+  b->nimgs++;
+  ii->have_st = stat (path, &ii->st) == 0;
+  errno = 0;
+  img = vd_image_open_chain (path, format, 0, NULL);
+  if (!img) {
+    ii->err = errno ? errno : EIO;
+    vd_error ("domain %s: %s: cannot open as %s: %s (its disk is shown "
+              "empty and fails to open)", b->dname, path, format,
+              strerror (ii->err));
+    return ii;
+  }
+  ii->size = vd_image_size (img);
+  if (vd_image_list_snapshots (img, &ii->snaps, &ii->nsnaps) < 0) {
+    ii->snaps = NULL;
+    ii->nsnaps = 0;
+  }
+  vd_image_close (img);
+  return ii;
+}
+
+static bool
+is_disk_device (const struct domxml_disk *d)
+{
+  return !d->device || strcmp (d->device, "disk") == 0;
+}
+
+/* Where a disk's bytes are: *path (malloc'd) for file, block and volume
+ * disks; 0.  -1 for a disk that is not shown (network ...), logged when
+ * b->log.  *path NULL with 0: a disk without a usable source (shown
+ * with EIO). */
+static int
+disk_path (struct build *b, const struct domxml_disk *d, char **path)
+{
+  const char *type = d->type ? d->type : "file";
+
+  *path = NULL;
+  if (strcmp (type, "file") == 0 || strcmp (type, "block") == 0) {
+    if (d->source && (*path = strdup (d->source)) == NULL)
+      return -1;
+    return 0;
+  }
+  if (strcmp (type, "volume") == 0) {
+    virStoragePoolPtr pool = NULL;
+    virStorageVolPtr vol = NULL;
+
+    if (!d->pool || !d->volume || !b->c)
+      return 0;
+    pool = virStoragePoolLookupByName (b->c, d->pool);
+    if (pool)
+      vol = virStorageVolLookupByName (pool, d->volume);
+    if (vol)
+      *path = virStorageVolGetPath (vol);
+    if (!*path)
+      lv_error ("domain %s: disk %s: volume %s in pool %s", b->dname,
+                d->target ? d->target : "?", d->volume, d->pool);
+    if (vol)
+      virStorageVolFree (vol);
+    if (pool)
+      virStoragePoolFree (pool);
+    return 0;
+  }
+  if (b->log)
+    vd_warn ("domain %s: disk %s: type %s%s%s%s%s is not shown (not "
+             "readable by vmdiskfs yet)", b->dname,
+             d->target ? d->target : "?", type,
+             d->protocol ? " protocol " : "", d->protocol ? d->protocol : "",
+             d->name ? " " : "", d->name ? d->name : "");
+  return -1;
+}
+
+/* Fill s for target's disk at path (may be NULL) in format; snapshot
+ * name snap (NULL: the image itself). */
+static int
+fill_disk (struct build *b, struct disk_scan *s, const char *target,
+           const char *path, const char *format, const char *snap,
+           bool live)
+{
+  CLEANUP_FREE char *et = vd_name_escape (target);
+  struct img_info *ii;
+  size_t i;
+
+  memset (s, 0, sizeof *s);
+  if (!et || asprintf (&s->fname, "%s.raw", et) < 0) {
+    s->fname = NULL;
+    return -1;
+  }
+  s->format = strdup (format);
+  if (!s->format)
+    return -1;
+  s->live = live && !snap;
+  if (!path) {
+    vd_error ("domain %s: disk %s has no source (shown empty, fails to "
+              "open)", b->dname, target);
+    s->err = EIO;
+    return 0;
+  }
+  s->path = strdup (path);
+  if (!s->path)
+    return -1;
+  ii = image_info (b, path, format);
+  if (!ii)
+    return -1;
+  s->st = ii->st;
+  s->have_st = ii->have_st;
+  if (ii->err) {
+    s->err = EIO;
+    return 0;
+  }
+  if (!snap) {
+    s->size = ii->size;
+    return 0;
+  }
+  for (i = 0; i < ii->nsnaps; i++)
+    if (strcmp (ii->snaps[i].name, snap) == 0)
+      break;
+  if (i == ii->nsnaps) {
+    vd_error ("domain %s: snapshot %s: disk %s: %s has no internal "
+              "snapshot of that name (shown empty, fails to open)",
+              b->dname, snap, target, path);
+    s->err = EIO;
+    return 0;
+  }
+  s->snap_id = strdup (ii->snaps[i].id);
+  if (!s->snap_id)
+    return -1;
+  s->size = ii->snaps[i].disk_size;
+  return 0;
+}
+
+static struct fs_blob *virsh_blob (const char *x, size_t n);
+
+/* Hook for snapshots that live under a block device (LVM): none yet.
+ * snapshotter/ (lvm_snapshotter.list) lists them; wiring it in means one
+ * more snap_scan per snapshot here, named as it says, reading its device
+ * (activated on open, deactivated when idle). */
+static void
+block_snapshots (struct build *b, const struct domxml_disk *d,
+                 const char *path)
+{
+}
+
+static struct snap_scan *
+add_snap (struct build *b)
+{
+  struct snap_scan *t = realloc (b->snaps, (b->nsnaps + 1) * sizeof *t);
+
+  if (!t)
+    return NULL;
+  b->snaps = t;
+  memset (&t[b->nsnaps], 0, sizeof *t);
+  return &t[b->nsnaps++];
+}
+
+static struct disk_scan *
+add_disk (struct disk_scan **v, size_t *n)
+{
+  struct disk_scan *t = realloc (*v, (*n + 1) * sizeof *t);
+
+  if (!t)
+    return NULL;
+  *v = t;
+  memset (&t[*n], 0, sizeof *t);
+  return &t[(*n)++];
+}
+
+static bool
+snap_shown (const struct build *b, const char *ename)
+{
+  size_t i;
+
+  for (i = 0; i < b->nsnaps; i++)
+    if (strcmp (b->snaps[i].ename, ename) == 0)
+      return true;
+  return false;
+}
+
+/* One libvirt snapshot into b. */
+static int
+build_libvirt_snapshot (struct build *b, const struct lv_snap *ls,
+                        const struct domxml_disk *cur, size_t ncur)
+{
+  struct domxml_snapshot sx;
+  struct snap_scan *ss;
+  CLEANUP_FREE char *dx = NULL;
+  size_t dxlen = 0, i, j;
+  int ret = -1;
+
+  if (domxml_parse_snapshot (ls->xml->data, ls->xml->len, &sx) < 0) {
+    if (errno == ENOMEM)
+      return -1;
+    vd_error ("domain %s: snapshot %s: cannot parse its XML (not shown)",
+              b->dname, ls->name);
+    return 0;
+  }
+  ss = add_snap (b);
+  if (!ss)
+    goto out;
+  ss->name = ls->name;
+  ss->ename = vd_name_escape (ls->name);
+  if (!ss->ename)
+    goto out;
+  ss->sec = sx.creation_time;
+  ss->snapxml = fs_blob_ref (ls->xml);
+  dx = domxml_snapshot_domain (ls->xml->data, ls->xml->len, &dxlen);
+  if (dx && (ss->domxml = virsh_blob (dx, dxlen)) == NULL)
+    goto out;
+
+  for (i = 0; i < sx.ndisks; i++) {
+    const struct domxml_disk *d = &sx.disks[i];
+    const char *mode = NULL, *format = d->driver_type ? d->driver_type
+      : "raw";
+    CLEANUP_FREE char *path = NULL;
+    struct disk_scan *ds;
+
+    if (!is_disk_device (d) || !d->target)
+      continue;
+    for (j = 0; j < sx.nsnapdisks; j++)
+      if (streq (sx.snapdisks[j].target, d->target))
+        mode = sx.snapdisks[j].snapshot;
+    if (!mode)
+      mode = strcmp (format, "qcow2") == 0 ? "internal" : "no";
+    if (strcmp (mode, "no") == 0)
+      continue;
+    if (strcmp (mode, "internal") != 0 && strcmp (mode, "external") != 0) {
+      if (b->log)
+        vd_warn ("domain %s: snapshot %s: disk %s (snapshot='%s') is not "
+                 "shown", b->dname, ls->name, d->target, mode);
+      continue;
+    }
+    if (disk_path (b, d, &path) < 0) {
+      if (errno == ENOMEM)
+        goto out;
+      continue;
+    }
+    if (!path) {
+      /* Fall back to the current definition's disk of that target. */
+      for (j = 0; j < ncur; j++)
+        if (streq (cur[j].target, d->target) && cur[j].source
+            && (path = strdup (cur[j].source)) == NULL)
+          goto out;
+    }
+    ds = add_disk (&ss->disks, &ss->ndisks);
+    if (!ds)
+      goto out;
+    /* External: the file the domain used then, now the backing file of
+     * the overlay the snapshot created; it no longer changes. */
+    if (fill_disk (b, ds, d->target, path, format,
+                   strcmp (mode, "internal") == 0 ? ls->name : NULL,
+                   false) < 0)
+      goto out;
+    ds->sec = ss->sec;
+  }
+  ret = 0;
+ out:
+  if (ret < 0)
+    errno = ENOMEM;
+  domxml_snapshot_clear (&sx);
+  return ret;
+}
+
+/* qcow2 snapshots of the current disks that libvirt does not know. */
+static int
+build_image_snapshots (struct build *b, const struct lv_dom *d,
+                       const struct domxml_disk *cur, size_t ncur)
+{
+  size_t i, k, j, nlibvirt = b->nsnaps;
+
+  for (i = 0; i < b->ndisks; i++) {
+    const struct disk_scan *ad = &b->disks[i];
+    struct img_info *ii;
+
+    if (!ad->path || ad->err)
+      continue;
+    ii = image_info (b, ad->path, ad->format);
+    if (!ii)
+      return -1;
+    for (k = 0; k < ii->nsnaps; k++) {
+      const struct vd_snapshot *vs = &ii->snaps[k];
+      CLEANUP_FREE char *ename = NULL;
+      struct snap_scan *ss = NULL;
+      struct disk_scan *ds;
+      bool known = false;
+
+      for (j = 0; j < d->nsnaps; j++)
+        if (strcmp (d->snaps[j].name, vs->name) == 0)
+          known = true;
+      if (known)
+        continue;
+      /* The first of equal tags in this image only. */
+      for (j = 0; j < k; j++)
+        if (strcmp (ii->snaps[j].name, vs->name) == 0)
+          known = true;
+      if (known)
+        continue;
+      if (vs->name[0] == '\0') {
+        if (asprintf (&ename, "(id %s)", vs->id) < 0) {
+          ename = NULL;
+          return -1;
+        }
+      }
+      else if ((ename = vd_name_escape (vs->name)) == NULL)
+        return -1;
+      for (j = nlibvirt; j < b->nsnaps; j++)
+        if (strcmp (b->snaps[j].ename, ename) == 0)
+          ss = &b->snaps[j];
+      if (!ss) {
+        if (snap_shown (b, ename)) {
+          vd_warn ("domain %s: %s: snapshot %s clashes with a libvirt "
+                   "snapshot's name, not shown", b->dname, ad->path, ename);
+          continue;
+        }
+        ss = add_snap (b);
+        if (!ss)
+          return -1;
+        ss->ename = ename;
+        ename = NULL;
+        ss->name = vs->name;
+        ss->sec = vs->date_sec;
+        ss->nsec = vs->date_nsec;
+      }
+      ds = add_disk (&ss->disks, &ss->ndisks);
+      if (!ds)
+        return -1;
+      memset (ds, 0, sizeof *ds);
+      if (asprintf (&ds->fname, "%s", ad->fname) < 0
+          || (ds->path = strdup (ad->path)) == NULL
+          || (ds->format = strdup (ad->format)) == NULL
+          || (ds->snap_id = strdup (vs->id)) == NULL)
+        return -1;
+      ds->st = ii->st;
+      ds->have_st = ii->have_st;
+      ds->size = vs->disk_size;
+      ds->sec = ss->sec;
+      ds->nsec = ss->nsec;
+    }
+  }
+  return 0;
+}
+
+/* tree_lock held for writing.  A disk node as s says; reference. */
+static struct fs_node *
+apply_disk (struct fs_node *dom, const char *dir, const struct disk_scan *s,
+            int64_t sec, long nsec, bool snapshot)
+{
+  struct fs_node *n = get_node (FS_NODE_DISK, "%s/%s", dir, s->fname);
+  struct lv_disk *k;
+  bool unchanged;
+
+  if (!n)
+    return NULL;
+  k = n->priv;
+  unchanged = n->attached && k && streq (k->path, s->path)
+    && streq (k->format, s->format) && streq (k->snap_id, s->snap_id)
+    && k->live == s->live && k->err == s->err && k->size == s->size
+    && same_stat (&k->st, &s->st);
+  if (!unchanged) {
+    struct lv_disk *nk = calloc (1, sizeof *nk);
+    char *sid = strdup (s->snap_id ? s->snap_id : "");
+
+    if (!nk || !sid || (s->path && !(nk->path = strdup (s->path)))
+        || !(nk->format = strdup (s->format))
+        || (s->snap_id && !(nk->snap_id = strdup (s->snap_id)))) {
+      disk_priv_free (nk);
+      free (sid);
+      inode_unref (n);
+      return NULL;
+    }
+    nk->live = s->live;
+    nk->st = s->st;
+    nk->err = s->err;
+    nk->size = s->size;
+    if (n->priv_free)
+      n->priv_free (n->priv);
+    n->priv = nk;
+    n->priv_free = disk_priv_free;
+    /* Every disk node has a snap_id, so that fs_release closes its
+     * image with the last reader: idle disks hold no open files. */
+    free (n->snap_id);
+    n->snap_id = sid;
+    tree_set_disk (n, NULL, s->err);
+    tree_changed_content (n);
+  }
+  if (!snapshot) {
+    sec = s->have_st ? s->st.st_mtim.tv_sec : 0;
+    nsec = s->have_st ? s->st.st_mtim.tv_nsec : 0;
+  }
+  set_attr (&n->attr, S_IFREG | (s->have_st ? s->st.st_mode & 0444 : 0400),
+            1, s->size, s->have_st ? s->st.st_uid : 0,
+            s->have_st ? s->st.st_gid : 0, sec, nsec);
+  tree_set_image (n, dom);
+  return n;
+}
+
+/* tree_lock held for writing.  An XML file node; reference. */
+static struct fs_node *
+apply_file (struct fs_node *dom, const char *dir, const char *name,
+            struct fs_blob *blob, int64_t sec, long nsec)
+{
+  struct fs_node *n = get_node (FS_NODE_FILE, "%s/%s", dir, name);
+
+  if (!n)
+    return NULL;
+  set_attr (&n->attr, S_IFREG | 0400, 1, blob->len, 0, 0, sec, nsec);
+  tree_set_image (n, dom);
+  tree_set_blob (n, blob);
+  return n;
+}
+
+/* Add n to the array kids (room reserved by the caller). */
+#define PUSH(kids, k, n)  do { if (n) (kids)[(k)++] = (n); } while (0)
+
+/* tree_lock held for writing.  Make the domain directory what b says. */
+static void
+apply_domain (struct fs_node *node, struct lv_dom *d, struct build *b,
+              int64_t dsec)
+{
+  struct fs_node **kids, **skids, *sdir;
+  size_t nk = 0, ns = 0, i, j;
+  const char *dir = node->path;
+
+  kids = calloc (b->ndisks + 2, sizeof *kids);
+  skids = calloc (b->nsnaps + 1, sizeof *skids);
+  sdir = get_node (FS_NODE_DIR, "%s/snapshots", dir);
+  if (!kids || !skids || !sdir) {
+    free (kids);
+    free (skids);
+    if (sdir)
+      inode_unref (sdir);
+    vd_error ("domain %s: out of memory", d->name);
+    return;
+  }
+  set_attr (&node->attr, S_IFDIR | 0555, 3, 0, 0, 0, dsec, 0);
+  if (d->xml)
+    PUSH (kids, nk, apply_file (node, dir, "domain.xml", d->xml, dsec, 0));
+  for (i = 0; i < b->ndisks; i++)
+    PUSH (kids, nk, apply_disk (node, dir, &b->disks[i], 0, 0, false));
+
+  for (i = 0; i < b->nsnaps; i++) {
+    struct snap_scan *ss = &b->snaps[i];
+    CLEANUP_FREE char *spath = NULL;
+    struct fs_node *sn, **fk;
+    size_t nf = 0;
+
+    if (asprintf (&spath, "%s/snapshots/%s", dir, ss->ename) < 0) {
+      spath = NULL;
+      continue;
+    }
+    sn = get_node (FS_NODE_DIR, "%s", spath);
+    fk = calloc (ss->ndisks + 2, sizeof *fk);
+    if (!sn || !fk) {
+      if (sn)
+        inode_unref (sn);
+      free (fk);
+      continue;
+    }
+    set_attr (&sn->attr, S_IFDIR | 0555, 2, 0, 0, 0, ss->sec, ss->nsec);
+    tree_set_image (sn, node);
+    if (ss->domxml)
+      PUSH (fk, nf, apply_file (node, spath, "domain.xml", ss->domxml,
+                                ss->sec, ss->nsec));
+    if (ss->snapxml)
+      PUSH (fk, nf, apply_file (node, spath, "snapshot.xml", ss->snapxml,
+                                ss->sec, ss->nsec));
+    for (j = 0; j < ss->ndisks; j++) {
+      bool dup = false;
+      size_t m;
+      for (m = 0; m < j; m++)
+        dup |= strcmp (ss->disks[m].fname, ss->disks[j].fname) == 0;
+      if (!dup)
+        PUSH (fk, nf, apply_disk (node, spath, &ss->disks[j], ss->sec,
+                                  ss->nsec, true));
+    }
+    tree_set_children (sn, fk, nf);
+    skids[ns++] = sn;
+  }
+  set_attr (&sdir->attr, S_IFDIR | 0555, 2 + ns, 0, 0, 0, dsec, 0);
+  tree_set_image (sdir, node);
+  tree_set_children (sdir, skids, ns);
+  kids[nk++] = sdir;
+  tree_set_children (node, kids, nk);
+}
+
+/* XML from libvirt as virsh prints it (one more newline), so that
+ * "virsh dumpxml --inactive D | cmp - D/domain.xml" holds. */
+static struct fs_blob *
+virsh_blob (const char *x, size_t n)
+{
+  struct fs_blob *b = fs_blob_new (x, n + 1);
+
+  if (b)
+    b->data[n] = '\n';
+  return b;
+}
+
+/* The domain's definition time (see the header). */
+static int64_t
+domain_time (struct lv_dom *d)
+{
+  if (system_uri) {
+    CLEANUP_FREE char *p = NULL;
+    struct stat st;
+    if (asprintf (&p, "/etc/libvirt/qemu/%s.xml", d->name) >= 0
+        && stat (p, &st) == 0)
+      return st.st_mtim.tv_sec;
+  }
+  return d->first_seen;
+}
+
+/* Build the domain's tree from d's cached libvirt data (refresh_lock
+ * held, no tree_lock), opening its images; then apply it. */
+static void
+rebuild (struct fs_node *node, struct lv_dom *d, virConnectPtr c, bool log)
+{
+  struct build b = { .dname = d->name, .c = c, .log = log };
+  struct domxml_disk *cur = NULL;
+  struct lv_watch *watch = NULL;
+  size_t ncur = 0, i, nw = 0;
+  int64_t dsec = domain_time (d);
+
+  if (d->xml && domxml_parse_domain (d->xml->data, d->xml->len, &cur,
+                                     &ncur) < 0) {
+    vd_error ("domain %s: cannot parse its XML: %s (no disks shown)",
+              d->name, strerror (errno));
+    cur = NULL;
+    ncur = 0;
+  }
+  for (i = 0; i < ncur; i++) {
+    const struct domxml_disk *x = &cur[i];
+    CLEANUP_FREE char *path = NULL;
+    struct disk_scan *ds;
+
+    if (!is_disk_device (x) || !x->target)
+      continue;
+    if (disk_path (&b, x, &path) < 0)
+      continue;
+    ds = add_disk (&b.disks, &b.ndisks);
+    if (!ds || fill_disk (&b, ds, x->target, path,
+                          x->driver_type ? x->driver_type : "raw", NULL,
+                          d->running) < 0)
+      goto nomem;
+    if (path && x->type && strcmp (x->type, "block") == 0)
+      block_snapshots (&b, x, path);
+  }
+  for (i = 0; i < d->nsnaps; i++)
+    if (build_libvirt_snapshot (&b, &d->snaps[i], cur, ncur) < 0)
+      goto nomem;
+  if (build_image_snapshots (&b, d, cur, ncur) < 0)
+    goto nomem;
+
+  /* Watch the current disks' files. */
+  watch = calloc (b.ndisks ? b.ndisks : 1, sizeof *watch);
+  if (!watch)
+    goto nomem;
+  for (i = 0; i < b.ndisks; i++) {
+    if (!b.disks[i].path)
+      continue;
+    watch[nw].path = strdup (b.disks[i].path);
+    if (!watch[nw].path)
+      goto nomem;
+    /* The state the build saw, so that a change meanwhile is seen. */
+    if (b.disks[i].have_st)
+      watch[nw].st = b.disks[i].st;
+    else
+      watch[nw].err = stat (watch[nw].path, &watch[nw].st) < 0 ? errno : 0;
+    nw++;
+  }
+
+  tree_wrlock ();
+  if (node->attached) {
+    apply_domain (node, d, &b, dsec);
+    watch_free (d->watch, d->nwatch);
+    d->watch = watch;
+    d->nwatch = nw;
+    watch = NULL;
+  }
+  tree_unlock ();
+  goto out;
+
+ nomem:
+  vd_error ("domain %s: out of memory", d->name);
+ out:
+  watch_free (watch, nw);
+  domxml_disks_free (cur, ncur);
+  build_free (&b);
+}
+
+static int
+lv_snap_cmp (const void *a, const void *b)
+{
+  const struct lv_snap *x = a, *y = b;
+
+  return strcmp (x->name, y->name);
+}
+
+/* The domain's snapshots: names, sorted, with the XML of those not in
+ * old (unless refetch).  0, or -1 (logged). */
+static int
+fetch_snapshots (struct lv_dom *d, bool xml, bool refetch,
+                 struct lv_snap **out, size_t *nout)
+{
+  virDomainSnapshotPtr *snaps = NULL;
+  struct lv_snap *v;
+  int n, i;
+  size_t k = 0;
+
+  n = virDomainListAllSnapshots (d->dom, &snaps, 0);
+  if (n < 0) {
+    lv_error ("domain %s: cannot list snapshots", d->name);
+    return -1;
+  }
+  v = calloc (n ? n : 1, sizeof *v);
+  for (i = 0; i < n; i++) {
+    const char *name = virDomainSnapshotGetName (snaps[i]);
+    struct lv_snap key, *old;
+    char *x;
+
+    if (!v || !name || (v[k].name = strdup (name)) == NULL)
+      goto next;
+    if (xml) {
+      key.name = v[k].name;
+      old = refetch ? NULL : bsearch (&key, d->snaps, d->nsnaps,
+                                      sizeof *d->snaps, lv_snap_cmp);
+      if (old)
+        v[k].xml = fs_blob_ref (old->xml);
+      else if ((x = virDomainSnapshotGetXMLDesc (snaps[i], 0)) != NULL) {
+        v[k].xml = virsh_blob (x, strlen (x));
+        free (x);
+      }
+      else if (lv_last_code () != VIR_ERR_NO_DOMAIN_SNAPSHOT)
+        lv_error ("domain %s: snapshot %s", d->name, name);
+      if (!v[k].xml) {
+        free (v[k].name);
+        goto next;
+      }
+    }
+    k++;
+  next:
+    virDomainSnapshotFree (snaps[i]);
+  }
+  free (snaps);
+  if (!v) {
+    vd_error ("domain %s: out of memory", d->name);
+    return -1;
+  }
+  qsort (v, k, sizeof *v, lv_snap_cmp);
+  *out = v;
+  *nout = k;
+  return 0;
+}
+
+/* Same snapshot names as cached? */
+static bool
+same_names (const struct lv_dom *d, const struct lv_snap *v, size_t n)
+{
+  size_t i;
+
+  if (n != d->nsnaps)
+    return false;
+  for (i = 0; i < n; i++)
+    if (strcmp (v[i].name, d->snaps[i].name) != 0)
+      return false;
+  return true;
+}
+
+/* Fetch everything of the domain from libvirt into d (refresh_lock). 0,
+ * or -1: the domain is gone (errno ENOENT) or libvirt failed (logged). */
+static int
+fetch_domain (struct lv_dom *d, bool refetch)
+{
+  struct lv_snap *v;
+  size_t n;
+  char *x;
+  int active;
+
+  x = virDomainGetXMLDesc (d->dom, VIR_DOMAIN_XML_INACTIVE);
+  if (!x) {
+    if (lv_last_code () == VIR_ERR_NO_DOMAIN) {
+      errno = ENOENT;
+      return -1;
+    }
+    lv_error ("domain %s: cannot get its XML", d->name);
+    return -1;
+  }
+  if (!d->xml || d->xml->len != strlen (x) + 1
+      || memcmp (d->xml->data, x, strlen (x)) != 0) {
+    struct fs_blob *nb = virsh_blob (x, strlen (x));
+    if (nb) {
+      fs_blob_unref (d->xml);
+      d->xml = nb;
+      d->first_seen = time (NULL);
+    }
+  }
+  free (x);
+  active = virDomainIsActive (d->dom);
+  if (active >= 0)
+    d->running = active == 1;
+  if (fetch_snapshots (d, true, refetch, &v, &n) == 0) {
+    snaps_free (d->snaps, d->nsnaps);
+    d->snaps = v;
+    d->nsnaps = n;
+  }
+  return 0;
+}
+
+static void refresh_root (struct fs_node *root);
+
+/* Bring a domain directory up to date (refresh_lock held). */
+static void
+refresh_domain (struct fs_node *node)
+{
+  struct lv_dom *d;
+  virConnectPtr c;
+  bool scanned, full, recheck, changed, build;
+  unsigned ep = __atomic_load_n (&epoch, __ATOMIC_ACQUIRE), dep;
+  uint64_t now = now_ms (), checked, disks_ms;
+
+  tree_rdlock ();
+  d = node->priv;
+  if (!node->attached || !d) {
+    tree_unlock ();
+    return;
+  }
+  scanned = d->scanned;
+  dep = d->epoch;
+  checked = d->checked_ms;
+  disks_ms = d->disks_ms;
+  changed = now - disks_ms >= DISK_MIN_RESCAN_MS && watch_changed (d);
+  tree_unlock ();
+
+  full = !scanned || dep != ep;
+  full |= is_dirty (d->name, true);
+  recheck = full || changed || now - checked >= DOM_RECHECK_MS;
+  build = full || changed;
+
+  c = recheck ? get_conn () : NULL;
+  if (c) {
+    if (!d->dom || d->dom_epoch != ep) {
+      if (d->dom)
+        virDomainFree (d->dom);
+      d->dom = virDomainLookupByName (c, d->name);
+      d->dom_epoch = ep;
+      if (!d->dom) {
+        if (lv_last_code () == VIR_ERR_NO_DOMAIN)
+          goto gone;
+        lv_error ("domain %s", d->name);
+        goto done;
+      }
+    }
+    if (full) {
+      if (fetch_domain (d, !scanned || dep != ep) < 0) {
+        if (errno == ENOENT)
+          goto gone;
+        goto done;
+      }
+    }
+    else {
+      struct lv_snap *v;
+      size_t n;
+      if (fetch_snapshots (d, false, false, &v, &n) == 0) {
+        if (!same_names (d, v, n)) {
+          build = true;
+          snaps_free (v, n);
+          if (fetch_domain (d, false) < 0 && errno == ENOENT)
+            goto gone;
+        }
+        else
+          snaps_free (v, n);
+      }
+    }
+  }
+  else if (recheck && !scanned)
+    vd_error ("domain %s: not connected to %s (shown empty)", d->name, uri);
+
+ done:
+  if (build || !scanned)
+    rebuild (node, d, c, full);
+  tree_wrlock ();
+  d->scanned = true;
+  if (c)
+    d->epoch = ep;
+  if (recheck)
+    d->checked_ms = now;
+  if (build)
+    d->disks_ms = now;
+  tree_unlock ();
+  if (c)
+    virConnectClose (c);
+  return;
+
+ gone:
+  /* Undefined meanwhile: the root's listing drops it. */
+  if (c)
+    virConnectClose (c);
+  __atomic_store_n (&root_dirty, 1, __ATOMIC_RELEASE);
+  refresh_root (tree_root ());
+}
+
+/* Relist the domains (refresh_lock held). */
+static void
+refresh_root (struct fs_node *root)
+{
+  struct lv_root *r = root->priv;
+  virDomainPtr *doms = NULL;
+  struct fs_node **kids = NULL;
+  virConnectPtr c;
+  int n = 0, i;
+  size_t k = 0;
+  uint64_t now = now_ms ();
+
+  __atomic_store_n (&root_dirty, 0, __ATOMIC_RELEASE);
+  c = get_conn ();
+  if (!c)
+    goto done;
+  n = virConnectListAllDomains (c, &doms, VIR_CONNECT_LIST_DOMAINS_PERSISTENT);
+  if (n < 0) {
+    lv_error ("cannot list domains (showing the last listing)");
+    goto done;
+  }
+  kids = calloc (n ? n : 1, sizeof *kids);
+  if (!kids) {
+    vd_error ("out of memory");
+    goto done;
+  }
+  tree_wrlock ();
+  for (i = 0; i < n; i++) {
+    const char *name = virDomainGetName (doms[i]);
+    CLEANUP_FREE char *ename = name ? vd_name_escape (name) : NULL;
+    struct fs_node *node;
+    struct lv_dom *d;
+
+    if (!ename)
+      continue;
+    node = tree_find_child (root, ename);
+    if (node && node->priv) {
+      kids[k++] = inode_ref (node);
+      continue;
+    }
+    node = get_node (FS_NODE_DIR, "/%s", ename);
+    if (!node)
+      continue;
+    d = calloc (1, sizeof *d);
+    if (!d || (d->name = strdup (name)) == NULL) {
+      free (d);
+      inode_unref (node);
+      continue;
+    }
+    /* A node the kernel remembered from before: start afresh. */
+    if (node->priv_free)
+      node->priv_free (node->priv);
+    node->priv = d;
+    node->priv_free = dom_priv_free;
+    d->dom = doms[i];
+    d->dom_epoch = __atomic_load_n (&epoch, __ATOMIC_ACQUIRE);
+    d->first_seen = time (NULL);
+    doms[i] = NULL;
+    set_attr (&node->attr, S_IFDIR | 0555, 3, 0, 0, 0, d->first_seen, 0);
+    kids[k++] = node;
+  }
+  tree_set_children (root, kids, k);
+  root->attr.st_nlink = 2 + k;
+  r->scanned = true;
+  tree_unlock ();
+  vd_debug ("%s: %zu domains", uri, k);
+ done:
+  tree_wrlock ();
+  r->listed_ms = now;
+  tree_unlock ();
+  if (doms) {
+    for (i = 0; i < n; i++)
+      if (doms[i])
+        virDomainFree (doms[i]);
+    free (doms);
+  }
+  if (c)
+    virConnectClose (c);
+}
+
+/* ---- The provider. ---- */
+
+static int
+libvirt_start (struct fs_node *root)
+{
+  const char *u = fs_config.connect;
+  struct lv_root *r;
+  virConnectPtr c;
+  struct rlimit rl;
+  time_t now = time (NULL);
+
+  if (!u || !*u)
+    u = getenv ("LIBVIRT_DEFAULT_URI");
+  if (!u || !*u)
+    u = "qemu:///system";
+  uri = strdup (u);
+  if (!uri)
+    return -1;
+  system_uri = strcmp (uri, "qemu:///system") == 0;
+  virSetErrorFunc (NULL, lv_silent);
+  if (virInitialize () < 0) {
+    fprintf (stderr, "vmdiskfs: cannot initialise libvirt\n");
+    return -1;
+  }
+  domxml_init ();
+  /* Only a check, before fork (see the header). */
+  c = virConnectOpenReadOnly (uri);
+  if (!c) {
+    virErrorPtr e = virGetLastError ();
+    fprintf (stderr, "vmdiskfs: cannot connect to %s: %s\n", uri,
+             e && e->message ? e->message : "unknown libvirt error");
+    return -1;
+  }
+  virConnectClose (c);
+
+  /* Open images of many domains (each open file holds its own). */
+  if (getrlimit (RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+    rl.rlim_cur = rl.rlim_max;
+    setrlimit (RLIMIT_NOFILE, &rl);
+  }
+
+  r = calloc (1, sizeof *r);
+  if (!r)
+    return -1;
+  root->priv = r;
+  root->priv_free = free;
+  set_attr (&root->attr, S_IFDIR | 0555, 2, 0, 0, 0, now, 0);
+  return 0;
+}
+
+static void
+libvirt_mounted (void)
+{
+  int e;
+
+  if (virEventRegisterDefaultImpl () < 0) {
+    lv_error ("no event loop (changes show within %d s)",
+              DOM_RECHECK_MS / 1000);
+    return;
+  }
+  __atomic_store_n (&events_on, 1, __ATOMIC_RELEASE);
+  e = pthread_create (&event_thread, NULL, event_main, NULL);
+  if (e) {
+    vd_error ("cannot start the libvirt event thread: %s", strerror (e));
+    __atomic_store_n (&events_on, 0, __ATOMIC_RELEASE);
+    return;
+  }
+  event_started = true;
+}
+
+static bool
+libvirt_stale (struct fs_node *node)
+{
+  uint64_t now = now_ms ();
+
+  if (node == tree_root ()) {
+    struct lv_root *r = node->priv;
+    return !r->scanned || __atomic_load_n (&root_dirty, __ATOMIC_ACQUIRE)
+      || now - r->listed_ms >= ROOT_RECHECK_MS;
+  }
+  else {
+    struct lv_dom *d = node->priv;
+    if (!d || !d->scanned
+        || d->epoch != __atomic_load_n (&epoch, __ATOMIC_ACQUIRE)
+        || now - d->checked_ms >= DOM_RECHECK_MS
+        || is_dirty (d->name, false))
+      return true;
+    return now - d->disks_ms >= DISK_MIN_RESCAN_MS && watch_changed (d);
+  }
+}
+
+static void
+libvirt_refresh (struct fs_node *node)
+{
+  if (node == tree_root ())
+    refresh_root (node);
+  else
+    refresh_domain (node);
+}
+
+/* Open a disk node's image: the active disk (LIVE while its domain
+ * runs), or a snapshot of it. */
+static struct fs_disk *
+libvirt_open_disk (struct fs_node *node)
+{
+  CLEANUP_FREE char *path = NULL, *format = NULL, *snap = NULL;
+  struct lv_disk *k;
+  struct vd_image *img, *s;
+  unsigned flags = 0;
+  int err = 0;
+
+  tree_rdlock ();
+  k = node->priv;
+  if (!k)
+    err = ENOENT;
+  else if (k->err || !k->path)
+    err = EIO;
+  else {
+    path = strdup (k->path);
+    format = strdup (k->format);
+    snap = k->snap_id ? strdup (k->snap_id) : NULL;
+    if (!path || !format || (k->snap_id && !snap))
+      err = ENOMEM;
+#ifdef VD_OPEN_LIVE
+    if (k->live)
+      flags |= VD_OPEN_LIVE;
+#endif
+  }
+  tree_unlock ();
+  if (err) {
+    errno = err;
+    return NULL;
+  }
+  img = vd_image_open_chain (path, format, flags, NULL);
+  if (!img)
+    return NULL;
+  if (snap) {
+    s = vd_image_open_snapshot (img, snap);
+    vd_image_close (img);
+    if (!s)
+      return NULL;
+    img = s;
+  }
+  return fs_disk_new (img);
+}
+
+static void
+libvirt_stop (void)
+{
+  size_t i;
+
+  pthread_mutex_lock (&conn_lock);
+  drop_conn ();
+  pthread_mutex_unlock (&conn_lock);
+  if (event_started) {
+    __atomic_store_n (&event_quit, 1, __ATOMIC_RELEASE);
+    if (virEventAddTimeout (0, wake_cb, NULL, NULL) >= 0)
+      pthread_join (event_thread, NULL);
+    event_started = false;
+  }
+  pthread_mutex_lock (&dirty_lock);
+  for (i = 0; i < ndirty; i++)
+    free (dirty[i]);
+  ndirty = 0;
+  pthread_mutex_unlock (&dirty_lock);
+  free (uri);
+  uri = NULL;
+}
+
+const struct fs_provider tree_libvirt_provider = {
+  .name = "libvirt",
+  .start = libvirt_start,
+  .refresh = libvirt_refresh,
+  .stale = libvirt_stale,
+  .open_disk = libvirt_open_disk,
+  .stop = libvirt_stop,
+  .mounted = libvirt_mounted,
+};
