@@ -4,8 +4,10 @@
  * private copies all happen; every byte is checked against
  * `qemu-img convert -O raw`, and every DATA extent with an fd is checked
  * by reading its phys offset straight from that fd (what the daemon's
- * splice does).  Then a snapshot is opened, its parent closed, and the
- * snapshot read against `qemu-img snapshot -a` on a copy.
+ * splice does).  The same again with VD_OPEN_LIVE (no L2 cache: every
+ * lookup reads the metadata afresh).  Then a snapshot is opened from the
+ * live image, its parent closed, and the snapshot read against
+ * `qemu-img snapshot -a` on a copy.
  *
  * Needs qemu-img and qemu-io: exit 77 (skip) without them.  Run it under
  * valgrind --tool=helgrind or built with -fsanitize=thread to check the
@@ -149,6 +151,7 @@ main (void)
   uint8_t *buf;
   char path[256];
   intptr_t i;
+  int pass;
 
   if (system ("qemu-img --version >/dev/null 2>&1") != 0 ||
       system ("qemu-io --version >/dev/null 2>&1") != 0) {
@@ -181,19 +184,24 @@ main (void)
 
   qcow2_set_cache_size (3 * 4096);
   snprintf (path, sizeof path, "%s/img.qcow2", dir);
-  img = vd_image_open (path, 0);
-  CHECK (img != NULL);
-  CHECK (strcmp (vd_image_format_name (img), "qcow2") == 0);
-  CHECK (vd_image_size (img) == size);
+  for (pass = 0; pass < 2; pass++) {
+    if (pass > 0)
+      vd_image_close (img);
+    img = vd_image_open (path, pass ? VD_OPEN_LIVE : 0);
+    CHECK (img != NULL);
+    CHECK (strcmp (vd_image_format_name (img), "qcow2") == 0);
+    CHECK (vd_image_size (img) == size);
 
-  for (i = 0; i < NTHREADS; i++)
-    CHECK (pthread_create (&th[i], NULL, worker, (void *) i) == 0);
-  for (i = 0; i < NTHREADS; i++)
-    CHECK (pthread_join (th[i], NULL) == 0);
+    for (i = 0; i < NTHREADS; i++)
+      CHECK (pthread_create (&th[i], NULL, worker, (void *) i) == 0);
+    for (i = 0; i < NTHREADS; i++)
+      CHECK (pthread_join (th[i], NULL) == 0);
+  }
 
-  /* The snapshot outlives its parent. */
+  /* The snapshot outlives its parent, and is not live. */
   snap = vd_image_open_snapshot (img, "half");
   CHECK (snap != NULL);
+  CHECK ((snap->flags & VD_OPEN_LIVE) == 0);
   CHECK (vd_image_open_snapshot (img, "nosuch") == NULL && errno == ENOENT);
   vd_image_close (img);
   CHECK (vd_image_size (snap) == snap_size);
