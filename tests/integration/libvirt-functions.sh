@@ -36,6 +36,7 @@
 #                                                       empty: no medium)
 #                         virtio targets (vd*) on bus virtio, sd* on sata,
 #                         hd* on ide.  The domain is undefined at exit.
+#                         Defining a NAME again redefines it (same UUID).
 #   lv_running NAME       true if the domain is running
 #   lv_pool NAME DIR      define and start a dir storage pool on DIR
 #   lv_loop FILE          attach FILE to a free loop device, its path in
@@ -130,14 +131,21 @@ lv_running ()
 lv_cleanup ()
 {
   local d p l
+  # One virsh session for all (a test may have made 50 domains).
+  {
+    for d in "${_lv_domains[@]}"; do
+      lv_running "$d" && printf 'destroy %q\n' "$d"
+      printf 'undefine %q --snapshots-metadata --nvram\n' "$d"
+    done
+    for p in "${_lv_pools[@]}"; do
+      printf 'pool-destroy %q\npool-undefine %q\n' "$p" "$p"
+    done
+  } >"$TEST_DIR/.cleanup.virsh"
+  lv_virsh <"$TEST_DIR/.cleanup.virsh" >/dev/null 2>&1
   for d in "${_lv_domains[@]}"; do
-    lv_virsh destroy "$d" >/dev/null 2>&1
-    lv_virsh undefine "$d" --snapshots-metadata --nvram >/dev/null 2>&1 ||
-      lv_virsh undefine "$d" --snapshots-metadata >/dev/null 2>&1
-  done
-  for p in "${_lv_pools[@]}"; do
-    lv_virsh pool-destroy "$p" >/dev/null 2>&1
-    lv_virsh pool-undefine "$p" >/dev/null 2>&1
+    if lv_virsh domstate "$d" >/dev/null 2>&1; then
+      echo "warning: domain $d is still defined after the cleanup" >&2
+    fi
   done
   for l in "${_lv_loops[@]}"; do
     losetup -d "$l" 2>/dev/null
@@ -164,11 +172,14 @@ _lv_xml_escape ()
 
 lv_define ()
 {
-  local name=$1 spec type target src bus xml fmt pool vol
+  local name=$1 spec type target src bus xml fmt pool vol uuid
   shift
+  # Defined already: a redefinition (same UUID).
+  uuid=$(lv_virsh domuuid "$name" 2>/dev/null)
   xml="<domain type='kvm'>
   <name>$(_lv_xml_escape "$name")</name>
-  <memory unit='MiB'>256</memory>
+${uuid:+  <uuid>$uuid</uuid>
+}  <memory unit='MiB'>256</memory>
   <vcpu>1</vcpu>
   <os>
     <type arch='x86_64' machine='pc'>hvm</type>
