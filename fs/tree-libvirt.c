@@ -39,8 +39,12 @@
  *    ROOT_RECHECK_MS otherwise;
  *  - a domain is refetched from libvirt (XML, snapshot list, new
  *    snapshots' XML) when an event named it or after a reconnect; its
- *    snapshot list is compared (one virDomainListAllSnapshots) at most
- *    every DOM_RECHECK_MS, since snapshot metadata changes send no event;
+ *    snapshot list is compared (one virDomainListAllSnapshots), since
+ *    snapshot metadata changes send no event: for qemu:///system when
+ *    libvirt's snapshot metadata directory of the domain changes
+ *    (/var/lib/libvirt/qemu/snapshot/<name>, one stat), else at most
+ *    every DOM_RECHECK_MS (for qemu:///system too, every
+ *    LOCAL_RECHECK_MS, in case that directory moves);
  *    its disks are reopened when an image file's stat changes (qemu-img
  *    snapshot, a running guest), at most every DISK_MIN_RESCAN_MS, with no
  *    libvirt call beyond the snapshot list;
@@ -94,6 +98,7 @@
 
 #define ROOT_RECHECK_MS     2000
 #define DOM_RECHECK_MS      3000
+#define LOCAL_RECHECK_MS    600000
 #define DISK_MIN_RESCAN_MS  1000
 #define RECONNECT_MS        1000
 #define MAX_DIRTY           1024   /* more: everything is refetched */
@@ -153,6 +158,7 @@ struct lv_dom {
   uint64_t disks_ms;               /* last reopening of the disks        */
   struct lv_watch *watch;
   size_t nwatch;
+  struct lv_watch meta;            /* qemu:///system: snapshot metadata  */
 
   /* refresh_lock: libvirt's data, kept for rebuilds. */
   virDomainPtr dom;
@@ -482,6 +488,7 @@ dom_priv_free (void *p)
     return;
   free (d->name);
   watch_free (d->watch, d->nwatch);
+  free (d->meta.path);
   if (d->dom)
     virDomainFree (d->dom);
   fs_blob_unref (d->xml);
@@ -500,6 +507,18 @@ disk_priv_free (void *p)
     free (k->snap_id);
     free (k);
   }
+}
+
+static bool
+one_changed (const struct lv_watch *w)
+{
+  struct stat st;
+  int err;
+
+  if (!w->path)
+    return false;
+  err = stat (w->path, &st) < 0 ? errno : 0;
+  return err != w->err || (!err && !same_stat (&st, &w->st));
 }
 
 /* tree_lock held.  Did a watched file change? */
@@ -1341,7 +1360,8 @@ refresh_domain (struct fs_node *node)
 {
   struct lv_dom *d;
   virConnectPtr c;
-  bool scanned, full, recheck, changed, build;
+  bool scanned, full, recheck, changed, build, meta_changed;
+  struct lv_watch meta = { NULL, { 0 }, 0 };
   unsigned ep = __atomic_load_n (&epoch, __ATOMIC_ACQUIRE), dep;
   uint64_t now = now_ms (), checked, disks_ms;
 
@@ -1356,11 +1376,21 @@ refresh_domain (struct fs_node *node)
   checked = d->checked_ms;
   disks_ms = d->disks_ms;
   changed = now - disks_ms >= DISK_MIN_RESCAN_MS && watch_changed (d);
+  meta_changed = one_changed (&d->meta);
   tree_unlock ();
 
   full = !scanned || dep != ep;
   full |= is_dirty (d->name, true);
-  recheck = full || changed || now - checked >= DOM_RECHECK_MS;
+  recheck = full || changed || meta_changed
+    || now - checked >= (system_uri ? LOCAL_RECHECK_MS : DOM_RECHECK_MS);
+  if (recheck && system_uri) {
+    /* Before looking, so that a change meanwhile is seen next time. */
+    if (asprintf (&meta.path, "/var/lib/libvirt/qemu/snapshot/%s",
+                  d->name) < 0)
+      meta.path = NULL;
+    else
+      meta.err = stat (meta.path, &meta.st) < 0 ? errno : 0;
+  }
   build = full || changed;
 
   c = recheck ? get_conn () : NULL;
@@ -1409,19 +1439,27 @@ refresh_domain (struct fs_node *node)
   d->scanned = true;
   if (c)
     d->epoch = ep;
-  if (recheck)
+  if (recheck) {
     d->checked_ms = now;
+    if (meta.path) {
+      free (d->meta.path);
+      d->meta = meta;
+      meta.path = NULL;
+    }
+  }
   if (build)
     d->disks_ms = now;
   tree_unlock ();
   if (c)
     virConnectClose (c);
+  free (meta.path);
   return;
 
  gone:
   /* Undefined meanwhile: the root's listing drops it. */
   if (c)
     virConnectClose (c);
+  free (meta.path);
   __atomic_store_n (&root_dirty, 1, __ATOMIC_RELEASE);
   refresh_root (tree_root ());
 }
@@ -1590,8 +1628,9 @@ libvirt_stale (struct fs_node *node)
     struct lv_dom *d = node->priv;
     if (!d || !d->scanned
         || d->epoch != __atomic_load_n (&epoch, __ATOMIC_ACQUIRE)
-        || now - d->checked_ms >= DOM_RECHECK_MS
-        || is_dirty (d->name, false))
+        || now - d->checked_ms >= (system_uri ? LOCAL_RECHECK_MS
+                                   : DOM_RECHECK_MS)
+        || is_dirty (d->name, false) || one_changed (&d->meta))
       return true;
     return now - d->disks_ms >= DISK_MIN_RESCAN_MS && watch_changed (d);
   }
