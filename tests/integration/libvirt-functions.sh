@@ -128,22 +128,41 @@ lv_running ()
   [ "$(lv_virsh domstate "$1" 2>/dev/null)" = running ]
 }
 
+# A word quoted for virsh's command parser (single quotes; a quote as \').
+_lv_vq ()
+{
+  local q="'\\''"
+  printf "'%s'" "${1//\'/$q}"
+}
+
 lv_cleanup ()
 {
   local d p l
-  # One virsh session for all (a test may have made 50 domains).
+  local -A running=() seen=()
+  while read -r d; do
+    [ -n "$d" ] && running[$d]=1
+  done < <(lv_virsh list --name 2>/dev/null)
+  # One virsh session for all (a test may have made many domains).
   {
     for d in "${_lv_domains[@]}"; do
-      lv_running "$d" && printf 'destroy %q\n' "$d"
-      printf 'undefine %q --snapshots-metadata --nvram\n' "$d"
+      [ -n "${seen[$d]:-}" ] && continue
+      seen[$d]=1
+      [ -n "${running[$d]:-}" ] && echo "destroy $(_lv_vq "$d")"
+      echo "undefine $(_lv_vq "$d") --snapshots-metadata --nvram"
     done
     for p in "${_lv_pools[@]}"; do
-      printf 'pool-destroy %q\npool-undefine %q\n' "$p" "$p"
+      echo "pool-destroy $(_lv_vq "$p")"
+      echo "pool-undefine $(_lv_vq "$p")"
     done
   } >"$TEST_DIR/.cleanup.virsh"
   lv_virsh <"$TEST_DIR/.cleanup.virsh" >/dev/null 2>&1
+  unset seen
+  local -A seen=()
+  while read -r d; do
+    [ -n "$d" ] && seen[$d]=1
+  done < <(lv_virsh list --all --name 2>/dev/null)
   for d in "${_lv_domains[@]}"; do
-    if lv_virsh domstate "$d" >/dev/null 2>&1; then
+    if [ -n "${seen[$d]:-}" ]; then
       echo "warning: domain $d is still defined after the cleanup" >&2
     fi
   done
@@ -161,12 +180,13 @@ lv_forget_later ()
 
 _lv_xml_escape ()
 {
-  local s=$1
-  s=${s//&/&amp;}
-  s=${s//</&lt;}
-  s=${s//>/&gt;}
-  s=${s//\'/&apos;}
-  s=${s//\"/&quot;}
+  # Quoted replacements: bash 5.2 reads a bare & in one as the match.
+  local s=$1 amp='&amp;' lt='&lt;' gt='&gt;' apos='&apos;' quot='&quot;'
+  s=${s//&/"$amp"}
+  s=${s//</"$lt"}
+  s=${s//>/"$gt"}
+  s=${s//\'/"$apos"}
+  s=${s//\"/"$quot"}
   printf '%s' "$s"
 }
 
