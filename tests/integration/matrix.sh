@@ -719,7 +719,8 @@ qemu-img create -q -f qed -o cluster_size=4k small-cluster.qed 4M
 mx_fill small-cluster.qed qed $((4 * MiB))
 mx_add small-cluster.qed qed
 qemu-img create -q -f qed -b rawbase.raw -F raw over-raw.qed 6M
-mx_qio over-raw.qed qed -c "write -P 0xb1 64k 4k" -c "write -P 0xb3 5M 64k"
+mx_qio over-raw.qed qed -c "write -P 0xb1 64k 4k" -c "write -P 0xb3 5M 64k" \
+  -c "write -z 1M 128k" -c "write -z 3M 64k"    # QED zero clusters over backing data
 mx_add over-raw.qed qed
 qemu-img create -q -f qed sparse.qed 64M
 mx_qio sparse.qed qed -c "write -P 0xb4 40M 128k"
