@@ -9,7 +9,8 @@
 # Environment:
 #   FUZZ_SECONDS=60        run time per target
 #   FUZZ_TARGETS="qcow2 qed lvm-json"   (lvm-json: tests/fuzz/fuzz-lvm-json.c,
-#                          the LVM report parser; seeds in lvm-json-seeds/)
+#                          the LVM report parser; seeds in lvm-json-seeds/;
+#                          domxml: fuzz-domxml.c, fs/domxml.c, libvirt XML)
 #   FUZZ_NICE=10           niceness of the fuzzers (the machine is shared)
 #   FUZZ_ARGS=...          extra libFuzzer options
 #   FUZZ_CFLAGS=...        extra compiler flags (e.g. -fno-sanitize=alignment
@@ -29,7 +30,7 @@ set -u
 srcdir=${abs_top_srcdir:-$(cd "$(dirname "$0")/../.." && pwd)}
 builddir=${abs_top_builddir:-$srcdir}
 FUZZ_SECONDS=${FUZZ_SECONDS:-60}
-FUZZ_TARGETS=${FUZZ_TARGETS:-qcow2 qed lvm-json}
+FUZZ_TARGETS=${FUZZ_TARGETS:-qcow2 qed lvm-json domxml}
 FUZZ_NICE=${FUZZ_NICE:-10}
 FUZZ_ARGS=${FUZZ_ARGS:-}
 CC=${FUZZ_CC:-clang}
@@ -59,17 +60,18 @@ fi
 # Every library source except those with a main() (vd-cat.c).
 sources=()
 for f in "$srcdir"/formats/*.c "$srcdir"/common/*.c \
-         "$srcdir"/snapshotter/lvm-json.c; do
+         "$srcdir"/snapshotter/lvm-json.c "$srcdir"/fs/domxml.c; do
   grep -q '^main *(' "$f" || sources+=("$f")
 done
 cflags=(-g -O1 -fno-omit-frame-pointer
         -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined
         -I "$builddir" -I "$srcdir/common" -I "$srcdir/formats"
-        -I "$srcdir/snapshotter" -I "$srcdir"
+        -I "$srcdir/snapshotter" -I "$srcdir/fs" -I "$srcdir"
+        $(pkg-config --cflags libxml-2.0 2>/dev/null)
         -D_GNU_SOURCE -pthread
         $(pkg-config --cflags zlib libzstd libqcow 2>/dev/null)
         ${FUZZ_CFLAGS:-})
-libs=(-lz -lzstd $(pkg-config --libs libqcow) -pthread)
+libs=(-lz -lzstd $(pkg-config --libs libqcow libxml-2.0) -pthread)
 
 mkdir -p "$out"
 for fmt in $FUZZ_TARGETS; do
