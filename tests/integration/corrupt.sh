@@ -380,6 +380,9 @@ mx_case qcow1-l1-beyond-eof.qcow "err|qemu" "QCOW1 l1_table_offset 1 TiB"
 cp "$T/tmpl.qcow" qcow1-cluster-bits-63.qcow; mx_poke qcow1-cluster-bits-63.qcow 32 1 63
 mx_case qcow1-cluster-bits-63.qcow "err|qemu" "QCOW1 cluster_bits 63"
 head -c 48 "$T/tmpl.qcow" > qcow1-trunc.qcow
+qemu-img create -q -f qcow --object secret,id=sec0,data=123456 \
+  -o encrypt.format=aes,encrypt.key-secret=sec0 qcow1-aes.qcow 4M
+mx_case qcow1-aes.qcow err "QCOW1 with real AES encryption" "EIO ENOTSUP"
 mx_case qcow1-trunc.qcow "err|qemu" "QCOW1 truncated to 48 bytes"
 
 # 0xff... in every header field in turn (qcow2 v3 header, spec section
