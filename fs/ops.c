@@ -313,8 +313,6 @@ fs_open (fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
   errno = 0;
   if (node->type == FS_NODE_FILE) {
     blob = tree_get_blob (node);
-    if (!blob)
-      errno = ENOENT;
   }
   else
     d = tree_get_disk (node, true);

@@ -831,11 +831,15 @@ build_libvirt_snapshot (struct build *b, const struct lv_snap *ls,
 {
   struct domxml_snapshot sx;
   struct snap_scan *ss;
+  struct fs_blob *px = fs_blob_plain (ls->xml);
   CLEANUP_FREE char *dx = NULL;
   size_t dxlen = 0, i, j;
   int ret = -1;
 
-  if (domxml_parse_snapshot (ls->xml->data, ls->xml->len, &sx) < 0) {
+  if (!px)
+    return -1;
+  if (domxml_parse_snapshot (px->data, px->len, &sx) < 0) {
+    fs_blob_unref (px);
     if (errno == ENOMEM)
       return -1;
     vd_error ("domain %s: snapshot %s: cannot parse its XML (not shown)",
@@ -851,7 +855,7 @@ build_libvirt_snapshot (struct build *b, const struct lv_snap *ls,
     goto out;
   ss->sec = sx.creation_time;
   ss->snapxml = fs_blob_ref (ls->xml);
-  dx = domxml_snapshot_domain (ls->xml->data, ls->xml->len, &dxlen);
+  dx = domxml_snapshot_domain (px->data, px->len, &dxlen);
   if (dx && (ss->domxml = virsh_blob (dx, dxlen)) == NULL)
     goto out;
 
@@ -904,6 +908,7 @@ build_libvirt_snapshot (struct build *b, const struct lv_snap *ls,
  out:
   if (ret < 0)
     errno = ENOMEM;
+  fs_blob_unref (px);
   domxml_snapshot_clear (&sx);
   return ret;
 }
@@ -1135,10 +1140,15 @@ apply_domain (struct fs_node *node, struct lv_dom *d, struct build *b,
 static struct fs_blob *
 virsh_blob (const char *x, size_t n)
 {
-  struct fs_blob *b = fs_blob_new (x, n + 1);
+  char *t = malloc (n + 1);
+  struct fs_blob *b;
 
-  if (b)
-    b->data[n] = '\n';
+  if (!t)
+    return NULL;
+  memcpy (t, x, n);
+  t[n] = '\n';
+  b = fs_blob_new (t, n + 1);
+  free (t);
   return b;
 }
 
@@ -1166,9 +1176,9 @@ rebuild (struct fs_node *node, struct lv_dom *d, virConnectPtr c, bool log)
   struct lv_watch *watch = NULL;
   size_t ncur = 0, i, nw = 0;
   int64_t dsec = domain_time (d);
+  struct fs_blob *px = d->xml ? fs_blob_plain (d->xml) : NULL;
 
-  if (d->xml && domxml_parse_domain (d->xml->data, d->xml->len, &cur,
-                                     &ncur) < 0) {
+  if (px && domxml_parse_domain (px->data, px->len, &cur, &ncur) < 0) {
     vd_error ("domain %s: cannot parse its XML: %s (no disks shown)",
               d->name, strerror (errno));
     cur = NULL;
@@ -1231,6 +1241,7 @@ rebuild (struct fs_node *node, struct lv_dom *d, virConnectPtr c, bool log)
  out:
   watch_free (watch, nw);
   domxml_disks_free (cur, ncur);
+  fs_blob_unref (px);
   build_free (&b);
 }
 
@@ -1331,14 +1342,15 @@ fetch_domain (struct lv_dom *d, bool refetch)
     lv_error ("domain %s: cannot get its XML", d->name);
     return -1;
   }
-  if (!d->xml || d->xml->len != strlen (x) + 1
-      || memcmp (d->xml->data, x, strlen (x)) != 0) {
+  {
     struct fs_blob *nb = virsh_blob (x, strlen (x));
-    if (nb) {
+    if (nb && !fs_blob_equal (nb, d->xml)) {
       fs_blob_unref (d->xml);
       d->xml = nb;
       d->first_seen = time (NULL);
     }
+    else
+      fs_blob_unref (nb);
   }
   free (x);
   active = virDomainIsActive (d->dom);

@@ -25,6 +25,7 @@
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
+#include <zlib.h>
 
 #include "vmdiskfs.h"
 #include "log.h"
@@ -69,8 +70,8 @@ fs_disk_unref (struct fs_disk *d)
 
 /* ---- In-memory files. ---- */
 
-struct fs_blob *
-fs_blob_new (const char *data, size_t len)
+static struct fs_blob *
+blob_plain (const char *data, size_t len)
 {
   struct fs_blob *b = malloc (sizeof *b + len + 1);
 
@@ -80,9 +81,65 @@ fs_blob_new (const char *data, size_t len)
   }
   b->refs = 1;
   b->len = len;
+  b->zlen = 0;
   memcpy (b->data, data, len);
   b->data[len] = '\0';
   return b;
+}
+
+/* A blob of data, compressed when that saves space (deterministic: the
+ * same bytes give the same blob, so tree_set_blob can compare). */
+struct fs_blob *
+fs_blob_new (const char *data, size_t len)
+{
+  uLongf zlen = compressBound (len);
+  struct fs_blob *b, *t;
+
+  if (len < 256)
+    return blob_plain (data, len);
+  b = malloc (sizeof *b + zlen);
+  if (!b) {
+    errno = ENOMEM;
+    return NULL;
+  }
+  if (compress2 ((Bytef *) b->data, &zlen, (const Bytef *) data, len, 6)
+      != Z_OK || zlen >= len) {
+    free (b);
+    return blob_plain (data, len);
+  }
+  b->refs = 1;
+  b->len = len;
+  b->zlen = zlen;
+  t = realloc (b, sizeof *b + zlen);
+  return t ? t : b;
+}
+
+/* A plain blob of b's bytes (a new reference), or NULL with errno. */
+struct fs_blob *
+fs_blob_plain (struct fs_blob *b)
+{
+  struct fs_blob *p;
+  uLongf len = b->len;
+
+  if (!b->zlen)
+    return fs_blob_ref (b);
+  p = malloc (sizeof *p + b->len + 1);
+  if (!p) {
+    errno = ENOMEM;
+    return NULL;
+  }
+  if (uncompress ((Bytef *) p->data, &len, (const Bytef *) b->data, b->zlen)
+      != Z_OK || len != b->len) {
+    vd_error ("in-memory file of %zu bytes does not inflate", b->len);
+    free (p);
+    errno = EIO;
+    return NULL;
+  }
+  p->refs = 1;
+  p->len = b->len;
+  p->zlen = 0;
+  p->data[p->len] = '\0';
+  return p;
 }
 
 struct fs_blob *
@@ -97,6 +154,13 @@ fs_blob_unref (struct fs_blob *b)
 {
   if (b && __atomic_sub_fetch (&b->refs, 1, __ATOMIC_ACQ_REL) == 0)
     free (b);
+}
+
+bool
+fs_blob_equal (const struct fs_blob *a, const struct fs_blob *b)
+{
+  return a && b && a->len == b->len && a->zlen == b->zlen
+    && memcmp (a->data, b->data, a->zlen ? a->zlen : a->len) == 0;
 }
 
 /* ---- Locks. ---- */
@@ -392,8 +456,7 @@ void
 tree_set_blob (struct fs_node *node, struct fs_blob *blob)
 {
   struct fs_blob *old = node->blob;
-  bool same = old && blob && old->len == blob->len
-    && memcmp (old->data, blob->data, blob->len) == 0;
+  bool same = fs_blob_equal (old, blob);
 
   node->blob = blob ? fs_blob_ref (blob) : NULL;
   fs_blob_unref (old);
@@ -401,16 +464,23 @@ tree_set_blob (struct fs_node *node, struct fs_blob *blob)
     tree_changed_content (node);
 }
 
-/* The content of a file node, a new reference, or NULL. */
+/* The content of a file node, plain, a new reference, or NULL with
+ * errno. */
 struct fs_blob *
 tree_get_blob (struct fs_node *node)
 {
-  struct fs_blob *b;
+  struct fs_blob *b, *p;
 
   tree_rdlock ();
   b = node->blob ? fs_blob_ref (node->blob) : NULL;
   tree_unlock ();
-  return b;
+  if (!b) {
+    errno = ENOENT;
+    return NULL;
+  }
+  p = fs_blob_plain (b);
+  fs_blob_unref (b);
+  return p;
 }
 
 /* The daemon runs: let the provider start its threads. */

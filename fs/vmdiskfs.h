@@ -72,15 +72,20 @@ void fs_disk_unref (struct fs_disk *d);
 
 /* The bytes of a small in-memory file (domain.xml, snapshot.xml), shared
  * by the tree and by open files; immutable, freed with its last
- * reference. */
+ * reference.  The tree keeps them zlib-compressed (XML shrinks about
+ * five times: 1,000 domains with 10 snapshots hold 30,000 of them);
+ * tree_get_blob hands out plain ones. */
 struct fs_blob {
   unsigned refs;              /* atomic                                    */
-  size_t len;
-  char data[];
+  size_t len;                 /* the file's size                           */
+  size_t zlen;                /* > 0: data holds zlen compressed bytes     */
+  char data[];                /* plain: len bytes and a NUL                */
 };
 struct fs_blob *fs_blob_new (const char *data, size_t len);
 struct fs_blob *fs_blob_ref (struct fs_blob *b);
 void fs_blob_unref (struct fs_blob *b);
+struct fs_blob *fs_blob_plain (struct fs_blob *b);
+bool fs_blob_equal (const struct fs_blob *a, const struct fs_blob *b);
 
 enum fs_node_type { FS_NODE_DIR, FS_NODE_DISK, FS_NODE_FILE };
 
