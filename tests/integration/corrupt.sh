@@ -270,8 +270,10 @@ mx_copy l2-beyond-eof.qcow2;  mx_poke l2-beyond-eof.qcow2 $l2 8 $((0x80000000000
 mx_case l2-beyond-eof.qcow2 err "L2 entry 0: data cluster at 15 TiB"
 mx_copy l2-unaligned.qcow2;   mx_poke l2-unaligned.qcow2 $l2 8 0x8000000000012200
 mx_case l2-unaligned.qcow2 err "L2 entry 0: data offset not cluster aligned"
-mx_copy l2-on-header.qcow2;   mx_poke l2-on-header.qcow2 $((l2 + 8)) 8 0x8000000000000000
-mx_case l2-on-header.qcow2 "err|qemu" "L2 entry 1: data cluster at offset 0 (the header)"
+mx_copy l2-offset-0.qcow2;    mx_poke l2-offset-0.qcow2 $((l2 + 8)) 8 0x8000000000000000
+mx_case l2-offset-0.qcow2 "err|qemu" "L2 entry 1: offset 0 (unallocated) with the COPIED flag"
+mx_copy l2-on-metadata.qcow2; mx_poke l2-on-metadata.qcow2 $((l2 + 8)) 8 $((0x8000000000000000 | l1))
+mx_case l2-on-metadata.qcow2 "err|qemu" "L2 entry 1: data cluster on the L1 table"
 # (64k clusters: bits 0-53 host offset, 54-61 extra 512-byte sectors)
 mx_copy l2-compressed.qcow2;  mx_poke l2-compressed.qcow2 $l2 8 $(( (1 << 62) | (0xff << 54) | 15 * TiB ))
 mx_case l2-compressed.qcow2 err "L2 entry 0: compressed cluster beyond EOF, maximal size"
