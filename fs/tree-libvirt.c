@@ -23,7 +23,12 @@
  * it took externally, the file the domain used before (now the overlay's
  * backing file).  Internal qcow2 snapshots libvirt does not know (made
  * with qemu-img snapshot) are shown too, by tag, with only their disks.
- * Snapshots of LVM volumes: see block_snapshots() (a hook, not wired yet).
+ * Disks of type block on LVM logical volumes: their LVM snapshots, as
+ * snapshotter/ lists them (lvm_snapshotter, liblvm2cmd in a forked
+ * child), in directories of the names it gives, merged with a libvirt or
+ * qemu-img snapshot of the same name; a snapshot that needs activation
+ * (thin) is activated when opened and deactivated after LVM_IDLE_MS
+ * without use (checked by a timer of the event loop), and at exit.
  *
  * Times: a disk has its image file's (or device's) mtime; a snapshot
  * directory and everything in it the snapshot's creation time; a domain
@@ -92,6 +97,7 @@
 
 #include "vmdiskfs.h"
 #include "domxml.h"
+#include "snapshotter.h"
 #include "cleanup.h"
 #include "escape.h"
 #include "log.h"
@@ -102,6 +108,7 @@
 #define DISK_MIN_RESCAN_MS  1000
 #define RECONNECT_MS        1000
 #define MAX_DIRTY           1024   /* more: everything is refetched */
+#define LVM_IDLE_MS         60000  /* deactivate a snapshot idle so long */
 
 static char *uri;                  /* constant after start */
 static bool system_uri;            /* qemu:///system: config file times */
@@ -176,6 +183,8 @@ struct lv_disk {
   char *format;
   char *snap_id;                   /* qcow2 snapshot id, or NULL         */
   bool live;                       /* a running domain's active disk     */
+  char *lvm_id;                    /* LVM snapshot needing activation    */
+  unsigned lvm_flags;
   struct stat st;                  /* the image file at the last scan    */
   int err;
   uint64_t size;
@@ -505,6 +514,7 @@ disk_priv_free (void *p)
     free (k->path);
     free (k->format);
     free (k->snap_id);
+    free (k->lvm_id);
     free (k);
   }
 }
@@ -557,6 +567,8 @@ struct disk_scan {
   char *format;
   char *snap_id;
   bool live;
+  char *lvm_id;                     /* LVM snapshot to activate */
+  unsigned lvm_flags;
   struct stat st;
   bool have_st;
   int err;
@@ -595,6 +607,7 @@ disk_scan_clear (struct disk_scan *s)
   free (s->path);
   free (s->format);
   free (s->snap_id);
+  free (s->lvm_id);
 }
 
 static void
@@ -779,14 +792,183 @@ fill_disk (struct build *b, struct disk_scan *s, const char *target,
 
 static struct fs_blob *virsh_blob (const char *x, size_t n);
 
-/* Hook for snapshots that live under a block device (LVM): none yet.
- * snapshotter/ (lvm_snapshotter.list) lists them; wiring it in means one
- * more snap_scan per snapshot here, named as it says, reading its device
- * (activated on open, deactivated when idle). */
-static void
-block_snapshots (struct build *b, const struct domxml_disk *d,
-                 const char *path)
+static struct snap_scan *add_snap (struct build *b);
+static struct disk_scan *add_disk (struct disk_scan **v, size_t *n);
+
+/* The LVM snapshots of a block disk (a logical volume) into b, merged
+ * with snapshots of the same name already there.  Not a logical volume
+ * (ENOTSUP): nothing.  ENOMEM: -1. */
+static int
+block_snapshots (struct build *b, const char *target, const char *path)
 {
+  struct snap_info *v = NULL;
+  CLEANUP_FREE char *fname = NULL, *et = vd_name_escape (target);
+  size_t n = 0, i, j;
+  int ret = -1;
+
+  if (!et || asprintf (&fname, "%s.raw", et) < 0) {
+    fname = NULL;
+    return -1;
+  }
+  if (lvm_snapshotter.list (path, &v, &n) < 0) {
+    if (errno != ENOTSUP && b->log)
+      vd_warn ("domain %s: disk %s: %s: cannot list its LVM snapshots",
+               b->dname, target, path);
+    return 0;
+  }
+  for (i = 0; i < n; i++) {
+    const struct snap_info *si = &v[i];
+    CLEANUP_FREE char *ename = vd_name_escape (si->name);
+    struct snap_scan *ss = NULL;
+    struct disk_scan *ds;
+    bool dup = false;
+
+    if (!ename)
+      goto out;
+    for (j = 0; j < b->nsnaps; j++)
+      if (strcmp (b->snaps[j].ename, ename) == 0)
+        ss = &b->snaps[j];
+    if (ss) {
+      for (j = 0; j < ss->ndisks; j++)
+        dup |= strcmp (ss->disks[j].fname, fname) == 0;
+      if (dup) {
+        vd_warn ("domain %s: LVM snapshot %s of %s: its snapshot directory "
+                 "has a %s already, not shown", b->dname, si->id, path,
+                 fname);
+        continue;
+      }
+    }
+    else {
+      ss = add_snap (b);
+      if (!ss)
+        goto out;
+      ss->ename = ename;
+      ename = NULL;
+      ss->name = NULL;
+      ss->sec = si->ctime_sec;
+    }
+    ds = add_disk (&ss->disks, &ss->ndisks);
+    if (!ds || (ds->fname = strdup (fname)) == NULL
+        || (ds->format = strdup ("raw")) == NULL
+        || (ds->path = strdup (si->device)) == NULL)
+      goto out;
+    ds->size = si->size;
+    ds->sec = ss->sec;
+    ds->nsec = ss->nsec;
+    if (si->flags & SNAP_INVALID) {
+      vd_error ("domain %s: LVM snapshot %s of %s is invalid (overflowed): "
+                "shown empty, fails to open", b->dname, si->id, path);
+      ds->err = EIO;
+      ds->size = 0;
+    }
+    else if (si->flags & SNAP_NEEDS_ACTIVATION) {
+      ds->lvm_id = strdup (si->id);
+      if (!ds->lvm_id)
+        goto out;
+      ds->lvm_flags = si->flags;
+    }
+    else
+      ds->have_st = stat (si->device, &ds->st) == 0;
+  }
+  ret = 0;
+ out:
+  snap_list_free (v, n);
+  return ret;
+}
+
+/* LVM snapshots this daemon activated: act_lock (taken without any other
+ * lock, held across lvm calls: activations are serialized). */
+struct lv_active {
+  char *id;
+  unsigned flags;
+  fuse_ino_t ino;                  /* the disk node reading it        */
+  uint64_t used_ms;
+};
+static pthread_mutex_t act_lock = PTHREAD_MUTEX_INITIALIZER;
+static struct lv_active *active;
+static size_t nactive;
+static int idle_timer = -1;
+
+/* Make an LVM snapshot readable for node (open_disk).  0 or -1. */
+static int
+lvm_use (const char *id, unsigned flags, fuse_ino_t ino)
+{
+  struct snap_info si = { 0 };
+  size_t i;
+  int r = 0;
+
+  pthread_mutex_lock (&act_lock);
+  for (i = 0; i < nactive; i++)
+    if (strcmp (active[i].id, id) == 0) {
+      active[i].used_ms = now_ms ();
+      goto out;
+    }
+  si.id = (char *) id;
+  si.flags = flags;
+  r = lvm_snapshotter.activate (&si);
+  if (r == 0) {
+    struct lv_active *t = realloc (active, (nactive + 1) * sizeof *t);
+    char *s = strdup (id);
+    if (t && s) {
+      active = t;
+      t[nactive].id = s;
+      t[nactive].flags = si.flags;
+      t[nactive].ino = ino;
+      t[nactive].used_ms = now_ms ();
+      nactive++;
+    }
+    else {
+      free (s);
+      if (t)
+        active = t;
+      vd_warn ("lvm: %s: out of memory: stays active", id);
+    }
+  }
+ out:
+  pthread_mutex_unlock (&act_lock);
+  return r;
+}
+
+/* Deactivate what we activated and nobody used for LVM_IDLE_MS (all of
+ * it when all). */
+static void
+lvm_idle (bool all)
+{
+  uint64_t now = now_ms ();
+  size_t i;
+
+  pthread_mutex_lock (&act_lock);
+  for (i = 0; i < nactive; ) {
+    struct lv_active *a = &active[i];
+    struct fs_node *node = inode_find (a->ino);
+    unsigned nopen = 0;
+
+    if (node) {
+      pthread_mutex_lock (&node->lock);
+      nopen = node->nopen + (node->disk != NULL);
+      pthread_mutex_unlock (&node->lock);
+      inode_unref (node);
+    }
+    if (nopen == 0 && (all || now - a->used_ms >= LVM_IDLE_MS)) {
+      struct snap_info si = { .id = a->id, .flags = a->flags };
+      if (lvm_snapshotter.deactivate (&si) < 0)
+        vd_warn ("lvm: %s: cannot deactivate it", a->id);
+      free (a->id);
+      active[i] = active[--nactive];
+      continue;
+    }
+    if (nopen)
+      a->used_ms = now;
+    i++;
+  }
+  pthread_mutex_unlock (&act_lock);
+}
+
+/* Event thread: every half LVM_IDLE_MS. */
+static void
+idle_cb (int timer, void *opaque)
+{
+  lvm_idle (false);
 }
 
 static struct snap_scan *
@@ -1006,6 +1188,7 @@ apply_disk (struct fs_node *dom, const char *dir, const struct disk_scan *s,
   k = n->priv;
   unchanged = n->attached && k && streq (k->path, s->path)
     && streq (k->format, s->format) && streq (k->snap_id, s->snap_id)
+    && streq (k->lvm_id, s->lvm_id)
     && k->live == s->live && k->err == s->err && k->size == s->size
     && same_stat (&k->st, &s->st);
   if (!unchanged) {
@@ -1014,13 +1197,15 @@ apply_disk (struct fs_node *dom, const char *dir, const struct disk_scan *s,
 
     if (!nk || !sid || (s->path && !(nk->path = strdup (s->path)))
         || !(nk->format = strdup (s->format))
-        || (s->snap_id && !(nk->snap_id = strdup (s->snap_id)))) {
+        || (s->snap_id && !(nk->snap_id = strdup (s->snap_id)))
+        || (s->lvm_id && !(nk->lvm_id = strdup (s->lvm_id)))) {
       disk_priv_free (nk);
       free (sid);
       inode_unref (n);
       return NULL;
     }
     nk->live = s->live;
+    nk->lvm_flags = s->lvm_flags;
     nk->st = s->st;
     nk->err = s->err;
     nk->size = s->size;
@@ -1034,6 +1219,13 @@ apply_disk (struct fs_node *dom, const char *dir, const struct disk_scan *s,
     n->snap_id = sid;
     tree_set_disk (n, NULL, s->err);
     tree_changed_content (n);
+    if (s->lvm_id) {
+      /* A device is all data; st_blocks must not activate it. */
+      pthread_mutex_lock (&n->lock);
+      n->alloc = s->size;
+      n->alloc_valid = true;
+      pthread_mutex_unlock (&n->lock);
+    }
   }
   if (!snapshot) {
     sec = s->have_st ? s->st.st_mtim.tv_sec : 0;
@@ -1198,14 +1390,20 @@ rebuild (struct fs_node *node, struct lv_dom *d, virConnectPtr c, bool log)
                           x->driver_type ? x->driver_type : "raw", NULL,
                           d->running) < 0)
       goto nomem;
-    if (path && x->type && strcmp (x->type, "block") == 0)
-      block_snapshots (&b, x, path);
   }
   for (i = 0; i < d->nsnaps; i++)
     if (build_libvirt_snapshot (&b, &d->snaps[i], cur, ncur) < 0)
       goto nomem;
   if (build_image_snapshots (&b, d, cur, ncur) < 0)
     goto nomem;
+  /* LVM snapshots of block disks, after the others (merged by name). */
+  for (i = 0; i < ncur; i++) {
+    const struct domxml_disk *x = &cur[i];
+    if (is_disk_device (x) && x->target && x->source && x->type
+        && strcmp (x->type, "block") == 0
+        && block_snapshots (&b, x->target, x->source) < 0)
+      goto nomem;
+  }
 
   /* Watch the current disks' files. */
   watch = calloc (b.ndisks ? b.ndisks : 1, sizeof *watch);
@@ -1624,6 +1822,7 @@ libvirt_mounted (void)
     return;
   }
   event_started = true;
+  idle_timer = virEventAddTimeout (LVM_IDLE_MS / 2, idle_cb, NULL, NULL);
 }
 
 static bool
@@ -1663,6 +1862,8 @@ static struct fs_disk *
 libvirt_open_disk (struct fs_node *node)
 {
   CLEANUP_FREE char *path = NULL, *format = NULL, *snap = NULL;
+  CLEANUP_FREE char *lvm_id = NULL;
+  unsigned lvm_flags = 0;
   struct lv_disk *k;
   struct vd_image *img, *s;
   unsigned flags = 0;
@@ -1678,7 +1879,9 @@ libvirt_open_disk (struct fs_node *node)
     path = strdup (k->path);
     format = strdup (k->format);
     snap = k->snap_id ? strdup (k->snap_id) : NULL;
-    if (!path || !format || (k->snap_id && !snap))
+    lvm_id = k->lvm_id ? strdup (k->lvm_id) : NULL;
+    lvm_flags = k->lvm_flags;
+    if (!path || !format || (k->snap_id && !snap) || (k->lvm_id && !lvm_id))
       err = ENOMEM;
 #ifdef VD_OPEN_LIVE
     if (k->live)
@@ -1688,6 +1891,10 @@ libvirt_open_disk (struct fs_node *node)
   tree_unlock ();
   if (err) {
     errno = err;
+    return NULL;
+  }
+  if (lvm_id && lvm_use (lvm_id, lvm_flags, node->ino) < 0) {
+    errno = EIO;
     return NULL;
   }
   img = vd_image_open_chain (path, format, flags, NULL);
@@ -1711,6 +1918,9 @@ libvirt_stop (void)
   pthread_mutex_lock (&conn_lock);
   drop_conn ();
   pthread_mutex_unlock (&conn_lock);
+  if (idle_timer >= 0)
+    virEventRemoveTimeout (idle_timer);
+  idle_timer = -1;
   if (event_started) {
     __atomic_store_n (&event_quit, 1, __ATOMIC_RELEASE);
     if (virEventAddTimeout (0, wake_cb, NULL, NULL) >= 0)
@@ -1722,6 +1932,9 @@ libvirt_stop (void)
     free (dirty[i]);
   ndirty = 0;
   pthread_mutex_unlock (&dirty_lock);
+  lvm_idle (true);
+  free (active);
+  active = NULL;
   free (uri);
   uri = NULL;
 }
