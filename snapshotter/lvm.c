@@ -20,7 +20,8 @@
  *
  * Thin snapshots are created with the activation-skip flag, so they are
  * usually inactive: activate() runs `lvchange -ay -K`, deactivate()
- * `lvchange -an`; the caller decides when (DESIGN: when idle).
+ * `lvchange -an`; the caller decides when (DESIGN: when idle).  A classic
+ * snapshot is inactive only with its origin, and both change together.
  *
  * SPDX-License-Identifier: GPL-3.0-or-later
  */
@@ -369,13 +370,18 @@ run_on (const char *what, const char *id)
   return lvm_helper_run (cmd, LVM_TIMEOUT_MS, NULL);
 }
 
+/* A classic snapshot is active exactly when its origin is: LVM changes
+ * both and asks first ("Change of snapshot ... will also change its
+ * origin"), hence -y.  It refuses to deactivate an origin that is open
+ * (a running VM), so deactivate cannot pull a disk from under a guest. */
 static int
 lvm_activate (struct snap_info *s)
 {
   if (s->flags & SNAP_ACTIVE)
     return 0;
   /* -K: thin snapshots carry the activation-skip flag. */
-  if (run_on ("lvchange -ay -K", s->id) < 0)
+  if (run_on (s->flags & SNAP_THIN ? "lvchange -ay -K" : "lvchange -ay -K -y",
+              s->id) < 0)
     return -1;
   s->flags = (s->flags | SNAP_ACTIVE) & ~SNAP_NEEDS_ACTIVATION;
   return 0;
@@ -384,7 +390,8 @@ lvm_activate (struct snap_info *s)
 static int
 lvm_deactivate (struct snap_info *s)
 {
-  if (run_on ("lvchange -an", s->id) < 0)
+  if (run_on (s->flags & SNAP_THIN ? "lvchange -an" : "lvchange -an -y",
+              s->id) < 0)
     return -1;
   s->flags = (s->flags & ~SNAP_ACTIVE) | SNAP_NEEDS_ACTIVATION;
   return 0;

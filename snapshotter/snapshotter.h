@@ -65,7 +65,9 @@ struct vd_snapshotter {
   int (*list) (const char *disk, struct snap_info **snaps, size_t *n);
 
   /* Make s->device readable (LVM: lvchange -ay -K), update s->flags.
-   * A no-op for an active snapshot. */
+   * A no-op for an active snapshot.  (LVM: a classic snapshot is inactive
+   * only when its origin is; activating it activates the origin too, and
+   * deactivate deactivates both unless the origin is open.) */
   int (*activate) (struct snap_info *s);
   /* Undo activate when the snapshot is idle (the caller says when).
    * Only for snapshots the caller activated: never deactivates one

@@ -21,7 +21,8 @@
 # The kernel, busybox and initramfs are prepared once, cached under
 # /var/tmp/vmdiskfs-lvm-guest/KERNELVERSION/ (remove it to rebuild).
 #
-# Environment: VD_GUEST_TIMEOUT (seconds, default 300), VD_GUEST_MEM (MiB,
+# Environment: VD_GUEST_TIMEOUT (seconds, default 600: a loaded 2-CPU
+# machine makes TCG several times slower), VD_GUEST_MEM (MiB,
 # default 1024), VD_GUEST_CACHE (default /var/tmp/vmdiskfs-lvm-guest).
 #
 # SPDX-License-Identifier: GPL-3.0-or-later
@@ -31,7 +32,7 @@ set -u
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 : "${abs_top_srcdir:=$(cd "$here/../.." && pwd)}"
 : "${abs_top_builddir:=$abs_top_srcdir}"
-timeout_s=${VD_GUEST_TIMEOUT:-300}
+timeout_s=${VD_GUEST_TIMEOUT:-600}
 mem=${VD_GUEST_MEM:-1024}
 cache=${VD_GUEST_CACHE:-/var/tmp/vmdiskfs-lvm-guest}
 

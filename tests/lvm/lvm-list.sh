@@ -11,11 +11,13 @@
 # since liblvm2cmd runs in the helper child only.
 # SPDX-License-Identifier: GPL-3.0-or-later
 set -u
+start=$(date +%s)
 . "$abs_top_srcdir/tests/lvm/guest-lib.sh"
 
 list=$abs_top_builddir/snapshotter/vd-lvm-list
 [ -x "$list" ] || fail "$list not built"
 vdl () { "$list" -c "$@"; }
+ok () { echo "ok: $* (at $(( $(date +%s) - start ))s)"; }
 
 # The data of each version: 1 MiB of a repeated word.
 pattern () { yes "$1" | head -c 1M; }
@@ -39,10 +41,9 @@ expect_list () {   # DISK, then expected lines on stdin
   for t in $(printf '%s\n' "$out" | cut -f5); do
     [ "$t" -ge "$t0" ] && [ "$t" -le "$now" ] || fail "ctime $t not in [$t0, $now]"
   done
-  echo "ok: list $1 ($(printf '%s' "$out" | grep -c '^') snapshots)"
+  ok "list $1 ($(printf '%s' "$out" | grep -c '^') snapshots)"
 }
 
-start=$(date +%s)
 setup_lvm
 t0=$(date +%s)
 M=1048576
@@ -73,6 +74,18 @@ same /dev/vg0/other disk1-v2
 same /dev/vg0/disk1-dup disk1-v2
 expect_list /dev/vg0/disk1-nightly < /dev/null    # a snapshot has none
 
+# An inactive origin: its classic snapshots are inactive too; activating
+# one activates both, deactivating it both again.
+run lvchange -an vg0/disk1
+expect_list /dev/vg0/disk1 <<< "${classic//${T}active/${T}needs-activation}"
+run vdl activate /dev/vg0/disk1 weekly
+same /dev/vg0/other disk1-v2
+[ "$(lv_field vg0/disk1 lv_active)" = active ] || fail "origin not activated"
+run vdl deactivate /dev/vg0/disk1 weekly
+[ -z "$(lv_field vg0/disk1 lv_active)" ] || fail "origin still active"
+run lvchange -ay vg0/disk1
+ok "classic snapshot of an inactive origin"
+
 # ---- thin ------------------------------------------------------------------
 setup_thin_pool 192M
 run lvcreate -q -V 64M -T vg0/pool -n thin1
@@ -100,7 +113,7 @@ expect_list /dev/vg0/thin1 <<< "$thin"
 run vdl activate /dev/vg0/thin1 t2
 same /dev/vg0/t2 thin-v2
 run vdl deactivate /dev/vg0/thin1 t2
-echo "ok: activate/deactivate"
+ok "activate/deactivate"
 
 # ---- create and remove (issue 4) ------------------------------------------
 out=$(vdl create /dev/vg0/disk1 daily) || fail "create classic"
@@ -131,19 +144,19 @@ run vdl remove /dev/vg0/disk1 daily
 run vdl remove /dev/vg0/thin1 before:upgrade
 lvs vg0/disk1-daily >/dev/null 2>&1 && fail "disk1-daily still there"
 expect_list /dev/vg0/thin1 <<< "$thin"
-echo "ok: create/remove"
+ok "create/remove"
 
 # ---- an overflowing classic snapshot is flagged invalid --------------------
 put disk1-v4 /dev/vg0/disk1                   # 1 MiB into 4 MiB COW: fine
 dd if=/dev/urandom of=/dev/vg0/disk1 bs=1M count=8 seek=8 conv=fsync status=none
 vdl /dev/vg0/disk1 | grep -q "^small${T}.*${T}ours,invalid\$" ||
   { vdl /dev/vg0/disk1; fail "overflowed snapshot not flagged invalid"; }
-echo "ok: invalid snapshot flagged"
+ok "invalid snapshot flagged"
 
 # ---- errors -------------------------------------------------------------------
 vdl /dev/vdb 2>/tmp/err && fail "a disk that is no LV accepted"
 grep -q "not supported" /tmp/err || { cat /tmp/err; fail "no ENOTSUP for /dev/vdb"; }
 vdl /nonexistent 2>/dev/null && fail "a missing disk accepted"
-echo "ok: errors"
+ok "errors"
 
 echo "lvm-list: all ok in $(( $(date +%s) - start ))s"
