@@ -1,0 +1,122 @@
+#!/bin/bash
+# Scale measurement of libvirt mode: N domains (default 1000) with S
+# snapshots each (default 10), on a real libvirtd.  The snapshots are
+# metadata only (`virsh snapshot-create --redefine` of crafted XML, fast),
+# and every domain's one disk is the same tiny qcow2 image that holds S
+# internal snapshots of those names, so every snapshot directory is real.
+# Everything is defined through one virsh session.
+#
+# Measures: the time to define; the mount's start (until it answers); `ls`
+# of the root and `ls -R` of the whole mount, first (cold: the daemon
+# fetches every domain's XML and snapshots) and second (cached); `find
+# -type f | wc -l`; the daemon's VmRSS and VmHWM after each step.
+#
+# Run as root from a built tree (not part of `make check`):
+#   bench/many-domains.sh              N=1000 S=10, about 2 minutes
+#   N=200 S=5 bench/many-domains.sh
+# Environment: N S VMDISKFS LV_URI KEEP=1 (wait for Enter before the
+# cleanup, to look around in the mount).
+# Other domains defined on the host are listed too and counted in the
+# report.  Cleanup: undefine (--snapshots-metadata) the domains it made,
+# unmount, remove its files.
+#
+# SPDX-License-Identifier: GPL-3.0-or-later
+set -u
+{
+here=$(cd "$(dirname "$0")" && pwd)
+. "$here/../tests/integration/functions.sh"
+. "$here/../tests/integration/libvirt-functions.sh"
+N=${N:-1000}
+S=${S:-10}
+lv_start
+P=vdb-many-$$
+MNT=$TEST_DIR/mnt
+W=$TEST_DIR/many
+mkdir -p "$W"
+
+ms () { echo $(( ($(date +%s%N) - $1) / 1000000 )); }
+mem ()
+{
+  local pid
+  pid=$(vmdiskfs_pid "$MNT")
+  awk '/^VmRSS|^VmHWM/ { printf "%s %d MiB  ", $1, $2 / 1024 }' "/proc/$pid/status"
+}
+
+img=$W/shared.qcow2
+qemu-img create -q -f qcow2 "$img" 16M
+qemu-io -f qcow2 -c "write -P 0x5a 0 1M" "$img" >/dev/null
+for ((j = 1; j <= S; j++)); do
+  qemu-img snapshot -c "s$j" "$img"
+done
+
+echo "many-domains: generating $N domains x $S snapshots"
+cmds=$W/cmds
+python3 - "$W" "$P" "$N" "$S" "$img" >"$cmds" <<'EOF'
+import sys, uuid
+w, p, n, s, img = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), sys.argv[5]
+for i in range(n):
+    name = "%s-%04d" % (p, i)
+    dom = """<domain type='kvm'>
+  <name>%s</name>
+  <uuid>%s</uuid>
+  <memory unit='MiB'>64</memory>
+  <os><type arch='x86_64' machine='pc'>hvm</type></os>
+  <devices>
+    <disk type='file' device='disk'>
+      <driver name='qemu' type='qcow2'/>
+      <source file='%s'/>
+      <target dev='vda' bus='virtio'/>
+    </disk>
+  </devices>
+</domain>
+""" % (name, uuid.uuid4(), img)
+    open("%s/%d.xml" % (w, i), "w").write(dom)
+    print("define %s/%d.xml" % (w, i))
+    for j in range(1, s + 1):
+        parent = "  <parent><name>s%d</name></parent>\n" % (j - 1) if j > 1 else ""
+        snap = ("<domainsnapshot>\n  <name>s%d</name>\n  <state>shutoff</state>\n%s"
+                "  <creationTime>%d</creationTime>\n  <memory snapshot='no'/>\n"
+                "  <disks><disk name='vda' snapshot='internal'/></disks>\n%s"
+                "</domainsnapshot>\n") % (
+            j, parent, 1600000000 + j * 3600,
+            "".join("  " + l + "\n" for l in dom.splitlines()))
+        open("%s/%d-%d.xml" % (w, i, j), "w").write(snap)
+        print("snapshot-create %s %s/%d-%d.xml --redefine" % (name, w, i, j))
+EOF
+for ((i = 0; i < N; i++)); do
+  lv_forget_later "$(printf '%s-%04d' "$P" "$i")"
+done
+
+t=$(date +%s%N)
+lv_virsh <"$cmds" >"$W/define.out" 2>&1
+echo "many-domains: defined $N domains and $((N * S)) snapshots in $(ms "$t") ms ($(grep -c '^error' "$W/define.out") errors)"
+total=$(lv_virsh list --all --name | sed '/^$/d' | wc -l)
+
+t=$(date +%s%N)
+start_vmdiskfs "$MNT" -o connect="$LV_URI"
+echo "many-domains: mounted in $(ms "$t") ms; $(mem)"
+t=$(date +%s%N)
+shown=$(ls -1 "$MNT" | wc -l)
+echo "many-domains: ls of the root: $shown entries ($total domains defined on the host, $N ours) in $(ms "$t") ms; $(mem)"
+for pass in first second; do
+  t=$(date +%s%N)
+  ls -R "$MNT" >/dev/null
+  echo "many-domains: ls -R, $pass: $(ms "$t") ms; $(mem)"
+done
+t=$(date +%s%N)
+files=$(find "$MNT/$P"-* -type f | wc -l)
+echo "many-domains: find: $files files under our domains (want $((N * (2 + S * 3)))) in $(ms "$t") ms; $(mem)"
+t=$(date +%s%N)
+cat "$MNT/$P-0000/snapshots/s$S/vda.raw" "$MNT/$(printf '%s-%04d' "$P" $((N - 1)))/snapshots/s1/vda.raw" >/dev/null
+echo "many-domains: read two snapshot disks in $(ms "$t") ms"
+
+if [ "${KEEP:-0}" = 1 ]; then
+  echo "many-domains: KEEP=1: left mounted on $MNT; press Enter to clean up"
+  read -r
+fi
+t=$(date +%s%N)
+stop_vmdiskfs "$MNT"
+lv_cleanup
+echo "many-domains: cleaned up in $(ms "$t") ms"
+exit 0
+}
