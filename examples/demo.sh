@@ -1,10 +1,24 @@
 #!/bin/bash
 # vmdiskfs demo, from a fresh clone on Debian 12, as root: installs what is
-# needed, builds and installs vmdiskfs, makes a few real disk images with
-# qemu-img/qemu-io (a qcow2 with internal snapshots, a sparse raw file, a
-# QED image, a qcow2 overlay on a raw base), and mounts them under
-# /srv/vmdisks (images mode: one directory per image file).
-# Run it again to rebuild and remount.  Unmount: fusermount3 -u /srv/vmdisks
+# needed, builds and installs vmdiskfs, then
+#  1. libvirt mode, under /srv/vmdisks: starts libvirtd if it is not
+#     running and defines two real KVM domains with disks in
+#     /var/lib/libvirt/images:
+#       demo-web  a qcow2 disk with two internal snapshots made by
+#                 `virsh snapshot-create-as` ("installed", "before
+#                 upgrade"); running (idle in its firmware: no OS);
+#       demo-db   a sparse raw disk; shut off;
+#     and mounts them: `vmdiskfs /srv/vmdisks`;
+#  2. images mode, under /srv/vmdisks-images: a few disk image files made
+#     with qemu-img/qemu-io (a qcow2 with internal snapshots, a sparse raw
+#     file, a QED image, a qcow2 overlay on a raw base):
+#     `vmdiskfs -o images=DIR,ro /srv/vmdisks-images`.
+# Run it again to rebuild and remount (the domains and images are kept).
+# Undo:  fusermount3 -u /srv/vmdisks; fusermount3 -u /srv/vmdisks-images
+#        virsh destroy demo-web
+#        virsh undefine demo-web --snapshots-metadata; virsh undefine demo-db
+#        rm /var/lib/libvirt/images/demo-{web.qcow2,db.raw}
+#        rm -r /var/lib/vmdiskfs-demo
 # SPDX-License-Identifier: GPL-3.0-or-later
 set -euo pipefail
 
@@ -17,10 +31,76 @@ bash tests/install-deps.sh
 make -j"$(nproc)"
 make install >/dev/null
 
-imgs=/var/lib/vmdiskfs-demo/images
+# ---- libvirt mode: two demo domains. ----
+
+virsh="virsh -q -c qemu:///system"
+[ -S /run/libvirt/virtlogd-sock ] || virtlogd -d
+if ! $virsh version >/dev/null 2>&1; then
+  # systemd starts libvirtd by socket activation; elsewhere start it here.
+  systemctl start libvirtd.socket 2>/dev/null || libvirtd -d
+  for i in $(seq 100); do $virsh version >/dev/null 2>&1 && break; sleep 0.1; done
+fi
+$virsh version >/dev/null || { echo "demo: libvirtd does not answer"; exit 1; }
+
+lvimgs=/var/lib/libvirt/images
+mkdir -p "$lvimgs"
+# A domain as TESTING.md says: KVM, machine pc, VNC on 127.0.0.1, no OS
+# (it sits in the firmware), one virtio disk.
+define ()                       # NAME FORMAT IMAGE
+{
+  $virsh define /dev/stdin >/dev/null <<EOF
+<domain type='kvm'>
+  <name>$1</name>
+  <memory unit='MiB'>256</memory>
+  <vcpu>1</vcpu>
+  <os><type arch='x86_64' machine='pc'>hvm</type><boot dev='hd'/></os>
+  <features><acpi/></features>
+  <devices>
+    <disk type='file' device='disk'>
+      <driver name='qemu' type='$2'/>
+      <source file='$3'/>
+      <target dev='vda' bus='virtio'/>
+    </disk>
+    <graphics type='vnc' port='-1' autoport='yes' listen='127.0.0.1'/>
+    <memballoon model='none'/>
+  </devices>
+</domain>
+EOF
+}
+if ! $virsh domstate demo-web >/dev/null 2>&1; then
+  echo "demo: defining demo-web (qcow2, two snapshots, running)"
+  web=$lvimgs/demo-web.qcow2
+  qemu-img create -q -f qcow2 "$web" 2G
+  qemu-io -f qcow2 -c "write -P 0x11 0 4M" -c "write -P 0x22 1G 1M" "$web" >/dev/null
+  define demo-web qcow2 "$web"
+  $virsh snapshot-create-as demo-web installed --description "fresh install" >/dev/null
+  qemu-io -f qcow2 -c "write -P 0x33 0 1M" -c "write -z 2M 1M" "$web" >/dev/null
+  $virsh snapshot-create-as demo-web "before upgrade" >/dev/null
+  qemu-io -f qcow2 -c "write -P 0x44 512M 8M" "$web" >/dev/null
+fi
+if ! $virsh domstate demo-db >/dev/null 2>&1; then
+  echo "demo: defining demo-db (sparse raw, shut off)"
+  db=$lvimgs/demo-db.raw
+  truncate -s 1G "$db"
+  qemu-io -f raw -c "write -P 0x55 64M 2M" "$db" >/dev/null
+  define demo-db raw "$db"
+fi
+[ "$($virsh domstate demo-web)" = running ] || $virsh start demo-web >/dev/null
+
 mnt=/srv/vmdisks
 mountpoint -q "$mnt" && fusermount3 -u "$mnt"
-mkdir -p "$imgs" "$mnt"
+mkdir -p "$mnt"
+vmdiskfs "$mnt"
+for i in $(seq 50); do mountpoint -q "$mnt" && break; sleep 0.1; done
+echo "demo: libvirt domains mounted on $mnt"
+ls -l "$mnt" "$mnt"/demo-web "$mnt"/demo-web/snapshots "$mnt/demo-web/snapshots/before upgrade"
+
+# ---- images mode: a directory of image files. ----
+
+imgs=/var/lib/vmdiskfs-demo/images
+imnt=/srv/vmdisks-images
+mountpoint -q "$imnt" && fusermount3 -u "$imnt"
+mkdir -p "$imgs" "$imnt"
 
 if [ ! -e "$imgs/web.qcow2" ]; then
   echo "demo: creating images in $imgs"
@@ -45,7 +125,7 @@ if [ ! -e "$imgs/web.qcow2" ]; then
   qemu-io -f qcow2 -c "write -P 0x88 4M 1M" "$imgs/overlay.qcow2" >/dev/null
 fi
 
-vmdiskfs -o images="$imgs",ro "$mnt"
-for i in $(seq 50); do mountpoint -q "$mnt" && break; sleep 0.1; done
-echo "demo: mounted $imgs on $mnt"
-ls -l "$mnt" "$mnt"/web.qcow2 "$mnt"/web.qcow2/snapshots
+vmdiskfs -o images="$imgs",ro "$imnt"
+for i in $(seq 50); do mountpoint -q "$imnt" && break; sleep 0.1; done
+echo "demo: $imgs mounted on $imnt"
+ls -l "$imnt" "$imnt"/web.qcow2/snapshots
