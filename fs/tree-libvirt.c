@@ -1605,7 +1605,9 @@ refresh_domain (struct fs_node *node)
 
   c = recheck ? get_conn () : NULL;
   if (c) {
-    if (!d->dom || d->dom_epoch != ep) {
+    /* Looked up again after an event: the name may stand for another
+     * domain now (undefined and defined again). */
+    if (!d->dom || d->dom_epoch != ep || full) {
       if (d->dom)
         virDomainFree (d->dom);
       d->dom = virDomainLookupByName (c, d->name);
@@ -1667,6 +1669,9 @@ refresh_domain (struct fs_node *node)
 
  gone:
   /* Undefined meanwhile: the root's listing drops it. */
+  if (d->dom)
+    virDomainFree (d->dom);
+  d->dom = NULL;
   if (c)
     virConnectClose (c);
   free (meta.path);
