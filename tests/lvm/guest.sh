@@ -16,7 +16,8 @@
 # VD_GUEST_HOSTTMP (set here) are passed in.  Exit status: SCRIPT's (77 =
 # skip passes through); 77 when qemu or the kernel are not available; 1
 # when the guest does not report (crash, timeout).  SCRIPT's output is
-# printed after the guest ends; the console too when it failed.
+# printed after the guest ends; the kernel's messages too when it failed,
+# the whole console (with SCRIPT's output so far) when it did not report.
 #
 # The kernel, busybox and initramfs are prepared once, cached under
 # /var/tmp/vmdiskfs-lvm-guest/KERNELVERSION/ (remove it to rebuild).
@@ -173,8 +174,8 @@ if [ -z "$rc" ]; then
 fi
 echo "guest.sh: $(basename "$script") exited $rc in the guest (${secs}s)"
 if [ "$rc" != 0 ] && [ "$rc" != 77 ]; then
-  echo "guest.sh: console:"
-  tail -40 "$tmp/console.log"
+  echo "guest.sh: kernel messages:"
+  tr -d '\r' < "$tmp/console.log" | grep '^\[ *[0-9.]*\]' | tail -30
 fi
 exit "$rc"
 }
