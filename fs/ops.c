@@ -341,6 +341,14 @@ fs_open (fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
    * file changes). */
   fi->keep_cache = node->opened_gen == node->gen;
   node->opened_gen = node->gen;
+  /* An in-memory file (domain.xml) may have changed a moment ago, when
+   * the kernel still holds its old size (for FS_ATTR_TIMEOUT, until the
+   * queued invalidation lands): direct I/O reads to our end of file, not
+   * to the kernel's idea of it.  These files are small. */
+  if (node->type == FS_NODE_FILE) {
+    fi->direct_io = 1;
+    fi->keep_cache = 0;
+  }
   node->nopen++;
   pthread_mutex_unlock (&node->lock);
   inode_unref (node);
