@@ -1123,12 +1123,11 @@ build_image_snapshots (struct build *b, const struct lv_dom *d,
           known = true;
       if (known)
         continue;
-      /* The first of equal tags in this image only. */
+      /* As images mode: the first of equal tags in this image as is,
+       * the others with their id; an empty tag by id. */
       for (j = 0; j < k; j++)
         if (strcmp (ii->snaps[j].name, vs->name) == 0)
           known = true;
-      if (known)
-        continue;
       if (vs->name[0] == '\0') {
         if (asprintf (&ename, "(id %s)", vs->id) < 0) {
           ename = NULL;
@@ -1137,6 +1136,13 @@ build_image_snapshots (struct build *b, const struct lv_dom *d,
       }
       else if ((ename = vd_name_escape (vs->name)) == NULL)
         return -1;
+      else if (known) {
+        char *t;
+        if (asprintf (&t, "%s (id %s)", ename, vs->id) < 0)
+          return -1;
+        free (ename);
+        ename = t;
+      }
       for (j = nlibvirt; j < b->nsnaps; j++)
         if (strcmp (b->snaps[j].ename, ename) == 0)
           ss = &b->snaps[j];
@@ -1761,6 +1767,15 @@ refresh_root (struct fs_node *root)
 
 /* ---- The provider. ---- */
 
+/* Does uri name another host?  Disk paths are opened here. */
+static bool
+remote_uri (const char *u)
+{
+  const char *p = strstr (u, "://");
+
+  return p && p[3] && p[3] != '/';
+}
+
 static int
 libvirt_start (struct fs_node *root)
 {
@@ -1793,6 +1808,9 @@ libvirt_start (struct fs_node *root)
     return -1;
   }
   virConnectClose (c);
+  if (remote_uri (uri))
+    fprintf (stderr, "vmdiskfs: warning: %s names another host: the disk "
+             "paths it gives are opened on this one (shared storage)\n", uri);
 
   /* Open images of many domains (each open file holds its own). */
   if (getrlimit (RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
