@@ -70,14 +70,23 @@
  *    tree.c's refresh_lock, refresh() and start(); open_disk() from any
  *    thread without locks;
  *  - one event thread runs libvirt's default event loop: keepalive, the
- *    close callback and lifecycle events.  Its callbacks only set atomics
- *    and add names to the dirty set (dirty_lock, a leaf lock): they never
- *    take tree or connection locks, and never call libvirt.
+ *    close callback and lifecycle events, whose callbacks only set
+ *    atomics and add names to the dirty set (dirty_lock, a leaf lock):
+ *    they never take tree or connection locks, and never call libvirt;
+ *    and the LVM idle timer, which takes act_lock, then inode_lock and
+ *    node->lock (one at a time) to see whether a snapshot is open, and
+ *    runs lvm in a helper child.
  * What protects what: conn_lock the connection and its callback ids;
  * tree_lock the nodes and the fields of struct lv_dom that stale() reads;
  * refresh_lock the rest of struct lv_dom (the libvirt data cached for
- * rebuilds).  libvirt objects are thread-safe.  Lock order: refresh_lock,
- * conn_lock, tree_lock, node->lock, inode_lock; dirty_lock is a leaf.
+ * rebuilds); act_lock the list of LVM snapshots we activated (open_disk
+ * takes it with no other lock held).  libvirt objects are thread-safe.
+ * Lock order: refresh_lock, conn_lock, tree_lock, node->lock, inode_lock;
+ * act_lock before node->lock and inode_lock; dirty_lock is a leaf.
+ *
+ * The active disk of a running domain is opened with VD_OPEN_LIVE (when
+ * the formats library has it): crash-consistent reads while qemu writes;
+ * snapshots are immutable and opened plainly.
  *
  * SPDX-License-Identifier: GPL-3.0-or-later
  */
