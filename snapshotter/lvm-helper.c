@@ -18,7 +18,9 @@
  * The parent may be multithreaded.  After fork only the calling thread
  * exists in the child; glibc makes malloc and stdio usable there, and the
  * child touches none of our own locks (no vd_log: it writes to its
- * stderr, which is the message pipe).  Each call has a child of its own,
+ * stderr, which is the message pipe) nor the environment's.  A lock of
+ * some other library held by another thread at the fork would hang the
+ * child: the deadline kills it and the call fails ETIMEDOUT.  Each call has a child of its own,
  * so calls from several threads run at once, serialised by LVM's own
  * file locks.
  *
@@ -66,8 +68,8 @@ child (const char *cmdline, int msg_fd, int rep_fd)
   if (null_fd < 0 || dup2 (null_fd, 0) < 0 || dup2 (rep_fd, 1) < 0 ||
       dup2 (msg_fd, 2) < 0)
     _exit (126);
+  /* Nothing leaked for lvm to warn about ("File descriptor ... leaked"). */
   close_range (3, ~0U, 0);
-  setenv ("LVM_SUPPRESS_FD_WARNINGS", "1", 1);
 
   h = lvm2_init ();
   if (!h) {

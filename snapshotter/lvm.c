@@ -81,13 +81,15 @@ valid_tag (const char *t)
   return strlen (t) <= 1024 && valid_chars (t, "/=!:&#");
 }
 
-/* lvs for every visible LV. */
+/* lvs for every visible LV.  Times as seconds since the epoch, whatever
+ * the host's lvm.conf says (report/time_format). */
 static int
 report (struct lvm_lv **lvs, size_t *n)
 {
   CLEANUP_FREE char *cmd = NULL, *out = NULL;
 
-  if (asprintf (&cmd, "lvs --reportformat json --units b --nosuffix -o %s",
+  if (asprintf (&cmd, "lvs --reportformat json --units b --nosuffix "
+                "--config report/time_format=%%s -o %s",
                 lvm_report_fields) < 0)
     return -1;
   if (lvm_helper_run (cmd, LVM_TIMEOUT_MS, &out) < 0)
@@ -101,8 +103,8 @@ report (struct lvm_lv **lvs, size_t *n)
   return lvm_json_parse (out, strlen (out), lvs, n);
 }
 
-/* lv_time: "2026-11-26 06:37:28 +0000" (the default report/time_format)
- * or seconds ("%s").  -1 when neither. */
+/* lv_time: seconds (what report() asks for), or "2026-11-26 06:37:28
+ * +0000" (lvm's default report/time_format).  -1 when neither. */
 static int64_t
 parse_time (const char *s)
 {
@@ -171,12 +173,14 @@ tag_value (const char *tags, const char *prefix)
   return NULL;
 }
 
-/* The LV that disk names, or NULL (ENOTSUP: not a logical volume). */
+/* The LV that disk names, or NULL with errno ENOTSUP (not a logical
+ * volume) or ENOENT (no such file, nor an inactive LV's path). */
 static const struct lvm_lv *
 find_disk (const char *disk, const struct lvm_lv *lvs, size_t n)
 {
   struct stat st;
-  bool blk = stat (disk, &st) == 0 && S_ISBLK (st.st_mode);
+  int st_r = stat (disk, &st);
+  bool blk = st_r == 0 && S_ISBLK (st.st_mode);
   size_t i;
 
   for (i = 0; i < n; i++) {
@@ -195,7 +199,7 @@ find_disk (const char *disk, const struct lvm_lv *lvs, size_t n)
          strcmp (disk, lv->f[LVM_F_LV_DM_PATH]) == 0))
       return lv;
   }
-  errno = ENOTSUP;
+  errno = st_r < 0 ? ENOENT : ENOTSUP;
   return NULL;
 }
 

@@ -135,9 +135,6 @@ case $out in
   "before:upgrade${T}vg0/thin1-vdsnap-"*"${T}vg0/thin1${T}"*"${T}thin,ours,needs-activation") ;;
   *) fail "create thin printed: $out" ;;
 esac
-run vdl activate /dev/vg0/thin1 before:upgrade
-same "$(vdl /dev/vg0/thin1 | awk -F'\t' '$1 == "before:upgrade" { print $4 }')" thin-v3
-run vdl deactivate /dev/vg0/thin1 before:upgrade
 vdl create /dev/vg0/thin1 'no space' && fail "create: a name with a blank accepted"
 
 run vdl remove /dev/vg0/disk1 daily
@@ -156,7 +153,8 @@ ok "invalid snapshot flagged"
 # ---- errors -------------------------------------------------------------------
 vdl /dev/vdb 2>/tmp/err && fail "a disk that is no LV accepted"
 grep -q "not supported" /tmp/err || { cat /tmp/err; fail "no ENOTSUP for /dev/vdb"; }
-vdl /nonexistent 2>/dev/null && fail "a missing disk accepted"
+vdl /nonexistent 2>/tmp/err && fail "a missing disk accepted"
+grep -q "No such file" /tmp/err || { cat /tmp/err; fail "no ENOENT for /nonexistent"; }
 ok "errors"
 
 echo "lvm-list: all ok in $(( $(date +%s) - start ))s"
