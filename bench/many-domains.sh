@@ -30,7 +30,7 @@ N=${N:-1000}
 S=${S:-10}
 lv_start
 P=vdb-many-$$
-MNT=$TEST_DIR/mnt
+MNT=$LV_MNT_DIR/mnt
 W=$TEST_DIR/many
 mkdir -p "$W"
 

@@ -20,7 +20,7 @@ require python3 cmp stat sha256sum
 lv_start
 
 P=$LV_PREFIX
-MNT=$TEST_DIR/mnt
+MNT=$LV_MNT_DIR/mnt
 IMG=$TEST_DIR/img
 mkdir -p "$IMG"
 MiB=$((1024 * 1024))

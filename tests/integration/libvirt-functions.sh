@@ -15,6 +15,9 @@
 # Variables:
 #   LV_URI        the libvirt connection (default qemu:///system)
 #   LV_PREFIX     vdt-<script name>-$$
+#   LV_MNT_DIR    where to mount vmdiskfs (set by lv_start): a shared
+#                 mount, so an unmount propagates into the mount
+#                 namespaces of VMs started meanwhile (see _lv_shared_dir)
 #
 # Functions:
 #   lv_start              skip (77) unless libvirtd, qemu and /dev/kvm are
@@ -104,6 +107,41 @@ lv_start ()
   chmod 0755 "$TEST_DIR"
   _lv_lock_shared
   on_exit lv_cleanup
+  _lv_shared_dir
+}
+
+# libvirt starts qemu in a mount namespace of its own, a copy of the host's
+# made with MS_SLAVE.  Where / is a private mount (no systemd as PID 1, as
+# on the test machines) every FUSE mount that exists when any VM on the
+# host starts stays mounted in that VM's namespace after fusermount3 -u
+# here, and its daemon waits for requests until that VM stops.  Under a
+# shared mount (as systemd makes /), the unmount propagates.  So the tests
+# mount under LV_MNT_DIR, a shared bind mount of a directory onto itself.
+_lv_shared_dir ()
+{
+  LV_MNT_DIR=$TEST_DIR/shared
+  mkdir -p "$LV_MNT_DIR"
+  if mount --bind "$LV_MNT_DIR" "$LV_MNT_DIR" 2>/dev/null; then
+    on_exit _lv_unshare
+    mount --make-shared "$LV_MNT_DIR" ||
+      echo "warning: cannot make $LV_MNT_DIR a shared mount" >&2
+  else
+    echo "warning: cannot bind-mount $LV_MNT_DIR (VMs started meanwhile may keep the mount)" >&2
+  fi
+}
+
+# At exit, before the domains go: the mounts under LV_MNT_DIR, then it.
+_lv_unshare ()
+{
+  local m i
+  for m in "${!_vmdiskfs_pids[@]}"; do
+    case $m in "$LV_MNT_DIR"/*) stop_vmdiskfs "$m" >/dev/null 2>&1 ;; esac
+  done
+  for ((i = 0; i < 20; i++)); do
+    umount "$LV_MNT_DIR" 2>/dev/null && return
+    sleep 0.1
+  done
+  umount -l "$LV_MNT_DIR"
 }
 
 _lv_lock_shared ()
