@@ -336,6 +336,20 @@ collect (const struct lvm_lv *lvs, size_t n, const struct lvm_lv *o,
   return 0;
 }
 
+/* A disk that exists and is no block device (an image file) is not
+ * ours: said without asking LVM. */
+static bool
+surely_not_lv (const char *disk)
+{
+  struct stat st;
+
+  if (stat (disk, &st) == 0 && !S_ISBLK (st.st_mode)) {
+    errno = ENOTSUP;
+    return true;
+  }
+  return false;
+}
+
 static int
 lvm_list (const char *disk, struct snap_info **snaps, size_t *n)
 {
@@ -346,7 +360,7 @@ lvm_list (const char *disk, struct snap_info **snaps, size_t *n)
 
   *snaps = NULL;
   *n = 0;
-  if (report (&lvs, &nl) < 0)
+  if (surely_not_lv (disk) || report (&lvs, &nl) < 0)
     return -1;
   o = find_disk (disk, lvs, nl);
   r = o ? collect (lvs, nl, o, snaps, n) : -1;
@@ -439,7 +453,7 @@ lvm_create (const char *disk, const char *name,
     errno = EINVAL;
     return -1;
   }
-  if (report (&lvs, &nl) < 0)
+  if (surely_not_lv (disk) || report (&lvs, &nl) < 0)
     return -1;
   o = find_disk (disk, lvs, nl);
   if (!o || collect (lvs, nl, o, &snaps, &ns) < 0)

@@ -153,6 +153,9 @@ ok "invalid snapshot flagged"
 # ---- errors -------------------------------------------------------------------
 vdl /dev/vdb 2>/tmp/err && fail "a disk that is no LV accepted"
 grep -q "not supported" /tmp/err || { cat /tmp/err; fail "no ENOTSUP for /dev/vdb"; }
+echo x > /tmp/image.qcow2
+vdl /tmp/image.qcow2 2>/tmp/err && fail "an image file accepted"
+grep -q "not supported" /tmp/err || { cat /tmp/err; fail "no ENOTSUP for a file"; }
 vdl /nonexistent 2>/tmp/err && fail "a missing disk accepted"
 grep -q "No such file" /tmp/err || { cat /tmp/err; fail "no ENOENT for /nonexistent"; }
 ok "errors"
