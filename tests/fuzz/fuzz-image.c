@@ -12,7 +12,9 @@
  * most MAX_READ bytes each, at the extents found, at the start and end of
  * the disk and at offsets taken from the input itself.  The first
  * snapshot is walked only after the top image is closed: a snapshot must
- * not depend on the image it was opened from.
+ * not depend on the image it was opened from.  Then the image is opened
+ * again with VD_OPEN_LIVE (metadata looked up afresh on every request, a
+ * separate code path) and walked the same way.
  *
  * Besides ASan/UBSan/LeakSanitizer, two cheap oracles of the contract in
  * formats/vdformat.h abort on a driver bug:
@@ -241,6 +243,12 @@ LLVMFuzzerTestOneInput (const uint8_t *data, size_t size)
   if (first) {
     exercise (first, data, size);
     vd_image_close (first);
+  }
+  img = vd_image_open_chain (path, FUZZ_FORMAT,
+                             VD_OPEN_NO_BACKING | VD_OPEN_LIVE, NULL);
+  if (img) {
+    exercise (img, data, size);
+    vd_image_close (img);
   }
  out:
   close (fd);
