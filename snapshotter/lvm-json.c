@@ -8,10 +8,11 @@
  * lvm_field; everything else is parsed and skipped.  Thread-safe (no
  * state outside the call).
  *
- * What lvm 2.03.16 writes (lvs -a --reportformat json --units b --nosuffix
- * -o lv_name,vg_name,lv_path,lv_dm_path,origin,lv_attr,lv_time,lv_size,
- * lv_tags,pool_lv,segtype,lv_active,lv_kernel_major,lv_kernel_minor),
- * captured in the test guest, lines shortened:
+ * What lvm 2.03.16 prints for the command lvm.c runs (lvs --reportformat
+ * json --units b --nosuffix --config report/time_format=%s -o
+ * lv_name,vg_name,lv_path,lv_dm_path,origin,lv_attr,lv_time,lv_size,
+ * lv_tags,pool_lv,segtype,lv_active,lv_kernel_major,lv_kernel_minor,
+ * origin_size), captured in the test guest, lines folded:
  *
  *   {
  *       "report": [
@@ -20,15 +21,21 @@
  *                   {"lv_name":"disk1", "vg_name":"vg0",
  *                    "lv_path":"/dev/vg0/disk1",
  *                    "lv_dm_path":"/dev/mapper/vg0-disk1", "origin":"",
- *                    "lv_attr":"owi-a-s---",
- *                    "lv_time":"2026-11-26 06:37:28 +0000",
+ *                    "lv_attr":"owi-a-s---", "lv_time":"1795677267",
  *                    "lv_size":"67108864", "lv_tags":"", "pool_lv":"",
  *                    "segtype":"linear", "lv_active":"active",
- *                    "lv_kernel_major":"253", "lv_kernel_minor":"0"},
- *                   {"lv_name":"thin1-t2", ..., "origin":"thin1",
- *                    "lv_attr":"Vwi---tz-k", "lv_tags":"#x&y,a/b=c",
+ *                    "lv_kernel_major":"253", "lv_kernel_minor":"0",
+ *                    "origin_size":"67108864"},
+ *                   ...
+ *                   {"lv_name":"thin1-t1", "vg_name":"vg0",
+ *                    "lv_path":"/dev/vg0/thin1-t1",
+ *                    "lv_dm_path":"/dev/mapper/vg0-thin1--t1",
+ *                    "origin":"thin1", "lv_attr":"Vwi---tz-k",
+ *                    "lv_time":"1795677271", "lv_size":"67108864",
+ *                    "lv_tags":"vmdiskfs,vmdiskfs-name:before:upgrade",
  *                    "pool_lv":"pool", "segtype":"thin", "lv_active":"",
- *                    "lv_kernel_major":"-1", "lv_kernel_minor":"-1"}
+ *                    "lv_kernel_major":"-1", "lv_kernel_minor":"-1",
+ *                    "origin_size":""}
  *               ]
  *           }
  *       ]

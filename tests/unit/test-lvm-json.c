@@ -50,6 +50,24 @@ static const char sample[] =
   "      ]\n"
   "  }\n";
 
+/* The very command lvm.c runs (see lvm-json.c), in the guest: disk1 with
+ * classic snapshot disk1-nightly, pool, thin1 with thin snapshot thin1-t1
+ * (tags vmdiskfs, vmdiskfs-name:before:upgrade). */
+static const char sample_cmd[] =
+  "  {\n"
+  "      \"report\": [\n"
+  "          {\n"
+  "              \"lv\": [\n"
+  "                  {\"lv_name\":\"disk1\", \"vg_name\":\"vg0\", \"lv_path\":\"/dev/vg0/disk1\", \"lv_dm_path\":\"/dev/mapper/vg0-disk1\", \"origin\":\"\", \"lv_attr\":\"owi-a-s---\", \"lv_time\":\"1795677267\", \"lv_size\":\"67108864\", \"lv_tags\":\"\", \"pool_lv\":\"\", \"segtype\":\"linear\", \"lv_active\":\"active\", \"lv_kernel_major\":\"253\", \"lv_kernel_minor\":\"0\", \"origin_size\":\"67108864\"},\n"
+  "                  {\"lv_name\":\"disk1-nightly\", \"vg_name\":\"vg0\", \"lv_path\":\"/dev/vg0/disk1-nightly\", \"lv_dm_path\":\"/dev/mapper/vg0-disk1--nightly\", \"origin\":\"disk1\", \"lv_attr\":\"swi-a-s---\", \"lv_time\":\"1795677268\", \"lv_size\":\"16777216\", \"lv_tags\":\"\", \"pool_lv\":\"\", \"segtype\":\"linear\", \"lv_active\":\"active\", \"lv_kernel_major\":\"253\", \"lv_kernel_minor\":\"3\", \"origin_size\":\"67108864\"},\n"
+  "                  {\"lv_name\":\"pool\", \"vg_name\":\"vg0\", \"lv_path\":\"\", \"lv_dm_path\":\"/dev/mapper/vg0-pool\", \"origin\":\"\", \"lv_attr\":\"twi-aotz--\", \"lv_time\":\"1795677269\", \"lv_size\":\"134217728\", \"lv_tags\":\"\", \"pool_lv\":\"\", \"segtype\":\"thin-pool\", \"lv_active\":\"active\", \"lv_kernel_major\":\"253\", \"lv_kernel_minor\":\"6\", \"origin_size\":\"\"},\n"
+  "                  {\"lv_name\":\"thin1\", \"vg_name\":\"vg0\", \"lv_path\":\"/dev/vg0/thin1\", \"lv_dm_path\":\"/dev/mapper/vg0-thin1\", \"origin\":\"\", \"lv_attr\":\"Vwi-a-tz--\", \"lv_time\":\"1795677270\", \"lv_size\":\"67108864\", \"lv_tags\":\"\", \"pool_lv\":\"pool\", \"segtype\":\"thin\", \"lv_active\":\"active\", \"lv_kernel_major\":\"253\", \"lv_kernel_minor\":\"8\", \"origin_size\":\"\"},\n"
+  "                  {\"lv_name\":\"thin1-t1\", \"vg_name\":\"vg0\", \"lv_path\":\"/dev/vg0/thin1-t1\", \"lv_dm_path\":\"/dev/mapper/vg0-thin1--t1\", \"origin\":\"thin1\", \"lv_attr\":\"Vwi---tz-k\", \"lv_time\":\"1795677271\", \"lv_size\":\"67108864\", \"lv_tags\":\"vmdiskfs,vmdiskfs-name:before:upgrade\", \"pool_lv\":\"pool\", \"segtype\":\"thin\", \"lv_active\":\"\", \"lv_kernel_major\":\"-1\", \"lv_kernel_minor\":\"-1\", \"origin_size\":\"\"}\n"
+  "              ]\n"
+  "          }\n"
+  "      ]\n"
+  "  }\n";
+
 static const struct lvm_lv *
 by_name (const struct lvm_lv *lvs, size_t n, const char *name)
 {
@@ -87,6 +105,19 @@ test_sample (void)
   CHECK (lv && strcmp (lv->f[LVM_F_LV_ACTIVE], "") == 0);
   CHECK (lv && strcmp (lv->f[LVM_F_KERNEL_MINOR], "-1") == 0);
   CHECK (by_name (lvs, n, "[pool_tdata]") != NULL);
+  lvm_lvs_free (lvs, n);
+
+  CHECK (lvm_json_parse (sample_cmd, strlen (sample_cmd), &lvs, &n) == 0);
+  CHECK (n == 5);
+  lv = by_name (lvs, n, "disk1-nightly");
+  CHECK (lv && strcmp (lv->f[LVM_F_LV_TIME], "1795677268") == 0);
+  CHECK (lv && strcmp (lv->f[LVM_F_ORIGIN_SIZE], "67108864") == 0);
+  CHECK (lv && strcmp (lv->f[LVM_F_LV_SIZE], "16777216") == 0);
+  lv = by_name (lvs, n, "thin1-t1");
+  CHECK (lv && strcmp (lv->f[LVM_F_LV_TAGS],
+                       "vmdiskfs,vmdiskfs-name:before:upgrade") == 0);
+  CHECK (lv && strcmp (lv->f[LVM_F_LV_ATTR], "Vwi---tz-k") == 0);
+  CHECK (lv && strcmp (lv->f[LVM_F_ORIGIN_SIZE], "") == 0);
   lvm_lvs_free (lvs, n);
 }
 
