@@ -23,7 +23,8 @@
  * it took externally, the file the domain used before (now the overlay's
  * backing file).  Internal qcow2 snapshots libvirt does not know (made
  * with qemu-img snapshot) are shown too, by tag, with only their disks.
- * Disks of type block on LVM logical volumes: their LVM snapshots, as
+ * Disks on LVM logical volumes (type block, or volume in a logical
+ * pool): their LVM snapshots, as
  * snapshotter/ lists them (lvm_snapshotter, liblvm2cmd in a forked
  * child), in directories of the names it gives, merged with a libvirt or
  * qemu-img snapshot of the same name; a snapshot that needs activation
@@ -808,21 +809,16 @@ static struct disk_scan *add_disk (struct disk_scan **v, size_t *n);
  * with snapshots of the same name already there.  Not a logical volume
  * (ENOTSUP): nothing.  ENOMEM: -1. */
 static int
-block_snapshots (struct build *b, const char *target, const char *path)
+block_snapshots (struct build *b, const char *fname, const char *path)
 {
   struct snap_info *v = NULL;
-  CLEANUP_FREE char *fname = NULL, *et = vd_name_escape (target);
   size_t n = 0, i, j;
   int ret = -1;
 
-  if (!et || asprintf (&fname, "%s.raw", et) < 0) {
-    fname = NULL;
-    return -1;
-  }
   if (lvm_snapshotter.list (path, &v, &n) < 0) {
     if (errno != ENOTSUP && b->log)
-      vd_warn ("domain %s: disk %s: %s: cannot list its LVM snapshots",
-               b->dname, target, path);
+      vd_warn ("domain %s: %s: %s: cannot list its LVM snapshots",
+               b->dname, fname, path);
     return 0;
   }
   for (i = 0; i < n; i++) {
@@ -1381,7 +1377,7 @@ rebuild (struct fs_node *node, struct lv_dom *d, virConnectPtr c, bool log)
   struct build b = { .dname = d->name, .c = c, .log = log };
   struct domxml_disk *cur = NULL;
   struct lv_watch *watch = NULL;
-  size_t ncur = 0, i, nw = 0;
+  size_t ncur = 0, i, nw = 0, nactive_disks;
   int64_t dsec = domain_time (d);
   struct fs_blob *px = d->xml ? fs_blob_plain (d->xml) : NULL;
 
@@ -1411,12 +1407,12 @@ rebuild (struct fs_node *node, struct lv_dom *d, virConnectPtr c, bool log)
       goto nomem;
   if (build_image_snapshots (&b, d, cur, ncur) < 0)
     goto nomem;
-  /* LVM snapshots of block disks, after the others (merged by name). */
-  for (i = 0; i < ncur; i++) {
-    const struct domxml_disk *x = &cur[i];
-    if (is_disk_device (x) && x->target && x->source && x->type
-        && strcmp (x->type, "block") == 0
-        && block_snapshots (&b, x->target, x->source) < 0)
+  /* LVM snapshots of disks on block devices (type block, or a volume
+   * of a logical pool), after the others (merged by name). */
+  for (i = 0, nactive_disks = b.ndisks; i < nactive_disks; i++) {
+    const struct disk_scan *ds = &b.disks[i];
+    if (ds->path && ds->have_st && S_ISBLK (ds->st.st_mode)
+        && block_snapshots (&b, ds->fname, ds->path) < 0)
       goto nomem;
   }
 

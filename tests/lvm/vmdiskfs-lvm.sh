@@ -2,12 +2,15 @@
 # vmdiskfs - libvirt mode over real LVM, inside the test guest (run it
 # through tests/lvm/guest.sh; tests/integration/lvm-vmdiskfs.sh does): a
 # libvirtd of the guest's own, a domain whose disks are a linear LV with a
-# classic snapshot and a thin LV with a thin snapshot (type='block').  The
+# classic snapshot and a thin LV with a thin snapshot (type='block'), and
+# the linear LV again as a volume of a logical storage pool.  The
 # mount must show snapshots/<name>/<target>.raw for both with the bytes of
 # the time of each snapshot, activate the thin snapshot to read it, and
 # deactivate it again when the daemon exits.
 # SPDX-License-Identifier: GPL-3.0-or-later
 set -u
+# All in one block: bash parses it whole before running it.
+{
 . "$abs_top_srcdir/tests/lvm/guest-lib.sh"
 VMDISKFS=$abs_top_builddir/vmdiskfs
 [ -x "$VMDISKFS" ] || fail "$VMDISKFS not built"
@@ -47,9 +50,12 @@ cat > /tmp/dom.xml <<XML
   <devices>
     <disk type='block' device='disk'><driver name='qemu' type='raw'/><source dev='/dev/vg0/disk'/><target dev='vda' bus='virtio'/></disk>
     <disk type='block' device='disk'><driver name='qemu' type='raw'/><source dev='/dev/vg0/thin'/><target dev='vdb' bus='virtio'/></disk>
+    <disk type='volume' device='disk'><driver name='qemu' type='raw'/><source pool='vgpool' volume='disk'/><target dev='vdc' bus='virtio'/></disk>
   </devices>
 </domain>
 XML
+run virsh -q -c qemu:///system pool-define-as vgpool logical --source-name vg0 --target /dev/vg0
+run virsh -q -c qemu:///system pool-start vgpool
 run virsh -q -c qemu:///system define /tmp/dom.xml
 
 mkdir -p /tmp/mnt
@@ -63,13 +69,16 @@ ls -lR "$D"
   fail "snapshots: $(ls "$D/snapshots" | tr '\n' ' ')"
 same "$D/vda.raw" lin-v2
 same "$D/vdb.raw" thin-v2
-[ "$(ls "$D/snapshots/nightly")" = vda.raw ] || fail "nightly: $(ls "$D/snapshots/nightly")"
+[ "$(ls "$D/snapshots/nightly" | tr '\n' ' ')" = "vda.raw vdc.raw " ] ||
+  fail "nightly: $(ls "$D/snapshots/nightly" | tr '\n' ' ')"
+same "$D/vdc.raw" lin-v2
 [ "$(ls "$D/snapshots/weekly")" = vdb.raw ] || fail "weekly: $(ls "$D/snapshots/weekly")"
 [ "$(stat -c %s "$D/snapshots/weekly/vdb.raw")" = $((32 << 20)) ] ||
   fail "weekly size $(stat -c %s "$D/snapshots/weekly/vdb.raw")"
 [ "$(lv_field vg0/thin-weekly lv_active)" = active ] &&
   fail "listing activated the thin snapshot"
 same "$D/snapshots/nightly/vda.raw" lin-v1
+same "$D/snapshots/nightly/vdc.raw" lin-v1
 same "$D/snapshots/weekly/vdb.raw" thin-v1
 [ "$(lv_field vg0/thin-weekly lv_active)" = active ] ||
   fail "thin snapshot not active after reading"
@@ -83,3 +92,4 @@ echo "ok: deactivated at exit"
 cat /tmp/vmdiskfs.log
 virsh -q -c qemu:///system undefine lvmdom
 exit 0
+}
