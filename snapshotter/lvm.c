@@ -372,6 +372,25 @@ lvm_list (const char *disk, struct snap_info **snaps, size_t *n)
   return r;
 }
 
+static int
+lvm_list_many (const char *const *disks, size_t ndisks, struct snap_list *out)
+{
+  struct lvm_lv *lvs;
+  size_t nl, i;
+
+  if (report (&lvs, &nl) < 0)
+    return -1;
+  for (i = 0; i < ndisks; i++) {
+    const struct lvm_lv *o;
+    out[i] = (struct snap_list) { 0 };
+    if (surely_not_lv (disks[i]) || !(o = find_disk (disks[i], lvs, nl)) ||
+        collect (lvs, nl, o, &out[i].snaps, &out[i].n) < 0)
+      out[i].err = errno;
+  }
+  lvm_lvs_free (lvs, nl);
+  return 0;
+}
+
 /* Run "lvchange ARGS ID" (or another command) on a checked id. */
 static int
 run_on (const char *what, const char *id)
@@ -557,4 +576,5 @@ const struct vd_snapshotter lvm_snapshotter = {
   .deactivate = lvm_deactivate,
   .create = lvm_create,
   .remove = lvm_remove,
+  .list_many = lvm_list_many,
 };

@@ -46,6 +46,13 @@ struct snap_info {
   unsigned flags;      /* SNAP_*                                          */
 };
 
+/* One disk's snapshots, as list_many gives them. */
+struct snap_list {
+  struct snap_info *snaps;
+  size_t n;
+  int err;             /* 0, or the errno list() would have set          */
+};
+
 /* How to create a snapshot (issue 4).  Zero-initialise, then set. */
 struct snap_create_opts {
   /* Classic LVM snapshot: copy-on-write space in bytes; 0 = the
@@ -81,6 +88,14 @@ struct vd_snapshotter {
   /* Delete snapshot s.  The caller decides which ones it may delete
    * (SNAP_OURS marks those vmdiskfs made). */
   int (*remove) (const struct snap_info *s);
+
+  /* list() for several disks with one question to the storage (LVM: one
+   * lvs for all, where list() runs one per disk): out[i] gets what
+   * list (disks[i], ...) would give, or err = its errno.  -1 (errno) only
+   * when the storage could not be asked at all; out is then untouched.
+   * Free each out[i].snaps with snap_list_free.  NULL: call list(). */
+  int (*list_many) (const char *const *disks, size_t ndisks,
+                    struct snap_list *out);
 };
 
 extern const struct vd_snapshotter lvm_snapshotter;

@@ -2,6 +2,10 @@
  * (tests, debugging), without FUSE.
  *
  *   vd-lvm-list [-c] [-d] DISK                 list DISK's snapshots
+ *   vd-lvm-list [-c] [-d] DISK DISK...         the same for several disks,
+ *                                              one lvs for all (list_many):
+ *                                              "# DISK" before each list,
+ *                                              "# DISK: error" on failure
  *   vd-lvm-list [-c] [-d] activate DISK NAME   activate snapshot NAME
  *   vd-lvm-list [-c] [-d] deactivate DISK NAME
  *   vd-lvm-list [-c] [-d] create DISK NAME [COW_BYTES]
@@ -37,7 +41,7 @@ static void
 usage (void)
 {
   fprintf (stderr,
-           "usage: vd-lvm-list [-c] [-d] DISK\n"
+           "usage: vd-lvm-list [-c] [-d] DISK...\n"
            "       vd-lvm-list [-c] [-d] activate|deactivate|remove DISK NAME\n"
            "       vd-lvm-list [-c] [-d] create DISK NAME [COW_BYTES]\n");
   exit (2);
@@ -160,8 +164,22 @@ main (int argc, char **argv)
     proc_state_get (&before);
   }
 
-  op = argc == 1 ? "list" : argv[0];
-  if (argc == 1) {
+  op = argc == 1 || argv[0][0] == '/' ? "list" : argv[0];
+  if (argc > 1 && argv[0][0] == '/') {
+    struct snap_list *l = calloc (argc, sizeof *l);
+    r = l ? sp->list_many ((const char *const *) argv, argc, l) : -1;
+    for (c = 0; r == 0 && c < argc; c++) {
+      if (l[c].err)
+        printf ("# %s: %s\n", argv[c], strerror (l[c].err));
+      else
+        printf ("# %s\n", argv[c]);
+      for (i = 0; i < l[c].n; i++)
+        print_snap (&l[c].snaps[i]);
+      snap_list_free (l[c].snaps, l[c].n);
+    }
+    free (l);
+  }
+  else if (argc == 1) {
     r = sp->list (argv[0], &v, &n);
     for (i = 0; r == 0 && i < n; i++)
       print_snap (&v[i]);

@@ -160,4 +160,16 @@ vdl /nonexistent 2>/tmp/err && fail "a missing disk accepted"
 grep -q "No such file" /tmp/err || { cat /tmp/err; fail "no ENOENT for /nonexistent"; }
 ok "errors"
 
+# ---- several disks, one lvs ---------------------------------------------------
+{
+  for d in /dev/vg0/disk1 /dev/vg0/thin1 /tmp/image.qcow2; do
+    echo "# $d"
+    vdl "$d" 2>/dev/null
+  done
+} | sed 's|^# /tmp/image.qcow2$|# /tmp/image.qcow2: Operation not supported|' > /tmp/one-by-one
+vdl /dev/vg0/disk1 /dev/vg0/thin1 /tmp/image.qcow2 > /tmp/many ||
+  fail "vd-lvm-list with several disks failed"
+diff /tmp/one-by-one /tmp/many || fail "list_many differs from list"
+ok "several disks at once"
+
 echo "lvm-list: all ok in $(( $(date +%s) - start ))s"
