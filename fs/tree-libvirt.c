@@ -295,6 +295,29 @@ is_dirty (const char *name, bool take)
   return found;
 }
 
+/* tree_lock held.  Forget dirty names of domains that are gone, so that
+ * undefined domains do not fill the set. */
+static void
+prune_dirty (struct fs_node *root)
+{
+  size_t i;
+
+  if (__atomic_load_n (&ndirty, __ATOMIC_ACQUIRE) == 0)
+    return;
+  pthread_mutex_lock (&dirty_lock);
+  for (i = 0; i < ndirty; ) {
+    CLEANUP_FREE char *e = vd_name_escape (dirty[i]);
+    if (e && !tree_find_child (root, e)) {
+      free (dirty[i]);
+      dirty[i] = dirty[ndirty - 1];
+      __atomic_sub_fetch (&ndirty, 1, __ATOMIC_RELEASE);
+    }
+    else
+      i++;
+  }
+  pthread_mutex_unlock (&dirty_lock);
+}
+
 /* Event thread. */
 static int
 lifecycle_cb (virConnectPtr c, virDomainPtr dom, int event, int detail,
@@ -1754,6 +1777,7 @@ refresh_root (struct fs_node *root)
   tree_set_children (root, kids, k);
   root->attr.st_nlink = 2 + k;
   r->scanned = true;
+  prune_dirty (root);
   tree_unlock ();
   vd_debug ("%s: %zu domains", uri, k);
  done:
