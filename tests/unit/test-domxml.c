@@ -1,0 +1,145 @@
+/* Unit test of fs/domxml.c: the disks of a domain's XML, the facts of a
+ * snapshot's XML, and the domain definition cut out of a snapshot's XML
+ * (<inactiveDomain> preferred, renamed, de-indented), as libvirt 9 writes
+ * them.
+ *
+ * SPDX-License-Identifier: GPL-3.0-or-later
+ */
+#include <config.h>
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "domxml.h"
+
+static int failures;
+
+#define CHECK(cond) do {                                                \
+    if (!(cond)) {                                                      \
+      fprintf (stderr, "%s:%d: FAIL: %s\n", __FILE__, __LINE__, #cond); \
+      failures++;                                                       \
+    }                                                                   \
+  } while (0)
+
+static int
+eq (const char *a, const char *b)
+{
+  return a && b ? strcmp (a, b) == 0 : a == b;
+}
+
+static const char domain[] =
+  "<domain type='kvm'>\n"
+  "  <name>web</name>\n"
+  "  <devices>\n"
+  "    <disk type='file' device='disk'>\n"
+  "      <driver name='qemu' type='qcow2'/>\n"
+  "      <source file='/img/web.qcow2'/>\n"
+  "      <backingStore type='file'><source file='/img/base.raw'/></backingStore>\n"
+  "      <target dev='vda' bus='virtio'/>\n"
+  "    </disk>\n"
+  "    <disk type='volume' device='disk'>\n"
+  "      <source pool='default' volume='db.img'/>\n"
+  "      <target dev='vdb'/>\n"
+  "    </disk>\n"
+  "    <disk type='network' device='disk'>\n"
+  "      <source protocol='rbd' name='pool/img'/>\n"
+  "      <target dev='vdc'/>\n"
+  "    </disk>\n"
+  "    <disk type='block' device='cdrom'>\n"
+  "      <source dev='/dev/sr0'/>\n"
+  "      <target dev='hdc'/>\n"
+  "    </disk>\n"
+  "  </devices>\n"
+  "</domain>\n";
+
+static const char snapshot[] =
+  "<domainsnapshot>\n"
+  "  <name>night/ly</name>\n"
+  "  <creationTime>1795675432</creationTime>\n"
+  "  <disks>\n"
+  "    <disk name='vda' snapshot='internal'/>\n"
+  "    <disk name='vdb' snapshot='external'>\n"
+  "      <source file='/img/db.over'/>\n"
+  "    </disk>\n"
+  "  </disks>\n"
+  "  <inactiveDomain type='kvm'>\n"
+  "    <name>web</name>\n"
+  "    <devices>\n"
+  "      <disk type='file' device='disk'>\n"
+  "        <source file='/img/old.qcow2'/>\n"
+  "        <target dev='vda'/>\n"
+  "      </disk>\n"
+  "    </devices>\n"
+  "  </inactiveDomain>\n"
+  "  <domain type='kvm'>\n"
+  "    <name>web</name>\n"
+  "  </domain>\n"
+  "</domainsnapshot>\n";
+
+int
+main (void)
+{
+  struct domxml_disk *d;
+  struct domxml_snapshot s;
+  size_t n, len;
+  char *t;
+
+  domxml_init ();
+
+  CHECK (domxml_parse_domain (domain, strlen (domain), &d, &n) == 0);
+  CHECK (n == 4);
+  if (n == 4) {
+    CHECK (eq (d[0].type, "file") && eq (d[0].device, "disk"));
+    CHECK (eq (d[0].driver_type, "qcow2") && eq (d[0].target, "vda"));
+    CHECK (eq (d[0].source, "/img/web.qcow2"));   /* not the backing one */
+    CHECK (eq (d[1].pool, "default") && eq (d[1].volume, "db.img"));
+    CHECK (d[1].source == NULL && d[1].driver_type == NULL);
+    CHECK (eq (d[2].protocol, "rbd") && eq (d[2].name, "pool/img"));
+    CHECK (eq (d[3].device, "cdrom") && eq (d[3].source, "/dev/sr0"));
+  }
+  domxml_disks_free (d, n);
+
+  CHECK (domxml_parse_domain ("<domain", 7, &d, &n) < 0);
+  CHECK (domxml_parse_domain (snapshot, strlen (snapshot), &d, &n) < 0);
+
+  CHECK (domxml_parse_snapshot (snapshot, strlen (snapshot), &s) == 0);
+  CHECK (eq (s.name, "night/ly"));
+  CHECK (s.creation_time == 1795675432);
+  CHECK (s.nsnapdisks == 2);
+  if (s.nsnapdisks == 2) {
+    CHECK (eq (s.snapdisks[0].target, "vda"));
+    CHECK (eq (s.snapdisks[0].snapshot, "internal"));
+    CHECK (eq (s.snapdisks[1].snapshot, "external"));
+    CHECK (eq (s.snapdisks[1].source, "/img/db.over"));
+  }
+  /* The disks of <inactiveDomain>, not of <domain>. */
+  CHECK (s.ndisks == 1 && eq (s.disks[0].source, "/img/old.qcow2"));
+  domxml_snapshot_clear (&s);
+
+  t = domxml_snapshot_domain (snapshot, strlen (snapshot), &len);
+  CHECK (t != NULL);
+  if (t) {
+    static const char want[] =
+      "<domain type='kvm'>\n"
+      "  <name>web</name>\n"
+      "  <devices>\n"
+      "    <disk type='file' device='disk'>\n"
+      "      <source file='/img/old.qcow2'/>\n"
+      "      <target dev='vda'/>\n"
+      "    </disk>\n"
+      "  </devices>\n"
+      "</domain>\n";
+    CHECK (len == strlen (want) && memcmp (t, want, len) == 0);
+    if (len != strlen (want) || memcmp (t, want, len) != 0)
+      fprintf (stderr, "got:\n%.*s", (int) len, t);
+    free (t);
+  }
+  t = domxml_snapshot_domain (domain, strlen (domain), &len);
+  CHECK (t == NULL);
+
+  if (failures)
+    return 1;
+  printf ("ok: domxml\n");
+  return 0;
+}
