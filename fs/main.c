@@ -272,6 +272,8 @@ main (int argc, char **argv)
     goto out_args;
   }
   mountpoint = opts.mountpoint;
+  /* Providers refuse images inside the mount (a request to ourselves). */
+  fs_config.mountpoint = realpath (mountpoint, NULL);
   fs_config.foreground = opts.foreground;
   fs_config.debug = opts.debug;
   if (opts.debug)
@@ -391,6 +393,7 @@ main (int argc, char **argv)
   free (fs_config.connect);
   free (fs_config.pidfile);
   free (fs_config.l2_cache);
+  free (fs_config.mountpoint);
   fuse_opt_free_args (&args);
   return ret;
 }

@@ -668,6 +668,17 @@ build_free (struct build *b)
   free (b->snaps);
 }
 
+/* Is path inside our own mount? */
+static bool
+inside_mount (const char *path)
+{
+  const char *m = fs_config.mountpoint;
+  size_t n = m ? strlen (m) : 0;
+
+  return n > 0 && strncmp (path, m, n) == 0
+    && (path[n] == '/' || path[n] == '\0' || strcmp (m, "/") == 0);
+}
+
 /* The image at path opened once per build (then closed): its size and
  * snapshots.  NULL on ENOMEM only; an image that fails has err set. */
 static struct img_info *
@@ -695,6 +706,13 @@ image_info (struct build *b, const char *path, const char *format)
     return NULL;
   }
   b->nimgs++;
+  if (inside_mount (path)) {
+    /* Opening it would be a request to ourselves, under refresh_lock. */
+    vd_error ("domain %s: %s is inside the mount: not opened (its disk "
+              "is shown empty and fails to open)", b->dname, path);
+    ii->err = ELOOP;
+    return ii;
+  }
   ii->have_st = stat (path, &ii->st) == 0;
   errno = 0;
   img = vd_image_open_chain (path, format, 0, NULL);
@@ -1444,7 +1462,7 @@ rebuild (struct fs_node *node, struct lv_dom *d, virConnectPtr c, bool log)
   if (!watch)
     goto nomem;
   for (i = 0; i < b.ndisks; i++) {
-    if (!b.disks[i].path)
+    if (!b.disks[i].path || inside_mount (b.disks[i].path))
       continue;
     watch[nw].path = strdup (b.disks[i].path);
     if (!watch[nw].path)

@@ -51,6 +51,7 @@ struct fs_config {
   char *connect;              /* -o connect=URI (libvirt mode)            */
   char *pidfile;              /* -o pidfile=PATH                          */
   char *l2_cache;             /* -o l2_cache=SIZE, as given               */
+  char *mountpoint;           /* absolute, or NULL                        */
   bool ro;                    /* -o ro                                    */
   bool foreground;
   bool debug;
