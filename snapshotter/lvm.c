@@ -135,28 +135,10 @@ parse_u64 (const char *s)
   return strtoull (s, NULL, 10);
 }
 
-/* Is tag (exactly) in the comma-separated list? */
-static bool
-has_tag (const char *tags, const char *tag)
-{
-  size_t n = strlen (tag);
-  const char *p = tags;
-
-  while (*p) {
-    const char *c = strchr (p, ',');
-    size_t l = c ? (size_t) (c - p) : strlen (p);
-    if (l == n && memcmp (p, tag, n) == 0)
-      return true;
-    if (!c)
-      break;
-    p = c + 1;
-  }
-  return false;
-}
-
-/* The value of the first tag starting with prefix, malloc'd, or NULL. */
-static char *
-tag_value (const char *tags, const char *prefix)
+/* The first tag of the comma-separated list that is prefix (whole) or
+ * starts with it and is longer (!whole): its start and *len, or NULL. */
+static const char *
+tag_find (const char *tags, const char *prefix, bool whole, size_t *len)
 {
   size_t n = strlen (prefix);
   const char *p = tags;
@@ -164,13 +146,31 @@ tag_value (const char *tags, const char *prefix)
   while (*p) {
     const char *c = strchr (p, ',');
     size_t l = c ? (size_t) (c - p) : strlen (p);
-    if (l > n && memcmp (p, prefix, n) == 0)
-      return strndup (p + n, l - n);
+    if ((whole ? l == n : l > n) && memcmp (p, prefix, n) == 0) {
+      *len = l;
+      return p;
+    }
     if (!c)
       break;
     p = c + 1;
   }
   return NULL;
+}
+
+static bool
+has_tag (const char *tags, const char *tag)
+{
+  size_t l;
+  return tag_find (tags, tag, true, &l) != NULL;
+}
+
+/* The value of the first tag PREFIXvalue, malloc'd, or NULL. */
+static char *
+tag_value (const char *tags, const char *prefix)
+{
+  size_t l, n = strlen (prefix);
+  const char *t = tag_find (tags, prefix, false, &l);
+  return t ? strndup (t + n, l - n) : NULL;
 }
 
 /* The LV that disk names, or NULL with errno ENOTSUP (not a logical
@@ -351,28 +351,6 @@ surely_not_lv (const char *disk)
 }
 
 static int
-lvm_list (const char *disk, struct snap_info **snaps, size_t *n)
-{
-  struct lvm_lv *lvs;
-  size_t nl;
-  const struct lvm_lv *o;
-  int r;
-
-  *snaps = NULL;
-  *n = 0;
-  if (surely_not_lv (disk) || report (&lvs, &nl) < 0)
-    return -1;
-  o = find_disk (disk, lvs, nl);
-  r = o ? collect (lvs, nl, o, snaps, n) : -1;
-  {
-    int e = errno;
-    lvm_lvs_free (lvs, nl);
-    errno = e;
-  }
-  return r;
-}
-
-static int
 lvm_list_many (const char *const *disks, size_t ndisks, struct snap_list *out)
 {
   struct lvm_lv *lvs;
@@ -388,6 +366,24 @@ lvm_list_many (const char *const *disks, size_t ndisks, struct snap_list *out)
       out[i].err = errno;
   }
   lvm_lvs_free (lvs, nl);
+  return 0;
+}
+
+static int
+lvm_list (const char *disk, struct snap_info **snaps, size_t *n)
+{
+  struct snap_list l;
+
+  *snaps = NULL;
+  *n = 0;
+  if (surely_not_lv (disk) || lvm_list_many (&disk, 1, &l) < 0)
+    return -1;
+  if (l.err) {
+    errno = l.err;
+    return -1;
+  }
+  *snaps = l.snaps;
+  *n = l.n;
   return 0;
 }
 
