@@ -72,8 +72,9 @@
  *    thread without locks;
  *  - one event thread runs libvirt's default event loop: keepalive, the
  *    close callback and lifecycle events, whose callbacks only set
- *    atomics and add names to the dirty set (dirty_lock, a leaf lock):
- *    they never take tree or connection locks, and never call libvirt;
+ *    atomics, add names to the dirty set (dirty_lock, a leaf lock) and
+ *    queue kernel invalidations (tree.c's notify queue): they never take
+ *    tree or connection locks, and never call libvirt;
  *    and the LVM idle timer, which takes act_lock, then inode_lock and
  *    node->lock (one at a time) to see whether a snapshot is open, and
  *    runs lvm in a helper child.
@@ -330,8 +331,16 @@ lifecycle_cb (virConnectPtr c, virDomainPtr dom, int event, int detail,
   if (event == VIR_DOMAIN_EVENT_DEFINED
       || event == VIR_DOMAIN_EVENT_UNDEFINED)
     __atomic_store_n (&root_dirty, 1, __ATOMIC_RELEASE);
-  if (name)
+  if (name) {
+    char *e = vd_name_escape (name);
     mark_dirty (name);
+    /* The kernel forgets the domain's directory entry now instead of
+     * trusting it for FS_ENTRY_TIMEOUT: the next access looks it up,
+     * which refreshes it (or finds it gone). */
+    if (e)
+      tree_notify_entry (FUSE_ROOT_ID, e);
+    free (e);
+  }
   return 0;
 }
 

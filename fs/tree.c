@@ -295,6 +295,14 @@ tree_notify_stop (void)
   notify_tail = &notify_head;
 }
 
+/* Tell the kernel to forget the entry name of directory parent (it is
+ * looked up again at the next access).  Any thread, no lock needed. */
+void
+tree_notify_entry (fuse_ino_t parent, const char *name)
+{
+  notify_queue (parent, name);
+}
+
 /* ---- The tree. ---- */
 
 struct fs_node *

@@ -187,6 +187,7 @@ struct fs_blob *tree_get_blob (struct fs_node *node);
 void tree_mounted (void);
 struct fs_disk *tree_get_disk (struct fs_node *node, bool keep);
 int tree_allocated (struct fs_node *node, uint64_t size, uint64_t *bytes);
+void tree_notify_entry (fuse_ino_t parent, const char *name);
 void tree_notify_start (void);
 void tree_notify_stop (void);
 
