@@ -233,7 +233,7 @@ EOF
   gone () { ! kill -0 "$old" 2>/dev/null; }
   wait_for 10 gone || fail "libvirtd $old did not exit"
   sleep 1
-  libvirtd -d || fail "libvirtd -d did not start again"
+  lv_daemon libvirtd || fail "libvirtd -d did not start again"
   wait_for 30 _lv_answers || fail "the new libvirtd does not answer"
   new=$(pgrep -x -o libvirtd)
   [ -s "$LV_MARK" ] && echo "$new" >"$LV_MARK"

@@ -62,6 +62,8 @@
 #   lv_exclusive          wait (up to 5 min) until no other libvirt test
 #                         runs, and keep them waiting until this test ends:
 #                         for restarting libvirtd
+#   lv_daemon NAME        start virtlogd or libvirtd (-d) with no file of
+#                         the test open
 #   lv_started_libvirtd   true if the running libvirtd was started by a test
 #                         (lv_start), so a test may restart it
 
@@ -94,15 +96,15 @@ lv_start ()
   command -v qemu-system-x86_64 >/dev/null 2>&1 || skip "no qemu-system-x86_64"
   if ! _lv_answers; then
     command -v libvirtd >/dev/null 2>&1 || skip "no libvirtd"
-    [ -S /run/libvirt/virtlogd-sock ] || virtlogd -d ||
+    [ -S /run/libvirt/virtlogd-sock ] || lv_daemon virtlogd ||
       skip "virtlogd does not start"
     if ! _lv_answers; then
-      libvirtd -d || skip "libvirtd does not start"
+      lv_daemon libvirtd || skip "libvirtd does not start"
       wait_for 30 _lv_answers || skip "libvirtd does not answer"
       pgrep -x -o libvirtd >"$LV_MARK" 2>/dev/null
     fi
   fi
-  [ -S /run/libvirt/virtlogd-sock ] || virtlogd -d || skip "virtlogd does not start"
+  [ -S /run/libvirt/virtlogd-sock ] || lv_daemon virtlogd || skip "virtlogd does not start"
   # qemu runs as libvirt-qemu: it must reach the images under TEST_DIR.
   chmod 0755 "$TEST_DIR"
   _lv_lock_shared
@@ -144,16 +146,56 @@ _lv_unshare ()
   umount -l "$LV_MNT_DIR"
 }
 
+# The test lock is held by a helper process (flock -o), never by a file
+# descriptor of this shell: the daemons a test starts (libvirtd -d,
+# vmdiskfs) would inherit one and hold the lock for ever.  The helper's
+# child ends within a second of this test's end however it ends (even
+# SIGKILL), and flock with it.
+_lv_lock_pid=
+
+_lv_hold ()                     # -s|-x SECONDS
+{
+  local f=$TEST_DIR/.locked.$RANDOM
+  flock -o "$1" -w "$2" "$LV_LOCK" \
+    sh -c 'touch "$1"; while kill -0 "$2" 2>/dev/null; do sleep 1; done' \
+    sh "$f" $$ </dev/null >/dev/null 2>&1 &
+  _lv_lock_pid=$!
+  until [ -e "$f" ]; do
+    if ! kill -0 "$_lv_lock_pid" 2>/dev/null; then
+      _lv_lock_pid=
+      return 1
+    fi
+    sleep 0.1
+  done
+  rm -f "$f"
+}
+
+_lv_release ()
+{
+  if [ -n "$_lv_lock_pid" ]; then
+    kill "$_lv_lock_pid" 2>/dev/null
+    wait "$_lv_lock_pid" 2>/dev/null
+    _lv_lock_pid=
+  fi
+}
+
 _lv_lock_shared ()
 {
-  exec {LV_LOCK_FD}>>"$LV_LOCK"
-  flock -s -w 600 "$LV_LOCK_FD" || fail "waited 10 min for $LV_LOCK"
+  on_exit _lv_release
+  _lv_hold -s 600 || fail "waited 10 min for $LV_LOCK (a libvirt test restarting libvirtd?)"
 }
 
 lv_exclusive ()
 {
-  flock -u "$LV_LOCK_FD"
-  flock -x -w 300 "$LV_LOCK_FD" || return 1
+  _lv_release
+  _lv_hold -x 300
+}
+
+# Start virtlogd or libvirtd -d with none of this shell's files open (the
+# test's log, pipes), from /.
+lv_daemon ()
+{
+  (cd / && exec "$1" -d </dev/null >/dev/null 2>&1)
 }
 
 lv_started_libvirtd ()
