@@ -94,6 +94,7 @@
  */
 #include <config.h>
 
+#include <dirent.h>
 #include <errno.h>
 #include <inttypes.h>
 #include <stdarg.h>
@@ -855,22 +856,145 @@ static struct fs_blob *virsh_blob (const char *x, size_t n);
 static struct snap_scan *add_snap (struct build *b);
 static struct disk_scan *add_disk (struct disk_scan **v, size_t *n);
 
+/* LVM's answer for many disks at once, for LVM_CACHE_MS: asking costs
+ * a helper child and an lvs run (50 ms and more), and the first listing
+ * of a host with many domains on LVM rebuilds them one after the other.
+ * Each question asks for the disk wanted and every active LV
+ * (/dev/mapper), keyed by the resolved device path.  refresh_lock. */
+#define LVM_CACHE_MS 3000
+struct lvm_cached {
+  char *path;                       /* realpath */
+  struct snap_list l;
+};
+static struct lvm_cached *lvc;
+static size_t nlvc;
+static uint64_t lvc_ms;
+
+static void
+lvm_cache_clear (void)
+{
+  size_t i;
+
+  for (i = 0; i < nlvc; i++) {
+    free (lvc[i].path);
+    snap_list_free (lvc[i].l.snaps, lvc[i].l.n);
+  }
+  free (lvc);
+  lvc = NULL;
+  nlvc = 0;
+}
+
+/* The snapshots of the block device at path (owned by the cache, valid
+ * until the next call), or NULL with errno. */
+static const struct snap_list *
+lvm_snaps_of (const char *path)
+{
+  CLEANUP_FREE char *real = realpath (path, NULL);
+  struct lvm_cached *v = NULL;
+  const char **disks = NULL;
+  struct snap_list *out = NULL;
+  size_t n = 0, cap = 16, i, nask;
+  struct dirent *de;
+  DIR *dir;
+  uint64_t now = now_ms ();
+
+  if (!real)
+    return NULL;
+  if (now - lvc_ms < LVM_CACHE_MS)
+    for (i = 0; i < nlvc; i++)
+      if (strcmp (lvc[i].path, real) == 0)
+        return &lvc[i].l;
+  v = calloc (cap, sizeof *v);
+  if (!v)
+    return NULL;
+  v[n++].path = real;
+  real = NULL;
+  dir = opendir ("/dev/mapper");
+  while (dir && (de = readdir (dir)) != NULL) {
+    CLEANUP_FREE char *p = NULL;
+    char *r;
+    if (de->d_name[0] == '.' || strcmp (de->d_name, "control") == 0
+        || asprintf (&p, "/dev/mapper/%s", de->d_name) < 0)
+      continue;
+    r = realpath (p, NULL);
+    if (!r || strcmp (r, v[0].path) == 0) {
+      free (r);
+      continue;
+    }
+    if (n == cap) {
+      struct lvm_cached *t = realloc (v, 2 * cap * sizeof *t);
+      if (!t) {
+        free (r);
+        break;
+      }
+      v = t;
+      cap *= 2;
+    }
+    memset (&v[n], 0, sizeof v[n]);
+    v[n++].path = r;
+  }
+  if (dir)
+    closedir (dir);
+  disks = calloc (n, sizeof *disks);
+  out = calloc (n, sizeof *out);
+  if (!disks || !out)
+    goto fail;
+  for (i = 0; i < n; i++)
+    disks[i] = v[i].path;
+  nask = n;
+  if (lvm_snapshotter.list_many) {
+    if (lvm_snapshotter.list_many (disks, n, out) < 0)
+      goto fail;
+  }
+  else {
+    nask = 1;
+    if (lvm_snapshotter.list (disks[0], &out[0].snaps, &out[0].n) < 0)
+      out[0].err = errno;
+  }
+  lvm_cache_clear ();
+  for (i = 0; i < nask; i++)
+    v[i].l = out[i];
+  for (; i < n; i++)
+    free (v[i].path);
+  lvc = v;
+  nlvc = nask;
+  lvc_ms = now;
+  free (disks);
+  free (out);
+  return &lvc[0].l;
+
+ fail:
+  {
+    int e = errno;
+    for (i = 0; i < n; i++)
+      free (v[i].path);
+    free (v);
+    free (disks);
+    free (out);
+    errno = e;
+  }
+  return NULL;
+}
+
 /* The LVM snapshots of a block disk (a logical volume) into b, merged
  * with snapshots of the same name already there.  Not a logical volume
  * (ENOTSUP): nothing.  ENOMEM: -1. */
 static int
 block_snapshots (struct build *b, const char *fname, const char *path)
 {
-  struct snap_info *v = NULL;
-  size_t n = 0, i, j;
-  int ret = -1;
+  const struct snap_list *l = lvm_snaps_of (path);
+  const struct snap_info *v;
+  size_t n, i, j;
 
-  if (lvm_snapshotter.list (path, &v, &n) < 0) {
-    if (errno != ENOTSUP && b->log)
+  if (!l || l->err) {
+    int e = l ? l->err : errno;
+    if (e != ENOTSUP && e != ENOENT && b->log)
       vd_warn ("domain %s: %s: %s: cannot list its LVM snapshots",
                b->dname, fname, path);
     return 0;
   }
+  v = l->snaps;
+  n = l->n;
   for (i = 0; i < n; i++) {
     const struct snap_info *si = &v[i];
     CLEANUP_FREE char *ename = vd_name_escape (si->name);
@@ -879,7 +1003,7 @@ block_snapshots (struct build *b, const char *fname, const char *path)
     bool dup = false;
 
     if (!ename)
-      goto out;
+      return -1;
     for (j = 0; j < b->nsnaps; j++)
       if (strcmp (b->snaps[j].ename, ename) == 0)
         ss = &b->snaps[j];
@@ -896,7 +1020,7 @@ block_snapshots (struct build *b, const char *fname, const char *path)
     else {
       ss = add_snap (b);
       if (!ss)
-        goto out;
+        return -1;
       ss->ename = ename;
       ename = NULL;
       ss->name = NULL;
@@ -906,7 +1030,7 @@ block_snapshots (struct build *b, const char *fname, const char *path)
     if (!ds || (ds->fname = strdup (fname)) == NULL
         || (ds->format = strdup ("raw")) == NULL
         || (ds->path = strdup (si->device)) == NULL)
-      goto out;
+      return -1;
     ds->size = si->size;
     ds->sec = ss->sec;
     ds->nsec = ss->nsec;
@@ -919,16 +1043,13 @@ block_snapshots (struct build *b, const char *fname, const char *path)
     else if (si->flags & SNAP_NEEDS_ACTIVATION) {
       ds->lvm_id = strdup (si->id);
       if (!ds->lvm_id)
-        goto out;
+        return -1;
       ds->lvm_flags = si->flags;
     }
     else
       ds->have_st = stat (si->device, &ds->st) == 0;
   }
-  ret = 0;
- out:
-  snap_list_free (v, n);
-  return ret;
+  return 0;
 }
 
 /* LVM snapshots this daemon activated: act_lock (taken without any other
@@ -2012,6 +2133,7 @@ libvirt_stop (void)
   ndirty = 0;
   pthread_mutex_unlock (&dirty_lock);
   lvm_idle (true);
+  lvm_cache_clear ();
   free (active);
   active = NULL;
   free (uri);
