@@ -192,10 +192,17 @@ lv_exclusive ()
 }
 
 # Start virtlogd or libvirtd -d with none of this shell's files open (the
-# test's log, pipes), from /.
+# test's log, pipes, a lock a caller may hold), from /.
 lv_daemon ()
 {
-  (cd / && exec "$1" -d </dev/null >/dev/null 2>&1)
+  (
+    cd / || exit 1
+    for fd in /proc/$BASHPID/fd/*; do
+      fd=${fd##*/}
+      [ "$fd" -gt 2 ] && eval "exec $fd>&-"
+    done 2>/dev/null
+    exec "$1" -d </dev/null >/dev/null 2>&1
+  )
 }
 
 lv_started_libvirtd ()
