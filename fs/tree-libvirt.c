@@ -53,7 +53,9 @@
  *    LOCAL_RECHECK_MS, in case that directory moves);
  *    its disks are reopened when an image file's stat changes (qemu-img
  *    snapshot, a running guest), at most every DISK_MIN_RESCAN_MS, with no
- *    libvirt call beyond the snapshot list;
+ *    libvirt call beyond the snapshot list; a domain with a disk on LVM
+ *    is rebuilt every LVM_CACHE_MS while used (LVM snapshots made by
+ *    others leave no trace to watch; one lvs answers for all domains);
  *  - the kernel is told about removed entries and changed files by tree.c.
  * No libvirt call is ever made on the read path: disks are read from
  * their files, XML from memory.  Images are opened on demand (open,
@@ -178,6 +180,7 @@ struct lv_dom {
   struct lv_watch *watch;
   size_t nwatch;
   struct lv_watch meta;            /* qemu:///system: snapshot metadata  */
+  bool on_lvm;                     /* a disk is an LV: poll its snapshots */
 
   /* refresh_lock: libvirt's data, kept for rebuilds. */
   virDomainPtr dom;
@@ -633,6 +636,7 @@ struct snap_scan {
 
 struct build {
   const char *dname;                /* domain name, for messages */
+  bool on_lvm;                      /* a disk is a logical volume */
   virConnectPtr c;                  /* NULL when disconnected    */
   bool log;                         /* log skipped disks (fetches) */
   struct img_info *imgs;
@@ -995,6 +999,7 @@ block_snapshots (struct build *b, const char *fname, const char *path)
   }
   v = l->snaps;
   n = l->n;
+  b->on_lvm = true;
   for (i = 0; i < n; i++) {
     const struct snap_info *si = &v[i];
     CLEANUP_FREE char *ename = vd_name_escape (si->name);
@@ -1608,6 +1613,7 @@ rebuild (struct fs_node *node, struct lv_dom *d, virConnectPtr c, bool log)
   tree_wrlock ();
   if (node->attached) {
     apply_domain (node, d, &b, dsec);
+    d->on_lvm = b.on_lvm;
     watch_free (d->watch, d->nwatch);
     d->watch = watch;
     d->nwatch = nw;
@@ -1767,7 +1773,10 @@ refresh_domain (struct fs_node *node)
   dep = d->epoch;
   checked = d->checked_ms;
   disks_ms = d->disks_ms;
-  changed = now - disks_ms >= DISK_MIN_RESCAN_MS && watch_changed (d);
+  /* LVM snapshots made by others send nothing: a domain on LVM is
+   * rebuilt every LVM_CACHE_MS when used (one lvs for all of them). */
+  changed = (d->on_lvm && now - disks_ms >= LVM_CACHE_MS)
+    || (now - disks_ms >= DISK_MIN_RESCAN_MS && watch_changed (d));
   meta_changed = one_changed (&d->meta);
   tree_unlock ();
 
@@ -2043,7 +2052,9 @@ libvirt_stale (struct fs_node *node)
                                    : DOM_RECHECK_MS)
         || is_dirty (d->name, false) || one_changed (&d->meta))
       return true;
-    return now - d->disks_ms >= DISK_MIN_RESCAN_MS && watch_changed (d);
+    return now - d->disks_ms >= (d->on_lvm ? LVM_CACHE_MS
+                                 : DISK_MIN_RESCAN_MS)
+      && (d->on_lvm || watch_changed (d));
   }
 }
 

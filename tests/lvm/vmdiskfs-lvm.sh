@@ -84,6 +84,13 @@ same "$D/snapshots/weekly/vdb.raw" thin-v1
   fail "thin snapshot not active after reading"
 echo "ok: bytes of both snapshots"
 
+# A snapshot made by lvcreate meanwhile shows up within a few seconds.
+run lvcreate -q -s -L 8M -n disk-later vg0/disk
+for i in $(seq 60); do [ -e "$D/snapshots/later/vda.raw" ] && break; sleep 0.1; done
+[ -e "$D/snapshots/later/vda.raw" ] || fail "snapshot later not shown after 6 s"
+same "$D/snapshots/later/vda.raw" lin-v2
+echo "ok: a new LVM snapshot shows up after $i tenths of a second"
+
 umount /tmp/mnt || fail "umount"
 wait $pid || fail "vmdiskfs exited with an error: $(cat /tmp/vmdiskfs.log)"
 [ "$(lv_field vg0/thin-weekly lv_active)" = active ] &&
