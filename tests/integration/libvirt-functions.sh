@@ -40,6 +40,8 @@
 #                         virtio targets (vd*) on bus virtio, sd* on sata,
 #                         hd* on ide.  The domain is undefined at exit.
 #                         Defining a NAME again redefines it (same UUID).
+#   lv_forget_later NAME  undefine NAME at exit too (a domain a test
+#                         defined with virsh itself)
 #   lv_running NAME       true if the domain is running
 #   lv_pool NAME DIR      define and start a dir storage pool on DIR
 #   lv_loop FILE          attach FILE to a free loop device, its path in
