@@ -82,6 +82,53 @@ vd_resolve_relative (const char *image_path, const char *name)
   return out;
 }
 
+char *
+vd_read_name (const char *driver, const char *path, int fd, uint64_t off,
+              uint32_t len, const char *what)
+{
+  char *name;
+
+  name = malloc ((size_t) len + 1);
+  if (!name)
+    return NULL;
+  if (vd_pread_full (fd, name, len, off, false) < 0) {
+    vd_error ("%s: %s: reading the %s: %m", driver, path, what);
+    free (name);
+    errno = EIO;
+    return NULL;
+  }
+  name[len] = '\0';
+  if (strlen (name) != len) {
+    vd_error ("%s: %s: %s contains a NUL byte", driver, path, what);
+    free (name);
+    errno = EIO;
+    return NULL;
+  }
+  return name;
+}
+
+struct vd_image *
+vd_open_backing (const char *driver, const char *image_path,
+                 const char *name, const char *format, unsigned flags,
+                 const struct vd_chain *chain)
+{
+  CLEANUP_FREE char *full = NULL;
+  struct vd_image *img;
+
+  full = vd_resolve_relative (image_path, name);
+  if (!full)
+    return NULL;
+  img = vd_image_open_chain (full, format, flags & ~VD_OPEN_RDWR, chain);
+  if (!img) {
+    /* vd_image_open_chain logged why (STYLE.md: log once). */
+    int e = errno;
+    vd_debug ("%s: %s: cannot open backing file %s", driver, image_path,
+              full);
+    errno = e;
+  }
+  return img;
+}
+
 struct vd_image *
 vd_image_open_chain (const char *path, const char *format, unsigned flags,
                      const struct vd_chain *parent)

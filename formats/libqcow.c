@@ -423,7 +423,6 @@ libqcow_open_backing (struct libqcow_image *l, const char *path,
   uint64_t name_off = load_be64 (hdr + 8);
   uint32_t name_len = load_be32 (hdr + 16);
   CLEANUP_FREE char *name = NULL;
-  CLEANUP_FREE char *full = NULL;
 
   if (name_len > QCOW1_MAX_BACKING_NAME
       || !libqcow_check_range (l, name_off, name_len)) {
@@ -432,35 +431,15 @@ libqcow_open_backing (struct libqcow_image *l, const char *path,
     errno = EIO;
     return -1;
   }
-  name = malloc (name_len + 1);
+  name = vd_read_name ("qcow", path, l->fd, name_off, name_len,
+                       "backing file name");
   if (!name)
     return -1;
-  if (vd_pread_full (l->fd, name, name_len, name_off, false) < 0) {
-    vd_error ("qcow: %s: reading the backing file name: %m", path);
-    errno = EIO;
-    return -1;
-  }
-  name[name_len] = '\0';
-  if (strlen (name) != name_len) {
-    vd_error ("qcow: %s: backing file name contains a NUL byte", path);
-    errno = EIO;
-    return -1;
-  }
   l->has_backing = true;
   if (flags & VD_OPEN_NO_BACKING)
     return 0;
-  full = vd_resolve_relative (path, name);
-  if (!full)
-    return -1;
-  l->backing = vd_image_open_chain (full, NULL, flags & ~VD_OPEN_RDWR,
-                                    chain);
-  if (!l->backing) {
-    int e = errno;
-    vd_error ("qcow: %s: cannot open backing file %s", path, full);
-    errno = e;
-    return -1;
-  }
-  return 0;
+  l->backing = vd_open_backing ("qcow", path, name, NULL, flags, chain);
+  return l->backing ? 0 : -1;
 }
 
 static struct vd_image *

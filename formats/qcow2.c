@@ -275,23 +275,11 @@ static int
 open_backing (struct qcow2_image *q, unsigned flags,
               const struct vd_chain *chain)
 {
-  CLEANUP_FREE char *name = NULL;
-
-  name = vd_resolve_relative (q->img.path, q->backing_name);
-  if (!name)
-    return -1;
   /* qemu never writes a backing file while the VM runs: no LIVE. */
-  q->backing = vd_image_open_chain (name, q->backing_format,
-                                    flags & ~(VD_OPEN_RDWR | VD_OPEN_LIVE),
-                                    chain);
-  if (!q->backing) {
-    /* vd_image_open_chain logged why (STYLE.md: log once). */
-    int e = errno;
-    vd_debug ("qcow2: %s: cannot open backing file %s", q->img.path, name);
-    errno = e;
-    return -1;
-  }
-  return 0;
+  q->backing = vd_open_backing ("qcow2", q->img.path, q->backing_name,
+                                q->backing_format, flags & ~VD_OPEN_LIVE,
+                                chain);
+  return q->backing ? 0 : -1;
 }
 
 /* Open path (fd owned from now on, closed on failure).  snapshot: NULL for

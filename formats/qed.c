@@ -463,7 +463,6 @@ qed_open_backing (struct qed_image *q, const char *path, const uint8_t *hdr,
   uint32_t name_off = load_le32 (hdr + 56);
   uint32_t name_len = load_le32 (hdr + 60);
   CLEANUP_FREE char *name = NULL;
-  CLEANUP_FREE char *full = NULL;
   const char *fmt = (features & QED_F_BACKING_NO_PROBE) ? "raw" : NULL;
 
   if (name_len == 0 || name_len > QED_MAX_BACKING_NAME
@@ -474,37 +473,17 @@ qed_open_backing (struct qed_image *q, const char *path, const uint8_t *hdr,
     errno = EIO;
     return -1;
   }
-  name = malloc (name_len + 1);
+  name = vd_read_name ("qed", path, q->fd, name_off, name_len,
+                       "backing file name");
   if (!name)
     return -1;
-  if (vd_pread_full (q->fd, name, name_len, name_off, false) < 0) {
-    vd_error ("qed: %s: reading backing file name: %m", path);
-    errno = EIO;
-    return -1;
-  }
-  name[name_len] = '\0';
-  if (strlen (name) != name_len) {
-    vd_error ("qed: %s: backing file name contains a NUL byte", path);
-    errno = EIO;
-    return -1;
-  }
   q->has_backing = true;
   if (flags & VD_OPEN_NO_BACKING)
     return 0;
-  full = vd_resolve_relative (path, name);
-  if (!full)
-    return -1;
   /* qemu never writes a backing file while the VM runs: no LIVE. */
-  q->backing = vd_image_open_chain (full, fmt,
-                                    flags & ~(VD_OPEN_RDWR | VD_OPEN_LIVE),
-                                    chain);
-  if (!q->backing) {
-    int e = errno;
-    vd_error ("qed: %s: cannot open backing file %s", path, full);
-    errno = e;
-    return -1;
-  }
-  return 0;
+  q->backing = vd_open_backing ("qed", path, name, fmt,
+                                flags & ~VD_OPEN_LIVE, chain);
+  return q->backing ? 0 : -1;
 }
 
 static struct vd_image *

@@ -216,5 +216,19 @@ int vd_pread_full (int fd, void *buf, size_t count, uint64_t offset,
 /* Resolve a file name found inside an image (backing file, data file)
  * against the directory of the image that names it. malloc'd. */
 char *vd_resolve_relative (const char *image_path, const char *name);
+/* Read the len-byte file name (backing file, data file) stored at off in
+ * fd, the caller having checked the range; fails EIO when it cannot be
+ * read or holds a NUL byte, logged as "driver: path: what ...".
+ * malloc'd, NUL-terminated. */
+char *vd_read_name (const char *driver, const char *path, int fd,
+                    uint64_t off, uint32_t len, const char *what);
+/* Open the backing file name, found inside image_path (relative names are
+ * resolved against its directory), read-only (flags minus VD_OPEN_RDWR) as
+ * the next link of chain; format NULL probes.  vd_image_open_chain logs
+ * why it failed; this adds a debug line "driver: image_path: ...". */
+struct vd_image *vd_open_backing (const char *driver, const char *image_path,
+                                  const char *name, const char *format,
+                                  unsigned flags,
+                                  const struct vd_chain *chain);
 
 #endif
