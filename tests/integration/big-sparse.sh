@@ -26,84 +26,12 @@ require qemu-img qemu-io tar timeout awk
 T=$TEST_DIR
 DIR=$T/images
 MNT=$T/mnt
-LOG=$(vmdiskfs_log "$MNT")
-PID=
 mkdir "$DIR" "$MNT" "$T/x"
 trap 'echo "FAIL: setup: command failed at line $LINENO: $BASH_COMMAND"' ERR
 
-# On failure: the daemon's log, then exit 1.
-mx_exit_failed ()
-{
-  mx_watchdog_stop
-  if [ -s "$LOG" ]; then
-    echo "--- vmdiskfs log (last 40 lines) ---"
-    tail -n 40 "$LOG"
-  fi
-  exit 1
-}
-
-# The daemon stopped answering (a read failed and a readdir times out too):
-# kill it, detach the mount, fail now rather than time out on every file.
-mx_check_alive ()
-{
-  if ! kill -0 "$PID" 2>/dev/null; then
-    mx_fail "daemon" "vmdiskfs died ($1)"
-  elif timeout 10 ls "$MNT" >/dev/null 2>&1; then
-    return 0
-  else
-    mx_fail "daemon" "vmdiskfs stopped answering ($1)"
-    kill -KILL "$PID"
-  fi
-  fusermount3 -uz "$MNT" 2>/dev/null || true
-  mx_exit_failed
-}
-
-# Watchdog: a daemon that hangs would hang this script in the kernel (a
-# stat from the shell waits for the FUSE answer); after 240 s of mount the
-# watchdog kills the daemon, so every pending request fails and the test
-# fails (exit status 137) instead of hanging.
-MX_WD=
-mx_watchdog_start ()
-{
-  ( trap 'kill $s 2>/dev/null; exit 0' TERM
-    sleep 240 & s=$!
-    wait $s
-    echo "FAIL: watchdog: vmdiskfs still mounted after 240 s: killing it"
-    kill -KILL "$PID" ) &
-  MX_WD=$!
-}
-mx_watchdog_stop ()
-{
-  if [ -n "$MX_WD" ]; then
-    kill "$MX_WD" 2>/dev/null || true
-    wait "$MX_WD" 2>/dev/null || true
-    MX_WD=
-  fi
-}
-
-# Unmount and check that the daemon exits, cleanly, within 5 s.
-mx_stop ()
-{
-  local rc=0
-  mx_watchdog_stop
-  fusermount3 -u "$MNT" || mx_fail "unmount" "fusermount3 -u $MNT failed"
-  for _ in $(seq 50); do kill -0 "$PID" 2>/dev/null || break; sleep 0.1; done
-  if kill -0 "$PID" 2>/dev/null; then
-    mx_fail "unmount" "vmdiskfs still running 5 s after fusermount3 -u"
-    kill -KILL "$PID"
-  fi
-  stop_vmdiskfs "$MNT" || rc=$?
-  if [ $rc -ne 0 ]; then
-    mx_fail "unmount" "vmdiskfs exited with status $rc"
-  fi
-}
-
-mx_failures=0
-mx_fail ()
-{
-  mx_failures=$((mx_failures + 1))
-  echo "FAIL: $1: $2"
-}
+# Failure counting (mx_fail), mounting with a hang watchdog (mx_start),
+# mx_check_alive and mx_stop, for MNT; sets LOG and PID.
+. "$(dirname "$0")/mx-functions.sh"
 
 MiB=$((1024 * 1024))
 GiB=$((1024 * MiB))
@@ -158,9 +86,7 @@ cp "$DIR/big.qcow2" "$T/snapcopy.qcow2"
 qemu-img snapshot -a before "$T/snapcopy.qcow2"
 
 echo "== mounting"
-start_vmdiskfs "$MNT" -o images="$DIR"
-PID=$(vmdiskfs_pid "$MNT")
-mx_watchdog_start
+mx_start 240 -o images="$DIR"
 D=big.qcow2/disk.raw
 S=big.qcow2/snapshots/before/disk.raw
 

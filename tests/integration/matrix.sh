@@ -41,89 +41,12 @@ DIR=$T/images            # the directory that is mounted
 AUX=$T/aux               # backing files outside DIR (relative "../aux/...")
 EXP=$T/expect            # oracles
 MNT=$T/mnt
-LOG=$(vmdiskfs_log "$MNT")
-PID=
 mkdir "$DIR" "$AUX" "$EXP" "$MNT"
 trap 'echo "FAIL: setup: command failed at line $LINENO: $BASH_COMMAND"' ERR
 
-# On failure: the daemon's log, then exit 1.
-mx_exit_failed ()
-{
-  mx_watchdog_stop
-  if [ -s "$LOG" ]; then
-    echo "--- vmdiskfs log (last 40 lines) ---"
-    tail -n 40 "$LOG"
-  fi
-  exit 1
-}
-
-# The daemon stopped answering (a read failed and a readdir times out too):
-# kill it, detach the mount, fail now rather than time out on every file.
-mx_check_alive ()
-{
-  if ! kill -0 "$PID" 2>/dev/null; then
-    mx_fail "daemon" "vmdiskfs died ($1)"
-  elif timeout 10 ls "$MNT" >/dev/null 2>&1; then
-    return 0
-  else
-    mx_fail "daemon" "vmdiskfs stopped answering ($1)"
-    kill -KILL "$PID"
-  fi
-  fusermount3 -uz "$MNT" 2>/dev/null || true
-  mx_exit_failed
-}
-
-# Watchdog: a daemon that hangs would hang this script in the kernel (a
-# stat from the shell waits for the FUSE answer); after 300 s of mount the
-# watchdog kills the daemon, so every pending request fails and the test
-# fails (exit status 137) instead of hanging.
-MX_WD=
-mx_watchdog_start ()
-{
-  ( trap 'kill $s 2>/dev/null; exit 0' TERM
-    sleep 300 & s=$!
-    wait $s
-    echo "FAIL: watchdog: vmdiskfs still mounted after 300 s: killing it"
-    kill -KILL "$PID" ) &
-  MX_WD=$!
-}
-mx_watchdog_stop ()
-{
-  if [ -n "$MX_WD" ]; then
-    kill "$MX_WD" 2>/dev/null || true
-    wait "$MX_WD" 2>/dev/null || true
-    MX_WD=
-  fi
-}
-
-# Unmount and check that the daemon exits, cleanly, within 5 s.
-mx_stop ()
-{
-  local rc=0
-  mx_watchdog_stop
-  fusermount3 -u "$MNT" || mx_fail "unmount" "fusermount3 -u $MNT failed"
-  for _ in $(seq 50); do kill -0 "$PID" 2>/dev/null || break; sleep 0.1; done
-  if kill -0 "$PID" 2>/dev/null; then
-    mx_fail "unmount" "vmdiskfs still running 5 s after fusermount3 -u"
-    kill -KILL "$PID"
-  fi
-  stop_vmdiskfs "$MNT" || rc=$?
-  if [ $rc -ne 0 ]; then
-    mx_fail "unmount" "vmdiskfs exited with status $rc"
-  fi
-}
-
-mx_failures=0
-mx_checks=0
-mx_fail ()
-{
-  mx_failures=$((mx_failures + 1))
-  echo "FAIL: $1: $2"
-}
-mx_ok ()
-{
-  mx_checks=$((mx_checks + 1))
-}
+# Failure counting (mx_fail), mounting with a hang watchdog (mx_start),
+# mx_check_alive and mx_stop, for MNT; sets LOG and PID.
+. "$(dirname "$0")/mx-functions.sh"
 
 # Python helpers (one file, several commands).
 cat > "$T/mx.py" <<'EOF'
@@ -849,9 +772,7 @@ fi
 # --- mount pass (the required one) -------------------------------------------
 md5sum -- * > "$T/before.md5"
 echo "== mounting $VMDISKFS -f -o images=$DIR (${SECONDS}s)"
-start_vmdiskfs "$MNT" -o images="$DIR"
-PID=$(vmdiskfs_pid "$MNT")
-mx_watchdog_start
+mx_start 300 -o images="$DIR"
 
 mx_check_disk () # CASE MNTFILE ORACLE SIZE MTIME
 {
