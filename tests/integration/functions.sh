@@ -30,6 +30,11 @@
 #                             returns 1 after SECONDS
 #   qcow2_supported           true if the formats library reads qcow2
 #                             (the driver has landed)
+#   data_ranges FILE          "START END" per data range of FILE, by
+#                             SEEK_DATA/SEEK_HOLE (needs python3)
+#   qemu_data_ranges IMAGE    the same from `qemu-img map -U` of IMAGE
+#                             (adjacent data extents merged; needs
+#                             qemu-img and python3)
 #
 # At exit every mount started here is unmounted and TEST_DIR removed, so a
 # failing test leaves no stale mount behind.  Sourcing it skips the test
@@ -204,4 +209,39 @@ qcow2_supported ()
   fi
   rm -f "$img"
   return $rc
+}
+
+data_ranges ()
+{
+  python3 - "$1" <<'EOF'
+import os, sys
+fd = os.open(sys.argv[1], os.O_RDONLY)
+size = os.fstat(fd).st_size
+pos = 0
+while pos < size:
+    try:
+        d = os.lseek(fd, pos, os.SEEK_DATA)
+    except OSError:
+        break
+    h = os.lseek(fd, d, os.SEEK_HOLE)
+    print(d, h)
+    pos = h
+EOF
+}
+
+qemu_data_ranges ()
+{
+  qemu-img map -U --output=json "$1" | python3 -c '
+import json, sys
+out = []
+for e in json.load(sys.stdin):
+    if not e["data"]:
+        continue
+    s, t = e["start"], e["start"] + e["length"]
+    if out and out[-1][1] == s:
+        out[-1][1] = t
+    else:
+        out.append([s, t])
+for s, t in out:
+    print(s, t)'
 }

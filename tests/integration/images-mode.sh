@@ -17,43 +17,7 @@ MNT=$TEST_DIR/mnt
 mkdir -p "$DIR" "$MNT"
 MiB=$((1024 * 1024))
 
-# A little Python for what the shell cannot do: the data ranges of a file
-# by SEEK_DATA/SEEK_HOLE, a pread, an errno.
-py_map ()                       # FILE -> "start end" per data range
-{
-  python3 - "$1" <<'EOF'
-import os, sys
-fd = os.open(sys.argv[1], os.O_RDONLY)
-size = os.fstat(fd).st_size
-pos = 0
-while pos < size:
-    try:
-        d = os.lseek(fd, pos, os.SEEK_DATA)
-    except OSError:
-        break
-    h = os.lseek(fd, d, os.SEEK_HOLE)
-    print(d, h)
-    pos = h
-EOF
-}
-
-qemu_map ()                     # IMAGE -> "start end" per data range
-{
-  qemu-img map --output=json "$1" | python3 -c '
-import json, sys
-out = []
-for e in json.load(sys.stdin):
-    if not e["data"]:
-        continue
-    s, t = e["start"], e["start"] + e["length"]
-    if out and out[-1][1] == s:
-        out[-1][1] = t
-    else:
-        out.append([s, t])
-for s, t in out:
-    print(s, t)'
-}
-
+# A little Python for what the shell cannot do: a pread, an errno.
 expect_errno ()                 # ERRNO-NAME PYTHON-STATEMENT-ON-path PATH
 {
   python3 - "$@" <<'EOF'
@@ -177,11 +141,11 @@ compare "$MNT/sparse disk.img/disk.raw" "$DIR/sparse disk.img"
 [ "$(stat -c %s "$MNT/sparse disk.img/disk.raw")" = $((1024 * MiB)) ] ||
   fail "sparse size"
 # Allocation as the raw file's data ranges say.
-alloc=$(py_map "$DIR/sparse disk.img" | awk '{ s += $2 - $1 } END { print s / 512 }')
+alloc=$(data_ranges "$DIR/sparse disk.img" | awk '{ s += $2 - $1 } END { print s / 512 }')
 blocks=$(stat -c %b "$MNT/sparse disk.img/disk.raw")
 [ "$blocks" = "$alloc" ] || fail "sparse st_blocks $blocks, expected $alloc"
-[ "$(py_map "$MNT/sparse disk.img/disk.raw")" = "$(py_map "$DIR/sparse disk.img")" ] ||
-  fail "SEEK_DATA/SEEK_HOLE of the sparse image: $(py_map "$MNT/sparse disk.img/disk.raw")"
+[ "$(data_ranges "$MNT/sparse disk.img/disk.raw")" = "$(data_ranges "$DIR/sparse disk.img")" ] ||
+  fail "SEEK_DATA/SEEK_HOLE of the sparse image: $(data_ranges "$MNT/sparse disk.img/disk.raw")"
 cp --sparse=always "$MNT/sparse disk.img/disk.raw" "$TEST_DIR/sparse.copy"
 compare "$TEST_DIR/sparse.copy" "$DIR/sparse disk.img"
 [ "$(du -k "$TEST_DIR/sparse.copy" | cut -f1)" -le 8192 ] ||
@@ -205,9 +169,9 @@ if $have_qcow2; then
   qemu-img convert -O raw "$Q" "$TEST_DIR/vm.raw"
   compare "$MNT/vm.qcow2/disk.raw" "$TEST_DIR/vm.raw"
   [ "$(stat -c %s "$MNT/vm.qcow2/disk.raw")" = $((96 * MiB)) ] || fail "vm size"
-  [ "$(py_map "$MNT/vm.qcow2/disk.raw")" = "$(qemu_map "$Q")" ] ||
-    fail "qcow2 data ranges $(py_map "$MNT/vm.qcow2/disk.raw" | tr '\n' ,) vs qemu-img map $(qemu_map "$Q" | tr '\n' ,)"
-  alloc=$(qemu_map "$Q" | awk '{ s += $2 - $1 } END { print s / 512 }')
+  [ "$(data_ranges "$MNT/vm.qcow2/disk.raw")" = "$(qemu_data_ranges "$Q")" ] ||
+    fail "qcow2 data ranges $(data_ranges "$MNT/vm.qcow2/disk.raw" | tr '\n' ,) vs qemu-img map $(qemu_data_ranges "$Q" | tr '\n' ,)"
+  alloc=$(qemu_data_ranges "$Q" | awk '{ s += $2 - $1 } END { print s / 512 }')
   [ "$(stat -c %b "$MNT/vm.qcow2/disk.raw")" = "$alloc" ] ||
     fail "vm st_blocks $(stat -c %b "$MNT/vm.qcow2/disk.raw"), expected $alloc"
   cp --sparse=always "$MNT/vm.qcow2/disk.raw" "$TEST_DIR/vm.copy"
@@ -241,9 +205,9 @@ EOF
     qemu-img snapshot -a "$id" "$TEST_DIR/revert.qcow2"
     qemu-img convert -O raw "$TEST_DIR/revert.qcow2" "$TEST_DIR/revert.raw"
     compare "$f" "$TEST_DIR/revert.raw"
-    [ "$(py_map "$f")" = "$(qemu_map "$TEST_DIR/revert.qcow2")" ] ||
+    [ "$(data_ranges "$f")" = "$(qemu_data_ranges "$TEST_DIR/revert.qcow2")" ] ||
       fail "$f: data ranges differ from the reverted copy's"
-    alloc=$(qemu_map "$TEST_DIR/revert.qcow2" | awk '{ s += $2 - $1 } END { print s / 512 }')
+    alloc=$(qemu_data_ranges "$TEST_DIR/revert.qcow2" | awk '{ s += $2 - $1 } END { print s / 512 }')
     [ "$(stat -c %b "$f")" = "$alloc" ] ||
       fail "$f: st_blocks $(stat -c %b "$f"), expected $alloc"
     [ "$(stat -c %s "$f")" = $((64 * MiB)) ] || fail "$f: size $(stat -c %s "$f")"

@@ -24,20 +24,6 @@ MNT=$LV_MNT_DIR/mnt
 IMG=$TEST_DIR/img
 mkdir -p "$IMG"
 MiB=$((1024 * 1024))
-failures=0
-
-check ()                        # MESSAGE COMMAND...
-{
-  local msg=$1
-  shift
-  if ! "$@"; then
-    lv_alive "$MNT"
-    echo "FAIL: $msg" >&2
-    failures=$((failures + 1))
-  fi
-}
-same_bytes () { cmp -s "$1" "$2"; }
-eq () { [ "$1" = "$2" ]; }
 listed () { ls -1 "$1" 2>/dev/null | grep -qxF -- "$2"; }
 not_listed () { ! listed "$@"; }
 same_dump () { virsh -c "$LV_URI" dumpxml --inactive "$1" | cmp -s - "$2"; }

@@ -68,6 +68,15 @@
 #                         the test open
 #   lv_started_libvirtd   true if the running libvirtd was started by a test
 #                         (lv_start), so a test may restart it
+#
+# For tests with many independent checks (one FAIL line each, the test
+# fails at the end if any did; MNT is the test's mount point):
+#   failures              the count of failed checks (0 here)
+#   check MESSAGE COMMAND...  run COMMAND; if it fails, fail the test now
+#                         if the daemon serving $MNT died (lv_alive), else
+#                         print "FAIL: MESSAGE" and count it in failures
+#   same_bytes FILE1 FILE2  true if the files are equal (cmp -s)
+#   eq A B                true if the strings are equal
 
 _lv_here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 : "${LV_URI:=qemu:///system}"
@@ -477,3 +486,19 @@ lv_writer_count ()
   fi
   echo $((16#${b[8]}${b[7]}${b[6]}${b[5]})) $((16#${b[12]}${b[11]}${b[10]}${b[9]}))
 }
+
+failures=0
+
+check ()                        # MESSAGE COMMAND...
+{
+  local msg=$1
+  shift
+  if ! "$@"; then
+    lv_alive "$MNT"
+    echo "FAIL: $msg" >&2
+    failures=$((failures + 1))
+  fi
+}
+
+same_bytes () { cmp -s "$1" "$2"; }
+eq () { [ "$1" = "$2" ]; }

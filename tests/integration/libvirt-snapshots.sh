@@ -28,20 +28,6 @@ MNT=$LV_MNT_DIR/mnt
 IMG=$TEST_DIR/img
 mkdir -p "$IMG"
 MiB=$((1024 * 1024))
-failures=0
-
-check ()                        # MESSAGE COMMAND...
-{
-  local msg=$1
-  shift
-  if ! "$@"; then
-    lv_alive "$MNT"
-    echo "FAIL: $msg" >&2
-    failures=$((failures + 1))
-  fi
-}
-same_bytes () { cmp -s "$1" "$2"; }
-eq () { [ "$1" = "$2" ]; }
 listing () { (cd "$1" && ls -1A | LC_ALL=C sort | tr '\n' ' '); }
 
 # qemu-img info of IMAGE: "id|name|date-sec|vm-state-size|size" per snapshot.

@@ -21,64 +21,12 @@ IMG=$TEST_DIR/img
 POOLDIR=$TEST_DIR/pool
 mkdir -p "$IMG"
 MiB=$((1024 * 1024))
-failures=0
-
-# Record a failure and go on (the tree has many independent checks; one
-# FAIL line each), or stop the test at the end.
-check ()                        # MESSAGE COMMAND...
-{
-  local msg=$1
-  shift
-  if ! "$@"; then
-    lv_alive "$MNT"
-    echo "FAIL: $msg" >&2
-    failures=$((failures + 1))
-  fi
-}
-
-py_map ()                       # FILE -> "start end" per data range
-{
-  python3 - "$1" <<'EOF'
-import os, sys
-fd = os.open(sys.argv[1], os.O_RDONLY)
-size = os.fstat(fd).st_size
-pos = 0
-while pos < size:
-    try:
-        d = os.lseek(fd, pos, os.SEEK_DATA)
-    except OSError:
-        break
-    h = os.lseek(fd, d, os.SEEK_HOLE)
-    print(d, h)
-    pos = h
-EOF
-}
-
-qemu_map ()                     # IMAGE -> "start end" per data range
-{
-  qemu-img map -U --output=json "$1" | python3 -c '
-import json, sys
-out = []
-for e in json.load(sys.stdin):
-    if not e["data"]:
-        continue
-    s, t = e["start"], e["start"] + e["length"]
-    if out and out[-1][1] == s:
-        out[-1][1] = t
-    else:
-        out.append([s, t])
-for s, t in out:
-    print(s, t)'
-}
-
 vsize ()                        # IMAGE -> virtual size
 {
   qemu-img info -U --output=json "$1" |
     python3 -c 'import json, sys; print(json.load(sys.stdin)["virtual-size"])'
 }
 
-same_bytes () { cmp -s "$1" "$2"; }
-eq () { [ "$1" = "$2" ]; }
 
 # ---- Images. ----
 
@@ -229,9 +177,9 @@ disk_ok ()                      # MOUNTED-FILE IMAGE-OR-DEVICE
     eq "$(stat -c %Y "$f")" "$(stat -c %Y "$src")"
   if [ ! -b "$src" ]; then
     # Holes are real: allocation and data ranges as qemu-img map says.
-    check "$f: data ranges $(py_map "$f" | tr '\n' ,) vs qemu-img map $(qemu_map "$src" | tr '\n' ,)" \
-      eq "$(py_map "$f")" "$(qemu_map "$src")"
-    alloc=$(qemu_map "$src" | awk '{ s += $2 - $1 } END { print s / 512 }')
+    check "$f: data ranges $(data_ranges "$f" | tr '\n' ,) vs qemu-img map $(qemu_data_ranges "$src" | tr '\n' ,)" \
+      eq "$(data_ranges "$f")" "$(qemu_data_ranges "$src")"
+    alloc=$(qemu_data_ranges "$src" | awk '{ s += $2 - $1 } END { print s / 512 }')
     check "$f: st_blocks $(stat -c %b "$f"), want $alloc" eq "$(stat -c %b "$f")" "$alloc"
   fi
   rm -f "$TEST_DIR/oracle.raw"
