@@ -129,6 +129,21 @@ vd_open_backing (const char *driver, const char *image_path,
   return img;
 }
 
+int
+vd_read_backing (struct vd_image *backing, void *buf, uint64_t count,
+                 uint64_t offset)
+{
+  uint64_t n = 0;
+
+  if (backing && offset < backing->size) {
+    n = MIN (count, backing->size - offset);
+    if (vd_image_pread (backing, buf, n, offset) < 0)
+      return -1;
+  }
+  memset ((char *) buf + n, 0, count - n);
+  return 0;
+}
+
 struct vd_image *
 vd_image_open_chain (const char *path, const char *format, unsigned flags,
                      const struct vd_chain *parent)

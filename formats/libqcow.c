@@ -290,21 +290,13 @@ static int
 libqcow_read_unallocated (struct libqcow_image *l, char *buf, size_t count,
                           uint64_t offset)
 {
-  size_t n = 0;
-
   if (l->has_backing && !l->backing) {
     vd_error ("qcow: %s: read at %" PRIu64 " needs the backing file, "
               "which was not opened", l->img.path, offset);
     errno = EIO;
     return -1;
   }
-  if (l->backing && offset < l->backing->size) {
-    n = MIN ((uint64_t) count, l->backing->size - offset);
-    if (vd_image_pread (l->backing, buf, n, offset) < 0)
-      return -1;
-  }
-  memset (buf + n, 0, count - n);
-  return 0;
+  return vd_read_backing (l->backing, buf, count, offset);
 }
 
 static int

@@ -850,24 +850,11 @@ static int
 read_backing (struct qcow2_image *q, uint8_t *buf, uint64_t len,
               uint64_t offset)
 {
-  uint64_t bsize, n = 0;
-
-  if (!q->backing) {
-    if (q->backing_name) {      /* VD_OPEN_NO_BACKING */
-      errno = EIO;
-      return -1;
-    }
-    memset (buf, 0, len);
-    return 0;
+  if (!q->backing && q->backing_name) {      /* VD_OPEN_NO_BACKING */
+    errno = EIO;
+    return -1;
   }
-  bsize = vd_image_size (q->backing);
-  if (offset < bsize) {
-    n = MIN (len, bsize - offset);
-    if (vd_image_pread (q->backing, buf, n, offset) < 0)
-      return -1;
-  }
-  memset (buf + n, 0, len - n);
-  return 0;
+  return vd_read_backing (q->backing, buf, len, offset);
 }
 
 int

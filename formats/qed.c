@@ -331,21 +331,13 @@ static int
 qed_read_unallocated (struct qed_image *q, char *buf, size_t count,
                       uint64_t offset)
 {
-  size_t n = 0;
-
   if (q->has_backing && !q->backing) {
     vd_error ("qed: %s: read at %" PRIu64 " needs the backing file, "
               "which was not opened", q->img.path, offset);
     errno = EIO;
     return -1;
   }
-  if (q->backing && offset < q->backing->size) {
-    n = MIN ((uint64_t) count, q->backing->size - offset);
-    if (vd_image_pread (q->backing, buf, n, offset) < 0)
-      return -1;
-  }
-  memset (buf + n, 0, count - n);
-  return 0;
+  return vd_read_backing (q->backing, buf, count, offset);
 }
 
 static int

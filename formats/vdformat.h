@@ -230,5 +230,9 @@ struct vd_image *vd_open_backing (const char *driver, const char *image_path,
                                   const char *name, const char *format,
                                   unsigned flags,
                                   const struct vd_chain *chain);
+/* Read count bytes at offset of a range the image does not allocate: from
+ * backing (NULL: none) as far as it reaches, zeros beyond. */
+int vd_read_backing (struct vd_image *backing, void *buf, uint64_t count,
+                     uint64_t offset);
 
 #endif
