@@ -152,45 +152,11 @@ scan_open (struct image_scan *s)
 }
 
 static void
-set_times (struct stat *st, time_t sec, long nsec)
-{
-  st->st_atim.tv_sec = st->st_mtim.tv_sec = st->st_ctim.tv_sec = sec;
-  st->st_atim.tv_nsec = st->st_mtim.tv_nsec = st->st_ctim.tv_nsec = nsec;
-}
-
-static void
 set_attr (struct stat *st, mode_t mode, nlink_t nlink, uint64_t size,
           const struct stat *owner, time_t sec, long nsec)
 {
-  memset (st, 0, sizeof *st);
-  st->st_mode = mode;
-  st->st_nlink = nlink;
-  st->st_size = (off_t) size;
-  st->st_uid = owner->st_uid;
-  st->st_gid = owner->st_gid;
-  st->st_blksize = 4096;
-  set_times (st, sec, nsec);
-}
-
-static struct fs_node *
-get_node (enum fs_node_type type, const char *fmt, ...)
-  __attribute__ ((format (printf, 2, 3)));
-
-static struct fs_node *
-get_node (enum fs_node_type type, const char *fmt, ...)
-{
-  CLEANUP_FREE char *path = NULL;
-  va_list ap;
-  int r;
-
-  va_start (ap, fmt);
-  r = vasprintf (&path, fmt, ap);
-  va_end (ap);
-  if (r < 0) {
-    path = NULL;
-    return NULL;
-  }
-  return inode_get_node (path, type);
+  tree_set_attr (st, mode, nlink, size, owner->st_uid, owner->st_gid, sec,
+                 nsec);
 }
 
 /* The names snapshots are shown under, in table order: NULL for one that
@@ -281,11 +247,11 @@ apply_snapshot (struct fs_node *image, const struct image_scan *s,
   struct fs_node *dir, *disk, **kids;
   bool unchanged;
 
-  dir = get_node (FS_NODE_DIR, "/%s/snapshots/%s", s->ename, name);
+  dir = tree_get_node (FS_NODE_DIR, "/%s/snapshots/%s", s->ename, name);
   if (!dir)
     return NULL;
-  disk = get_node (FS_NODE_DISK, "/%s/snapshots/%s/disk.raw", s->ename,
-                   name);
+  disk = tree_get_node (FS_NODE_DISK, "/%s/snapshots/%s/disk.raw",
+                        s->ename, name);
   kids = malloc (sizeof *kids);
   if (!disk || !kids) {
     if (disk)
@@ -332,7 +298,7 @@ apply_image (struct image_scan *s)
   size_t i, n = 0;
   uint64_t size = s->disk ? vd_image_size (s->disk->img) : 0;
 
-  node = get_node (FS_NODE_DIR, "/%s", s->ename);
+  node = tree_get_node (FS_NODE_DIR, "/%s", s->ename);
   if (!node)
     return NULL;
   ii = node->priv;
@@ -353,8 +319,8 @@ apply_image (struct image_scan *s)
   ii->scanned_ms = now_ms ();
 
   names = snapshot_names (s->path, s->snaps, s->nsnaps);
-  disk = get_node (FS_NODE_DISK, "/%s/disk.raw", s->ename);
-  sdir = get_node (FS_NODE_DIR, "/%s/snapshots", s->ename);
+  disk = tree_get_node (FS_NODE_DISK, "/%s/disk.raw", s->ename);
+  sdir = tree_get_node (FS_NODE_DIR, "/%s/snapshots", s->ename);
   kids = calloc (2, sizeof *kids);
   snapkids = calloc (s->nsnaps ? s->nsnaps : 1, sizeof *snapkids);
   if (!names || !disk || !sdir || !kids || !snapkids)

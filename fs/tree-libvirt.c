@@ -457,42 +457,6 @@ get_conn (void)
 
 /* ---- Small helpers. ---- */
 
-static void
-set_attr (struct stat *st, mode_t mode, nlink_t nlink, uint64_t size,
-          uid_t uid, gid_t gid, time_t sec, long nsec)
-{
-  memset (st, 0, sizeof *st);
-  st->st_mode = mode;
-  st->st_nlink = nlink;
-  st->st_size = (off_t) size;
-  st->st_uid = uid;
-  st->st_gid = gid;
-  st->st_blksize = 4096;
-  st->st_atim.tv_sec = st->st_mtim.tv_sec = st->st_ctim.tv_sec = sec;
-  st->st_atim.tv_nsec = st->st_mtim.tv_nsec = st->st_ctim.tv_nsec = nsec;
-}
-
-static struct fs_node *
-get_node (enum fs_node_type type, const char *fmt, ...)
-  __attribute__ ((format (printf, 2, 3)));
-
-static struct fs_node *
-get_node (enum fs_node_type type, const char *fmt, ...)
-{
-  CLEANUP_FREE char *path = NULL;
-  va_list ap;
-  int r;
-
-  va_start (ap, fmt);
-  r = vasprintf (&path, fmt, ap);
-  va_end (ap);
-  if (r < 0) {
-    path = NULL;
-    return NULL;
-  }
-  return inode_get_node (path, type);
-}
-
 static bool
 same_stat (const struct stat *a, const struct stat *b)
 {
@@ -1366,7 +1330,7 @@ static struct fs_node *
 apply_disk (struct fs_node *dom, const char *dir, const struct disk_scan *s,
             int64_t sec, long nsec, bool snapshot)
 {
-  struct fs_node *n = get_node (FS_NODE_DISK, "%s/%s", dir, s->fname);
+  struct fs_node *n = tree_get_node (FS_NODE_DISK, "%s/%s", dir, s->fname);
   struct lv_disk *k;
   bool unchanged;
 
@@ -1418,9 +1382,10 @@ apply_disk (struct fs_node *dom, const char *dir, const struct disk_scan *s,
     sec = s->have_st ? s->st.st_mtim.tv_sec : 0;
     nsec = s->have_st ? s->st.st_mtim.tv_nsec : 0;
   }
-  set_attr (&n->attr, S_IFREG | (s->have_st ? s->st.st_mode & 0444 : 0400),
-            1, s->size, s->have_st ? s->st.st_uid : 0,
-            s->have_st ? s->st.st_gid : 0, sec, nsec);
+  tree_set_attr (&n->attr,
+                 S_IFREG | (s->have_st ? s->st.st_mode & 0444 : 0400),
+                 1, s->size, s->have_st ? s->st.st_uid : 0,
+                 s->have_st ? s->st.st_gid : 0, sec, nsec);
   tree_set_image (n, dom);
   return n;
 }
@@ -1430,11 +1395,11 @@ static struct fs_node *
 apply_file (struct fs_node *dom, const char *dir, const char *name,
             struct fs_blob *blob, int64_t sec, long nsec)
 {
-  struct fs_node *n = get_node (FS_NODE_FILE, "%s/%s", dir, name);
+  struct fs_node *n = tree_get_node (FS_NODE_FILE, "%s/%s", dir, name);
 
   if (!n)
     return NULL;
-  set_attr (&n->attr, S_IFREG | 0400, 1, blob->len, 0, 0, sec, nsec);
+  tree_set_attr (&n->attr, S_IFREG | 0400, 1, blob->len, 0, 0, sec, nsec);
   tree_set_image (n, dom);
   tree_set_blob (n, blob);
   return n;
@@ -1454,7 +1419,7 @@ apply_domain (struct fs_node *node, struct lv_dom *d, struct build *b,
 
   kids = calloc (b->ndisks + 2, sizeof *kids);
   skids = calloc (b->nsnaps + 1, sizeof *skids);
-  sdir = get_node (FS_NODE_DIR, "%s/snapshots", dir);
+  sdir = tree_get_node (FS_NODE_DIR, "%s/snapshots", dir);
   if (!kids || !skids || !sdir) {
     free (kids);
     free (skids);
@@ -1463,7 +1428,7 @@ apply_domain (struct fs_node *node, struct lv_dom *d, struct build *b,
     vd_error ("domain %s: out of memory", d->name);
     return;
   }
-  set_attr (&node->attr, S_IFDIR | 0555, 3, 0, 0, 0, dsec, 0);
+  tree_set_attr (&node->attr, S_IFDIR | 0555, 3, 0, 0, 0, dsec, 0);
   if (d->xml)
     PUSH (kids, nk, apply_file (node, dir, "domain.xml", d->xml, dsec, 0));
   for (i = 0; i < b->ndisks; i++)
@@ -1479,7 +1444,7 @@ apply_domain (struct fs_node *node, struct lv_dom *d, struct build *b,
       spath = NULL;
       continue;
     }
-    sn = get_node (FS_NODE_DIR, "%s", spath);
+    sn = tree_get_node (FS_NODE_DIR, "%s", spath);
     fk = calloc (ss->ndisks + 2, sizeof *fk);
     if (!sn || !fk) {
       if (sn)
@@ -1487,7 +1452,7 @@ apply_domain (struct fs_node *node, struct lv_dom *d, struct build *b,
       free (fk);
       continue;
     }
-    set_attr (&sn->attr, S_IFDIR | 0555, 2, 0, 0, 0, ss->sec, ss->nsec);
+    tree_set_attr (&sn->attr, S_IFDIR | 0555, 2, 0, 0, 0, ss->sec, ss->nsec);
     tree_set_image (sn, node);
     if (ss->domxml)
       PUSH (fk, nf, apply_file (node, spath, "domain.xml", ss->domxml,
@@ -1507,7 +1472,7 @@ apply_domain (struct fs_node *node, struct lv_dom *d, struct build *b,
     tree_set_children (sn, fk, nf);
     skids[ns++] = sn;
   }
-  set_attr (&sdir->attr, S_IFDIR | 0555, 2 + ns, 0, 0, 0, dsec, 0);
+  tree_set_attr (&sdir->attr, S_IFDIR | 0555, 2 + ns, 0, 0, 0, dsec, 0);
   tree_set_image (sdir, node);
   tree_set_children (sdir, skids, ns);
   kids[nk++] = sdir;
@@ -1910,7 +1875,7 @@ refresh_root (struct fs_node *root)
       kids[k++] = inode_ref (node);
       continue;
     }
-    node = get_node (FS_NODE_DIR, "/%s", ename);
+    node = tree_get_node (FS_NODE_DIR, "/%s", ename);
     if (!node)
       continue;
     d = calloc (1, sizeof *d);
@@ -1928,7 +1893,7 @@ refresh_root (struct fs_node *root)
     d->dom_epoch = __atomic_load_n (&epoch, __ATOMIC_ACQUIRE);
     d->first_seen = time (NULL);
     doms[i] = NULL;
-    set_attr (&node->attr, S_IFDIR | 0555, 3, 0, 0, 0, d->first_seen, 0);
+    tree_set_attr (&node->attr, S_IFDIR | 0555, 3, 0, 0, 0, d->first_seen, 0);
     kids[k++] = node;
   }
   tree_set_children (root, kids, k);
@@ -2009,7 +1974,7 @@ libvirt_start (struct fs_node *root)
     return -1;
   root->priv = r;
   root->priv_free = free;
-  set_attr (&root->attr, S_IFDIR | 0555, 2, 0, 0, 0, now, 0);
+  tree_set_attr (&root->attr, S_IFDIR | 0555, 2, 0, 0, 0, now, 0);
   return 0;
 }
 

@@ -23,12 +23,15 @@
 #include <config.h>
 
 #include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <zlib.h>
 
 #include "vmdiskfs.h"
 #include "log.h"
+#include "cleanup.h"
 
 pthread_rwlock_t tree_lock = PTHREAD_RWLOCK_INITIALIZER;
 static pthread_mutex_t refresh_lock = PTHREAD_MUTEX_INITIALIZER;
@@ -309,6 +312,38 @@ struct fs_node *
 tree_root (void)
 {
   return root;
+}
+
+struct fs_node *
+tree_get_node (enum fs_node_type type, const char *fmt, ...)
+{
+  CLEANUP_FREE char *path = NULL;
+  va_list ap;
+  int r;
+
+  va_start (ap, fmt);
+  r = vasprintf (&path, fmt, ap);
+  va_end (ap);
+  if (r < 0) {
+    path = NULL;
+    return NULL;
+  }
+  return inode_get_node (path, type);
+}
+
+void
+tree_set_attr (struct stat *st, mode_t mode, nlink_t nlink, uint64_t size,
+               uid_t uid, gid_t gid, time_t sec, long nsec)
+{
+  memset (st, 0, sizeof *st);
+  st->st_mode = mode;
+  st->st_nlink = nlink;
+  st->st_size = (off_t) size;
+  st->st_uid = uid;
+  st->st_gid = gid;
+  st->st_blksize = 4096;
+  st->st_atim.tv_sec = st->st_mtim.tv_sec = st->st_ctim.tv_sec = sec;
+  st->st_atim.tv_nsec = st->st_mtim.tv_nsec = st->st_ctim.tv_nsec = nsec;
 }
 
 int

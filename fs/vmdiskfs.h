@@ -172,6 +172,15 @@ extern pthread_rwlock_t tree_lock;
 int tree_start (const struct fs_provider *provider);
 void tree_stop (void);
 struct fs_node *tree_root (void);
+/* The node at the path printf (fmt, ...), made if new (inode_get_node);
+ * NULL on error (errno). */
+struct fs_node *tree_get_node (enum fs_node_type type, const char *fmt, ...)
+  __attribute__ ((format (printf, 2, 3)));
+/* Fill a node's attributes: all three times sec.nsec, st_blksize 4096,
+ * the rest 0. */
+void tree_set_attr (struct stat *st, mode_t mode, nlink_t nlink,
+                    uint64_t size, uid_t uid, gid_t gid, time_t sec,
+                    long nsec);
 void tree_rdlock (void);
 void tree_wrlock (void);
 void tree_unlock (void);
