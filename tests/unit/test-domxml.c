@@ -12,15 +12,9 @@
 #include <string.h>
 
 #include "domxml.h"
+#include "test.h"
 
 static int failures;
-
-#define CHECK(cond) do {                                                \
-    if (!(cond)) {                                                      \
-      fprintf (stderr, "%s:%d: FAIL: %s\n", __FILE__, __LINE__, #cond); \
-      failures++;                                                       \
-    }                                                                   \
-  } while (0)
 
 static int
 eq (const char *a, const char *b)

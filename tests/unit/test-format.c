@@ -15,14 +15,7 @@
 #include <unistd.h>
 
 #include "vdformat.h"
-
-#define CHECK(cond)                                                     \
-  do {                                                                  \
-    if (!(cond)) {                                                      \
-      fprintf (stderr, "FAIL %s:%d: %s\n", __FILE__, __LINE__, #cond);  \
-      exit (1);                                                         \
-    }                                                                   \
-  } while (0)
+#include "test.h"
 
 int
 main (void)
@@ -37,68 +30,68 @@ main (void)
   int fd;
 
   fd = mkstemp (path);
-  CHECK (fd >= 0);
+  REQUIRE (fd >= 0);
   /* 1 MiB file: data at [0,64k), a hole, data at [512k,576k), hole. */
   memset (buf, 0xab, sizeof buf);
   for (int i = 0; i < 8; i++)
-    CHECK (pwrite (fd, buf, sizeof buf, i * 8192) == sizeof buf);
+    REQUIRE (pwrite (fd, buf, sizeof buf, i * 8192) == sizeof buf);
   for (int i = 0; i < 8; i++)
-    CHECK (pwrite (fd, buf, sizeof buf, 512 * 1024 + i * 8192) == sizeof buf);
-  CHECK (ftruncate (fd, 1024 * 1024) == 0);
+    REQUIRE (pwrite (fd, buf, sizeof buf, 512 * 1024 + i * 8192) == sizeof buf);
+  REQUIRE (ftruncate (fd, 1024 * 1024) == 0);
   close (fd);
 
   img = vd_image_open (path, 0);
-  CHECK (img != NULL);
-  CHECK (strcmp (vd_image_format_name (img), "raw") == 0);
-  CHECK (vd_image_size (img) == 1024 * 1024);
+  REQUIRE (img != NULL);
+  REQUIRE (strcmp (vd_image_format_name (img), "raw") == 0);
+  REQUIRE (vd_image_size (img) == 1024 * 1024);
 
   /* Reads within range; outside range is EINVAL. */
   memset (buf, 0, sizeof buf);
-  CHECK (vd_image_pread (img, buf, 100, 10) == 0);
-  CHECK ((unsigned char) buf[0] == 0xab && (unsigned char) buf[99] == 0xab);
-  CHECK (vd_image_pread (img, buf, 100, 200 * 1024) == 0);
-  CHECK (buf[0] == 0 && buf[99] == 0);
-  CHECK (vd_image_pread (img, buf, 2, 1024 * 1024 - 1) == -1 &&
-         errno == EINVAL);
-  CHECK (vd_image_pread (img, buf, 1, UINT64_MAX) == -1 && errno == EINVAL);
+  REQUIRE (vd_image_pread (img, buf, 100, 10) == 0);
+  REQUIRE ((unsigned char) buf[0] == 0xab && (unsigned char) buf[99] == 0xab);
+  REQUIRE (vd_image_pread (img, buf, 100, 200 * 1024) == 0);
+  REQUIRE (buf[0] == 0 && buf[99] == 0);
+  REQUIRE (vd_image_pread (img, buf, 2, 1024 * 1024 - 1) == -1 &&
+           errno == EINVAL);
+  REQUIRE (vd_image_pread (img, buf, 1, UINT64_MAX) == -1 && errno == EINVAL);
 
   /* Extents (tmpfs and ext4 both report holes at this granularity). */
-  CHECK (vd_image_block_status (img, 0, 1024 * 1024, &e) == 0);
-  CHECK (e.offset == 0 && e.type == VD_EXTENT_DATA && e.fd >= 0);
-  CHECK (e.length == 64 * 1024);
-  CHECK (vd_image_block_status (img, 64 * 1024, 1024 * 1024 - 64 * 1024,
-                                &e) == 0);
-  CHECK (e.type == VD_EXTENT_HOLE && e.length == 448 * 1024);
-  CHECK (vd_image_block_status (img, 600 * 1024, 10, &e) == 0);
-  CHECK (e.type == VD_EXTENT_HOLE && e.length == 10);
-  CHECK (vd_image_block_status (img, 0, 0, &e) == -1 && errno == EINVAL);
-  CHECK (vd_image_allocated (img, &alloc) == 0 && alloc == 128 * 1024);
+  REQUIRE (vd_image_block_status (img, 0, 1024 * 1024, &e) == 0);
+  REQUIRE (e.offset == 0 && e.type == VD_EXTENT_DATA && e.fd >= 0);
+  REQUIRE (e.length == 64 * 1024);
+  REQUIRE (vd_image_block_status (img, 64 * 1024, 1024 * 1024 - 64 * 1024,
+                                  &e) == 0);
+  REQUIRE (e.type == VD_EXTENT_HOLE && e.length == 448 * 1024);
+  REQUIRE (vd_image_block_status (img, 600 * 1024, 10, &e) == 0);
+  REQUIRE (e.type == VD_EXTENT_HOLE && e.length == 10);
+  REQUIRE (vd_image_block_status (img, 0, 0, &e) == -1 && errno == EINVAL);
+  REQUIRE (vd_image_allocated (img, &alloc) == 0 && alloc == 128 * 1024);
   vd_image_close (img);
 
   /* A chain that already contains this file is refused with ELOOP. */
-  CHECK (stat (path, &st) == 0);
+  REQUIRE (stat (path, &st) == 0);
   self.next = NULL;
   self.dev = st.st_dev;
   self.ino = st.st_ino;
   self.depth = 0;
   img = vd_image_open_chain (path, "raw", 0, &self);
-  CHECK (img == NULL && errno == ELOOP);
+  REQUIRE (img == NULL && errno == ELOOP);
   /* Unknown format names are refused. */
   img = vd_image_open_chain (path, "vmdk", 0, NULL);
-  CHECK (img == NULL && errno == ENOTSUP);
+  REQUIRE (img == NULL && errno == ENOTSUP);
   /* A missing file. */
   img = vd_image_open ("/nonexistent/x.qcow2", 0);
-  CHECK (img == NULL && errno == ENOENT);
+  REQUIRE (img == NULL && errno == ENOENT);
 
   /* Relative names resolve against the image's directory. */
   rel = vd_resolve_relative ("/a/b/top.qcow2", "base.qcow2");
-  CHECK (rel && strcmp (rel, "/a/b/base.qcow2") == 0);
+  REQUIRE (rel && strcmp (rel, "/a/b/base.qcow2") == 0);
   free (rel);
   rel = vd_resolve_relative ("/a/b/top.qcow2", "/abs/base");
-  CHECK (rel && strcmp (rel, "/abs/base") == 0);
+  REQUIRE (rel && strcmp (rel, "/abs/base") == 0);
   free (rel);
   rel = vd_resolve_relative ("top.qcow2", "base");
-  CHECK (rel && strcmp (rel, "base") == 0);
+  REQUIRE (rel && strcmp (rel, "base") == 0);
   free (rel);
 
   unlink (path);

@@ -22,16 +22,9 @@
 
 #include "lvm.h"
 #include "log.h"
+#include "test.h"
 
 static int failures;
-
-#define CHECK(cond)                                                     \
-  do {                                                                  \
-    if (!(cond)) {                                                      \
-      fprintf (stderr, "FAIL: line %d: %s\n", __LINE__, #cond);         \
-      failures++;                                                       \
-    }                                                                   \
-  } while (0)
 
 #define LVS "lvs --reportformat json -o lv_name,vg_name"
 

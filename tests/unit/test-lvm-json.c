@@ -12,16 +12,9 @@
 
 #include "lvm.h"
 #include "log.h"
+#include "test.h"
 
 static int failures;
-
-#define CHECK(cond)                                                     \
-  do {                                                                  \
-    if (!(cond)) {                                                      \
-      fprintf (stderr, "FAIL: line %d: %s\n", __LINE__, #cond);         \
-      failures++;                                                       \
-    }                                                                   \
-  } while (0)
 
 /* lvs -a --reportformat json --units b --nosuffix -o lv_name,vg_name,
  * lv_path,lv_dm_path,origin,lv_attr,lv_time,lv_size,lv_tags,pool_lv,

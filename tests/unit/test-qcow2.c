@@ -31,14 +31,7 @@
 
 #include "vdformat.h"
 #include "qcow2.h"
-
-#define CHECK(cond)                                                     \
-  do {                                                                  \
-    if (!(cond)) {                                                      \
-      fprintf (stderr, "FAIL %s:%d: %s\n", __FILE__, __LINE__, #cond);  \
-      exit (1);                                                         \
-    }                                                                   \
-  } while (0)
+#include "test.h"
 
 #define NTHREADS 4
 #define NOPS 1500
@@ -73,11 +66,11 @@ map_file (const char *name, uint64_t *len)
 
   snprintf (path, sizeof path, "%s/%s", dir, name);
   fd = open (path, O_RDONLY);
-  CHECK (fd >= 0);
-  CHECK (fstat (fd, &st) == 0);
+  REQUIRE (fd >= 0);
+  REQUIRE (fstat (fd, &st) == 0);
   *len = st.st_size;
   p = mmap (NULL, st.st_size, PROT_READ, MAP_PRIVATE, fd, 0);
-  CHECK (p != MAP_FAILED);
+  REQUIRE (p != MAP_FAILED);
   close (fd);
   return p;
 }
@@ -100,7 +93,7 @@ worker (void *arg)
   uint8_t *buf = malloc (bufsize);
   int i;
 
-  CHECK (buf);
+  REQUIRE (buf);
   for (i = 0; i < NOPS; i++) {
     uint64_t off = rnd (&st) % size;
     uint64_t len = 1 + rnd (&st) % ((rnd (&st) & 1) ? 4096 : bufsize);
@@ -110,19 +103,19 @@ worker (void *arg)
       off &= ~4095ULL;
     if (len > size - off)
       len = size - off;
-    CHECK (vd_image_pread (img, buf, len, off) == 0);
+    REQUIRE (vd_image_pread (img, buf, len, off) == 0);
     if (memcmp (buf, expect + off, len) != 0) {
       fprintf (stderr, "FAIL: bytes differ at %" PRIu64 "+%" PRIu64 "\n",
                off, len);
       exit (1);
     }
 
-    CHECK (vd_image_block_status (img, off, size - off, &e) == 0);
-    CHECK (e.offset == off && e.length > 0 && e.length <= size - off);
+    REQUIRE (vd_image_block_status (img, off, size - off, &e) == 0);
+    REQUIRE (e.offset == off && e.length > 0 && e.length <= size - off);
     len = e.length < bufsize ? e.length : bufsize;
     if (e.type == VD_EXTENT_DATA && e.fd >= 0) {
       ssize_t r = pread (e.fd, buf, len, e.phys);
-      CHECK (r >= 0);
+      REQUIRE (r >= 0);
       if ((uint64_t) r < len)   /* tail past the end of file: zeros */
         memset (buf + r, 0, len - r);
       if (memcmp (buf, expect + off, len) != 0) {
@@ -134,7 +127,7 @@ worker (void *arg)
     else if (e.type != VD_EXTENT_DATA) {
       uint64_t j;
       for (j = 0; j < len; j++)
-        CHECK (expect[off + j] == 0);
+        REQUIRE (expect[off + j] == 0);
     }
   }
   free (buf);
@@ -158,7 +151,7 @@ main (void)
     printf ("SKIP: qemu-img/qemu-io not installed\n");
     return 77;
   }
-  CHECK (mkdtemp (dir) != NULL);
+  REQUIRE (mkdtemp (dir) != NULL);
 
   /* A raw base, a 4 KiB-cluster qcow2 on it with data, compressed, zero
    * and discarded clusters, and a snapshot taken half way. */
@@ -188,29 +181,29 @@ main (void)
     if (pass > 0)
       vd_image_close (img);
     img = vd_image_open (path, pass ? VD_OPEN_LIVE : 0);
-    CHECK (img != NULL);
-    CHECK (strcmp (vd_image_format_name (img), "qcow2") == 0);
-    CHECK (vd_image_size (img) == size);
+    REQUIRE (img != NULL);
+    REQUIRE (strcmp (vd_image_format_name (img), "qcow2") == 0);
+    REQUIRE (vd_image_size (img) == size);
 
     for (i = 0; i < NTHREADS; i++)
-      CHECK (pthread_create (&th[i], NULL, worker, (void *) i) == 0);
+      REQUIRE (pthread_create (&th[i], NULL, worker, (void *) i) == 0);
     for (i = 0; i < NTHREADS; i++)
-      CHECK (pthread_join (th[i], NULL) == 0);
+      REQUIRE (pthread_join (th[i], NULL) == 0);
   }
 
   /* The snapshot outlives its parent, and is not live. */
   snap = vd_image_open_snapshot (img, "half");
-  CHECK (snap != NULL);
-  CHECK ((snap->flags & VD_OPEN_LIVE) == 0);
-  CHECK (vd_image_open_snapshot (img, "nosuch") == NULL && errno == ENOENT);
+  REQUIRE (snap != NULL);
+  REQUIRE ((snap->flags & VD_OPEN_LIVE) == 0);
+  REQUIRE (vd_image_open_snapshot (img, "nosuch") == NULL && errno == ENOENT);
   vd_image_close (img);
-  CHECK (vd_image_size (snap) == snap_size);
+  REQUIRE (vd_image_size (snap) == snap_size);
   buf = malloc (1 << 20);
-  CHECK (buf);
+  REQUIRE (buf);
   for (off = 0; off < snap_size; off += n) {
     n = snap_size - off < (1 << 20) ? snap_size - off : (1 << 20);
-    CHECK (vd_image_pread (snap, buf, n, off) == 0);
-    CHECK (memcmp (buf, snap_expect + off, n) == 0);
+    REQUIRE (vd_image_pread (snap, buf, n, off) == 0);
+    REQUIRE (memcmp (buf, snap_expect + off, n) == 0);
   }
   free (buf);
   vd_image_close (snap);
