@@ -369,15 +369,6 @@ libqcow_block_status (struct vd_image *img, uint64_t offset,
   return 0;
 }
 
-static int
-libqcow_list_snapshots (struct vd_image *img, struct vd_snapshot **snaps,
-                        size_t *n)
-{
-  *snaps = NULL;                /* QCOW1 has no internal snapshots */
-  *n = 0;
-  return 0;
-}
-
 static void
 libqcow_free (struct libqcow_image *l)
 {
@@ -557,5 +548,5 @@ const struct vd_format libqcow_format = {
   .close = libqcow_close,
   .read = libqcow_read,
   .block_status = libqcow_block_status,
-  .list_snapshots = libqcow_list_snapshots,
+  /* No .list_snapshots: QCOW1 has no internal snapshots. */
 };

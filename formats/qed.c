@@ -411,15 +411,6 @@ qed_block_status (struct vd_image *img, uint64_t offset, uint64_t length,
   return 0;
 }
 
-static int
-qed_list_snapshots (struct vd_image *img, struct vd_snapshot **snaps,
-                    size_t *n)
-{
-  *snaps = NULL;                      /* QED has no internal snapshots */
-  *n = 0;
-  return 0;
-}
-
 static void
 qed_free (struct qed_image *q)
 {
@@ -617,5 +608,5 @@ const struct vd_format qed_format = {
   .close = qed_close,
   .read = qed_read,
   .block_status = qed_block_status,
-  .list_snapshots = qed_list_snapshots,
+  /* No .list_snapshots: QED has no internal snapshots. */
 };

@@ -165,7 +165,8 @@ struct vd_format {
                        uint64_t length, struct vd_extent *e);
 
   /* Internal snapshots: *snaps is a malloc'd array (free with
-   * vd_snapshots_free); an image without any gives 0 entries. */
+   * vd_snapshots_free); an image without any gives 0 entries.  Optional:
+   * NULL for a format without internal snapshots (0 entries). */
   int (*list_snapshots) (struct vd_image *img, struct vd_snapshot **snaps,
                          size_t *n);
   /* Open the snapshot whose id or, failing that, name is id_or_name, as a
