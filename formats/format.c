@@ -144,6 +144,17 @@ vd_read_backing (struct vd_image *backing, void *buf, uint64_t count,
   return 0;
 }
 
+uint64_t
+vd_refresh_file_size (int fd, uint64_t *size)
+{
+  struct stat st;
+
+  if (fstat (fd, &st) == 0
+      && (uint64_t) st.st_size > __atomic_load_n (size, __ATOMIC_RELAXED))
+    __atomic_store_n (size, (uint64_t) st.st_size, __ATOMIC_RELAXED);
+  return __atomic_load_n (size, __ATOMIC_RELAXED);
+}
+
 struct vd_image *
 vd_image_open_chain (const char *path, const char *format, unsigned flags,
                      const struct vd_chain *parent)

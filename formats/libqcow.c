@@ -126,13 +126,7 @@ libqcow_file_size (struct libqcow_image *l)
 static uint64_t
 libqcow_refresh_file_size (struct libqcow_image *l)
 {
-  struct stat st;
-
-  if (fstat (l->fd, &st) == 0
-      && (uint64_t) st.st_size > libqcow_file_size (l))
-    __atomic_store_n (&l->file_size, (uint64_t) st.st_size,
-                      __ATOMIC_RELAXED);
-  return libqcow_file_size (l);
+  return vd_refresh_file_size (l->fd, &l->file_size);
 }
 
 /* Is [off, off + len) past the header and inside the file? */

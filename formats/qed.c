@@ -133,12 +133,7 @@ qed_file_size (struct qed_image *q)
 static uint64_t
 qed_refresh_file_size (struct qed_image *q)
 {
-  struct stat st;
-
-  if (fstat (q->fd, &st) == 0 && (uint64_t) st.st_size > qed_file_size (q))
-    __atomic_store_n (&q->file_size, (uint64_t) st.st_size,
-                      __ATOMIC_RELAXED);
-  return qed_file_size (q);
+  return vd_refresh_file_size (q->fd, &q->file_size);
 }
 
 /* Is [off, off + len) a valid place for a table or cluster: aligned, past

@@ -235,5 +235,9 @@ struct vd_image *vd_open_backing (const char *driver, const char *image_path,
  * backing (NULL: none) as far as it reaches, zeros beyond. */
 int vd_read_backing (struct vd_image *backing, void *buf, uint64_t count,
                      uint64_t offset);
+/* The file behind fd may have grown since *size was stored (a running VM
+ * writes it): raise *size (atomic, relaxed) to its size now, never lower
+ * it; return *size. */
+uint64_t vd_refresh_file_size (int fd, uint64_t *size);
 
 #endif
