@@ -118,7 +118,10 @@ vd_open_backing (const char *driver, const char *image_path,
   full = vd_resolve_relative (image_path, name);
   if (!full)
     return NULL;
-  img = vd_image_open_chain (full, format, flags & ~VD_OPEN_RDWR, chain);
+  /* Backing files are opened read-only, and without LIVE: qemu never
+   * writes a backing file while the VM runs. */
+  img = vd_image_open_chain (full, format,
+                             flags & ~(VD_OPEN_RDWR | VD_OPEN_LIVE), chain);
   if (!img) {
     /* vd_image_open_chain logged why (STYLE.md: log once). */
     int e = errno;

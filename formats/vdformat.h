@@ -224,8 +224,8 @@ char *vd_resolve_relative (const char *image_path, const char *name);
 char *vd_read_name (const char *driver, const char *path, int fd,
                     uint64_t off, uint32_t len, const char *what);
 /* Open the backing file name, found inside image_path (relative names are
- * resolved against its directory), read-only (flags minus VD_OPEN_RDWR) as
- * the next link of chain; format NULL probes.  vd_image_open_chain logs
+ * resolved against its directory), read-only and not live (flags minus
+ * VD_OPEN_RDWR and VD_OPEN_LIVE) as the next link of chain; format NULL probes.  vd_image_open_chain logs
  * why it failed; this adds a debug line "driver: image_path: ...". */
 struct vd_image *vd_open_backing (const char *driver, const char *image_path,
                                   const char *name, const char *format,
