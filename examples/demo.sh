@@ -34,10 +34,16 @@ make install >/dev/null
 # ---- libvirt mode: two demo domains. ----
 
 virsh="virsh -q -c qemu:///system"
-[ -S /run/libvirt/virtlogd-sock ] || virtlogd -d
+if [ -d /run/systemd/system ]; then
+  # systemd starts both daemons by socket activation.
+  systemctl start virtlogd.socket libvirtd.socket
+elif ! pgrep -x virtlogd >/dev/null; then
+  # A socket left by a virtlogd that is gone refuses every VM start.
+  rm -f /run/libvirt/virtlogd-sock /run/libvirt/virtlogd-admin-sock
+  virtlogd -d
+fi
 if ! $virsh version >/dev/null 2>&1; then
-  # systemd starts libvirtd by socket activation; elsewhere start it here.
-  systemctl start libvirtd.socket 2>/dev/null || libvirtd -d
+  [ -d /run/systemd/system ] || libvirtd -d
   for i in $(seq 100); do $virsh version >/dev/null 2>&1 && break; sleep 0.1; done
 fi
 $virsh version >/dev/null || { echo "demo: libvirtd does not answer"; exit 1; }

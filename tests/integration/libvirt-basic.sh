@@ -23,8 +23,9 @@ qcow2_supported || skip "the qcow2 driver has not landed"
 URI=qemu:///system
 export LIBVIRT_DEFAULT_URI=$URI
 if ! virsh -q version >/dev/null 2>&1; then
-  [ -S /run/libvirt/virtlogd-sock ] || virtlogd -d >/dev/null 2>&1
-  libvirtd -d >/dev/null 2>&1
+  . "$(dirname "$0")/libvirt-functions.sh"
+  lv_virtlogd || skip "virtlogd does not start"
+  lv_daemon libvirtd
   wait_for 10 virsh -q version >/dev/null 2>&1 || skip "no libvirtd"
 fi
 

@@ -107,15 +107,14 @@ lv_start ()
   command -v qemu-system-x86_64 >/dev/null 2>&1 || skip "no qemu-system-x86_64"
   if ! _lv_answers; then
     command -v libvirtd >/dev/null 2>&1 || skip "no libvirtd"
-    [ -S /run/libvirt/virtlogd-sock ] || lv_daemon virtlogd ||
-      skip "virtlogd does not start"
+    lv_virtlogd || skip "virtlogd does not start"
     if ! _lv_answers; then
       lv_daemon libvirtd || skip "libvirtd does not start"
       wait_for 30 _lv_answers || skip "libvirtd does not answer"
       pgrep -x -o libvirtd >"$LV_MARK" 2>/dev/null
     fi
   fi
-  [ -S /run/libvirt/virtlogd-sock ] || lv_daemon virtlogd || skip "virtlogd does not start"
+  lv_virtlogd || skip "virtlogd does not start"
   # qemu runs as libvirt-qemu: it must reach the images under TEST_DIR.
   chmod 0755 "$TEST_DIR"
   _lv_lock_shared
@@ -214,6 +213,23 @@ lv_daemon ()
     done 2>/dev/null
     exec "$1" -d </dev/null >/dev/null 2>&1
   )
+}
+
+# virtlogd must be running, not only its socket present: a socket left by
+# a virtlogd that died (or was started by a package's postinst and killed
+# with its session) makes every "virsh start" fail with ECONNREFUSED.
+lv_virtlogd ()
+{
+  local i
+  pgrep -x virtlogd >/dev/null 2>&1 && [ -S /run/libvirt/virtlogd-sock ] && return 0
+  pkill -x virtlogd 2>/dev/null
+  rm -f /run/libvirt/virtlogd-sock /run/libvirt/virtlogd-admin-sock
+  lv_daemon virtlogd || return 1
+  for ((i = 0; i < 100; i++)); do
+    [ -S /run/libvirt/virtlogd-sock ] && return 0
+    sleep 0.1
+  done
+  return 1
 }
 
 lv_started_libvirtd ()
