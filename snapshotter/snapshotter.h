@@ -59,6 +59,11 @@ struct snap_create_opts {
    * provider's policy (LVM: 20% of the origin, at least 64 MiB, at most
    * the origin's size).  Ignored for thin origins. */
   uint64_t cow_bytes;
+  /* Classic LVM snapshot, when cow_bytes is 0: percent of the origin's
+   * size (1-100, still at least 64 MiB, at most the origin); 0 = 20. */
+  unsigned cow_percent;
+  /* One more LVM tag to add (vmdisk-snapshot marks the CLI's), or NULL. */
+  const char *extra_tag;
 };
 
 struct vd_snapshotter {

@@ -1,4 +1,4 @@
-/* libFuzzer target for fs/domxml.c, the reader of libvirt's domain and
+/* libFuzzer target for snapshotter/domxml.c, the reader of libvirt's domain and
  * snapshot XML (which may come over the network, qemu+ssh://): each input
  * is parsed as a domain, as a snapshot, and searched for the domain stored
  * in a snapshot, as tree-libvirt.c does.  Built and run by

@@ -10,7 +10,7 @@
 #   FUZZ_SECONDS=60        run time per target
 #   FUZZ_TARGETS="qcow2 qed lvm-json"   (lvm-json: tests/fuzz/fuzz-lvm-json.c,
 #                          the LVM report parser; seeds in lvm-json-seeds/;
-#                          domxml: fuzz-domxml.c, fs/domxml.c, libvirt XML)
+#                          domxml: fuzz-domxml.c, snapshotter/domxml.c, libvirt XML)
 #   FUZZ_NICE=10           niceness of the fuzzers (the machine is shared)
 #   FUZZ_ARGS=...          extra libFuzzer options
 #   FUZZ_CFLAGS=...        extra compiler flags (e.g. -fno-sanitize=alignment
@@ -60,7 +60,7 @@ fi
 # Every library source except those with a main() (vd-cat.c).
 sources=()
 for f in "$srcdir"/formats/*.c "$srcdir"/common/*.c \
-         "$srcdir"/snapshotter/lvm-json.c "$srcdir"/fs/domxml.c; do
+         "$srcdir"/snapshotter/lvm-json.c "$srcdir"/snapshotter/domxml.c; do
   grep -q '^main *(' "$f" || sources+=("$f")
 done
 cflags=(-g -O1 -fno-omit-frame-pointer

@@ -1,4 +1,4 @@
-/* Unit test of fs/domxml.c: the disks of a domain's XML, the facts of a
+/* Unit test of snapshotter/domxml.c: the disks of a domain's XML, the facts of a
  * snapshot's XML, and the domain definition cut out of a snapshot's XML
  * (<inactiveDomain> preferred, renamed, de-indented), as libvirt 9 writes
  * them.

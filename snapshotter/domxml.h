@@ -1,5 +1,5 @@
 /* vmdiskfs - reading <disk> elements and snapshot facts out of libvirt's
- * domain and snapshot XML (libxml2), for tree-libvirt.c.
+ * domain and snapshot XML (libxml2), for tree-libvirt.c and domsnap.c.
  *
  * The XML comes from libvirtd, possibly over the network (qemu+ssh://):
  * treated as untrusted bytes, fuzzed by tests/fuzz/fuzz-domxml.c.

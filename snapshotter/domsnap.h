@@ -1,0 +1,124 @@
+/* vmdiskfs - snapshots of a whole libvirt domain: every disk at one point
+ * in time, all or none.  Used by fs/ (mkdir and rmdir under
+ * <domain>/snapshots/) and by the vmdisk-snapshot command line tool.
+ *
+ * A domain snapshot called NAME is made of:
+ *   - one libvirt snapshot NAME (virDomainSnapshotCreateXML) covering the
+ *     qcow2 disks, internal: for a running domain with its VM state, for
+ *     a shut-off one disk-only; the other disks get snapshot='no' in it;
+ *   - one LVM snapshot per logical-volume disk, made by the LVM provider
+ *     (snapshotter.h: lvm_snapshotter.create, so named and tagged as the
+ *     README section "LVM snapshots" says: its shown name is NAME).
+ * A domain of qcow2 disks only has no LVM part; one of LV disks only has
+ * no libvirt part.  Disks are classified from the domain's XML (the live
+ * XML for a running domain):
+ *   - device other than disk, <readonly/>, <shareable/>, or
+ *     snapshot='no' on the <disk>: left out;
+ *   - a file or volume whose format is qcow2: libvirt;
+ *   - a block device (or volume) that the LVM provider knows: LVM;
+ *   - anything else (raw file, QED, network, ...): the whole create is
+ *     refused with ENOTSUP and a log line naming the disk and saying how
+ *     to leave it out (snapshot='no').
+ *
+ * Order of ds_create, each step undone when a later one fails, so that
+ * nothing half-made stays behind:
+ *   check the name (EINVAL), check it is free everywhere (EEXIST: libvirt
+ *   snapshot, an internal snapshot tag of a qcow2 disk, an LV snapshot of
+ *   that shown name), freeze the guest's filesystems (opts->quiesce,
+ *   guest agent; without an agent: a warning and DS_DONE_NO_AGENT),
+ *   pause a running domain that has LV disks and more than one disk (so
+ *   that all disks share one point in time), LVM snapshots, the libvirt
+ *   snapshot, thaw, resume (only if this call paused it).
+ *
+ * Errors: logged once where found (vd_error, naming the domain, the disk
+ * and what libvirt or LVM said), then -1 with errno: EINVAL bad name,
+ * EEXIST name taken, ENOENT no such domain or snapshot, ENOTSUP a disk
+ * that cannot be snapshotted (or a snapshot that is not libvirt's nor
+ * LVM's, for delete), EBUSY libvirt refused because of the domain's
+ * state (VIR_ERR_OPERATION_INVALID), ENOSPC LVM found no room, EACCES
+ * the connection is read-only, EIO anything else.
+ *
+ * Threads: the functions may run in several threads at once, each with
+ * its own or a shared virConnectPtr; two creates for one domain must be
+ * serialized by the caller.
+ *
+ * SPDX-License-Identifier: GPL-3.0-or-later
+ */
+#ifndef VD_DOMSNAP_H
+#define VD_DOMSNAP_H
+
+#include <libvirt/libvirt.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+/* Who made a snapshot: recorded in it, so that prune deletes only its
+ * own.  libvirt part: the first line of <description> is
+ * "vmdisk-snapshot" (DS_BY_CLI) or "vmdiskfs" (DS_BY_MOUNT); LVM part:
+ * the tag vmdiskfs always, plus the tag vmdisk-snapshot for DS_BY_CLI. */
+enum ds_by { DS_BY_OTHER = 0, DS_BY_MOUNT = 1, DS_BY_CLI = 2 };
+
+struct ds_create_opts {          /* zero-initialise, then set */
+  enum ds_by by;                 /* DS_BY_MOUNT or DS_BY_CLI              */
+  uint64_t cow_bytes;            /* classic LVM: COW space in bytes, or 0 */
+  unsigned cow_percent;          /* classic LVM: % of the origin (1-100),
+                                    when cow_bytes is 0; 0 = provider's
+                                    default (20%, >= 64 MiB, <= origin)  */
+  bool quiesce;                  /* freeze filesystems via the guest agent */
+  const char *description;       /* more lines for <description>, or NULL */
+};
+
+/* ds_create's *done bits: what happened, for messages. */
+#define DS_DONE_LIBVIRT   0x1    /* a libvirt snapshot was made          */
+#define DS_DONE_LVM       0x2    /* at least one LVM snapshot was made   */
+#define DS_DONE_PAUSED    0x4    /* the domain was paused meanwhile      */
+#define DS_DONE_QUIESCED  0x8    /* filesystems were frozen and thawed   */
+#define DS_DONE_NO_AGENT  0x10   /* quiesce asked, no guest agent answered:
+                                    the snapshot is crash-consistent      */
+#define DS_DONE_MEMORY    0x20   /* the libvirt part holds VM state      */
+
+/* One snapshot of a domain, as ds_list gives it (merged by shown name
+ * over libvirt's snapshots and the LVM snapshots of the LV disks). */
+#define DS_LIBVIRT   0x1         /* libvirt has a snapshot of this name  */
+#define DS_LVM       0x2         /* at least one LV snapshot of this name */
+#define DS_CURRENT   0x4         /* libvirt's current snapshot           */
+struct ds_snap {
+  char *name;                    /* shown name                           */
+  int64_t ctime;                 /* creation time, seconds (the libvirt
+                                    snapshot's, else the oldest LV's)     */
+  unsigned flags;                /* DS_LIBVIRT DS_LVM DS_CURRENT         */
+  enum ds_by by;                 /* who made it (DS_BY_OTHER: not us)    */
+  char *state;                   /* libvirt's <state>: running shutoff
+                                    paused disk-snapshot ...; NULL when
+                                    there is no libvirt part              */
+  size_t nlv;                    /* LV snapshots in it                   */
+};
+
+/* Is name acceptable for a new snapshot?  Not empty, at most 200 bytes,
+ * valid UTF-8, no '/', no control characters, not "." or "..", not
+ * starting with '-' or '.', not all digits (qemu takes those for
+ * snapshot IDs). */
+bool ds_valid_name (const char *name);
+
+/* A default name for a new snapshot made at time t (local time):
+ * "snap-YYYYMMDD-HHMMSS", malloc'd. */
+char *ds_default_name (int64_t t);
+
+int ds_create (virConnectPtr c, const char *domain, const char *name,
+               const struct ds_create_opts *opts, unsigned *done);
+
+/* Delete snapshot name of domain: the libvirt snapshot (first; its
+ * children are kept, as virsh snapshot-delete does) and every LV snapshot
+ * of a disk of the domain shown as name.  Before deleting anything it
+ * checks that every part can be found; a snapshot that exists only as a
+ * qcow2 internal tag without libvirt metadata gives ENOTSUP (log: use
+ * qemu-img snapshot -d).  ENOENT when there is no such snapshot. */
+int ds_delete (virConnectPtr c, const char *domain, const char *name);
+
+/* The snapshots of domain, sorted by ctime then name.  Free with
+ * ds_list_free. */
+int ds_list (virConnectPtr c, const char *domain, struct ds_snap **out,
+             size_t *n);
+void ds_list_free (struct ds_snap *v, size_t n);
+
+#endif
