@@ -3,32 +3,36 @@
  * <domain>/snapshots/) and by the vmdisk-snapshot command line tool.
  *
  * A domain snapshot called NAME is made of:
- *   - one libvirt snapshot NAME (virDomainSnapshotCreateXML) covering the
- *     qcow2 disks, internal: for a running domain with its VM state, for
- *     a shut-off one disk-only; the other disks get snapshot='no' in it;
+ *   - one internal snapshot NAME in every qcow2 disk, and one libvirt
+ *     snapshot NAME describing them (its <disks> list each disk with
+ *     snapshot='internal' or 'no');
  *   - one LVM snapshot per logical-volume disk, made by the LVM provider
  *     (snapshotter.h: lvm_snapshotter.create, so named and tagged as the
  *     README section "LVM snapshots" says: its shown name is NAME).
- * A domain of qcow2 disks only has no LVM part; one of LV disks only has
- * no libvirt part.  Disks are classified from the domain's XML (the live
- * XML for a running domain):
- *   - device other than disk, <readonly/>, <shareable/>, or
- *     snapshot='no' on the <disk>: left out;
- *   - a file or volume whose format is qcow2: libvirt;
- *   - a block device (or volume) that the LVM provider knows: LVM;
- *   - anything else (raw file, QED, network, ...): the whole create is
- *     refused with ENOTSUP and a log line naming the disk and saying how
- *     to leave it out (snapshot='no').
- *
+ * Two ways to make the qcow2 part (libvirt 9.0 refuses an internal
+ * snapshot in which any disk has snapshot='no': "disk 'vdb' must use
+ * snapshot mode 'internal'", running or shut off):
+ *   - every disk of the domain is qcow2 (none left out): libvirt makes it
+ *     (virDomainSnapshotCreateXML): for a running domain with its VM
+ *     state, for a shut-off one disk-only;
+ *   - otherwise ("own path"): shut off, `qemu-img snapshot -c NAME` on
+ *     each qcow2 image; running, while the domain is paused, one QMP
+ *     transaction of blockdev-snapshot-internal-sync actions for all its
+ *     qcow2 disks (virDomainQemuMonitorCommand: libvirt marks the domain
+ *     tainted "custom-monitor" in its log); then the libvirt snapshot is
+ *     registered with VIR_DOMAIN_SNAPSHOT_CREATE_REDEFINE (state shutoff
+ *     or disk-snapshot, the domain XML inside, no memory).
+ * A domain of LV disks only has no libvirt part.  Disks are classified
+ * from the domain's XML (the live XML for a running domain):
  * Order of ds_create, each step undone when a later one fails, so that
  * nothing half-made stays behind:
  *   check the name (EINVAL), check it is free everywhere (EEXIST: libvirt
  *   snapshot, an internal snapshot tag of a qcow2 disk, an LV snapshot of
  *   that shown name), freeze the guest's filesystems (opts->quiesce,
  *   guest agent; without an agent: a warning and DS_DONE_NO_AGENT),
- *   pause a running domain that has LV disks and more than one disk (so
- *   that all disks share one point in time), LVM snapshots, the libvirt
- *   snapshot, thaw, resume (only if this call paused it).
+ *   pause a running domain that has LV disks and more than one disk, or
+ *   takes the own path (so that all disks share one point in time), LVM
+ *   snapshots, the qcow2 part, thaw, resume (only if this call paused it).
  *
  * Errors: logged once where found (vd_error, naming the domain, the disk
  * and what libvirt or LVM said), then -1 with errno: EINVAL bad name,
@@ -107,9 +111,12 @@ char *ds_default_name (int64_t t);
 int ds_create (virConnectPtr c, const char *domain, const char *name,
                const struct ds_create_opts *opts, unsigned *done);
 
-/* Delete snapshot name of domain: the libvirt snapshot (first; its
- * children are kept, as virsh snapshot-delete does) and every LV snapshot
- * of a disk of the domain shown as name.  Before deleting anything it
+/* Delete snapshot name of domain: the libvirt snapshot (its children are
+ * kept, as virsh snapshot-delete does) with the internal snapshots of its
+ * qcow2 disks (for one made by the own path of a running domain, libvirt
+ * deletes only the metadata: the tags go by QMP
+ * blockdev-snapshot-delete-internal-sync; shut off, by qemu-img snapshot
+ * -d), and every LV snapshot of a disk of the domain shown as name.  Before deleting anything it
  * checks that every part can be found; a snapshot that exists only as a
  * qcow2 internal tag without libvirt metadata gives ENOTSUP (log: use
  * qemu-img snapshot -d).  ENOENT when there is no such snapshot. */
