@@ -16,6 +16,7 @@
 
 static enum vd_log_level log_level = VD_LOG_INFO;
 static bool log_syslog;
+static const char *log_program = "vmdiskfs";
 static pthread_mutex_t log_lock = PTHREAD_MUTEX_INITIALIZER;
 
 void
@@ -31,10 +32,16 @@ vd_log_get_level (void)
 }
 
 void
+vd_log_set_program (const char *name)
+{
+  log_program = name;
+}
+
+void
 vd_log_use_syslog (bool on)
 {
   if (on && !log_syslog)
-    openlog ("vmdiskfs", LOG_PID, LOG_DAEMON);
+    openlog (log_program, LOG_PID, LOG_DAEMON);
   log_syslog = on;
 }
 
@@ -57,7 +64,7 @@ vd_log (enum vd_log_level level, const char *fmt, ...)
     syslog (prio[level], "%s", msg);
   else {
     pthread_mutex_lock (&log_lock);
-    fprintf (stderr, "vmdiskfs: %s: %s\n", names[level], msg);
+    fprintf (stderr, "%s: %s: %s\n", log_program, names[level], msg);
     fflush (stderr);
     pthread_mutex_unlock (&log_lock);
   }

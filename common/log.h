@@ -24,6 +24,9 @@ void vd_log (enum vd_log_level level, const char *fmt, ...)
 void vd_log_set_level (enum vd_log_level level);
 enum vd_log_level vd_log_get_level (void);
 void vd_log_use_syslog (bool on);
+/* The program name messages start with (default "vmdiskfs"); call before
+ * any thread logs.  name is not copied. */
+void vd_log_set_program (const char *name);
 
 #define vd_error(...) vd_log (VD_LOG_ERROR, __VA_ARGS__)
 #define vd_warn(...)  vd_log (VD_LOG_WARN, __VA_ARGS__)
