@@ -11,6 +11,9 @@
  *         <backingStore .../>            (ignored: the image says it)
  *         <target dev='vda' bus='virtio'/>
  *       </disk>
+ *       <disk type='block' device='disk' snapshot='no'>
+ *         <source dev='/dev/vg0/scratch'/> ...
+ *         <readonly/>  or  <shareable/>
  *       <disk type='volume' device='disk'>
  *         <source pool='default' volume='db.qcow2'/> ...
  *       <disk type='network' device='disk'>
@@ -18,6 +21,8 @@
  *
  *   <domainsnapshot>
  *     <name>nightly</name>
+ *     <description>vmdisk-snapshot ...</description>
+ *     <state>disk-snapshot</state>
  *     <creationTime>1795675432</creationTime>
  *     <disks>
  *       <disk name='vda' snapshot='internal'/>
@@ -150,6 +155,9 @@ parse_disk (const xmlNode *n, bool snap, struct domxml_disk *d)
     d->volume = attr (src, "volume", &oom);
     d->protocol = attr (src, "protocol", &oom);
     d->name = attr (src, "name", &oom);
+    d->snapshot = attr (n, "snapshot", &oom);
+    d->readonly = child (n, "readonly") != NULL;
+    d->shareable = child (n, "shareable") != NULL;
   }
   if (oom) {
     disk_clear (d);
@@ -237,9 +245,27 @@ void
 domxml_snapshot_clear (struct domxml_snapshot *s)
 {
   free (s->name);
+  free (s->state);
+  free (s->description);
   domxml_disks_free (s->snapdisks, s->nsnapdisks);
   domxml_disks_free (s->disks, s->ndisks);
   memset (s, 0, sizeof *s);
+}
+
+/* The text of parent's first child element name into *out (malloc'd;
+ * NULL when there is none).  -1 only on ENOMEM. */
+static int
+text (const xmlNode *parent, const char *name, char **out)
+{
+  const xmlNode *n = child (parent, name);
+  xmlChar *v = n ? xmlNodeGetContent (n) : NULL;
+
+  *out = NULL;
+  if (!v)
+    return 0;
+  *out = strdup ((const char *) v);
+  xmlFree (v);
+  return *out ? 0 : -1;
 }
 
 int
@@ -263,6 +289,9 @@ domxml_parse_snapshot (const char *xml, size_t len,
   s->name = strdup ((const char *) v);
   xmlFree (v);
   if (!s->name)
+    goto nomem;
+  if (text (root, "state", &s->state) < 0 ||
+      text (root, "description", &s->description) < 0)
     goto nomem;
   n = child (root, "creationTime");
   v = n ? xmlNodeGetContent (n) : NULL;

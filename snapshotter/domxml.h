@@ -27,7 +27,10 @@ struct domxml_disk {
   char *volume;
   char *protocol;     /* <source protocol name> (type network)           */
   char *name;
-  char *snapshot;     /* snapshot's <disks>: internal external no manual */
+  char *snapshot;     /* snapshot= of the <disk>: internal external no
+                         manual (snapshot's <disks>, and a domain's disks) */
+  bool readonly;      /* <readonly/> (a domain's disks)                  */
+  bool shareable;     /* <shareable/> (a domain's disks)                 */
 };
 
 /* A <domainsnapshot>. */
@@ -38,6 +41,9 @@ struct domxml_snapshot {
   size_t nsnapdisks;
   struct domxml_disk *disks;      /* the <devices> of the domain stored  */
   size_t ndisks;                  /* with it (<inactiveDomain> first)    */
+  char *state;                    /* <state>: running shutoff paused
+                                     disk-snapshot ...; NULL when absent */
+  char *description;              /* <description>, NULL when absent     */
 };
 
 void domxml_init (void);

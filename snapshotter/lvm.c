@@ -44,6 +44,7 @@
 
 #define LVM_TIMEOUT_MS 60000
 #define TAG_OURS "vmdiskfs"
+#define TAG_CLI "vmdisk-snapshot"
 #define TAG_NAME "vmdiskfs-name:"
 #define LVM_NAME_MAX 127
 
@@ -254,6 +255,8 @@ fill_info (struct snap_info *s, const struct lvm_lv *lv,
     s->flags |= SNAP_THIN;
   if (has_tag (lv->f[LVM_F_LV_TAGS], TAG_OURS))
     s->flags |= SNAP_OURS;
+  if (has_tag (lv->f[LVM_F_LV_TAGS], TAG_CLI))
+    s->flags |= SNAP_TAG_CLI;
   /* lv_attr[4]: (a)ctive, (I)nvalid snapshot, invalid (S)uspended one,
    * '-' inactive ... */
   if (strlen (attr) >= 5 && (attr[4] == 'I' || attr[4] == 'S'))
@@ -445,9 +448,10 @@ lv_exists (const struct lvm_lv *lvs, size_t n, const char *vg,
 
 /* Create: the LV is "<origin>-<name>" when that is a valid LV name (then
  * the name shows through the prefix rule), else "<origin>-vdsnap-<time>"
- * with the tag vmdiskfs-name:<name>; always the tag vmdiskfs.  Classic
- * snapshots get opts->cow_bytes of copy-on-write space, by default 20% of
- * the origin, at least 64 MiB, at most the origin's size. */
+ * with the tag vmdiskfs-name:<name>; always the tag vmdiskfs, and
+ * opts->extra_tag when set.  Classic snapshots get opts->cow_bytes of
+ * copy-on-write space, else opts->cow_percent (default 20) percent of the
+ * origin, at least 64 MiB, at most the origin's size. */
 static int
 lvm_create (const char *disk, const char *name,
             const struct snap_create_opts *opts, struct snap_info *out)
@@ -458,6 +462,7 @@ lvm_create (const char *disk, const char *name,
   const struct lvm_lv *o;
   CLEANUP_FREE char *lvname = NULL, *cmd = NULL, *size_arg = NULL,
     *name_tag = NULL;
+  const char *extra = opts && opts->extra_tag ? opts->extra_tag : NULL;
   char *id = NULL;
   int r = -1, e;
   bool thin;
@@ -465,6 +470,17 @@ lvm_create (const char *disk, const char *name,
   memset (out, 0, sizeof *out);
   if (!*name || strchr (name, ',') || strchr (name, ' ')) {
     vd_error ("lvm: snapshot name \"%s\" not possible", name);
+    errno = EINVAL;
+    return -1;
+  }
+  if (extra && !valid_tag (extra)) {
+    vd_error ("lvm: \"%s\": not possible as an LVM tag", extra);
+    errno = EINVAL;
+    return -1;
+  }
+  if (opts && !opts->cow_bytes && opts->cow_percent > 100) {
+    vd_error ("lvm: copy-on-write space of %u%% of the origin: at most 100",
+              opts->cow_percent);
     errno = EINVAL;
     return -1;
   }
@@ -508,15 +524,19 @@ lvm_create (const char *disk, const char *name,
   }
   if (!thin) {
     uint64_t osize = parse_u64 (o->f[LVM_F_LV_SIZE]);
-    uint64_t cow = opts && opts->cow_bytes ? opts->cow_bytes : osize / 5;
+    unsigned pct = opts && opts->cow_percent ? opts->cow_percent : 20;
+    uint64_t cow = opts && opts->cow_bytes ? opts->cow_bytes
+      : osize / 100 * pct + osize % 100 * pct / 100;
     if (!(opts && opts->cow_bytes))
       cow = MIN (MAX (cow, (uint64_t) 64 << 20), osize);
     if (asprintf (&size_arg, " -L %" PRIu64 "b", cow) < 0)
       goto out;
   }
-  if (asprintf (&cmd, "lvcreate -s -n %s%s --addtag " TAG_OURS "%s%s %s/%s",
+  if (asprintf (&cmd, "lvcreate -s -n %s%s --addtag " TAG_OURS "%s%s%s%s "
+                "%s/%s",
                 lvname, size_arg ? size_arg : "",
                 name_tag ? " --addtag " : "", name_tag ? name_tag : "",
+                extra ? " --addtag " : "", extra ? extra : "",
                 o->f[LVM_F_VG_NAME], o->f[LVM_F_LV_NAME]) < 0)
     goto out;
   if (!valid_chars (lvname, NULL)) {

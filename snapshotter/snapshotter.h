@@ -33,6 +33,8 @@
 #define SNAP_ACTIVE           0x4  /* device exists now and can be opened  */
 #define SNAP_NEEDS_ACTIVATION 0x8  /* not active: activate() before open   */
 #define SNAP_INVALID          0x10 /* classic snapshot overflowed: unusable */
+#define SNAP_TAG_CLI          0x20 /* made by vmdisk-snapshot (LVM tag
+                                      vmdisk-snapshot, with SNAP_OURS)   */
 
 /* One snapshot of one disk. */
 struct snap_info {
@@ -62,7 +64,8 @@ struct snap_create_opts {
   /* Classic LVM snapshot, when cow_bytes is 0: percent of the origin's
    * size (1-100, still at least 64 MiB, at most the origin); 0 = 20. */
   unsigned cow_percent;
-  /* One more LVM tag to add (vmdisk-snapshot marks the CLI's), or NULL. */
+  /* One more LVM tag to add (vmdisk-snapshot marks the CLI's, listed as
+   * SNAP_TAG_CLI), or NULL.  Letters, digits and +_.-/=!:&# only. */
   const char *extra_tag;
 };
 

@@ -47,9 +47,31 @@ static const char domain[] =
   "  </devices>\n"
   "</domain>\n";
 
+/* snapshot=, <readonly/> and <shareable/> of a domain's disks. */
+static const char domain2[] =
+  "<domain type='kvm'>\n"
+  "  <devices>\n"
+  "    <disk type='block' device='disk' snapshot='no'>\n"
+  "      <source dev='/dev/loop3'/>\n"
+  "      <target dev='vdb'/>\n"
+  "    </disk>\n"
+  "    <disk type='file' device='cdrom'>\n"
+  "      <target dev='sda'/>\n"
+  "      <readonly/>\n"
+  "    </disk>\n"
+  "    <disk type='file' device='disk'>\n"
+  "      <source file='/img/shared.raw'/>\n"
+  "      <target dev='vdc'/>\n"
+  "      <shareable/>\n"
+  "    </disk>\n"
+  "  </devices>\n"
+  "</domain>\n";
+
 static const char snapshot[] =
   "<domainsnapshot>\n"
   "  <name>night/ly</name>\n"
+  "  <description>vmdiskfs\nmore &amp; more</description>\n"
+  "  <state>disk-snapshot</state>\n"
   "  <creationTime>1795675432</creationTime>\n"
   "  <disks>\n"
   "    <disk name='vda' snapshot='internal'/>\n"
@@ -91,6 +113,18 @@ main (void)
     CHECK (d[1].source == NULL && d[1].driver_type == NULL);
     CHECK (eq (d[2].protocol, "rbd") && eq (d[2].name, "pool/img"));
     CHECK (eq (d[3].device, "cdrom") && eq (d[3].source, "/dev/sr0"));
+    CHECK (d[0].snapshot == NULL && !d[0].readonly && !d[0].shareable);
+  }
+  domxml_disks_free (d, n);
+
+  CHECK (domxml_parse_domain (domain2, strlen (domain2), &d, &n) == 0);
+  CHECK (n == 3);
+  if (n == 3) {
+    CHECK (eq (d[0].snapshot, "no") && eq (d[0].source, "/dev/loop3"));
+    CHECK (!d[0].readonly && !d[0].shareable);
+    CHECK (d[1].readonly && !d[1].shareable && d[1].snapshot == NULL);
+    CHECK (eq (d[1].device, "cdrom") && d[1].source == NULL);
+    CHECK (!d[2].readonly && d[2].shareable);
   }
   domxml_disks_free (d, n);
 
@@ -100,6 +134,8 @@ main (void)
   CHECK (domxml_parse_snapshot (snapshot, strlen (snapshot), &s) == 0);
   CHECK (eq (s.name, "night/ly"));
   CHECK (s.creation_time == 1795675432);
+  CHECK (eq (s.state, "disk-snapshot"));
+  CHECK (eq (s.description, "vmdiskfs\nmore & more"));
   CHECK (s.nsnapdisks == 2);
   if (s.nsnapdisks == 2) {
     CHECK (eq (s.snapdisks[0].target, "vda"));
@@ -110,6 +146,14 @@ main (void)
   /* The disks of <inactiveDomain>, not of <domain>. */
   CHECK (s.ndisks == 1 && eq (s.disks[0].source, "/img/old.qcow2"));
   domxml_snapshot_clear (&s);
+
+  {
+    static const char bare[] = "<domainsnapshot><name>x</name>"
+      "</domainsnapshot>";
+    CHECK (domxml_parse_snapshot (bare, strlen (bare), &s) == 0);
+    CHECK (eq (s.name, "x") && s.state == NULL && s.description == NULL);
+    domxml_snapshot_clear (&s);
+  }
 
   t = domxml_snapshot_domain (snapshot, strlen (snapshot), &len);
   CHECK (t != NULL);
