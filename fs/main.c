@@ -3,7 +3,8 @@
  *   vmdiskfs [OPTIONS] MOUNTPOINT
  *   vmdiskfs SOURCE MOUNTPOINT -o OPTIONS      (as mount.fuse3 runs it)
  *
- * Our options (-o images=, connect=, pidfile=, l2_cache=, ro) are parsed
+ * Our options (-o images=, connect=, pidfile=, l2_cache=, snapsize=, ro)
+ * are parsed
  * with fuse_opt_parse, then fuse_parse_cmdline takes the usual ones (-f
  * -d -s -h -V, max_threads, clone_fd), and what remains (allow_other,
  * default_permissions, ro ...) goes to fuse_session_new.
@@ -55,6 +56,7 @@ static const struct fuse_opt fs_opts[] = {
   FS_OPT ("connect=%s", connect),
   FS_OPT ("pidfile=%s", pidfile),
   FS_OPT ("l2_cache=%s", l2_cache),
+  FS_OPT ("snapsize=%s", snapsize),
   FUSE_OPT_KEY ("ro", KEY_RO),
   FUSE_OPT_KEY ("fsname=", KEY_FSNAME),
   /* fstab's placeholder, in case a mount helper passes it on. */
@@ -103,8 +105,12 @@ usage (FILE *fp, const char *prog)
 "                           domain with domain.xml, TARGET.raw and\n"
 "                           snapshots/NAME/; URI defaults to\n"
 "                           $LIBVIRT_DEFAULT_URI, else qemu:///system\n"
-"    -o ro                  read-only (everything is read-only in this\n"
-"                           version: writes fail with EROFS)\n"
+"    -o ro                  read-only: no snapshots by mkdir/rmdir either\n"
+"                           (EROFS)\n"
+"    -o snapsize=N%%|SIZE    copy-on-write space of the classic LVM\n"
+"                           snapshots mkdir makes: N%% (1-100) of the\n"
+"                           origin LV, or SIZE bytes (K/M/G/T suffixes);\n"
+"                           default 20%% (at least 64M)\n"
 "    -o pidfile=PATH        write the daemon's pid to PATH once the mount\n"
 "                           answers\n"
 "    -o l2_cache=SIZE       bound of each qcow2 image's L2 cache (bytes,\n"
@@ -230,6 +236,64 @@ parse_size (const char *s)
   return *end ? 0 : v;
 }
 
+/* -o snapsize=N% (1-100) or SIZE (decimal, optional K, M, G or T
+ * suffix, powers of 1024, at least 1 MiB) into fs_config.  0, or -1
+ * after a message. */
+static int
+parse_snapsize (const char *s)
+{
+  unsigned long long v;
+  const char *p;
+  char *end;
+  int shift = 0;
+
+  for (p = s; *p >= '0' && *p <= '9'; p++)
+    ;
+  if (p == s)
+    goto bad;
+  errno = 0;
+  v = strtoull (s, &end, 10);
+  if (errno || end != p)
+    goto bad;
+  if (strcmp (p, "%") == 0) {
+    if (v < 1 || v > 100) {
+      fprintf (stderr, "vmdiskfs: -o snapsize=%s: a percentage is 1%% to "
+               "100%% of the origin\n", s);
+      return -1;
+    }
+    fs_config.cow_percent = (unsigned) v;
+    return 0;
+  }
+  switch (*p) {
+  case '\0': break;
+  case 'k': case 'K': shift = 10; p++; break;
+  case 'm': case 'M': shift = 20; p++; break;
+  case 'g': case 'G': shift = 30; p++; break;
+  case 't': case 'T': shift = 40; p++; break;
+  default: goto bad;
+  }
+  if (*p)
+    goto bad;
+  if (v > (UINT64_MAX >> shift)) {
+    fprintf (stderr, "vmdiskfs: -o snapsize=%s: too large\n", s);
+    return -1;
+  }
+  v <<= shift;
+  if (v < (1ULL << 20)) {
+    fprintf (stderr, "vmdiskfs: -o snapsize=%s: less than 1M of "
+             "copy-on-write space would overflow at once\n", s);
+    return -1;
+  }
+  fs_config.cow_bytes = v;
+  return 0;
+
+ bad:
+  fprintf (stderr, "vmdiskfs: -o snapsize=%s: want a percentage of the "
+           "origin (N%%, 1-100) or a size (digits with an optional K, M, G "
+           "or T suffix)\n", s);
+  return -1;
+}
+
 int
 main (int argc, char **argv)
 {
@@ -242,6 +306,11 @@ main (int argc, char **argv)
 
   if (fuse_opt_parse (&args, &fs_config, fs_opts, opt_proc) < 0)
     return 1;
+  if (fs_config.snapsize && parse_snapsize (fs_config.snapsize) < 0) {
+    fuse_opt_free_args (&args);
+    free (fs_config.snapsize);
+    return 1;
+  }
   /* mount.fuse3: "vmdiskfs SOURCE MOUNTPOINT -o ..."; SOURCE is ignored
    * (the images directory is an option). */
   if (nnonopt > 0 && fuse_opt_add_arg (&args, nonopt[nnonopt - 1]) < 0)
@@ -393,6 +462,7 @@ main (int argc, char **argv)
   free (fs_config.connect);
   free (fs_config.pidfile);
   free (fs_config.l2_cache);
+  free (fs_config.snapsize);
   free (fs_config.mountpoint);
   fuse_opt_free_args (&args);
   return ret;

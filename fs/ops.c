@@ -20,8 +20,13 @@
  * In-memory files (domain.xml, snapshot.xml) are read from the handle's
  * own reference to their immutable struct fs_blob, without a lock.
  *
- * This is the only file that turns errno into replies.  All writes are
- * refused with EROFS in this version.
+ * mkdir and rmdir in libvirt mode make and delete snapshots through the
+ * provider; they run in parallel with everything else (the provider
+ * serializes them per domain).  A file being deleted refuses opens with
+ * EBUSY (node->removing, set by the provider under node->lock).
+ *
+ * This is the only file that turns errno into replies.  Every other
+ * write is refused with EROFS in this version.
  *
  * SPDX-License-Identifier: GPL-3.0-or-later
  */
@@ -220,10 +225,130 @@ fs_mknod (fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode,
   fs_erofs (req);
 }
 
+/* May the caller of req make or remove directories (snapshots)?  Root
+ * and the user who mounted: the daemon acts with its own rights (as root,
+ * libvirt's), so with allow_other anyone else would make and delete
+ * snapshots through it. */
+static bool
+may_change (fuse_req_t req)
+{
+  const struct fuse_ctx *ctx = fuse_req_ctx (req);
+
+  return ctx->uid == 0 || ctx->uid == getuid ();
+}
+
+/* The errno of mkdir/rmdir in a file system that cannot make any
+ * directory: EROFS when read-only (-o ro, and images mode, which has no
+ * writing at all in this version), else EPERM, which is what mkdir(2)
+ * and rmdir(2) give where a file system does not support it. */
+static int
+no_dirs_errno (void)
+{
+  return fs_config.ro || fs_config.images ? EROFS : EPERM;
+}
+
+/* mkdir <domain>/snapshots/<name> makes a snapshot (the provider's
+ * mkdir; it replies with the new directory, complete).  Elsewhere:
+ * EEXIST for a name that exists, else no_dirs_errno. */
 static void
 fs_mkdir (fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode)
 {
-  fs_erofs (req);
+  const struct fs_provider *p = tree_provider ();
+  struct fs_node *dir, *node = NULL;
+  struct fuse_entry_param e;
+  bool exists, attached;
+
+  if (fs_config.ro) {
+    fs_erofs (req);
+    return;
+  }
+  dir = inode_find (parent);
+  if (!dir) {
+    fuse_reply_err (req, ENOENT);
+    return;
+  }
+  tree_revalidate (dir);
+  tree_rdlock ();
+  attached = dir->attached && dir->type == FS_NODE_DIR;
+  exists = attached && tree_find_child (dir, name) != NULL;
+  tree_unlock ();
+  if (!attached || exists || !p->mkdir) {
+    inode_unref (dir);
+    fuse_reply_err (req, !attached ? ENOENT : exists ? EEXIST
+                    : no_dirs_errno ());
+    return;
+  }
+  if (!may_change (req)) {
+    inode_unref (dir);
+    fuse_reply_err (req, EACCES);
+    return;
+  }
+  errno = 0;
+  if (p->mkdir (dir, name, &node) < 0) {
+    int err = errno_or_eio ();
+    inode_unref (dir);
+    fuse_reply_err (req, err == EPERM ? no_dirs_errno () : err);
+    return;
+  }
+  inode_unref (dir);
+  memset (&e, 0, sizeof e);
+  e.ino = node->ino;
+  e.attr_timeout = FS_ATTR_TIMEOUT;
+  e.entry_timeout = FS_ENTRY_TIMEOUT;
+  fill_attr (node, &e.attr);
+  inode_lookup_inc (node);
+  inode_unref (node);
+  if (fuse_reply_entry (req, &e) < 0)
+    inode_forget (e.ino, 1);    /* interrupted: the kernel did not take it */
+}
+
+/* rmdir <domain>/snapshots/<name> deletes the snapshot (the provider's
+ * rmdir); ENOENT when there is no such name, ENOTDIR for a file, else
+ * no_dirs_errno.  Never ENOTEMPTY: a snapshot's files go with it. */
+static void
+fs_rmdir (fuse_req_t req, fuse_ino_t parent, const char *name)
+{
+  const struct fs_provider *p = tree_provider ();
+  struct fs_node *dir, *node = NULL;
+  int err = 0;
+
+  if (fs_config.ro) {
+    fs_erofs (req);
+    return;
+  }
+  dir = inode_find (parent);
+  if (!dir) {
+    fuse_reply_err (req, ENOENT);
+    return;
+  }
+  tree_revalidate (dir);
+  tree_rdlock ();
+  if (dir->attached && dir->type == FS_NODE_DIR) {
+    node = tree_find_child (dir, name);
+    if (node)
+      inode_ref (node);
+  }
+  tree_unlock ();
+  if (!node)
+    err = ENOENT;
+  else if (node->type != FS_NODE_DIR)
+    err = ENOTDIR;
+  else if (!p->rmdir)
+    err = no_dirs_errno ();
+  else if (!may_change (req))
+    err = EACCES;
+  else {
+    errno = 0;
+    if (p->rmdir (dir, name, node) < 0) {
+      err = errno_or_eio ();
+      if (err == EPERM)
+        err = no_dirs_errno ();
+    }
+  }
+  if (node)
+    inode_unref (node);
+  inode_unref (dir);
+  fuse_reply_err (req, err);
 }
 
 static void
@@ -348,6 +473,17 @@ fs_open (fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
   if (node->type == FS_NODE_FILE) {
     fi->direct_io = 1;
     fi->keep_cache = 0;
+  }
+  if (node->removing) {
+    /* Its snapshot is being deleted (rmdir checked nopen and set this
+     * under node->lock: it cannot miss us, nor we it). */
+    pthread_mutex_unlock (&node->lock);
+    inode_unref (node);
+    fs_disk_unref (d);
+    fs_blob_unref (blob);
+    free (h);
+    fuse_reply_err (req, EBUSY);
+    return;
   }
   node->nopen++;
   pthread_mutex_unlock (&node->lock);
@@ -700,11 +836,14 @@ fs_statfs (fuse_req_t req, fuse_ino_t ino)
   struct statvfs sv;
 
   /* The space of the images directory's file system, read-only; none
-   * in libvirt mode (the disks live in many places). */
+   * in libvirt mode (the disks live in many places), which is writable
+   * (snapshots by mkdir) unless -o ro. */
   if (!fs_config.images || statvfs (fs_config.images, &sv) < 0)
     memset (&sv, 0, sizeof sv);
   sv.f_namemax = 255;
-  sv.f_flag |= ST_RDONLY;
+  sv.f_flag &= ~ST_RDONLY;
+  if (fs_config.ro || fs_config.images)
+    sv.f_flag |= ST_RDONLY;
   fuse_reply_statfs (req, &sv);
 }
 
@@ -718,7 +857,7 @@ const struct fuse_lowlevel_ops fs_ops = {
   .mknod = fs_mknod,
   .mkdir = fs_mkdir,
   .unlink = fs_unlink,
-  .rmdir = fs_unlink,
+  .rmdir = fs_rmdir,
   .symlink = fs_symlink,
   .rename = fs_rename,
   .link = fs_link,

@@ -62,7 +62,18 @@
  * getattr's allocation count) and closed with their last reader, so 1,000
  * domains do not hold 1,000 open images.
  *
- * The connection is read-only (nothing is written yet).  It is opened on
+ * Snapshots by mkdir and rmdir in <domain>/snapshots/ (ops.c calls
+ * libvirt_mkdir and libvirt_rmdir): ds_create and ds_delete
+ * (snapshotter/domsnap.h) with the shown name unescaped, serialized per
+ * domain by a snapshot lock (ds_create takes seconds: no tree or refresh
+ * lock is held meanwhile), then the domain is refreshed at once, so that
+ * the reply already shows the result.  While a snapshot is deleted its
+ * files refuse opens (node->removing, EBUSY); one that is open makes
+ * rmdir fail with EBUSY.
+ *
+ * The connection is read-write unless -o ro (snapshots); when libvirt
+ * refuses that (not root, polkit) it is read-only, with one warning, and
+ * mkdir and rmdir fail with EACCES.  It is opened on
  * first use after the daemon forked (libvirt's state and threads do not
  * survive fork: start() only checks that it can connect), and reopened
  * when libvirt says it closed (libvirtd restarted) at the next access,
@@ -80,12 +91,14 @@
  *    and the LVM idle timer, which takes act_lock, then inode_lock and
  *    node->lock (one at a time) to see whether a snapshot is open, and
  *    runs lvm in a helper child.
- * What protects what: conn_lock the connection and its callback ids;
+ * What protects what: conn_lock the connection, its mode and callback
+ * ids; snap_locks_lock (a leaf) the list of per-domain snapshot locks;
  * tree_lock the nodes and the fields of struct lv_dom that stale() reads;
  * refresh_lock the rest of struct lv_dom (the libvirt data cached for
  * rebuilds); act_lock the list of LVM snapshots we activated (open_disk
  * takes it with no other lock held).  libvirt objects are thread-safe.
- * Lock order: refresh_lock, conn_lock, tree_lock, node->lock, inode_lock;
+ * Lock order: a snapshot lock, refresh_lock, conn_lock, tree_lock,
+ * node->lock, inode_lock;
  * act_lock before node->lock and inode_lock; dirty_lock is a leaf.
  *
  * The active disk of a running domain is opened with VD_OPEN_LIVE (when
@@ -130,6 +143,8 @@ static bool system_uri;            /* qemu:///system: config file times */
 /* The connection: conn_lock. */
 static pthread_mutex_t conn_lock = PTHREAD_MUTEX_INITIALIZER;
 static virConnectPtr conn;
+static bool conn_ro;               /* conn is read-only (fallback)       */
+static bool rw_warned;             /* the fallback was reported          */
 static int lifecycle_id = -1;
 static uint64_t last_connect_ms;
 static bool connect_failing;
@@ -390,12 +405,42 @@ drop_conn (void)
   conn = NULL;
 }
 
+/* Connect read-write (unless -o ro), else read-only; *ro says which.
+ * NULL when neither works (libvirt's error is the read-only one's). */
+static virConnectPtr
+connect_rw_or_ro (bool *ro, char **why)
+{
+  virConnectPtr c;
+  virErrorPtr e;
+
+  *ro = true;
+  *why = NULL;
+  if (fs_config.ro)
+    return virConnectOpenReadOnly (uri);
+  c = virConnectOpen (uri);
+  if (c) {
+    *ro = false;
+    return c;
+  }
+  e = virGetLastError ();
+  *why = strdup (e && e->message ? e->message : "unknown libvirt error");
+  return virConnectOpenReadOnly (uri);
+}
+
 /* conn_lock held.  0 or -1 (logged unless quiet). */
 static int
 open_conn (bool quiet)
 {
-  virConnectPtr c = virConnectOpenReadOnly (uri);
+  CLEANUP_FREE char *why = NULL;
+  bool ro;
+  virConnectPtr c = connect_rw_or_ro (&ro, &why);
 
+  if (c && ro && !fs_config.ro && !rw_warned) {
+    vd_warn ("%s: cannot connect read-write (%s): connected read-only, "
+             "mkdir and rmdir of snapshots fail with EACCES", uri,
+             why ? why : "?");
+    rw_warned = true;
+  }
   if (!c) {
     if (!quiet)
       lv_error ("cannot connect (retrying at the next access)");
@@ -417,13 +462,15 @@ open_conn (bool quiet)
   __atomic_add_fetch (&epoch, 1, __ATOMIC_RELEASE);
   __atomic_store_n (&root_dirty, 1, __ATOMIC_RELEASE);
   conn = c;
+  conn_ro = ro;
   return 0;
 }
 
 /* The connection with a new reference (virConnectClose it), reconnecting
- * if it was lost; NULL with errno ENOTCONN. */
+ * if it was lost; NULL with errno ENOTCONN.  *ro (if not NULL): it is
+ * read-only. */
 static virConnectPtr
-get_conn (void)
+get_conn_mode (bool *ro)
 {
   virConnectPtr c = NULL;
   uint64_t now = now_ms ();
@@ -448,11 +495,19 @@ get_conn (void)
   if (conn) {
     virConnectRef (conn);
     c = conn;
+    if (ro)
+      *ro = conn_ro;
   }
   pthread_mutex_unlock (&conn_lock);
   if (!c)
     errno = ENOTCONN;
   return c;
+}
+
+static virConnectPtr
+get_conn (void)
+{
+  return get_conn_mode (NULL);
 }
 
 /* ---- Small helpers. ---- */
@@ -1472,7 +1527,9 @@ apply_domain (struct fs_node *node, struct lv_dom *d, struct build *b,
     tree_set_children (sn, fk, nf);
     skids[ns++] = sn;
   }
-  tree_set_attr (&sdir->attr, S_IFDIR | 0555, 2 + ns, 0, 0, 0, dsec, 0);
+  /* Writable (mkdir makes snapshots) unless -o ro. */
+  tree_set_attr (&sdir->attr, S_IFDIR | (fs_config.ro ? 0555 : 0755), 2 + ns,
+                 0, 0, 0, dsec, 0);
   tree_set_image (sdir, node);
   tree_set_children (sdir, skids, ns);
   kids[nk++] = sdir;
@@ -1950,15 +2007,27 @@ libvirt_start (struct fs_node *root)
     return -1;
   }
   domxml_init ();
-  /* Only a check, before fork (see the header). */
-  c = virConnectOpenReadOnly (uri);
-  if (!c) {
-    virErrorPtr e = virGetLastError ();
-    fprintf (stderr, "vmdiskfs: cannot connect to %s: %s\n", uri,
-             e && e->message ? e->message : "unknown libvirt error");
-    return -1;
+  /* Only a check, before fork (see the header); the fallback to a
+   * read-only connection is reported here, once, on the terminal. */
+  {
+    CLEANUP_FREE char *why = NULL;
+    bool ro;
+
+    c = connect_rw_or_ro (&ro, &why);
+    if (!c) {
+      virErrorPtr e = virGetLastError ();
+      fprintf (stderr, "vmdiskfs: cannot connect to %s: %s\n", uri,
+               e && e->message ? e->message : "unknown libvirt error");
+      return -1;
+    }
+    if (ro && !fs_config.ro) {
+      fprintf (stderr, "vmdiskfs: warning: cannot connect to %s read-write "
+               "(%s): connected read-only, mkdir and rmdir of snapshots "
+               "fail with EACCES\n", uri, why ? why : "?");
+      rw_warned = true;
+    }
+    virConnectClose (c);
   }
-  virConnectClose (c);
   if (remote_uri (uri))
     fprintf (stderr, "vmdiskfs: warning: %s names another host: the disk "
              "paths it gives are opened on this one (shared storage)\n", uri);

@@ -314,6 +314,12 @@ tree_root (void)
   return root;
 }
 
+const struct fs_provider *
+tree_provider (void)
+{
+  return provider;
+}
+
 struct fs_node *
 tree_get_node (enum fs_node_type type, const char *fmt, ...)
 {
@@ -562,6 +568,17 @@ tree_revalidate (struct fs_node *node)
     pthread_mutex_unlock (&refresh_lock);
     inode_unref (point);
   }
+}
+
+/* Rescan point (the root or an image directory) now, whether or not it
+ * looks stale: after mkdir and rmdir, whose result must be visible when
+ * they answer.  No lock held. */
+void
+tree_refresh (struct fs_node *point)
+{
+  pthread_mutex_lock (&refresh_lock);
+  provider->refresh (point);
+  pthread_mutex_unlock (&refresh_lock);
 }
 
 /* The open image of a disk node, with a new reference, opening it

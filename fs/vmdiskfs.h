@@ -15,6 +15,9 @@
  *                  domxml.c reading disks out of libvirt's XML
  *
  * Locks, in the order they are taken (never the other way round):
+ *   snapshot lock          per domain (tree-libvirt.c): serializes mkdir
+ *                          and rmdir of its snapshots; held across the
+ *                          libvirt calls (seconds) and the refresh after
  *   refresh_lock (tree.c)  serializes the providers' rescans; held across
  *                          their I/O so two threads never rescan at once
  *   tree_lock (tree.c)     rwlock: the shape of the tree and node
@@ -51,6 +54,9 @@ struct fs_config {
   char *connect;              /* -o connect=URI (libvirt mode)            */
   char *pidfile;              /* -o pidfile=PATH                          */
   char *l2_cache;             /* -o l2_cache=SIZE, as given               */
+  char *snapsize;             /* -o snapsize=N%|SIZE, as given            */
+  uint64_t cow_bytes;         /* parsed snapsize: bytes, or 0             */
+  unsigned cow_percent;       /* parsed snapsize: percent, or 0 (default) */
   char *mountpoint;           /* absolute, or NULL                        */
   bool ro;                    /* -o ro                                    */
   bool foreground;
@@ -129,12 +135,13 @@ struct fs_node {
   bool alloc_valid;
   uint64_t alloc;             /* allocated bytes, when alloc_valid        */
   unsigned nopen;             /* open file handles                        */
+  bool removing;              /* being deleted (rmdir): open gets EBUSY   */
   uint64_t opened_gen;        /* gen at the last open (keep_cache)        */
 };
 
-/* A tree provider: where the tree comes from.  All callbacks run with
- * refresh_lock held and tree_lock NOT held; they do their I/O first, then
- * take tree_wrlock to change nodes. */
+/* A tree provider: where the tree comes from.  start and refresh run
+ * with refresh_lock held; no callback but stale runs with tree_lock
+ * held: they do their I/O first, then take tree_wrlock to change nodes. */
 struct fs_provider {
   const char *name;
   /* Build the root's children.  0 or -1 with errno (fatal at start). */
@@ -153,6 +160,15 @@ struct fs_provider {
   /* Optional: the daemon runs (after fuse_daemonize's fork, before the
    * session loop): start threads here, never in start. */
   void (*mounted) (void);
+  /* Optional (NULL: EPERM): make the directory name (as the kernel gave
+   * it, escaped) in dir, which has no child of that name, and return its
+   * node (a reference) in *out, attached and current.  0, or -1 with
+   * errno (EPERM: no directory can be made in dir).  No lock held; may
+   * take seconds. */
+  int (*mkdir) (struct fs_node *dir, const char *name, struct fs_node **out);
+  /* Optional (NULL: EPERM): remove the directory node, the child name of
+   * dir, and everything in it.  0, or -1 with errno.  No lock held. */
+  int (*rmdir) (struct fs_node *dir, const char *name, struct fs_node *node);
 };
 extern const struct fs_provider tree_images_provider;
 extern const struct fs_provider tree_libvirt_provider;
@@ -172,6 +188,7 @@ extern pthread_rwlock_t tree_lock;
 int tree_start (const struct fs_provider *provider);
 void tree_stop (void);
 struct fs_node *tree_root (void);
+const struct fs_provider *tree_provider (void);
 /* The node at the path printf (fmt, ...), made if new (inode_get_node);
  * NULL on error (errno). */
 struct fs_node *tree_get_node (enum fs_node_type type, const char *fmt, ...)
@@ -185,6 +202,7 @@ void tree_rdlock (void);
 void tree_wrlock (void);
 void tree_unlock (void);
 void tree_revalidate (struct fs_node *node);
+void tree_refresh (struct fs_node *point);
 struct fs_node *tree_find_child (struct fs_node *dir, const char *name);
 void tree_set_children (struct fs_node *dir, struct fs_node **children,
                         size_t n);
