@@ -12,9 +12,10 @@
  * Two ways to make the qcow2 part (libvirt 9.0 refuses an internal
  * snapshot in which any disk has snapshot='no': "disk 'vdb' must use
  * snapshot mode 'internal'", running or shut off):
- *   - every disk of the domain is qcow2 (none left out): libvirt makes it
- *     (virDomainSnapshotCreateXML): for a running domain with its VM
- *     state, for a shut-off one disk-only;
+ *   - every disk the guest can write is qcow2 (none left out but
+ *     read-only disks, cdroms and empty drives, which libvirt accepts):
+ *     libvirt makes it (virDomainSnapshotCreateXML): for a running domain
+ *     with its VM state, for a shut-off one disk-only;
  *   - otherwise ("own path"): shut off, `qemu-img snapshot -c NAME` on
  *     each qcow2 image; running, while the domain is paused, one QMP
  *     transaction of blockdev-snapshot-internal-sync actions for all its
@@ -24,15 +25,25 @@
  *     or disk-snapshot, the domain XML inside, no memory).
  * A domain of LV disks only has no libvirt part.  Disks are classified
  * from the domain's XML (the live XML for a running domain):
+ *   - left out: device other than 'disk' (cdrom, floppy, lun), <readonly/>,
+ *     <shareable/>, snapshot='no', no source;
+ *   - qcow2 part: <driver type='qcow2'> of type file, block or volume;
+ *   - LVM part: a raw disk of type block or volume (a logical pool's
+ *     volume: its path) that lvm_snapshotter.list accepts;
+ *   - anything else fails ENOTSUP, logged with the advice to mark the disk
+ *     snapshot='no'.
  * Order of ds_create, each step undone when a later one fails, so that
  * nothing half-made stays behind:
  *   check the name (EINVAL), check it is free everywhere (EEXIST: libvirt
  *   snapshot, an internal snapshot tag of a qcow2 disk, an LV snapshot of
  *   that shown name), freeze the guest's filesystems (opts->quiesce,
- *   guest agent; without an agent: a warning and DS_DONE_NO_AGENT),
- *   pause a running domain that has LV disks and more than one disk, or
- *   takes the own path (so that all disks share one point in time), LVM
- *   snapshots, the qcow2 part, thaw, resume (only if this call paused it).
+ *   guest agent; without an agent: a warning and DS_DONE_NO_AGENT; not
+ *   done for a snapshot with VM state, which is consistent anyway and
+ *   would bring back a frozen guest on revert), pause a running domain
+ *   that has LV disks and more than one disk, or takes the own path (so
+ *   that all disks share one point in time), LVM snapshots, the qcow2
+ *   part, resume (only if this call paused it), thaw (the agent answers
+ *   only while the guest runs).
  *
  * Errors: logged once where found (vd_error, naming the domain, the disk
  * and what libvirt or LVM said), then -1 with errno: EINVAL bad name,

@@ -1,0 +1,1837 @@
+/* vmdiskfs - snapshots of a whole libvirt domain (domsnap.h says what a
+ * domain snapshot is made of and in which order it is made).
+ *
+ * The parts, and the tools that make them:
+ *
+ *   qcow2 disks, libvirt path  virDomainSnapshotCreateXML (all writable
+ *                              disks are qcow2: libvirt accepts it)
+ *   qcow2 disks, own path      shut off: `qemu-img snapshot -c NAME -f
+ *                              qcow2 IMAGE` per disk; running: one QMP
+ *                              "transaction" of
+ *                              blockdev-snapshot-internal-sync actions,
+ *                              node names from "query-block"; then the
+ *                              libvirt snapshot is registered with
+ *                              VIR_DOMAIN_SNAPSHOT_CREATE_REDEFINE
+ *   logical volumes            lvm_snapshotter.create (lvm.c)
+ *
+ * A sample of the QMP reply parsed here (query-block, qemu 7.2 under
+ * libvirt 9.0, one element shown, others are alike or have no
+ * "inserted": an empty cdrom):
+ *
+ *   {"return":[{"io-status":"ok","device":"","locked":false,
+ *     "inserted":{"image":{...},"node-name":"libvirt-3-format",
+ *                 "drv":"qcow2","file":"/var/lib/libvirt/images/a.qcow2",
+ *                 ...},
+ *     "qdev":"/machine/peripheral/virtio-disk0/virtio-backend",...}],
+ *    "id":"libvirt-415"}
+ *
+ * and of a failed command: {"id":"libvirt-9","error":{"class":
+ * "GenericError","desc":"Snapshot with name 's3' already exists"}}.
+ * The reply comes from qemu, which runs the guest: untrusted bytes, read
+ * by a small JSON parser of our own (bounded depth, every read checked
+ * against the end).  Sending commands with virDomainQemuMonitorCommand
+ * makes libvirt mark the domain "tainted: custom-monitor" in its log;
+ * that is expected and harmless (libvirt does not know of the internal
+ * snapshot until we redefine it).
+ *
+ * Whatever a failed ds_create made is undone before it returns (undo()):
+ * the libvirt metadata, internal snapshot tags (QMP or qemu-img), LVM
+ * snapshots; a domain it paused is resumed, frozen filesystems thawed.
+ *
+ * Threads: no state outside a call; libvirt errors are per thread.
+ *
+ * SPDX-License-Identifier: GPL-3.0-or-later
+ */
+#include <config.h>
+
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <poll.h>
+#include <spawn.h>
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <libvirt/libvirt.h>
+#include <libvirt/libvirt-qemu.h>
+#include <libvirt/virterror.h>
+
+#include "domsnap.h"
+#include "domxml.h"
+#include "snapshotter.h"
+#include "vdformat.h"
+#include "log.h"
+#include "cleanup.h"
+
+extern char **environ;
+
+#define BY_CLI "vmdisk-snapshot"
+#define BY_MOUNT "vmdiskfs"
+#define NAME_MAX_BYTES 200
+
+/* ---- Names. ---- */
+
+bool
+ds_valid_name (const char *name)
+{
+  const unsigned char *p = (const unsigned char *) name;
+  size_t len = strlen (name);
+  bool digits = true;
+
+  if (len == 0 || len > NAME_MAX_BYTES || name[0] == '-' || name[0] == '.')
+    return false;
+  while (*p) {
+    unsigned c = *p, need, cp, min;
+    if (c < 0x80) {
+      if (c < 0x20 || c == 0x7f || c == '/')
+        return false;
+      if (c < '0' || c > '9')
+        digits = false;
+      p++;
+      continue;
+    }
+    digits = false;
+    if (c >= 0xc2 && c <= 0xdf)
+      need = 1, cp = c & 0x1f, min = 0x80;
+    else if (c >= 0xe0 && c <= 0xef)
+      need = 2, cp = c & 0x0f, min = 0x800;
+    else if (c >= 0xf0 && c <= 0xf4)
+      need = 3, cp = c & 0x07, min = 0x10000;
+    else
+      return false;
+    p++;
+    for (; need; need--, p++) {
+      if ((*p & 0xc0) != 0x80)
+        return false;
+      cp = cp << 6 | (*p & 0x3f);
+    }
+    if (cp < min || cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff) ||
+        (cp >= 0x80 && cp <= 0x9f))       /* C1 controls */
+      return false;
+  }
+  return !digits;
+}
+
+char *
+ds_default_name (int64_t t)
+{
+  time_t tt = (time_t) t;
+  struct tm tm;
+  char buf[64];
+
+  if (!localtime_r (&tt, &tm) ||
+      strftime (buf, sizeof buf, "snap-%Y%m%d-%H%M%S", &tm) == 0) {
+    errno = EINVAL;
+    return NULL;
+  }
+  return strdup (buf);
+}
+
+/* A name an LV snapshot can carry (lvm.c: as part of the LV name, or in
+ * the tag vmdiskfs-name:NAME): LVM's tag characters only. */
+static bool
+lvm_name_ok (const char *name)
+{
+  const char *p;
+
+  if (strlen (name) + sizeof "vmdiskfs-name:" > 1024)
+    return false;
+  for (p = name; *p; p++)
+    if (!((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') ||
+          (*p >= '0' && *p <= '9') || strchr ("+_.-/=!:&#", *p)))
+      return false;
+  return true;
+}
+
+/* ---- libvirt errors. ---- */
+
+static int
+errno_of_code (int code)
+{
+  switch (code) {
+  case VIR_ERR_NO_DOMAIN:
+  case VIR_ERR_NO_DOMAIN_SNAPSHOT:
+    return ENOENT;
+  case VIR_ERR_OPERATION_INVALID:
+    return EBUSY;
+  case VIR_ERR_OPERATION_DENIED:
+  case VIR_ERR_AUTH_FAILED:
+  case VIR_ERR_ACCESS_DENIED:
+    return EACCES;
+  case VIR_ERR_NO_SUPPORT:
+  case VIR_ERR_ARGUMENT_UNSUPPORTED:
+  case VIR_ERR_CONFIG_UNSUPPORTED:
+  case VIR_ERR_OPERATION_UNSUPPORTED:
+    return ENOTSUP;
+  case VIR_ERR_NO_MEMORY:
+    return ENOMEM;
+  default:
+    return EIO;
+  }
+}
+
+static int
+last_code (void)
+{
+  virErrorPtr e = virGetLastError ();
+  return e ? e->code : VIR_ERR_OK;
+}
+
+/* Log "domain D: WHAT: libvirt's message" and set errno from its code. */
+static void lv_fail (const char *dname, const char *fmt, ...)
+  __attribute__ ((format (printf, 2, 3)));
+
+static void
+lv_fail (const char *dname, const char *fmt, ...)
+{
+  CLEANUP_FREE char *what = NULL;
+  int code = last_code ();
+  va_list ap;
+
+  va_start (ap, fmt);
+  if (vasprintf (&what, fmt, ap) < 0)
+    what = NULL;
+  va_end (ap);
+  vd_error ("domain %s: %s: %s", dname, what ? what : "libvirt",
+            virGetLastErrorMessage ());
+  errno = errno_of_code (code);
+}
+
+/* ---- XML and JSON text. ---- */
+
+struct buf {
+  char *s;
+  size_t len, cap;
+  bool oom;
+};
+
+static void
+buf_add (struct buf *b, const char *s, size_t n)
+{
+  if (b->oom)
+    return;
+  if (b->len + n + 1 > b->cap) {
+    size_t cap = b->cap ? b->cap : 256;
+    char *t;
+    while (cap < b->len + n + 1)
+      cap *= 2;
+    t = realloc (b->s, cap);
+    if (!t) {
+      b->oom = true;
+      return;
+    }
+    b->s = t;
+    b->cap = cap;
+  }
+  memcpy (b->s + b->len, s, n);
+  b->len += n;
+  b->s[b->len] = '\0';
+}
+
+static void
+buf_str (struct buf *b, const char *s)
+{
+  buf_add (b, s, strlen (s));
+}
+
+static void buf_fmt (struct buf *b, const char *fmt, ...)
+  __attribute__ ((format (printf, 2, 3)));
+
+static void
+buf_fmt (struct buf *b, const char *fmt, ...)
+{
+  char *t;
+  int n;
+  va_list ap;
+
+  va_start (ap, fmt);
+  n = vasprintf (&t, fmt, ap);
+  va_end (ap);
+  if (n < 0) {
+    b->oom = true;
+    return;
+  }
+  buf_add (b, t, n);
+  free (t);
+}
+
+/* The finished string (malloc'd), or NULL with errno ENOMEM. */
+static char *
+buf_take (struct buf *b)
+{
+  if (b->oom || !b->s) {
+    free (b->s);
+    errno = ENOMEM;
+    return NULL;
+  }
+  return b->s;
+}
+
+static void
+buf_xml (struct buf *b, const char *s)
+{
+  for (; *s; s++)
+    switch (*s) {
+    case '&': buf_str (b, "&amp;"); break;
+    case '<': buf_str (b, "&lt;"); break;
+    case '>': buf_str (b, "&gt;"); break;
+    case '\'': buf_str (b, "&apos;"); break;
+    case '"': buf_str (b, "&quot;"); break;
+    default: buf_add (b, s, 1);
+    }
+}
+
+/* A JSON string literal, quotes included. */
+static void
+buf_json (struct buf *b, const char *s)
+{
+  buf_str (b, "\"");
+  for (; *s; s++) {
+    unsigned char c = *s;
+    if (c == '"' || c == '\\') {
+      buf_add (b, "\\", 1);
+      buf_add (b, s, 1);
+    }
+    else if (c < 0x20)
+      buf_fmt (b, "\\u%04x", c);
+    else
+      buf_add (b, s, 1);
+  }
+  buf_str (b, "\"");
+}
+
+/* A small JSON reader for QMP replies: a tree of values. */
+enum jtype { J_NULL, J_BOOL, J_NUM, J_STR, J_ARR, J_OBJ };
+struct jval {
+  enum jtype t;
+  char *s;               /* J_STR: the decoded string; J_NUM/J_BOOL: text */
+  size_t n;              /* J_ARR, J_OBJ: count                           */
+  struct jval *v;        /* J_ARR, J_OBJ: the values                      */
+  char **k;              /* J_OBJ: the keys                               */
+};
+
+#define JSON_MAX_DEPTH 64
+
+struct jparse {
+  const char *p, *end;
+  const char *err;
+};
+
+static void
+jfree (struct jval *v)
+{
+  size_t i;
+
+  if (!v)
+    return;
+  free (v->s);
+  for (i = 0; i < v->n; i++) {
+    jfree (&v->v[i]);
+    if (v->k)
+      free (v->k[i]);
+  }
+  free (v->v);
+  free (v->k);
+  memset (v, 0, sizeof *v);
+}
+
+static void
+jskip_ws (struct jparse *j)
+{
+  while (j->p < j->end && strchr (" \t\r\n", *j->p) && *j->p)
+    j->p++;
+}
+
+static int
+jhex4 (struct jparse *j, unsigned *out)
+{
+  unsigned v = 0;
+  int i;
+
+  if (j->end - j->p < 4)
+    return -1;
+  for (i = 0; i < 4; i++) {
+    char c = *j->p++;
+    v <<= 4;
+    if (c >= '0' && c <= '9') v |= c - '0';
+    else if (c >= 'a' && c <= 'f') v |= c - 'a' + 10;
+    else if (c >= 'A' && c <= 'F') v |= c - 'A' + 10;
+    else return -1;
+  }
+  *out = v;
+  return 0;
+}
+
+/* At '"': the decoded string, malloc'd. */
+static char *
+jstring (struct jparse *j)
+{
+  struct buf b = { 0 };
+
+  j->p++;
+  buf_add (&b, "", 0);
+  for (;;) {
+    unsigned char c;
+    if (j->p >= j->end) {
+      j->err = "unterminated string";
+      goto fail;
+    }
+    c = *j->p++;
+    if (c == '"')
+      break;
+    if (c < 0x20) {
+      j->err = "control character in a string";
+      goto fail;
+    }
+    if (c != '\\') {
+      buf_add (&b, (const char *) &c, 1);
+      continue;
+    }
+    if (j->p >= j->end) {
+      j->err = "unterminated string";
+      goto fail;
+    }
+    c = *j->p++;
+    switch (c) {
+    case '"': case '\\': case '/': buf_add (&b, (const char *) &c, 1); break;
+    case 'b': buf_str (&b, "\b"); break;
+    case 'f': buf_str (&b, "\f"); break;
+    case 'n': buf_str (&b, "\n"); break;
+    case 'r': buf_str (&b, "\r"); break;
+    case 't': buf_str (&b, "\t"); break;
+    case 'u': {
+      unsigned cp, lo;
+      char u[4];
+      int n;
+      if (jhex4 (j, &cp) < 0) {
+        j->err = "bad \\u escape";
+        goto fail;
+      }
+      if (cp >= 0xd800 && cp <= 0xdbff) {
+        if (j->end - j->p < 2 || j->p[0] != '\\' || j->p[1] != 'u' ||
+            (j->p += 2, jhex4 (j, &lo) < 0) || lo < 0xdc00 || lo > 0xdfff) {
+          j->err = "bad surrogate pair";
+          goto fail;
+        }
+        cp = 0x10000 + ((cp - 0xd800) << 10) + (lo - 0xdc00);
+      }
+      else if (cp >= 0xdc00 && cp <= 0xdfff) {
+        j->err = "lone low surrogate";
+        goto fail;
+      }
+      if (cp == 0) {
+        j->err = "NUL in a string";
+        goto fail;
+      }
+      if (cp < 0x80)
+        u[0] = cp, n = 1;
+      else if (cp < 0x800)
+        u[0] = 0xc0 | cp >> 6, u[1] = 0x80 | (cp & 0x3f), n = 2;
+      else if (cp < 0x10000)
+        u[0] = 0xe0 | cp >> 12, u[1] = 0x80 | (cp >> 6 & 0x3f),
+          u[2] = 0x80 | (cp & 0x3f), n = 3;
+      else
+        u[0] = 0xf0 | cp >> 18, u[1] = 0x80 | (cp >> 12 & 0x3f),
+          u[2] = 0x80 | (cp >> 6 & 0x3f), u[3] = 0x80 | (cp & 0x3f), n = 4;
+      buf_add (&b, u, n);
+      break;
+    }
+    default:
+      j->err = "bad escape";
+      goto fail;
+    }
+  }
+  if (b.oom) {
+    j->err = "out of memory";
+    goto fail;
+  }
+  return b.s;
+ fail:
+  free (b.s);
+  return NULL;
+}
+
+static int
+jvalue (struct jparse *j, struct jval *v, int depth)
+{
+  memset (v, 0, sizeof *v);
+  jskip_ws (j);
+  if (j->p >= j->end) {
+    j->err = "unexpected end";
+    return -1;
+  }
+  if (depth > JSON_MAX_DEPTH) {
+    j->err = "nested too deeply";
+    return -1;
+  }
+  if (*j->p == '"') {
+    v->t = J_STR;
+    v->s = jstring (j);
+    return v->s ? 0 : -1;
+  }
+  if (*j->p == '[' || *j->p == '{') {
+    bool obj = *j->p == '{';
+    char close = obj ? '}' : ']';
+    size_t cap = 0;
+
+    v->t = obj ? J_OBJ : J_ARR;
+    j->p++;
+    jskip_ws (j);
+    if (j->p < j->end && *j->p == close) {
+      j->p++;
+      return 0;
+    }
+    for (;;) {
+      char *key = NULL;
+      if (obj) {
+        jskip_ws (j);
+        if (j->p >= j->end || *j->p != '"') {
+          j->err = "expected a key";
+          goto fail;
+        }
+        key = jstring (j);
+        if (!key)
+          goto fail;
+        jskip_ws (j);
+        if (j->p >= j->end || *j->p != ':') {
+          free (key);
+          j->err = "expected ':'";
+          goto fail;
+        }
+        j->p++;
+      }
+      if (v->n == cap) {
+        size_t nc = cap ? cap * 2 : 4;
+        struct jval *nv = realloc (v->v, nc * sizeof *nv);
+        char **nk = nv && obj ? realloc (v->k, nc * sizeof *nk) : NULL;
+        if (nv)
+          v->v = nv;
+        if (nk)
+          v->k = nk;
+        if (!nv || (obj && !nk)) {
+          free (key);
+          j->err = "out of memory";
+          goto fail;
+        }
+        cap = nc;
+      }
+      if (obj)
+        v->k[v->n] = key;
+      if (jvalue (j, &v->v[v->n], depth + 1) < 0) {
+        if (obj)
+          free (key);
+        goto fail;
+      }
+      v->n++;
+      jskip_ws (j);
+      if (j->p < j->end && *j->p == ',') {
+        j->p++;
+        continue;
+      }
+      if (j->p < j->end && *j->p == close) {
+        j->p++;
+        return 0;
+      }
+      j->err = "expected ',' or a closing bracket";
+      goto fail;
+    }
+  fail:
+    jfree (v);
+    return -1;
+  }
+  {
+    /* A literal or a number: kept as text. */
+    const char *s = j->p;
+    while (j->p < j->end && strchr ("0123456789+-.eEtruefalsn", *j->p) &&
+           *j->p)
+      j->p++;
+    if (j->p == s) {
+      j->err = "unexpected character";
+      return -1;
+    }
+    v->s = strndup (s, j->p - s);
+    if (!v->s) {
+      j->err = "out of memory";
+      return -1;
+    }
+    if (strcmp (v->s, "null") == 0)
+      v->t = J_NULL;
+    else if (strcmp (v->s, "true") == 0 || strcmp (v->s, "false") == 0)
+      v->t = J_BOOL;
+    else if (strspn (v->s, "0123456789+-.eE") == strlen (v->s))
+      v->t = J_NUM;
+    else {
+      j->err = "unknown literal";
+      free (v->s);
+      v->s = NULL;
+      return -1;
+    }
+    return 0;
+  }
+}
+
+static int
+jparse (const char *s, size_t len, struct jval *v, const char **err)
+{
+  struct jparse j = { .p = s, .end = s + len };
+
+  if (jvalue (&j, v, 0) < 0) {
+    *err = j.err ? j.err : "malformed";
+    return -1;
+  }
+  jskip_ws (&j);
+  if (j.p != j.end) {
+    jfree (v);
+    *err = "trailing bytes";
+    return -1;
+  }
+  return 0;
+}
+
+static const struct jval *
+jget (const struct jval *o, const char *key)
+{
+  size_t i;
+
+  if (!o || o->t != J_OBJ)
+    return NULL;
+  for (i = 0; i < o->n; i++)
+    if (strcmp (o->k[i], key) == 0)
+      return &o->v[i];
+  return NULL;
+}
+
+static const char *
+jstr (const struct jval *v)
+{
+  return v && v->t == J_STR ? v->s : NULL;
+}
+
+/* ---- The domain and its disks. ---- */
+
+enum dk_kind { DK_SKIP, DK_QCOW2, DK_LVM };
+
+struct dk {
+  const struct domxml_disk *x;
+  const char *target;           /* x->target, or "?"                      */
+  char *path;                   /* resolved source, NULL when none        */
+  enum dk_kind kind;
+  bool blocks_libvirt;          /* left out, and libvirt would refuse an
+                                   internal snapshot because of it        */
+  struct snap_info *lvsnaps;    /* DK_LVM: its snapshots now              */
+  size_t nlvsnaps;
+  char *node;                   /* QMP node name (running, own path)      */
+  bool tag_made;                /* ds_create made its tag                 */
+  bool lv_made;                 /* ds_create made lv                      */
+  struct snap_info lv;
+};
+
+struct dom {
+  virConnectPtr c;
+  virDomainPtr d;
+  const char *name;
+  int state;                    /* VIR_DOMAIN_RUNNING ...                 */
+  bool active;
+  char *xml;
+  struct domxml_disk *xd;
+  size_t nxd;
+  struct dk *dk;                /* nxd entries                            */
+  size_t nqcow2, nlvm;
+  bool blocked;                 /* some dk blocks_libvirt                 */
+};
+
+static void
+dom_close (struct dom *m)
+{
+  size_t i;
+
+  for (i = 0; m->dk && i < m->nxd; i++) {
+    free (m->dk[i].path);
+    free (m->dk[i].node);
+    snap_list_free (m->dk[i].lvsnaps, m->dk[i].nlvsnaps);
+    snap_info_clear (&m->dk[i].lv);
+  }
+  free (m->dk);
+  domxml_disks_free (m->xd, m->nxd);
+  free (m->xml);
+  if (m->d)
+    virDomainFree (m->d);
+  memset (m, 0, sizeof *m);
+}
+
+/* The path of a type='volume' disk (NULL when it cannot be resolved:
+ * logged). */
+static char *
+volume_path (struct dom *m, const struct domxml_disk *x)
+{
+  virStoragePoolPtr pool = NULL;
+  virStorageVolPtr vol = NULL;
+  char *path = NULL;
+
+  if (!x->pool || !x->volume)
+    return NULL;
+  pool = virStoragePoolLookupByName (m->c, x->pool);
+  if (pool)
+    vol = virStorageVolLookupByName (pool, x->volume);
+  if (vol)
+    path = virStorageVolGetPath (vol);
+  if (!path)
+    vd_error ("domain %s: disk %s: volume %s of pool %s: %s", m->name,
+              x->target ? x->target : "?", x->volume, x->pool,
+              virGetLastErrorMessage ());
+  if (vol)
+    virStorageVolFree (vol);
+  if (pool)
+    virStoragePoolFree (pool);
+  return path;
+}
+
+/* Look the domain up, read its XML (live when running) and classify its
+ * disks.  strict (create): a disk that cannot be snapshotted and is not
+ * marked snapshot='no' fails ENOTSUP (logged, with the advice); else such
+ * disks are left out quietly.  0, or -1 with errno (logged). */
+static int
+dom_open (virConnectPtr c, const char *name, bool strict, struct dom *m)
+{
+  const char **lvpaths = NULL;
+  size_t *lvidx = NULL, nlv = 0, i;
+  struct snap_list *lists = NULL;
+  int r = -1, reason;
+
+  memset (m, 0, sizeof *m);
+  m->c = c;
+  m->name = name;
+  m->d = virDomainLookupByName (c, name);
+  if (!m->d) {
+    lv_fail (name, "lookup");
+    return -1;
+  }
+  if (virDomainGetState (m->d, &m->state, &reason, 0) < 0) {
+    lv_fail (name, "state");
+    goto out;
+  }
+  m->active = m->state != VIR_DOMAIN_SHUTOFF;
+  m->xml = virDomainGetXMLDesc (m->d, 0);
+  if (!m->xml) {
+    lv_fail (name, "XML");
+    goto out;
+  }
+  if (domxml_parse_domain (m->xml, strlen (m->xml), &m->xd, &m->nxd) < 0) {
+    vd_error ("domain %s: its XML cannot be parsed", name);
+    errno = EIO;
+    goto out;
+  }
+  m->dk = calloc (m->nxd ? m->nxd : 1, sizeof *m->dk);
+  lvpaths = calloc (m->nxd ? m->nxd : 1, sizeof *lvpaths);
+  lvidx = calloc (m->nxd ? m->nxd : 1, sizeof *lvidx);
+  if (!m->dk || !lvpaths || !lvidx) {
+    errno = ENOMEM;
+    goto out;
+  }
+  for (i = 0; i < m->nxd; i++) {
+    const struct domxml_disk *x = &m->xd[i];
+    struct dk *k = &m->dk[i];
+    const char *type = x->type ? x->type : "file";
+    bool has_source = x->source || x->volume || x->name;
+
+    k->x = x;
+    k->target = x->target ? x->target : "?";
+    if ((x->device && strcmp (x->device, "disk") != 0) || x->readonly ||
+        !has_source)
+      continue;                 /* not written: nothing to snapshot */
+    if (x->shareable || (x->snapshot && strcmp (x->snapshot, "no") == 0)) {
+      k->blocks_libvirt = true;
+      continue;
+    }
+    if (strcmp (type, "file") == 0 || strcmp (type, "block") == 0) {
+      if (x->source && !(k->path = strdup (x->source))) {
+        errno = ENOMEM;
+        goto out;
+      }
+    }
+    else if (strcmp (type, "volume") == 0)
+      k->path = volume_path (m, x);
+    if (k->path && x->driver_type && strcmp (x->driver_type, "qcow2") == 0) {
+      k->kind = DK_QCOW2;
+      m->nqcow2++;
+      continue;
+    }
+    if (k->path && (strcmp (type, "block") == 0 ||
+                    strcmp (type, "volume") == 0) &&
+        (!x->driver_type || strcmp (x->driver_type, "raw") == 0)) {
+      lvidx[nlv] = i;
+      lvpaths[nlv++] = k->path;
+      continue;
+    }
+    k->blocks_libvirt = true;
+    if (strict) {
+      vd_error ("domain %s: disk %s (type %s, format %s%s%s) cannot be "
+                "snapshotted: only qcow2 images and logical volumes can; "
+                "mark it <disk ... snapshot='no'> to leave it out of "
+                "snapshots", name, k->target, type,
+                x->driver_type ? x->driver_type : "?",
+                k->path ? ", " : "", k->path ? k->path : "");
+      errno = ENOTSUP;
+      goto out;
+    }
+  }
+
+  /* One LVM question for every candidate. */
+  if (nlv > 0) {
+    lists = calloc (nlv, sizeof *lists);
+    if (!lists) {
+      errno = ENOMEM;
+      goto out;
+    }
+    if (lvm_snapshotter.list_many (lvpaths, nlv, lists) < 0) {
+      vd_error ("domain %s: LVM could not be asked about its block disks",
+                name);
+      free (lists);
+      lists = NULL;
+      goto out;
+    }
+    for (i = 0; i < nlv; i++) {
+      struct dk *k = &m->dk[lvidx[i]];
+      if (lists[i].err == 0) {
+        k->kind = DK_LVM;
+        k->lvsnaps = lists[i].snaps;
+        k->nlvsnaps = lists[i].n;
+        lists[i].snaps = NULL;
+        m->nlvm++;
+        continue;
+      }
+      k->blocks_libvirt = true;
+      if (strict && lists[i].err == ENOTSUP) {
+        vd_error ("domain %s: disk %s (%s) is neither a qcow2 image nor a "
+                  "logical volume: it cannot be snapshotted; mark it "
+                  "<disk ... snapshot='no'> to leave it out of snapshots",
+                  name, k->target, k->path);
+        errno = ENOTSUP;
+        goto out;
+      }
+      if (strict) {
+        vd_error ("domain %s: disk %s (%s): %s", name, k->target, k->path,
+                  strerror (lists[i].err));
+        errno = lists[i].err == ENOENT ? EIO : lists[i].err;
+        goto out;
+      }
+    }
+  }
+  for (i = 0; i < m->nxd; i++)
+    if (m->dk[i].blocks_libvirt)
+      m->blocked = true;
+  r = 0;
+
+ out:
+  if (lists) {
+    for (i = 0; i < nlv; i++)
+      snap_list_free (lists[i].snaps, lists[i].n);
+    free (lists);
+  }
+  free (lvpaths);
+  free (lvidx);
+  if (r < 0) {
+    int e = errno;
+    dom_close (m);
+    errno = e;
+  }
+  return r;
+}
+
+/* ---- qcow2 internal snapshot tags. ---- */
+
+/* Does the image at path have an internal snapshot tagged name?  1, 0,
+ * or -1 (logged by the formats library, or here). */
+static int
+tag_exists (const struct dom *m, const struct dk *k, const char *name)
+{
+  struct vd_image *img = vd_image_open (k->path, VD_OPEN_NO_BACKING);
+  struct vd_snapshot *s = NULL;
+  size_t n = 0, i;
+  int r = 0;
+
+  if (!img) {
+    vd_error ("domain %s: disk %s: %s: cannot open it to read its "
+              "snapshots: %m", m->name, k->target, k->path);
+    errno = EIO;
+    return -1;
+  }
+  if (vd_image_list_snapshots (img, &s, &n) < 0) {
+    vd_error ("domain %s: disk %s: %s: cannot read its snapshots: %m",
+              m->name, k->target, k->path);
+    vd_image_close (img);
+    errno = EIO;
+    return -1;
+  }
+  for (i = 0; i < n; i++)
+    if (s[i].name && strcmp (s[i].name, name) == 0)
+      r = 1;
+  vd_snapshots_free (s, n);
+  vd_image_close (img);
+  return r;
+}
+
+/* Run qemu-img ARGV (no shell); its stderr goes to the log on failure.
+ * 0, or -1 with errno EIO (logged, naming the domain and disk). */
+static int
+run_qemu_img (const struct dom *m, const struct dk *k, char *const argv[])
+{
+  posix_spawn_file_actions_t fa;
+  int p[2], status, r;
+  pid_t pid;
+  char err[2048];
+  size_t el = 0;
+  CLEANUP_FREE char *cmd = NULL;
+  struct buf b = { 0 };
+  size_t i;
+
+  for (i = 0; argv[i]; i++) {
+    if (i)
+      buf_str (&b, " ");
+    buf_str (&b, argv[i]);
+  }
+  cmd = buf_take (&b);
+  if (!cmd)
+    return -1;
+  if (pipe2 (p, O_CLOEXEC) < 0) {
+    vd_error ("domain %s: disk %s: pipe: %m", m->name, k->target);
+    errno = EIO;
+    return -1;
+  }
+  posix_spawn_file_actions_init (&fa);
+  posix_spawn_file_actions_addopen (&fa, 0, "/dev/null", O_RDONLY, 0);
+  posix_spawn_file_actions_addopen (&fa, 1, "/dev/null", O_WRONLY, 0);
+  posix_spawn_file_actions_adddup2 (&fa, p[1], 2);
+  r = posix_spawnp (&pid, argv[0], &fa, NULL, argv, environ);
+  posix_spawn_file_actions_destroy (&fa);
+  close (p[1]);
+  if (r != 0) {
+    close (p[0]);
+    vd_error ("domain %s: disk %s: %s: %s", m->name, k->target, cmd,
+              strerror (r));
+    errno = EIO;
+    return -1;
+  }
+  for (;;) {
+    ssize_t n;
+    char sink[512];
+    if (el < sizeof err - 1)
+      n = read (p[0], err + el, sizeof err - 1 - el);
+    else
+      n = read (p[0], sink, sizeof sink);
+    if (n < 0 && errno == EINTR)
+      continue;
+    if (n <= 0)
+      break;
+    if (el < sizeof err - 1)
+      el += n;
+  }
+  close (p[0]);
+  err[el] = '\0';
+  while (el > 0 && err[el - 1] == '\n')
+    err[--el] = '\0';
+  while (waitpid (pid, &status, 0) < 0)
+    if (errno != EINTR) {
+      vd_error ("domain %s: disk %s: %s: waitpid: %m", m->name, k->target,
+                cmd);
+      errno = EIO;
+      return -1;
+    }
+  if (!WIFEXITED (status) || WEXITSTATUS (status) != 0) {
+    vd_error ("domain %s: disk %s: %s failed (%s %d): %s", m->name,
+              k->target, cmd, WIFEXITED (status) ? "status" : "signal",
+              WIFEXITED (status) ? WEXITSTATUS (status) : WTERMSIG (status),
+              el ? err : "no message");
+    errno = EIO;
+    return -1;
+  }
+  return 0;
+}
+
+/* qemu-img snapshot OP NAME on disk k, as qcow2 (the format libvirt
+ * gives it, never probed): --image-opts, as `snapshot` has no -f. */
+static int
+qemu_img_snapshot (const struct dom *m, const struct dk *k, const char *op,
+                   const char *name)
+{
+  struct buf b = { 0 };
+  CLEANUP_FREE char *opts = NULL;
+  const char *p;
+
+  buf_str (&b, "driver=qcow2,file.filename=");
+  for (p = k->path; *p; p++)
+    buf_add (&b, p, *p == ',' ? 0 : 1), buf_str (&b, *p == ',' ? ",," : "");
+  opts = buf_take (&b);
+  if (!opts)
+    return -1;
+  {
+    char *argv[] = { (char *) "qemu-img", (char *) "snapshot",
+      (char *) "--image-opts", (char *) op, (char *) name, opts, NULL };
+    return run_qemu_img (m, k, argv);
+  }
+}
+
+/* ---- QMP. ---- */
+
+/* Send cmd; *reply gets the parsed reply.  A reply with "error" fails
+ * (logged with qemu's desc).  0, or -1 with errno. */
+static int
+qmp (const struct dom *m, const char *what, const char *cmd,
+     struct jval *reply)
+{
+  char *res = NULL;
+  const char *err;
+  const struct jval *e;
+
+  memset (reply, 0, sizeof *reply);
+  vd_debug ("domain %s: QMP: %s", m->name, cmd);
+  if (virDomainQemuMonitorCommand (m->d, cmd, &res, 0) < 0) {
+    lv_fail (m->name, "%s (QMP)", what);
+    return -1;
+  }
+  if (!res || jparse (res, strlen (res), reply, &err) < 0) {
+    vd_error ("domain %s: %s: QMP reply not understood (%s)", m->name, what,
+              res ? err : "empty");
+    free (res);
+    errno = EIO;
+    return -1;
+  }
+  free (res);
+  e = jget (reply, "error");
+  if (e || !jget (reply, "return")) {
+    const char *desc = jstr (jget (e, "desc"));
+    vd_error ("domain %s: %s: qemu says: %s", m->name, what,
+              desc ? desc : "error (no description)");
+    jfree (reply);
+    errno = EIO;
+    return -1;
+  }
+  return 0;
+}
+
+static bool
+same_file (const char *a, const char *b)
+{
+  struct stat sa, sb;
+
+  if (strcmp (a, b) == 0)
+    return true;
+  return stat (a, &sa) == 0 && stat (b, &sb) == 0 &&
+    sa.st_dev == sb.st_dev && sa.st_ino == sb.st_ino &&
+    (sa.st_mode & S_IFMT) == (sb.st_mode & S_IFMT);
+}
+
+/* Fill dk[].node of every qcow2 disk (or of those with want[i] set) from
+ * query-block: the device whose inserted "file" is the disk's path. */
+static int
+find_nodes (struct dom *m, const bool *want)
+{
+  struct jval reply;
+  const struct jval *ret;
+  size_t i, j;
+  int r = 0;
+
+  if (qmp (m, "query-block", "{\"execute\":\"query-block\"}", &reply) < 0)
+    return -1;
+  ret = jget (&reply, "return");
+  for (i = 0; i < m->nxd; i++) {
+    struct dk *k = &m->dk[i];
+    if (want ? !want[i] : k->kind != DK_QCOW2)
+      continue;
+    free (k->node);
+    k->node = NULL;
+    for (j = 0; ret && ret->t == J_ARR && j < ret->n; j++) {
+      const struct jval *ins = jget (&ret->v[j], "inserted");
+      const char *file = jstr (jget (ins, "file"));
+      const char *node = jstr (jget (ins, "node-name"));
+      const char *drv = jstr (jget (ins, "drv"));
+      if (file && node && *node && drv && strcmp (drv, "qcow2") == 0 &&
+          same_file (file, k->path)) {
+        k->node = strdup (node);
+        if (!k->node) {
+          errno = ENOMEM;
+          r = -1;
+        }
+        break;
+      }
+    }
+    if (!k->node && r == 0) {
+      vd_error ("domain %s: disk %s: %s is not among qemu's block devices "
+                "(query-block)", m->name, k->target, k->path);
+      errno = EIO;
+      r = -1;
+    }
+  }
+  jfree (&reply);
+  return r;
+}
+
+static int
+qmp_delete_tag (const struct dom *m, const struct dk *k, const char *name)
+{
+  struct buf b = { 0 };
+  CLEANUP_FREE char *cmd = NULL, *what = NULL;
+  struct jval reply;
+
+  buf_str (&b, "{\"execute\":\"blockdev-snapshot-delete-internal-sync\","
+           "\"arguments\":{\"device\":");
+  buf_json (&b, k->node);
+  buf_str (&b, ",\"name\":");
+  buf_json (&b, name);
+  buf_str (&b, "}}");
+  cmd = buf_take (&b);
+  if (!cmd || asprintf (&what, "disk %s: deleting internal snapshot %s",
+                        k->target, name) < 0)
+    return -1;
+  if (qmp (m, what, cmd, &reply) < 0)
+    return -1;
+  jfree (&reply);
+  return 0;
+}
+
+/* One transaction: all qcow2 disks' tags at one point, or none. */
+static int
+qmp_create_tags (struct dom *m, const char *name)
+{
+  struct buf b = { 0 };
+  CLEANUP_FREE char *cmd = NULL;
+  struct jval reply;
+  const char *sep = "";
+  size_t i;
+
+  buf_str (&b, "{\"execute\":\"transaction\",\"arguments\":{\"actions\":[");
+  for (i = 0; i < m->nxd; i++) {
+    if (m->dk[i].kind != DK_QCOW2)
+      continue;
+    buf_str (&b, sep);
+    buf_str (&b, "{\"type\":\"blockdev-snapshot-internal-sync\","
+             "\"data\":{\"device\":");
+    buf_json (&b, m->dk[i].node);
+    buf_str (&b, ",\"name\":");
+    buf_json (&b, name);
+    buf_str (&b, "}}");
+    sep = ",";
+  }
+  buf_str (&b, "]}}");
+  cmd = buf_take (&b);
+  if (!cmd)
+    return -1;
+  if (qmp (m, "internal snapshots of the qcow2 disks", cmd, &reply) < 0)
+    return -1;
+  jfree (&reply);
+  for (i = 0; i < m->nxd; i++)
+    if (m->dk[i].kind == DK_QCOW2)
+      m->dk[i].tag_made = true;
+  return 0;
+}
+
+/* Delete the tag name of disk k however the domain runs now. */
+static int
+delete_tag (struct dom *m, struct dk *k, const char *name)
+{
+  if (m->active) {
+    if (!k->node) {
+      bool *want = calloc (m->nxd, sizeof *want);
+      int r;
+      if (!want)
+        return -1;
+      want[k - m->dk] = true;
+      r = find_nodes (m, want);
+      free (want);
+      if (r < 0)
+        return -1;
+    }
+    return qmp_delete_tag (m, k, name);
+  }
+  return qemu_img_snapshot (m, k, "-d", name);
+}
+
+/* ---- Create. ---- */
+
+struct create {
+  struct dom m;
+  const char *name;
+  virDomainSnapshotPtr snap;    /* the libvirt part, once made            */
+  bool snap_redefined;          /* made by redefine: metadata only        */
+  bool paused, frozen;
+};
+
+static void
+undo (struct create *cr)
+{
+  struct dom *m = &cr->m;
+  size_t i;
+  int e = errno;
+
+  if (cr->snap) {
+    if (virDomainSnapshotDelete (cr->snap, cr->snap_redefined
+                                 ? VIR_DOMAIN_SNAPSHOT_DELETE_METADATA_ONLY
+                                 : 0) < 0)
+      lv_fail (m->name, "undo: deleting snapshot %s", cr->name);
+    virDomainSnapshotFree (cr->snap);
+    cr->snap = NULL;
+  }
+  for (i = m->nxd; i-- > 0;) {
+    struct dk *k = &m->dk[i];
+    if (k->tag_made) {
+      if (delete_tag (m, k, cr->name) < 0)
+        vd_error ("domain %s: disk %s: undo: internal snapshot %s of %s "
+                  "is left behind", m->name, k->target, cr->name, k->path);
+      k->tag_made = false;
+    }
+    if (k->lv_made) {
+      if (lvm_snapshotter.remove (&k->lv) < 0)
+        vd_error ("domain %s: disk %s: undo: LVM snapshot %s is left "
+                  "behind", m->name, k->target, k->lv.id);
+      k->lv_made = false;
+    }
+  }
+  if (cr->paused) {
+    if (virDomainResume (m->d) < 0)
+      lv_fail (m->name, "undo: resuming it");
+    cr->paused = false;
+  }
+  if (cr->frozen) {
+    if (virDomainFSThaw (m->d, NULL, 0, 0) < 0)
+      lv_fail (m->name, "undo: thawing its filesystems");
+    cr->frozen = false;
+  }
+  errno = e;
+}
+
+static char *
+description (const struct ds_create_opts *opts)
+{
+  struct buf b = { 0 };
+  enum ds_by by = opts ? opts->by : DS_BY_OTHER;
+  const char *more = opts ? opts->description : NULL;
+
+  buf_add (&b, "", 0);
+  if (by == DS_BY_CLI)
+    buf_str (&b, BY_CLI);
+  else if (by == DS_BY_MOUNT)
+    buf_str (&b, BY_MOUNT);
+  if (more && *more) {
+    if (b.len)
+      buf_str (&b, "\n");
+    buf_str (&b, more);
+  }
+  return buf_take (&b);
+}
+
+/* The libvirt path: libvirt makes the internal snapshots itself. */
+static int
+create_libvirt (struct create *cr, const char *desc)
+{
+  struct dom *m = &cr->m;
+  struct buf b = { 0 };
+  CLEANUP_FREE char *xml = NULL;
+
+  buf_str (&b, "<domainsnapshot>\n  <name>");
+  buf_xml (&b, cr->name);
+  buf_str (&b, "</name>\n");
+  if (*desc) {
+    buf_str (&b, "  <description>");
+    buf_xml (&b, desc);
+    buf_str (&b, "</description>\n");
+  }
+  buf_str (&b, "</domainsnapshot>\n");
+  xml = buf_take (&b);
+  if (!xml)
+    return -1;
+  cr->snap = virDomainSnapshotCreateXML (m->d, xml, 0);
+  if (!cr->snap) {
+    lv_fail (m->name, "creating snapshot %s", cr->name);
+    return -1;
+  }
+  return 0;
+}
+
+/* The own path: tags by qemu-img or QMP, then the metadata. */
+static int
+create_own (struct create *cr, const char *desc)
+{
+  struct dom *m = &cr->m;
+  struct buf b = { 0 };
+  CLEANUP_FREE char *xml = NULL, *dxml = NULL, *parent = NULL;
+  virDomainSnapshotPtr cur;
+  time_t now = time (NULL);
+  size_t i;
+
+  /* The definition stored with it, as libvirt stores its own (secure
+   * parts included: a revert needs them). */
+  dxml = virDomainGetXMLDesc (m->d, VIR_DOMAIN_XML_SECURE);
+  if (!dxml) {
+    lv_fail (m->name, "XML");
+    return -1;
+  }
+  cur = virDomainSnapshotCurrent (m->d, 0);
+  if (cur) {
+    const char *pn = virDomainSnapshotGetName (cur);
+    parent = pn ? strdup (pn) : NULL;
+    virDomainSnapshotFree (cur);
+  }
+  else if (last_code () != VIR_ERR_NO_DOMAIN_SNAPSHOT) {
+    lv_fail (m->name, "current snapshot");
+    return -1;
+  }
+
+  if (m->active) {
+    if (find_nodes (m, NULL) < 0 || qmp_create_tags (m, cr->name) < 0)
+      return -1;
+  }
+  else
+    for (i = 0; i < m->nxd; i++) {
+      struct dk *k = &m->dk[i];
+      if (k->kind != DK_QCOW2)
+        continue;
+      if (qemu_img_snapshot (m, k, "-c", cr->name) < 0)
+        return -1;
+      k->tag_made = true;
+    }
+
+  buf_str (&b, "<domainsnapshot>\n  <name>");
+  buf_xml (&b, cr->name);
+  buf_str (&b, "</name>\n");
+  if (*desc) {
+    buf_str (&b, "  <description>");
+    buf_xml (&b, desc);
+    buf_str (&b, "</description>\n");
+  }
+  buf_fmt (&b, "  <state>%s</state>\n",
+           m->active ? "disk-snapshot" : "shutoff");
+  if (parent) {
+    buf_str (&b, "  <parent>\n    <name>");
+    buf_xml (&b, parent);
+    buf_str (&b, "</name>\n  </parent>\n");
+  }
+  buf_fmt (&b, "  <creationTime>%lld</creationTime>\n", (long long) now);
+  buf_str (&b, "  <memory snapshot='no'/>\n  <disks>\n");
+  for (i = 0; i < m->nxd; i++) {
+    if (!m->dk[i].x->target)
+      continue;
+    buf_str (&b, "    <disk name='");
+    buf_xml (&b, m->dk[i].x->target);
+    buf_fmt (&b, "' snapshot='%s'/>\n",
+             m->dk[i].kind == DK_QCOW2 ? "internal" : "no");
+  }
+  buf_str (&b, "  </disks>\n");
+  buf_str (&b, dxml);
+  buf_str (&b, "</domainsnapshot>\n");
+  xml = buf_take (&b);
+  if (!xml)
+    return -1;
+  cr->snap = virDomainSnapshotCreateXML (m->d, xml,
+                                         VIR_DOMAIN_SNAPSHOT_CREATE_REDEFINE |
+                                         VIR_DOMAIN_SNAPSHOT_CREATE_CURRENT);
+  if (!cr->snap) {
+    lv_fail (m->name, "registering snapshot %s with libvirt (redefine)",
+             cr->name);
+    return -1;
+  }
+  cr->snap_redefined = true;
+  return 0;
+}
+
+int
+ds_create (virConnectPtr c, const char *domain, const char *name,
+           const struct ds_create_opts *opts, unsigned *done)
+{
+  struct create cr = { .name = name };
+  struct dom *m = &cr.m;
+  struct ds_create_opts none = { 0 };
+  CLEANUP_FREE char *desc = NULL;
+  virDomainSnapshotPtr old;
+  unsigned dn = 0;
+  bool own, memory;
+  size_t i, j;
+  int r = -1;
+
+  if (done)
+    *done = 0;
+  if (!opts)
+    opts = &none;
+  if (!ds_valid_name (name)) {
+    vd_error ("domain %s: \"%s\" is not possible as a snapshot name (1-200 "
+              "bytes of UTF-8, no '/' or control characters, not starting "
+              "with '-' or '.', not all digits)", domain, name);
+    errno = EINVAL;
+    return -1;
+  }
+  if (opts->cow_percent > 100) {
+    vd_error ("domain %s: copy-on-write space of %u%%: at most 100",
+              domain, opts->cow_percent);
+    errno = EINVAL;
+    return -1;
+  }
+  desc = description (opts);
+  if (!desc)
+    return -1;
+  if (dom_open (c, domain, true, m) < 0)
+    return -1;
+  if (m->nqcow2 + m->nlvm == 0) {
+    vd_error ("domain %s: no disk to snapshot (no qcow2 image or logical "
+              "volume that is not left out)", domain);
+    errno = ENOTSUP;
+    goto out;
+  }
+  if (m->nlvm && !lvm_name_ok (name)) {
+    vd_error ("domain %s: \"%s\" is not possible as the name of an LVM "
+              "snapshot (letters, digits and +_.-=!:&# only)", domain, name);
+    errno = EINVAL;
+    goto out;
+  }
+
+  /* The name must be free everywhere. */
+  old = virDomainSnapshotLookupByName (m->d, name, 0);
+  if (old) {
+    virDomainSnapshotFree (old);
+    vd_error ("domain %s: snapshot %s exists already", domain, name);
+    errno = EEXIST;
+    goto out;
+  }
+  if (last_code () != VIR_ERR_NO_DOMAIN_SNAPSHOT) {
+    lv_fail (domain, "looking up snapshot %s", name);
+    goto out;
+  }
+  for (i = 0; i < m->nxd; i++) {
+    struct dk *k = &m->dk[i];
+    if (k->kind == DK_QCOW2) {
+      int t = tag_exists (m, k, name);
+      if (t < 0)
+        goto out;
+      if (t) {
+        vd_error ("domain %s: disk %s (%s) has an internal snapshot %s "
+                  "already (unknown to libvirt)", domain, k->target,
+                  k->path, name);
+        errno = EEXIST;
+        goto out;
+      }
+    }
+    for (j = 0; k->kind == DK_LVM && j < k->nlvsnaps; j++)
+      if (strcmp (k->lvsnaps[j].name, name) == 0) {
+        vd_error ("domain %s: disk %s (%s) has an LVM snapshot %s already "
+                  "(%s)", domain, k->target, k->path, name,
+                  k->lvsnaps[j].id);
+        errno = EEXIST;
+        goto out;
+      }
+  }
+
+  /* libvirt makes it when every written disk is a qcow2 one; else our
+   * own path (domsnap.h). */
+  own = m->nqcow2 > 0 && (m->blocked || m->nlvm > 0);
+  memory = m->nqcow2 > 0 && !own && m->active;
+
+  /* Quiesce.  A snapshot with VM state is consistent as it is, and a
+   * guest frozen in it would come back frozen after a revert. */
+  if (opts->quiesce && m->active && memory)
+    vd_info ("domain %s: snapshot %s holds the VM state: consistent "
+             "without freezing filesystems", domain, name);
+  else if (opts->quiesce && m->active) {
+    if (virDomainFSFreeze (m->d, NULL, 0, 0) < 0) {
+      vd_warn ("domain %s: cannot freeze its filesystems (%s): no guest "
+               "agent answered; snapshot %s is only crash-consistent",
+               domain, virGetLastErrorMessage (), name);
+      dn |= DS_DONE_NO_AGENT;
+    }
+    else
+      cr.frozen = true;
+  }
+
+  /* All disks at one point in time. */
+  if (m->state == VIR_DOMAIN_RUNNING &&
+      (own || (m->nlvm > 0 && m->nqcow2 + m->nlvm > 1))) {
+    if (virDomainSuspend (m->d) < 0) {
+      lv_fail (domain, "pausing it for snapshot %s", name);
+      goto fail;
+    }
+    cr.paused = true;
+    dn |= DS_DONE_PAUSED;
+  }
+
+  for (i = 0; i < m->nxd; i++) {
+    struct dk *k = &m->dk[i];
+    struct snap_create_opts lo = {
+      .cow_bytes = opts->cow_bytes,
+      .cow_percent = opts->cow_percent,
+      .extra_tag = opts->by == DS_BY_CLI ? BY_CLI : NULL,
+    };
+    if (k->kind != DK_LVM)
+      continue;
+    if (lvm_snapshotter.create (k->path, name, &lo, &k->lv) < 0) {
+      int e = errno;
+      vd_error ("domain %s: disk %s (%s): LVM snapshot %s not made: %s",
+                domain, k->target, k->path, name, strerror (e));
+      errno = e == EEXIST || e == EINVAL || e == ENOTSUP ? e
+        : e == ENOSPC ? ENOSPC : EIO;
+      goto fail;
+    }
+    k->lv_made = true;
+    dn |= DS_DONE_LVM;
+  }
+
+  if (m->nqcow2 > 0) {
+    if ((own ? create_own (&cr, desc) : create_libvirt (&cr, desc)) < 0)
+      goto fail;
+    dn |= DS_DONE_LIBVIRT;
+    if (memory)
+      dn |= DS_DONE_MEMORY;
+  }
+
+  if (cr.paused) {
+    if (virDomainResume (m->d) < 0) {
+      lv_fail (domain, "resuming it after snapshot %s", name);
+      goto fail;
+    }
+    cr.paused = false;
+  }
+  if (cr.frozen) {
+    cr.frozen = false;
+    if (virDomainFSThaw (m->d, NULL, 0, 0) < 0)
+      lv_fail (domain, "thawing its filesystems after snapshot %s "
+               "(the snapshot is made)", name);
+    else
+      dn |= DS_DONE_QUIESCED;
+  }
+  vd_info ("domain %s: snapshot %s made (%s%s%s%s)", domain, name,
+           dn & DS_DONE_LIBVIRT ? (own ? "qcow2 by own path" : "qcow2 by "
+                                   "libvirt") : "",
+           dn & DS_DONE_LIBVIRT && dn & DS_DONE_LVM ? ", " : "",
+           dn & DS_DONE_LVM ? "LVM" : "",
+           dn & DS_DONE_MEMORY ? ", with VM state" : "");
+  r = 0;
+  goto out;
+
+ fail:
+  undo (&cr);
+  dn &= DS_DONE_NO_AGENT;
+ out:
+  {
+    int e = errno;
+    if (cr.snap)
+      virDomainSnapshotFree (cr.snap);
+    dom_close (m);
+    if (done)
+      *done = dn;
+    errno = e;
+  }
+  return r;
+}
+
+/* ---- Delete. ---- */
+
+int
+ds_delete (virConnectPtr c, const char *domain, const char *name)
+{
+  struct dom m;
+  virDomainSnapshotPtr snap = NULL;
+  struct domxml_snapshot sx = { 0 };
+  bool *tagdisk = NULL, any_tag = false;
+  size_t i, j, nlv = 0;
+  int r = -1, e = 0;
+
+  if (dom_open (c, domain, false, &m) < 0)
+    return -1;
+  tagdisk = calloc (m.nxd ? m.nxd : 1, sizeof *tagdisk);
+  if (!tagdisk) {
+    errno = ENOMEM;
+    goto out;
+  }
+
+  snap = virDomainSnapshotLookupByName (m.d, name, 0);
+  if (!snap && last_code () != VIR_ERR_NO_DOMAIN_SNAPSHOT) {
+    lv_fail (domain, "looking up snapshot %s", name);
+    goto out;
+  }
+  if (snap) {
+    CLEANUP_FREE char *xml = virDomainSnapshotGetXMLDesc (snap, 0);
+    if (!xml) {
+      lv_fail (domain, "snapshot %s: XML", name);
+      goto out;
+    }
+    if (domxml_parse_snapshot (xml, strlen (xml), &sx) < 0) {
+      vd_error ("domain %s: snapshot %s: its XML cannot be parsed", domain,
+                name);
+      errno = EIO;
+      goto out;
+    }
+    /* The qcow2 disks whose tags go with it: by target among today's
+     * disks (where libvirt looks for them too). */
+    for (i = 0; i < sx.nsnapdisks; i++) {
+      const struct domxml_disk *sd = &sx.snapdisks[i];
+      if (!sd->snapshot || strcmp (sd->snapshot, "internal") != 0 ||
+          !sd->target)
+        continue;
+      for (j = 0; j < m.nxd; j++)
+        if (m.dk[j].kind == DK_QCOW2 &&
+            strcmp (m.dk[j].target, sd->target) == 0)
+          break;
+      if (j == m.nxd) {
+        vd_warn ("domain %s: snapshot %s: its disk %s is no qcow2 disk of "
+                 "the domain now: its internal snapshot is not looked for",
+                 domain, name, sd->target);
+        continue;
+      }
+      tagdisk[j] = true;
+      any_tag = true;
+    }
+  }
+  for (i = 0; i < m.nxd; i++)
+    for (j = 0; m.dk[i].kind == DK_LVM && j < m.dk[i].nlvsnaps; j++)
+      if (strcmp (m.dk[i].lvsnaps[j].name, name) == 0)
+        nlv++;
+
+  if (!snap && nlv == 0) {
+    for (i = 0; i < m.nxd; i++) {
+      int t;
+      if (m.dk[i].kind != DK_QCOW2)
+        continue;
+      t = tag_exists (&m, &m.dk[i], name);
+      if (t < 0)
+        goto out;
+      if (t) {
+        vd_error ("domain %s: snapshot %s exists only as an internal "
+                  "snapshot of disk %s (%s), unknown to libvirt: not "
+                  "deleted (use qemu-img snapshot -d)", domain, name,
+                  m.dk[i].target, m.dk[i].path);
+        errno = ENOTSUP;
+        goto out;
+      }
+    }
+    vd_error ("domain %s: no snapshot %s", domain, name);
+    errno = ENOENT;
+    goto out;
+  }
+
+  /* Every part found before anything goes: a running domain's tags are
+   * deleted through qemu, by node name. */
+  if (m.active && any_tag && find_nodes (&m, tagdisk) < 0)
+    goto out;
+
+  for (i = 0; i < m.nxd; i++)
+    for (j = 0; m.dk[i].kind == DK_LVM && j < m.dk[i].nlvsnaps; j++) {
+      const struct snap_info *s = &m.dk[i].lvsnaps[j];
+      if (strcmp (s->name, name) != 0)
+        continue;
+      if (lvm_snapshotter.remove (s) < 0) {
+        int le = errno;
+        vd_error ("domain %s: disk %s: LVM snapshot %s (%s) not deleted: "
+                  "%s", domain, m.dk[i].target, name, s->id, strerror (le));
+        if (!e)
+          e = le == ENOSPC ? ENOSPC : le == EACCES ? EACCES : EIO;
+      }
+    }
+  if (e) {
+    errno = e;
+    goto out;
+  }
+
+  if (snap) {
+    if (virDomainSnapshotDelete (snap, 0) < 0) {
+      lv_fail (domain, "deleting snapshot %s", name);
+      goto out;
+    }
+    /* libvirt deletes the tags of snapshots it made; of one redefined
+     * while running (state disk-snapshot) only the metadata. */
+    for (i = 0; i < m.nxd; i++) {
+      int t;
+      if (!tagdisk[i])
+        continue;
+      t = tag_exists (&m, &m.dk[i], name);
+      if (t > 0) {
+        vd_debug ("domain %s: disk %s: deleting internal snapshot %s",
+                  domain, m.dk[i].target, name);
+        if (delete_tag (&m, &m.dk[i], name) < 0)
+          t = -1;
+        else if ((t = tag_exists (&m, &m.dk[i], name)) > 0) {
+          vd_error ("domain %s: disk %s (%s): internal snapshot %s is "
+                    "still there after deleting it", domain, m.dk[i].target,
+                    m.dk[i].path, name);
+          t = -1;
+        }
+      }
+      if (t < 0 && !e)
+        e = EIO;
+    }
+    if (e) {
+      errno = e;
+      goto out;
+    }
+  }
+  vd_info ("domain %s: snapshot %s deleted", domain, name);
+  r = 0;
+
+ out:
+  e = errno;
+  if (snap)
+    virDomainSnapshotFree (snap);
+  domxml_snapshot_clear (&sx);
+  free (tagdisk);
+  dom_close (&m);
+  errno = e;
+  return r;
+}
+
+/* ---- List. ---- */
+
+static enum ds_by
+by_of_description (const char *d)
+{
+  size_t l;
+
+  if (!d)
+    return DS_BY_OTHER;
+  l = strcspn (d, "\n");
+  if (l == strlen (BY_CLI) && memcmp (d, BY_CLI, l) == 0)
+    return DS_BY_CLI;
+  if (l == strlen (BY_MOUNT) && memcmp (d, BY_MOUNT, l) == 0)
+    return DS_BY_MOUNT;
+  return DS_BY_OTHER;
+}
+
+static int
+cmp_ds (const void *a, const void *b)
+{
+  const struct ds_snap *x = a, *y = b;
+
+  if (x->ctime != y->ctime)
+    return x->ctime < y->ctime ? -1 : 1;
+  return strcmp (x->name, y->name);
+}
+
+void
+ds_list_free (struct ds_snap *v, size_t n)
+{
+  size_t i;
+
+  for (i = 0; v && i < n; i++) {
+    free (v[i].name);
+    free (v[i].state);
+  }
+  free (v);
+}
+
+/* The entry called name, added when missing. */
+static struct ds_snap *
+entry (struct ds_snap **v, size_t *n, size_t *cap, const char *name)
+{
+  size_t i;
+
+  for (i = 0; i < *n; i++)
+    if (strcmp ((*v)[i].name, name) == 0)
+      return &(*v)[i];
+  if (*n == *cap) {
+    size_t nc = *cap ? *cap * 2 : 8;
+    struct ds_snap *t = realloc (*v, nc * sizeof *t);
+    if (!t)
+      return NULL;
+    *v = t;
+    *cap = nc;
+  }
+  memset (&(*v)[*n], 0, sizeof **v);
+  (*v)[*n].name = strdup (name);
+  if (!(*v)[*n].name)
+    return NULL;
+  return &(*v)[(*n)++];
+}
+
+int
+ds_list (virConnectPtr c, const char *domain, struct ds_snap **out,
+         size_t *nout)
+{
+  struct dom m;
+  virDomainSnapshotPtr *snaps = NULL;
+  struct ds_snap *v = NULL;
+  size_t n = 0, cap = 0, i, j;
+  int ns = 0, r = -1, e;
+
+  *out = NULL;
+  *nout = 0;
+  if (dom_open (c, domain, false, &m) < 0)
+    return -1;
+  ns = virDomainListAllSnapshots (m.d, &snaps, 0);
+  if (ns < 0) {
+    lv_fail (domain, "listing snapshots");
+    goto out;
+  }
+  for (i = 0; i < (size_t) ns; i++) {
+    const char *name = virDomainSnapshotGetName (snaps[i]);
+    CLEANUP_FREE char *xml = NULL;
+    struct domxml_snapshot sx;
+    struct ds_snap *s;
+
+    if (!name) {
+      lv_fail (domain, "snapshot name");
+      goto out;
+    }
+    xml = virDomainSnapshotGetXMLDesc (snaps[i], 0);
+    if (!xml) {
+      if (last_code () == VIR_ERR_NO_DOMAIN_SNAPSHOT)
+        continue;               /* deleted meanwhile */
+      lv_fail (domain, "snapshot %s: XML", name);
+      goto out;
+    }
+    if (domxml_parse_snapshot (xml, strlen (xml), &sx) < 0) {
+      vd_error ("domain %s: snapshot %s: its XML cannot be parsed", domain,
+                name);
+      errno = EIO;
+      goto out;
+    }
+    s = entry (&v, &n, &cap, name);
+    if (!s) {
+      domxml_snapshot_clear (&sx);
+      errno = ENOMEM;
+      goto out;
+    }
+    s->flags |= DS_LIBVIRT;
+    s->ctime = sx.creation_time;
+    s->by = by_of_description (sx.description);
+    s->state = sx.state;
+    sx.state = NULL;
+    if (virDomainSnapshotIsCurrent (snaps[i], 0) == 1)
+      s->flags |= DS_CURRENT;
+    domxml_snapshot_clear (&sx);
+  }
+  for (i = 0; i < m.nxd; i++)
+    for (j = 0; m.dk[i].kind == DK_LVM && j < m.dk[i].nlvsnaps; j++) {
+      const struct snap_info *si = &m.dk[i].lvsnaps[j];
+      struct ds_snap *s = entry (&v, &n, &cap, si->name);
+      enum ds_by by = si->flags & SNAP_TAG_CLI ? DS_BY_CLI
+        : si->flags & SNAP_OURS ? DS_BY_MOUNT : DS_BY_OTHER;
+      if (!s) {
+        errno = ENOMEM;
+        goto out;
+      }
+      if (!(s->flags & DS_LIBVIRT) &&
+          (s->nlv == 0 || si->ctime_sec < s->ctime))
+        s->ctime = si->ctime_sec;
+      if (s->by == DS_BY_OTHER)
+        s->by = by;
+      s->flags |= DS_LVM;
+      s->nlv++;
+    }
+  if (n > 1)
+    qsort (v, n, sizeof *v, cmp_ds);
+  *out = v;
+  *nout = n;
+  v = NULL;
+  r = 0;
+
+ out:
+  e = errno;
+  for (i = 0; snaps && i < (size_t) ns; i++)
+    virDomainSnapshotFree (snaps[i]);
+  free (snaps);
+  ds_list_free (v, n);
+  dom_close (&m);
+  errno = e;
+  return r;
+}
