@@ -1,0 +1,239 @@
+#!/bin/bash
+# vmdiskfs - integration test of snapshotter/domsnap.c through vd-domsnap,
+# with a real libvirtd and qemu (TESTING.md); qemu-img is the oracle.
+#
+#   qcow2 only (+ an empty cdrom, which libvirt accepts): libvirt makes
+#     it: shut off disk-only, running with VM state (VM SIZE > 0);
+#   qcow2 + a raw block disk (loop device) marked snapshot='no': the own
+#     path, shut off (qemu-img) and running (QMP, paused meanwhile,
+#     quiesce without a guest agent: no-agent, still made); the
+#     snapshot's bytes are what the disk held, after writes made later;
+#   EEXIST (libvirt name, a tag made by qemu-img only), EINVAL, ENOENT,
+#   ENOTSUP for a raw file disk not marked snapshot='no' (nothing left
+#   behind), delete of a bare tag: ENOTSUP;
+#   a failure half-way (the second image locked by qemu-io) is undone;
+#   ds_delete of every kind leaves no tag and no metadata.
+# LVM disks need device-mapper: tests/lvm (in a guest) covers them.
+#
+# SPDX-License-Identifier: GPL-3.0-or-later
+
+. "$(dirname "$0")/functions.sh"
+. "$(dirname "$0")/libvirt-functions.sh"
+
+: "${VDDOMSNAP:=$_fn_top/snapshotter/vd-domsnap}"
+[ -x "$VDDOMSNAP" ] || skip "$VDDOMSNAP is not built"
+require python3 losetup
+lv_start
+
+D=$TEST_DIR
+MNT=                            # check's lv_alive: no mount here
+lv_alive () { :; }
+
+ds () { "$VDDOMSNAP" -c "$LV_URI" "$@"; }
+
+# ds_err ERRNAME ARG...: vd-domsnap must fail with ERRNAME.
+ds_err ()
+{
+  local want=$1 out
+  shift
+  if out=$(ds "$@" 2>&1); then
+    echo "vd-domsnap $*: succeeded, expected $want" >&2
+    return 1
+  fi
+  case $out in
+    *": $want ("*) return 0 ;;
+  esac
+  echo "vd-domsnap $*: expected $want, got: $out" >&2
+  return 1
+}
+
+# The tags of IMG (read without locks: a running VM may hold it).
+tags ()
+{
+  qemu-img info -U --output=json "$1" | python3 -c '
+import json, sys
+for s in json.load(sys.stdin).get("snapshots", []):
+    print(s["name"])'
+}
+has_tag () { tags "$1" | grep -qxF "$2"; }
+no_tag () { ! has_tag "$1" "$2"; }
+vm_state_size ()
+{
+  qemu-img info -U --output=json "$1" | python3 -c '
+import json, sys
+for s in json.load(sys.stdin).get("snapshots", []):
+    if s["name"] == sys.argv[1]:
+        print(s["vm-state-size"])' "$2"
+}
+has_meta () { lv_virsh snapshot-list --name "$1" | grep -qxF "$2"; }
+no_meta () { ! has_meta "$1" "$2"; }
+meta_state ()
+{
+  lv_virsh snapshot-dumpxml "$1" "$2" | sed -n 's/.*<state>\(.*\)<\/state>.*/\1/p' | head -1
+}
+# The snapshot's bytes (copy, revert, convert) equal the file REF.
+snap_is ()                      # IMG TAG REF
+{
+  lv_raw_oracle "$1" "$D/oracle.raw" "$2"
+  same_bytes "$D/oracle.raw" "$3"
+}
+raw_now () { qemu-img convert -U -O raw "$1" "$2" || fail "convert $1"; }
+done_is ()                      # OUTPUT WANT
+{
+  local got
+  got=$(sed -n 's/^done: //p' <<<"$1")
+  [ "$got" = "$2" ] || { echo "done: $got, expected $2" >&2; return 1; }
+}
+
+# ---- Names. ----
+check "valid name" ds valid "nightly 1"
+for bad in "" 123 a/b -x .x . .. "$(printf 'a\tb')" "$(printf '\xff')" \
+           "$(printf 'a%.0s' {1..201})"; do
+  check "invalid name '$bad'" eval '! ds valid "$bad"'
+done
+check "default name" eval '[ "$(TZ=UTC ds default-name 0)" = snap-19700101-000000 ]'
+
+# ---- qcow2 only: libvirt makes it. ----
+Q=$LV_PREFIX-q
+lv_image qcow2 "$D/qa.qcow2" 64M
+lv_image qcow2 "$D/qb.qcow2" 64M
+qemu-io -f qcow2 -c "write -P 0x11 0 1M" "$D/qa.qcow2" >/dev/null
+qemu-io -f qcow2 -c "write -P 0x12 1M 1M" "$D/qb.qcow2" >/dev/null
+lv_define "$Q" qcow2:vda:"$D/qa.qcow2" qcow2:vdb:"$D/qb.qcow2" cdrom:sda:
+raw_now "$D/qa.qcow2" "$D/qa.ref"
+
+out=$(ds create -D "first backup" "$Q" off1) || fail "create $Q off1"
+check "qcow2 shut off: done" done_is "$out" libvirt
+check "qcow2 shut off: tag vda" has_tag "$D/qa.qcow2" off1
+check "qcow2 shut off: tag vdb" has_tag "$D/qb.qcow2" off1
+check "qcow2 shut off: state" eq "$(meta_state "$Q" off1)" shutoff
+check "qcow2 shut off: description" eval \
+  'lv_virsh snapshot-dumpxml "$Q" off1 | grep -q "<description>vmdisk-snapshot"'
+check "EEXIST libvirt name" ds_err EEXIST create "$Q" off1
+check "EINVAL" ds_err EINVAL create "$Q" 42
+check "EINVAL slash" ds_err EINVAL create "$Q" a/b
+check "ENOENT domain" ds_err ENOENT create "$LV_PREFIX-nosuch" x
+check "ENOENT snapshot" ds_err ENOENT delete "$Q" nosuch
+qemu-img snapshot -c bare "$D/qb.qcow2" || fail "qemu-img snapshot -c bare"
+check "EEXIST bare tag" ds_err EEXIST create "$Q" bare
+check "EEXIST bare tag: no metadata" no_meta "$Q" bare
+check "EEXIST bare tag: no tag in vda" no_tag "$D/qa.qcow2" bare
+check "delete bare tag: ENOTSUP" ds_err ENOTSUP delete "$Q" bare
+check "delete bare tag: still there" has_tag "$D/qb.qcow2" bare
+qemu-img snapshot -d bare "$D/qb.qcow2"
+
+qemu-io -f qcow2 -c "write -P 0x21 0 512k" "$D/qa.qcow2" >/dev/null
+check "qcow2 shut off: data" snap_is "$D/qa.qcow2" off1 "$D/qa.ref"
+
+lv_virsh start "$Q" >/dev/null || fail "start $Q"
+out=$(ds create -q -b mount "$Q" run1) || fail "create $Q run1"
+check "qcow2 running: done (VM state, no freeze)" done_is "$out" libvirt,memory
+check "qcow2 running: still running" lv_running "$Q"
+check "qcow2 running: state" eq "$(meta_state "$Q" run1)" running
+check "qcow2 running: VM SIZE > 0" \
+  eval '[ "$(vm_state_size "$D/qa.qcow2" run1)" -gt 0 ]'
+check "list" eval 'ds list "$Q" | grep -qP "^run1\t\d+\tlibvirt,current\tmount\trunning\t0$"'
+check "list off1" eval 'ds list "$Q" | grep -qP "^off1\t\d+\tlibvirt\tcli\tshutoff\t0$"'
+ds delete "$Q" run1 || fail "delete $Q run1"
+check "delete running: no metadata" no_meta "$Q" run1
+check "delete running: no tag vda" no_tag "$D/qa.qcow2" run1
+check "delete running: no tag vdb" no_tag "$D/qb.qcow2" run1
+lv_virsh destroy "$Q" >/dev/null
+ds delete "$Q" off1 || fail "delete $Q off1"
+check "delete shut off: no metadata" no_meta "$Q" off1
+check "delete shut off: no tag" eval '[ -z "$(tags "$D/qa.qcow2")$(tags "$D/qb.qcow2")" ]'
+
+# ---- qcow2 + a raw block disk marked snapshot='no': the own path. ----
+M=$LV_PREFIX-m
+lv_image qcow2 "$D/ma.qcow2" 64M
+lv_image qcow2 "$D/mc.qcow2" 64M
+truncate -s 32M "$D/mb.raw"
+lv_loop "$D/mb.raw"
+lv_define "$M" qcow2:vda:"$D/ma.qcow2" block:vdb:"$LV_LOOP" \
+  qcow2:vdc:"$D/mc.qcow2"
+lv_virsh dumpxml --inactive "$M" |
+  sed "s|<disk type='block' device='disk'>|<disk type='block' device='disk' snapshot='no'>|" \
+    >"$D/m.xml"
+lv_virsh define "$D/m.xml" >/dev/null || fail "redefine $M"
+lv_virsh dumpxml --inactive "$M" | grep -q "snapshot='no'" ||
+  fail "snapshot='no' did not stick"
+qemu-io -f qcow2 -c "write -P 0x33 0 2M" "$D/ma.qcow2" >/dev/null
+raw_now "$D/ma.qcow2" "$D/ma.ref1"
+
+out=$(ds create "$M" moff) || fail "create $M moff"
+check "own shut off: done" done_is "$out" libvirt
+check "own shut off: tag vda" has_tag "$D/ma.qcow2" moff
+check "own shut off: tag vdc" has_tag "$D/mc.qcow2" moff
+check "own shut off: state" eq "$(meta_state "$M" moff)" shutoff
+check "own shut off: vdb snapshot='no'" eval \
+  "lv_virsh snapshot-dumpxml '$M' moff | grep -q \"<disk name='vdb' snapshot='no'/>\""
+check "own shut off: current" eval 'ds list "$M" | grep -qP "^moff\t\d+\tlibvirt,current\tcli\tshutoff\t0$"'
+check "own: EEXIST" ds_err EEXIST create "$M" moff
+qemu-io -f qcow2 -c "write -P 0x44 512k 1M" "$D/ma.qcow2" >/dev/null
+check "own shut off: data" snap_is "$D/ma.qcow2" moff "$D/ma.ref1"
+raw_now "$D/ma.qcow2" "$D/ma.ref2"
+
+lv_virsh start "$M" >/dev/null || fail "start $M"
+out=$(ds create -q "$M" mrun 2>"$D/err") || fail "create $M mrun: $(cat "$D/err")"
+check "own running: done" done_is "$out" libvirt,paused,no-agent
+check "own running: agent warning" grep -q "crash-consistent" "$D/err"
+check "own running: resumed" lv_running "$M"
+check "own running: tag vda" has_tag "$D/ma.qcow2" mrun
+check "own running: tag vdc" has_tag "$D/mc.qcow2" mrun
+check "own running: VM SIZE 0" eq "$(vm_state_size "$D/ma.qcow2" mrun)" 0
+check "own running: state" eq "$(meta_state "$M" mrun)" disk-snapshot
+check "own running: parent" eval \
+  'lv_virsh snapshot-parent "$M" mrun | grep -qx moff'
+out=$(ds create "$M" mrun2) || fail "create $M mrun2"
+check "own running 2: done" done_is "$out" libvirt,paused
+lv_virsh destroy "$M" >/dev/null
+qemu-io -f qcow2 -c "write -P 0x55 0 3M" "$D/ma.qcow2" >/dev/null
+check "own running: data" snap_is "$D/ma.qcow2" mrun "$D/ma.ref2"
+check "own running 2: data" snap_is "$D/ma.qcow2" mrun2 "$D/ma.ref2"
+
+lv_virsh start "$M" >/dev/null || fail "start $M again"
+ds delete "$M" mrun || fail "delete $M mrun (running)"
+check "delete own running: no metadata" no_meta "$M" mrun
+check "delete own running: no tag vda" no_tag "$D/ma.qcow2" mrun
+check "delete own running: no tag vdc" no_tag "$D/mc.qcow2" mrun
+check "delete own running: still running" lv_running "$M"
+lv_virsh destroy "$M" >/dev/null
+ds delete "$M" mrun2 || fail "delete $M mrun2 (shut off)"
+check "delete own (made running) shut off: no metadata" no_meta "$M" mrun2
+check "delete own (made running) shut off: no tag" no_tag "$D/ma.qcow2" mrun2
+ds delete "$M" moff || fail "delete $M moff"
+check "delete own shut off: no metadata" no_meta "$M" moff
+check "delete own shut off: no tags" eval '[ -z "$(tags "$D/ma.qcow2")$(tags "$D/mc.qcow2")" ]'
+
+# A failure half-way is undone: vdc's image is held by qemu-io, so its
+# qemu-img snapshot fails after vda's was made.
+qemu-io -f qcow2 -c "sleep 60000" "$D/mc.qcow2" >/dev/null 2>&1 &
+holder=$!
+on_exit "kill $holder 2>/dev/null; wait $holder 2>/dev/null"
+wait_for 10 eval '! qemu-img info "$D/mc.qcow2" >/dev/null 2>&1' ||
+  fail "qemu-io does not hold $D/mc.qcow2"
+check "half-way: EIO" ds_err EIO create "$M" half
+check "half-way: no tag vda" no_tag "$D/ma.qcow2" half
+check "half-way: no tag vdc" no_tag "$D/mc.qcow2" half
+check "half-way: no metadata" no_meta "$M" half
+kill "$holder" 2>/dev/null
+wait "$holder" 2>/dev/null
+
+# ---- A raw file disk not marked snapshot='no': ENOTSUP. ----
+R=$LV_PREFIX-r
+lv_image qcow2 "$D/ra.qcow2" 64M
+truncate -s 16M "$D/rb.raw"
+lv_define "$R" qcow2:vda:"$D/ra.qcow2" raw:vdb:"$D/rb.raw"
+check "raw file: ENOTSUP" ds_err ENOTSUP create "$R" x
+check "raw file: advice logged" eval \
+  'ds create "$R" x 2>&1 | grep -q "snapshot='"'no'"'"'
+check "raw file: no tag" eval '[ -z "$(tags "$D/ra.qcow2")" ]'
+check "raw file: no metadata" eval '[ -z "$(lv_virsh snapshot-list --name "$R")" ]'
+lv_virsh start "$R" >/dev/null || fail "start $R"
+check "raw file running: ENOTSUP" ds_err ENOTSUP create "$R" x
+check "raw file running: not paused" lv_running "$R"
+check "raw file running: no tag" eval '[ -z "$(tags "$D/ra.qcow2")" ]'
+lv_virsh destroy "$R" >/dev/null
+
+[ "$failures" = 0 ] || fail "$failures checks failed"
+echo "PASS"
