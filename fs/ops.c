@@ -419,6 +419,7 @@ fs_open (fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
   struct fs_handle *h;
   struct fs_disk *d = NULL;
   struct fs_blob *blob = NULL;
+  bool removing;
 
   if ((fi->flags & O_ACCMODE) != O_RDONLY || (fi->flags & O_TRUNC)) {
     fs_erofs (req);
@@ -435,6 +436,15 @@ fs_open (fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
     return;
   }
   tree_revalidate (node);
+  pthread_mutex_lock (&node->lock);
+  removing = node->removing;
+  pthread_mutex_unlock (&node->lock);
+  if (removing) {
+    /* Do not even open (or activate) what is being deleted. */
+    inode_unref (node);
+    fuse_reply_err (req, EBUSY);
+    return;
+  }
   errno = 0;
   if (node->type == FS_NODE_FILE) {
     blob = tree_get_blob (node);
@@ -476,9 +486,14 @@ fs_open (fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
   }
   if (node->removing) {
     /* Its snapshot is being deleted (rmdir checked nopen and set this
-     * under node->lock: it cannot miss us, nor we it). */
+     * under node->lock: it cannot miss us, nor we it).  The image
+     * tree_get_disk kept in the node goes too, as at the last release. */
+    struct fs_disk *drop = node->nopen == 0 ? node->disk : NULL;
+    if (drop)
+      node->disk = NULL;
     pthread_mutex_unlock (&node->lock);
     inode_unref (node);
+    fs_disk_unref (drop);
     fs_disk_unref (d);
     fs_blob_unref (blob);
     free (h);

@@ -123,6 +123,7 @@
 #include <libvirt/virterror.h>
 
 #include "vmdiskfs.h"
+#include "domsnap.h"
 #include "domxml.h"
 #include "snapshotter.h"
 #include "cleanup.h"
@@ -153,6 +154,7 @@ static bool connect_failing;
 static unsigned epoch = 1;         /* bumped: every domain is refetched  */
 static int conn_broken;            /* set by the close callback          */
 static int root_dirty;             /* a domain was defined or undefined  */
+static int lvm_flush;              /* forget the cached LVM answers      */
 static int events_on;              /* the event loop runs                */
 static int event_quit;
 
@@ -923,6 +925,9 @@ lvm_snaps_of (const char *path)
 
   if (!real)
     return NULL;
+  /* mkdir and rmdir want their own LVM snapshots seen at once. */
+  if (__atomic_exchange_n (&lvm_flush, 0, __ATOMIC_ACQ_REL))
+    lvc_ms = 0;
   if (now - lvc_ms < LVM_CACHE_MS)
     for (i = 0; i < nlvc; i++)
       if (strcmp (lvc[i].path, real) == 0)
@@ -2155,6 +2160,307 @@ libvirt_open_disk (struct fs_node *node)
   return fs_disk_new (img);
 }
 
+/* ---- Snapshots by mkdir and rmdir. ---- */
+
+/* One per domain with a mkdir or rmdir under way: snap_locks_lock. */
+struct snap_lock {
+  struct snap_lock *next;
+  char *domain;
+  unsigned users;
+  pthread_mutex_t m;
+};
+static pthread_mutex_t snap_locks_lock = PTHREAD_MUTEX_INITIALIZER;
+static struct snap_lock *snap_locks;
+
+/* Take the snapshot lock of domain (blocks while another mkdir or rmdir
+ * of it runs).  NULL with errno on ENOMEM. */
+static struct snap_lock *
+snap_lock (const char *domain)
+{
+  struct snap_lock *l;
+
+  pthread_mutex_lock (&snap_locks_lock);
+  for (l = snap_locks; l; l = l->next)
+    if (strcmp (l->domain, domain) == 0)
+      break;
+  if (!l) {
+    l = calloc (1, sizeof *l);
+    if (!l || (l->domain = strdup (domain)) == NULL) {
+      free (l);
+      pthread_mutex_unlock (&snap_locks_lock);
+      errno = ENOMEM;
+      return NULL;
+    }
+    pthread_mutex_init (&l->m, NULL);
+    l->next = snap_locks;
+    snap_locks = l;
+  }
+  l->users++;
+  pthread_mutex_unlock (&snap_locks_lock);
+  pthread_mutex_lock (&l->m);
+  return l;
+}
+
+static void
+snap_unlock (struct snap_lock *l)
+{
+  struct snap_lock **p;
+
+  pthread_mutex_unlock (&l->m);
+  pthread_mutex_lock (&snap_locks_lock);
+  if (--l->users == 0) {
+    for (p = &snap_locks; *p != l; p = &(*p)->next)
+      ;
+    *p = l->next;
+    pthread_mutex_destroy (&l->m);
+    free (l->domain);
+    free (l);
+  }
+  pthread_mutex_unlock (&snap_locks_lock);
+}
+
+/* If dir is a domain's snapshots/ directory: the domain's node (a
+ * reference) and its name (*name, malloc'd).  Else NULL with errno
+ * EPERM (nothing can be made or removed there; ENOMEM). */
+static struct fs_node *
+snapshots_domain (struct fs_node *dir, char **name)
+{
+  struct fs_node *dom = NULL;
+  struct lv_dom *d;
+
+  *name = NULL;
+  errno = EPERM;
+  tree_rdlock ();
+  if (dir->attached && dir->type == FS_NODE_DIR && dir->image
+      && dir->image->attached && dir->parent_ino == dir->image->ino
+      && strcmp (dir->name, "snapshots") == 0
+      && (d = dir->image->priv) != NULL) {
+    *name = strdup (d->name);
+    if (*name)
+      dom = inode_ref (dir->image);
+    else
+      errno = ENOMEM;
+  }
+  tree_unlock ();
+  return dom;
+}
+
+/* The domain changed through us: refetch it now (its snapshot list and
+ * XML, and LVM's answer), so that the reply shows the result. */
+static void
+refresh_now (struct fs_node *dom, const char *domain)
+{
+  mark_dirty (domain);
+  __atomic_store_n (&lvm_flush, 1, __ATOMIC_RELEASE);
+  tree_refresh (dom);
+}
+
+/* The connection for mkdir/rmdir of a snapshot of domain: read-write,
+ * with a new reference.  NULL with errno (logged). */
+static virConnectPtr
+snap_conn (const char *domain, const char *what)
+{
+  virConnectPtr c;
+  bool ro = false;
+
+  c = get_conn_mode (&ro);
+  if (!c) {
+    vd_error ("domain %s: %s: not connected to %s", domain, what, uri);
+    errno = EIO;
+    return NULL;
+  }
+  if (ro) {
+    vd_error ("domain %s: %s: the connection to %s is read-only (see the "
+              "warning at start)", domain, what, uri);
+    virConnectClose (c);
+    errno = EACCES;
+    return NULL;
+  }
+  return c;
+}
+
+/* mkdir <domain>/snapshots/<ename>: a snapshot of every disk of the
+ * domain, called by the unescaped name. */
+static int
+libvirt_mkdir (struct fs_node *dir, const char *ename, struct fs_node **out)
+{
+  CLEANUP_FREE char *domain = NULL, *name = NULL, *what = NULL;
+  struct ds_create_opts opts = {
+    .by = DS_BY_MOUNT,
+    .cow_bytes = fs_config.cow_bytes,
+    .cow_percent = fs_config.cow_percent,
+  };
+  struct fs_node *dom, *sdir, *sn = NULL;
+  struct snap_lock *l;
+  virConnectPtr c;
+  unsigned done = 0;
+  int err = 0;
+
+  dom = snapshots_domain (dir, &domain);
+  if (!dom)
+    return -1;
+  name = vd_name_unescape (ename);
+  if (!name || !ds_valid_name (name)) {
+    err = name || errno != ENOMEM ? EINVAL : ENOMEM;
+    if (err == EINVAL)
+      vd_error ("domain %s: mkdir snapshots/%s: not a valid snapshot name "
+                "(see vmdiskfs(1))", domain, ename);
+    inode_unref (dom);
+    errno = err;
+    return -1;
+  }
+  if (asprintf (&what, "mkdir snapshots/%s", ename) < 0) {
+    what = NULL;
+    inode_unref (dom);
+    errno = ENOMEM;
+    return -1;
+  }
+  l = snap_lock (domain);
+  if (!l) {
+    inode_unref (dom);
+    return -1;
+  }
+  c = snap_conn (domain, what);
+  if (!c)
+    err = errno;
+  else if (ds_create (c, domain, name, &opts, &done) < 0)
+    err = errno ? errno : EIO;      /* logged by domsnap */
+  else {
+    vd_info ("domain %s: snapshot %s made (mkdir)%s%s%s", domain, name,
+             done & DS_DONE_MEMORY ? ", with VM state" : "",
+             done & DS_DONE_LVM ? ", with LVM snapshots" : "",
+             done & DS_DONE_PAUSED ? ", the domain paused meanwhile" : "");
+    refresh_now (dom, domain);
+    tree_rdlock ();
+    sdir = dom->attached ? tree_find_child (dom, "snapshots") : NULL;
+    sn = sdir ? tree_find_child (sdir, ename) : NULL;
+    if (sn)
+      inode_ref (sn);
+    tree_unlock ();
+    if (!sn) {
+      vd_error ("domain %s: snapshot %s was made, but is not seen in its "
+                "snapshots (see the messages above)", domain, name);
+      err = EIO;
+    }
+  }
+  if (c)
+    virConnectClose (c);
+  snap_unlock (l);
+  inode_unref (dom);
+  *out = sn;
+  errno = err;
+  return err ? -1 : 0;
+}
+
+/* Set (on) or clear the removing mark of the files in snapshot directory
+ * sn.  With on: -1 and nothing marked when one of them is open. */
+static int
+mark_removing (struct fs_node *sn, bool on)
+{
+  struct fs_node **v = NULL;
+  size_t n = 0, i, j;
+  int r = 0;
+
+  tree_rdlock ();
+  if (sn->nchildren && (v = calloc (sn->nchildren, sizeof *v)) != NULL)
+    for (n = 0; n < sn->nchildren; n++)
+      v[n] = inode_ref (sn->children[n]);
+  tree_unlock ();
+  if (sn->nchildren && !v && on) {
+    errno = ENOMEM;
+    return -1;
+  }
+  for (i = 0; i < n; i++) {
+    pthread_mutex_lock (&v[i]->lock);
+    if (on && v[i]->nopen > 0) {
+      pthread_mutex_unlock (&v[i]->lock);
+      for (j = 0; j < i; j++) {
+        pthread_mutex_lock (&v[j]->lock);
+        v[j]->removing = false;
+        pthread_mutex_unlock (&v[j]->lock);
+      }
+      errno = EBUSY;
+      r = -1;
+      break;
+    }
+    v[i]->removing = on;
+    pthread_mutex_unlock (&v[i]->lock);
+  }
+  for (i = 0; i < n; i++)
+    inode_unref (v[i]);
+  free (v);
+  return r;
+}
+
+/* mark_removing (sn, true), waiting up to RMDIR_BUSY_MS for files that
+ * were closed a moment ago: close(2) returns before the kernel sends
+ * their release (it is asynchronous), so "cp ...; rmdir" would often
+ * find one still open. */
+#define RMDIR_BUSY_MS 1000
+static int
+mark_removing_wait (struct fs_node *sn)
+{
+  uint64_t until = now_ms () + RMDIR_BUSY_MS;
+
+  while (mark_removing (sn, true) < 0) {
+    if (errno != EBUSY || now_ms () >= until)
+      return -1;
+    usleep (20 * 1000);
+  }
+  return 0;
+}
+
+/* rmdir <domain>/snapshots/<ename>: delete that snapshot. */
+static int
+libvirt_rmdir (struct fs_node *dir, const char *ename, struct fs_node *sn)
+{
+  CLEANUP_FREE char *domain = NULL, *name = NULL, *what = NULL;
+  struct fs_node *dom;
+  struct snap_lock *l;
+  virConnectPtr c;
+  int err = 0;
+
+  dom = snapshots_domain (dir, &domain);
+  if (!dom)
+    return -1;
+  name = vd_name_unescape (ename);
+  if (!name || asprintf (&what, "rmdir snapshots/%s", ename) < 0) {
+    what = NULL;
+    inode_unref (dom);
+    errno = ENOMEM;
+    return -1;
+  }
+  l = snap_lock (domain);
+  if (!l) {
+    inode_unref (dom);
+    return -1;
+  }
+  c = snap_conn (domain, what);
+  if (!c)
+    err = errno;
+  else if (mark_removing_wait (sn) < 0) {
+    err = errno;
+    if (err == EBUSY)
+      vd_info ("domain %s: %s: a file in it is open", domain, what);
+  }
+  else {
+    if (ds_delete (c, domain, name) < 0)
+      err = errno ? errno : EIO;    /* logged by domsnap */
+    else
+      vd_info ("domain %s: snapshot %s deleted (rmdir)", domain, name);
+    /* Failed too: part of it may be gone.  The marks stay until the
+     * tree no longer shows what was deleted. */
+    refresh_now (dom, domain);
+    mark_removing (sn, false);
+  }
+  if (c)
+    virConnectClose (c);
+  snap_unlock (l);
+  inode_unref (dom);
+  errno = err;
+  return err ? -1 : 0;
+}
+
 static void
 libvirt_stop (void)
 {
@@ -2193,4 +2499,6 @@ const struct fs_provider tree_libvirt_provider = {
   .open_disk = libvirt_open_disk,
   .stop = libvirt_stop,
   .mounted = libvirt_mounted,
+  .mkdir = libvirt_mkdir,
+  .rmdir = libvirt_rmdir,
 };
