@@ -1155,6 +1155,23 @@ delete_tag (struct dom *m, struct dk *k, const char *name)
 
 /* ---- Create. ---- */
 
+/* Tests make one step of ds_create fail to see that everything made
+ * before it is undone: VMDISKFS_DOMSNAP_FAIL=lvm (after the LVM
+ * snapshots), tags (after the own path's internal snapshots, before the
+ * redefine), resume (everything made, before resuming). */
+static bool
+inject_failure (const char *dname, const char *step)
+{
+  const char *e = getenv ("VMDISKFS_DOMSNAP_FAIL");
+
+  if (!e || strcmp (e, step) != 0)
+    return false;
+  vd_error ("domain %s: failing after step \"%s\" "
+            "(VMDISKFS_DOMSNAP_FAIL)", dname, step);
+  errno = EIO;
+  return true;
+}
+
 struct create {
   struct dom m;
   const char *name;
@@ -1296,6 +1313,8 @@ create_own (struct create *cr, const char *desc)
         return -1;
       k->tag_made = true;
     }
+  if (inject_failure (m->name, "tags"))
+    return -1;
 
   buf_str (&b, "<domainsnapshot>\n  <name>");
   buf_xml (&b, cr->name);
@@ -1477,6 +1496,8 @@ ds_create (virConnectPtr c, const char *domain, const char *name,
     k->lv_made = true;
     dn |= DS_DONE_LVM;
   }
+  if (inject_failure (domain, "lvm"))
+    goto fail;
 
   if (m->nqcow2 > 0) {
     if ((own ? create_own (&cr, desc) : create_libvirt (&cr, desc)) < 0)
@@ -1486,6 +1507,8 @@ ds_create (virConnectPtr c, const char *domain, const char *name,
       dn |= DS_DONE_MEMORY;
   }
 
+  if (inject_failure (domain, "resume"))
+    goto fail;
   if (cr.paused) {
     if (virDomainResume (m->d) < 0) {
       lv_fail (domain, "resuming it after snapshot %s", name);

@@ -134,6 +134,11 @@ check "qcow2 running: VM SIZE > 0" \
   eval '[ "$(vm_state_size "$D/qa.qcow2" run1)" -gt 0 ]'
 check "list" eval 'ds list "$Q" | grep -qP "^run1\t\d+\tlibvirt,current\tmount\trunning\t0$"'
 check "list off1" eval 'ds list "$Q" | grep -qP "^off1\t\d+\tlibvirt\tcli\tshutoff\t0$"'
+# Undo of a complete libvirt snapshot (VM state tags included).
+VMDISKFS_DOMSNAP_FAIL=resume check "qcow2 running: undo" ds_err EIO create "$Q" undo1
+check "qcow2 running undo: no metadata" no_meta "$Q" undo1
+check "qcow2 running undo: no tag" eval 'no_tag "$D/qa.qcow2" undo1 && no_tag "$D/qb.qcow2" undo1'
+check "qcow2 running undo: running" lv_running "$Q"
 ds delete "$Q" run1 || fail "delete $Q run1"
 check "delete running: no metadata" no_meta "$Q" run1
 check "delete running: no tag vda" no_tag "$D/qa.qcow2" run1
@@ -169,6 +174,10 @@ check "own shut off: vdb snapshot='no'" eval \
   "lv_virsh snapshot-dumpxml '$M' moff | grep -q \"<disk name='vdb' snapshot='no'/>\""
 check "own shut off: current" eval 'ds list "$M" | grep -qP "^moff\t\d+\tlibvirt,current\tcli\tshutoff\t0$"'
 check "own: EEXIST" ds_err EEXIST create "$M" moff
+VMDISKFS_DOMSNAP_FAIL=tags check "own shut off: undo" ds_err EIO create "$M" undo0
+check "own shut off undo: no tags" eval \
+  'no_tag "$D/ma.qcow2" undo0 && no_tag "$D/mc.qcow2" undo0'
+check "own shut off undo: no metadata" no_meta "$M" undo0
 qemu-io -f qcow2 -c "write -P 0x44 512k 1M" "$D/ma.qcow2" >/dev/null
 check "own shut off: data" snap_is "$D/ma.qcow2" moff "$D/ma.ref1"
 raw_now "$D/ma.qcow2" "$D/ma.ref2"
@@ -186,6 +195,14 @@ check "own running: parent" eval \
   'lv_virsh snapshot-parent "$M" mrun | grep -qx moff'
 out=$(ds create "$M" mrun2) || fail "create $M mrun2"
 check "own running 2: done" done_is "$out" libvirt,paused
+for step in tags resume; do
+  VMDISKFS_DOMSNAP_FAIL=$step check "own running: undo after $step" \
+    ds_err EIO create "$M" "undo-$step"
+  check "own running undo $step: no metadata" no_meta "$M" "undo-$step"
+  check "own running undo $step: no tags" eval \
+    'no_tag "$D/ma.qcow2" "undo-$step" && no_tag "$D/mc.qcow2" "undo-$step"'
+  check "own running undo $step: running" lv_running "$M"
+done
 lv_virsh destroy "$M" >/dev/null
 qemu-io -f qcow2 -c "write -P 0x55 0 3M" "$D/ma.qcow2" >/dev/null
 check "own running: data" snap_is "$D/ma.qcow2" mrun "$D/ma.ref2"
@@ -218,6 +235,29 @@ check "half-way: no tag vdc" no_tag "$D/mc.qcow2" half
 check "half-way: no metadata" no_meta "$M" half
 kill "$holder" 2>/dev/null
 wait "$holder" 2>/dev/null
+
+# ---- A qcow2 volume of a dir pool, with the block disk left out. ----
+V=$LV_PREFIX-v
+lv_pool "$LV_PREFIX-pool" "$D/pool"
+lv_virsh vol-create-as "$LV_PREFIX-pool" va.qcow2 64M --format qcow2 >/dev/null ||
+  fail "vol-create-as"
+lv_define "$V" volume:vda:"$LV_PREFIX-pool/va.qcow2" block:vdb:"$LV_LOOP"
+lv_virsh dumpxml --inactive "$V" |
+  sed "s|<disk type='block' device='disk'>|<disk type='block' device='disk' snapshot='no'>|" \
+    >"$D/v.xml"
+lv_virsh define "$D/v.xml" >/dev/null || fail "redefine $V"
+out=$(ds create "$V" vol1) || fail "create $V vol1"
+check "volume: done" done_is "$out" libvirt
+check "volume: tag" has_tag "$D/pool/va.qcow2" vol1
+lv_virsh start "$V" >/dev/null || fail "start $V"
+out=$(ds create "$V" vol2) || fail "create $V vol2"
+check "volume running: done" done_is "$out" libvirt,paused
+check "volume running: tag" has_tag "$D/pool/va.qcow2" vol2
+ds delete "$V" vol2 || fail "delete $V vol2"
+ds delete "$V" vol1 || fail "delete $V vol1"
+check "volume: no tags" eval '[ -z "$(tags "$D/pool/va.qcow2")" ]'
+check "volume: no metadata" eval '[ -z "$(lv_virsh snapshot-list --name "$V")" ]'
+lv_virsh destroy "$V" >/dev/null
 
 # ---- A raw file disk not marked snapshot='no': ENOTSUP. ----
 R=$LV_PREFIX-r
