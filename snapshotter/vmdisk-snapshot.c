@@ -145,7 +145,7 @@ errno_text (const char *op, int e)
   case EBUSY: return "refused in the domain's current state";
   case ENOSPC: return "no room for the LVM snapshot";
   case EACCES: return "permission denied (read-only connection?)";
-  case EIO: return "failed (see the messages above)";
+  case EIO: return "failed, see above";
   default: return strerror (e);
   }
 }
