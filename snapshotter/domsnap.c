@@ -28,8 +28,7 @@
  * and of a failed command: {"id":"libvirt-9","error":{"class":
  * "GenericError","desc":"Snapshot with name 's3' already exists"}}.
  * The reply comes from qemu, which runs the guest: untrusted bytes, read
- * by a small JSON parser of our own (bounded depth, every read checked
- * against the end).  Sending commands with virDomainQemuMonitorCommand
+ * by qmp-json.c.  Sending commands with virDomainQemuMonitorCommand
  * makes libvirt mark the domain "tainted: custom-monitor" in its log;
  * that is expected and harmless (libvirt does not know of the internal
  * snapshot until we redefine it).
@@ -65,6 +64,7 @@
 
 #include "domsnap.h"
 #include "domxml.h"
+#include "qmp-json.h"
 #include "snapshotter.h"
 #include "vdformat.h"
 #include "log.h"
@@ -305,313 +305,6 @@ buf_json (struct buf *b, const char *s)
       buf_add (b, s, 1);
   }
   buf_str (b, "\"");
-}
-
-/* A small JSON reader for QMP replies: a tree of values. */
-enum jtype { J_NULL, J_BOOL, J_NUM, J_STR, J_ARR, J_OBJ };
-struct jval {
-  enum jtype t;
-  char *s;               /* J_STR: the decoded string; J_NUM/J_BOOL: text */
-  size_t n;              /* J_ARR, J_OBJ: count                           */
-  struct jval *v;        /* J_ARR, J_OBJ: the values                      */
-  char **k;              /* J_OBJ: the keys                               */
-};
-
-#define JSON_MAX_DEPTH 64
-
-struct jparse {
-  const char *p, *end;
-  const char *err;
-};
-
-static void
-jfree (struct jval *v)
-{
-  size_t i;
-
-  if (!v)
-    return;
-  free (v->s);
-  for (i = 0; i < v->n; i++) {
-    jfree (&v->v[i]);
-    if (v->k)
-      free (v->k[i]);
-  }
-  free (v->v);
-  free (v->k);
-  memset (v, 0, sizeof *v);
-}
-
-static void
-jskip_ws (struct jparse *j)
-{
-  while (j->p < j->end && strchr (" \t\r\n", *j->p) && *j->p)
-    j->p++;
-}
-
-static int
-jhex4 (struct jparse *j, unsigned *out)
-{
-  unsigned v = 0;
-  int i;
-
-  if (j->end - j->p < 4)
-    return -1;
-  for (i = 0; i < 4; i++) {
-    char c = *j->p++;
-    v <<= 4;
-    if (c >= '0' && c <= '9') v |= c - '0';
-    else if (c >= 'a' && c <= 'f') v |= c - 'a' + 10;
-    else if (c >= 'A' && c <= 'F') v |= c - 'A' + 10;
-    else return -1;
-  }
-  *out = v;
-  return 0;
-}
-
-/* At '"': the decoded string, malloc'd. */
-static char *
-jstring (struct jparse *j)
-{
-  struct buf b = { 0 };
-
-  j->p++;
-  buf_add (&b, "", 0);
-  for (;;) {
-    unsigned char c;
-    if (j->p >= j->end) {
-      j->err = "unterminated string";
-      goto fail;
-    }
-    c = *j->p++;
-    if (c == '"')
-      break;
-    if (c < 0x20) {
-      j->err = "control character in a string";
-      goto fail;
-    }
-    if (c != '\\') {
-      buf_add (&b, (const char *) &c, 1);
-      continue;
-    }
-    if (j->p >= j->end) {
-      j->err = "unterminated string";
-      goto fail;
-    }
-    c = *j->p++;
-    switch (c) {
-    case '"': case '\\': case '/': buf_add (&b, (const char *) &c, 1); break;
-    case 'b': buf_str (&b, "\b"); break;
-    case 'f': buf_str (&b, "\f"); break;
-    case 'n': buf_str (&b, "\n"); break;
-    case 'r': buf_str (&b, "\r"); break;
-    case 't': buf_str (&b, "\t"); break;
-    case 'u': {
-      unsigned cp, lo;
-      char u[4];
-      int n;
-      if (jhex4 (j, &cp) < 0) {
-        j->err = "bad \\u escape";
-        goto fail;
-      }
-      if (cp >= 0xd800 && cp <= 0xdbff) {
-        if (j->end - j->p < 2 || j->p[0] != '\\' || j->p[1] != 'u' ||
-            (j->p += 2, jhex4 (j, &lo) < 0) || lo < 0xdc00 || lo > 0xdfff) {
-          j->err = "bad surrogate pair";
-          goto fail;
-        }
-        cp = 0x10000 + ((cp - 0xd800) << 10) + (lo - 0xdc00);
-      }
-      else if (cp >= 0xdc00 && cp <= 0xdfff) {
-        j->err = "lone low surrogate";
-        goto fail;
-      }
-      if (cp == 0) {
-        j->err = "NUL in a string";
-        goto fail;
-      }
-      if (cp < 0x80)
-        u[0] = cp, n = 1;
-      else if (cp < 0x800)
-        u[0] = 0xc0 | cp >> 6, u[1] = 0x80 | (cp & 0x3f), n = 2;
-      else if (cp < 0x10000)
-        u[0] = 0xe0 | cp >> 12, u[1] = 0x80 | (cp >> 6 & 0x3f),
-          u[2] = 0x80 | (cp & 0x3f), n = 3;
-      else
-        u[0] = 0xf0 | cp >> 18, u[1] = 0x80 | (cp >> 12 & 0x3f),
-          u[2] = 0x80 | (cp >> 6 & 0x3f), u[3] = 0x80 | (cp & 0x3f), n = 4;
-      buf_add (&b, u, n);
-      break;
-    }
-    default:
-      j->err = "bad escape";
-      goto fail;
-    }
-  }
-  if (b.oom) {
-    j->err = "out of memory";
-    goto fail;
-  }
-  return b.s;
- fail:
-  free (b.s);
-  return NULL;
-}
-
-static int
-jvalue (struct jparse *j, struct jval *v, int depth)
-{
-  memset (v, 0, sizeof *v);
-  jskip_ws (j);
-  if (j->p >= j->end) {
-    j->err = "unexpected end";
-    return -1;
-  }
-  if (depth > JSON_MAX_DEPTH) {
-    j->err = "nested too deeply";
-    return -1;
-  }
-  if (*j->p == '"') {
-    v->t = J_STR;
-    v->s = jstring (j);
-    return v->s ? 0 : -1;
-  }
-  if (*j->p == '[' || *j->p == '{') {
-    bool obj = *j->p == '{';
-    char close = obj ? '}' : ']';
-    size_t cap = 0;
-
-    v->t = obj ? J_OBJ : J_ARR;
-    j->p++;
-    jskip_ws (j);
-    if (j->p < j->end && *j->p == close) {
-      j->p++;
-      return 0;
-    }
-    for (;;) {
-      char *key = NULL;
-      if (obj) {
-        jskip_ws (j);
-        if (j->p >= j->end || *j->p != '"') {
-          j->err = "expected a key";
-          goto fail;
-        }
-        key = jstring (j);
-        if (!key)
-          goto fail;
-        jskip_ws (j);
-        if (j->p >= j->end || *j->p != ':') {
-          free (key);
-          j->err = "expected ':'";
-          goto fail;
-        }
-        j->p++;
-      }
-      if (v->n == cap) {
-        size_t nc = cap ? cap * 2 : 4;
-        struct jval *nv = realloc (v->v, nc * sizeof *nv);
-        char **nk = nv && obj ? realloc (v->k, nc * sizeof *nk) : NULL;
-        if (nv)
-          v->v = nv;
-        if (nk)
-          v->k = nk;
-        if (!nv || (obj && !nk)) {
-          free (key);
-          j->err = "out of memory";
-          goto fail;
-        }
-        cap = nc;
-      }
-      if (obj)
-        v->k[v->n] = key;
-      if (jvalue (j, &v->v[v->n], depth + 1) < 0) {
-        if (obj)
-          free (key);
-        goto fail;
-      }
-      v->n++;
-      jskip_ws (j);
-      if (j->p < j->end && *j->p == ',') {
-        j->p++;
-        continue;
-      }
-      if (j->p < j->end && *j->p == close) {
-        j->p++;
-        return 0;
-      }
-      j->err = "expected ',' or a closing bracket";
-      goto fail;
-    }
-  fail:
-    jfree (v);
-    return -1;
-  }
-  {
-    /* A literal or a number: kept as text. */
-    const char *s = j->p;
-    while (j->p < j->end && strchr ("0123456789+-.eEtruefalsn", *j->p) &&
-           *j->p)
-      j->p++;
-    if (j->p == s) {
-      j->err = "unexpected character";
-      return -1;
-    }
-    v->s = strndup (s, j->p - s);
-    if (!v->s) {
-      j->err = "out of memory";
-      return -1;
-    }
-    if (strcmp (v->s, "null") == 0)
-      v->t = J_NULL;
-    else if (strcmp (v->s, "true") == 0 || strcmp (v->s, "false") == 0)
-      v->t = J_BOOL;
-    else if (strspn (v->s, "0123456789+-.eE") == strlen (v->s))
-      v->t = J_NUM;
-    else {
-      j->err = "unknown literal";
-      free (v->s);
-      v->s = NULL;
-      return -1;
-    }
-    return 0;
-  }
-}
-
-static int
-jparse (const char *s, size_t len, struct jval *v, const char **err)
-{
-  struct jparse j = { .p = s, .end = s + len };
-
-  if (jvalue (&j, v, 0) < 0) {
-    *err = j.err ? j.err : "malformed";
-    return -1;
-  }
-  jskip_ws (&j);
-  if (j.p != j.end) {
-    jfree (v);
-    *err = "trailing bytes";
-    return -1;
-  }
-  return 0;
-}
-
-static const struct jval *
-jget (const struct jval *o, const char *key)
-{
-  size_t i;
-
-  if (!o || o->t != J_OBJ)
-    return NULL;
-  for (i = 0; i < o->n; i++)
-    if (strcmp (o->k[i], key) == 0)
-      return &o->v[i];
-  return NULL;
-}
-
-static const char *
-jstr (const struct jval *v)
-{
-  return v && v->t == J_STR ? v->s : NULL;
 }
 
 /* ---- The domain and its disks. ---- */
@@ -984,11 +677,11 @@ qemu_img_snapshot (const struct dom *m, const struct dk *k, const char *op,
  * (logged with qemu's desc).  0, or -1 with errno. */
 static int
 qmp (const struct dom *m, const char *what, const char *cmd,
-     struct jval *reply)
+     struct qmp_json *reply)
 {
   char *res = NULL;
   const char *err;
-  const struct jval *e;
+  const struct qmp_json *e;
 
   memset (reply, 0, sizeof *reply);
   vd_debug ("domain %s: QMP: %s", m->name, cmd);
@@ -996,7 +689,7 @@ qmp (const struct dom *m, const char *what, const char *cmd,
     lv_fail (m->name, "%s (QMP)", what);
     return -1;
   }
-  if (!res || jparse (res, strlen (res), reply, &err) < 0) {
+  if (!res || qmp_json_parse (res, strlen (res), reply, &err) < 0) {
     vd_error ("domain %s: %s: QMP reply not understood (%s)", m->name, what,
               res ? err : "empty");
     free (res);
@@ -1004,12 +697,12 @@ qmp (const struct dom *m, const char *what, const char *cmd,
     return -1;
   }
   free (res);
-  e = jget (reply, "error");
-  if (e || !jget (reply, "return")) {
-    const char *desc = jstr (jget (e, "desc"));
+  e = qmp_json_get (reply, "error");
+  if (e || !qmp_json_get (reply, "return")) {
+    const char *desc = qmp_json_str (qmp_json_get (e, "desc"));
     vd_error ("domain %s: %s: qemu says: %s", m->name, what,
               desc ? desc : "error (no description)");
-    jfree (reply);
+    qmp_json_free (reply);
     errno = EIO;
     return -1;
   }
@@ -1033,25 +726,25 @@ same_file (const char *a, const char *b)
 static int
 find_nodes (struct dom *m, const bool *want)
 {
-  struct jval reply;
-  const struct jval *ret;
+  struct qmp_json reply;
+  const struct qmp_json *ret;
   size_t i, j;
   int r = 0;
 
   if (qmp (m, "query-block", "{\"execute\":\"query-block\"}", &reply) < 0)
     return -1;
-  ret = jget (&reply, "return");
+  ret = qmp_json_get (&reply, "return");
   for (i = 0; i < m->nxd; i++) {
     struct dk *k = &m->dk[i];
     if (want ? !want[i] : k->kind != DK_QCOW2)
       continue;
     free (k->node);
     k->node = NULL;
-    for (j = 0; ret && ret->t == J_ARR && j < ret->n; j++) {
-      const struct jval *ins = jget (&ret->v[j], "inserted");
-      const char *file = jstr (jget (ins, "file"));
-      const char *node = jstr (jget (ins, "node-name"));
-      const char *drv = jstr (jget (ins, "drv"));
+    for (j = 0; ret && ret->t == QJ_ARR && j < ret->n; j++) {
+      const struct qmp_json *ins = qmp_json_get (&ret->v[j], "inserted");
+      const char *file = qmp_json_str (qmp_json_get (ins, "file"));
+      const char *node = qmp_json_str (qmp_json_get (ins, "node-name"));
+      const char *drv = qmp_json_str (qmp_json_get (ins, "drv"));
       if (file && node && *node && drv && strcmp (drv, "qcow2") == 0 &&
           same_file (file, k->path)) {
         k->node = strdup (node);
@@ -1069,7 +762,7 @@ find_nodes (struct dom *m, const bool *want)
       r = -1;
     }
   }
-  jfree (&reply);
+  qmp_json_free (&reply);
   return r;
 }
 
@@ -1078,7 +771,7 @@ qmp_delete_tag (const struct dom *m, const struct dk *k, const char *name)
 {
   struct buf b = { 0 };
   CLEANUP_FREE char *cmd = NULL, *what = NULL;
-  struct jval reply;
+  struct qmp_json reply;
 
   buf_str (&b, "{\"execute\":\"blockdev-snapshot-delete-internal-sync\","
            "\"arguments\":{\"device\":");
@@ -1092,7 +785,7 @@ qmp_delete_tag (const struct dom *m, const struct dk *k, const char *name)
     return -1;
   if (qmp (m, what, cmd, &reply) < 0)
     return -1;
-  jfree (&reply);
+  qmp_json_free (&reply);
   return 0;
 }
 
@@ -1102,7 +795,7 @@ qmp_create_tags (struct dom *m, const char *name)
 {
   struct buf b = { 0 };
   CLEANUP_FREE char *cmd = NULL;
-  struct jval reply;
+  struct qmp_json reply;
   const char *sep = "";
   size_t i;
 
@@ -1125,7 +818,7 @@ qmp_create_tags (struct dom *m, const char *name)
     return -1;
   if (qmp (m, "internal snapshots of the qcow2 disks", cmd, &reply) < 0)
     return -1;
-  jfree (&reply);
+  qmp_json_free (&reply);
   for (i = 0; i < m->nxd; i++)
     if (m->dk[i].kind == DK_QCOW2)
       m->dk[i].tag_made = true;

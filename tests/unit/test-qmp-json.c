@@ -1,0 +1,128 @@
+/* Unit test of snapshotter/qmp-json.c: a real query-block reply, an
+ * error reply, escapes, and broken input (every truncation of the
+ * sample, bad escapes, deep nesting): refused, never a crash.
+ *
+ * SPDX-License-Identifier: GPL-3.0-or-later
+ */
+#include <config.h>
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "qmp-json.h"
+#include "test.h"
+
+static int failures;
+
+/* query-block of qemu 7.2 under libvirt 9.0 (shortened). */
+static const char sample[] =
+  "{\"return\":[{\"io-status\":\"ok\",\"device\":\"\",\"locked\":false,"
+  "\"removable\":false,\"inserted\":{\"iops_rd\":0,\"image\":{"
+  "\"snapshots\":[{\"icount\":0,\"vm-clock-nsec\":0,\"name\":\"s1\","
+  "\"date-sec\":1795683241,\"id\":\"1\",\"vm-state-size\":0}],"
+  "\"virtual-size\":67108864,\"filename\":\"/var/tmp/dsx/a.qcow2\","
+  "\"format\":\"qcow2\",\"dirty-flag\":false},\"ro\":false,"
+  "\"node-name\":\"libvirt-3-format\",\"drv\":\"qcow2\",\"encrypted\":false,"
+  "\"cache\":{\"no-flush\":false,\"direct\":false,\"writeback\":true},"
+  "\"file\":\"/var/tmp/dsx/a.qcow2\"},"
+  "\"qdev\":\"/machine/peripheral/virtio-disk0/virtio-backend\","
+  "\"type\":\"unknown\"},"
+  "{\"io-status\":\"ok\",\"device\":\"\",\"locked\":false,\"removable\":true,"
+  "\"qdev\":\"sata0-0-0\",\"tray_open\":false,\"type\":\"unknown\"}],"
+  "\"id\":\"libvirt-415\"}\r\n";
+
+static int
+parses (const char *s, size_t len)
+{
+  struct qmp_json v;
+  const char *err;
+
+  if (qmp_json_parse (s, len, &v, &err) < 0)
+    return 0;
+  qmp_json_free (&v);
+  return 1;
+}
+
+int
+main (void)
+{
+  struct qmp_json v;
+  const struct qmp_json *ret, *ins;
+  const char *err;
+  size_t i;
+  char *deep;
+
+  REQUIRE (qmp_json_parse (sample, strlen (sample), &v, &err) == 0);
+  ret = qmp_json_get (&v, "return");
+  REQUIRE (ret && ret->t == QJ_ARR && ret->n == 2);
+  ins = qmp_json_get (&ret->v[0], "inserted");
+  CHECK (ins && ins->t == QJ_OBJ);
+  CHECK (strcmp (qmp_json_str (qmp_json_get (ins, "node-name")),
+                 "libvirt-3-format") == 0);
+  CHECK (strcmp (qmp_json_str (qmp_json_get (ins, "file")),
+                 "/var/tmp/dsx/a.qcow2") == 0);
+  CHECK (qmp_json_get (ins, "ro")->t == QJ_BOOL);
+  CHECK (qmp_json_get (ins, "iops_rd")->t == QJ_NUM);
+  CHECK (qmp_json_str (qmp_json_get (ins, "iops_rd")) == NULL);
+  CHECK (qmp_json_get (&ret->v[1], "inserted") == NULL);
+  CHECK (qmp_json_get (NULL, "x") == NULL && qmp_json_str (NULL) == NULL);
+  CHECK (qmp_json_get (ret, "x") == NULL);       /* not an object */
+  qmp_json_free (&v);
+
+  {
+    static const char e[] = "{\"id\":\"libvirt-9\",\"error\":{\"class\":"
+      "\"GenericError\",\"desc\":\"Snapshot with name 's3' already exists\"}}";
+    REQUIRE (qmp_json_parse (e, strlen (e), &v, &err) == 0);
+    CHECK (qmp_json_get (&v, "return") == NULL);
+    CHECK (strcmp (qmp_json_str (qmp_json_get (qmp_json_get (&v, "error"),
+                                               "desc")),
+                   "Snapshot with name 's3' already exists") == 0);
+    qmp_json_free (&v);
+  }
+
+  {
+    static const char e[] = " \"a\\u00e9\\ud83d\\ude00\\n\\\"\\/\" ";
+    REQUIRE (qmp_json_parse (e, strlen (e), &v, &err) == 0);
+    CHECK (v.t == QJ_STR &&
+           strcmp (v.s, "a\xc3\xa9\xf0\x9f\x98\x80\n\"/") == 0);
+    qmp_json_free (&v);
+  }
+
+  /* Every proper prefix of the sample is incomplete. */
+  for (i = 0; i < strlen (sample) - 2; i++)
+    CHECK (!parses (sample, i));
+  CHECK (parses (sample, strlen (sample) - 2));
+
+  {
+    static const char *const bad[] = {
+      "", " ", "{", "}", "[1,]", "[1 2]", "{\"a\"}", "{\"a\":}", "{1:2}",
+      "\"\\u0000\"", "\"\\ud800\"", "\"\\ud800\\u0041\"", "\"\\udc00\"",
+      "\"\\x\"", "\"\\u12\"", "\"a\nb\"", "nul", "truex", "@", "1 2",
+      "{\"a\":1}x", "\"abc", "\"\\",
+    };
+    for (i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+      CHECK (!parses (bad[i], strlen (bad[i])));
+      if (parses (bad[i], strlen (bad[i])))
+        fprintf (stderr, "accepted: %s\n", bad[i]);
+    }
+    /* A NUL byte inside the buffer ends nothing. */
+    CHECK (!parses ("\"a\0b\"", 5));
+    CHECK (!parses ("[1\0]", 4));
+  }
+
+  deep = malloc (2 * 1000 + 1);
+  REQUIRE (deep);
+  memset (deep, '[', 1000);
+  memset (deep + 1000, ']', 1000);
+  CHECK (!parses (deep, 2000));
+  CHECK (parses (deep + 1000 - QMP_JSON_MAX_DEPTH - 1,
+                 2 * (QMP_JSON_MAX_DEPTH + 1)));
+  free (deep);
+
+  if (failures)
+    return 1;
+  printf ("ok: qmp-json\n");
+  return 0;
+}
