@@ -79,7 +79,7 @@ usage (FILE *fp)
 "Options:\n"
 "  -c, --connect URI   libvirt connection (default $LIBVIRT_DEFAULT_URI,\n"
 "                      else qemu:///system)\n"
-"  -v, --verbose       debug messages\n"
+"  -v, --verbose       say what is done step by step (-vv: debug messages)\n"
 "  -h, --help          this help\n"
 "  -V, --version       version\n"
 "\n"
@@ -801,15 +801,19 @@ main (int argc, char **argv)
   };
   const char *cmd;
   size_t i;
-  int c;
+  int c, verbose = 0;
 
+  /* Warnings and errors only: what was done is said on stdout. */
   vd_log_set_program (PROG);
+  vd_log_set_level (VD_LOG_WARN);
   argv[0] = (char *) PROG;
   /* '+': stop at the command; its options are its own. */
   while ((c = getopt_long (argc, argv, "+c:vhV", longopts, NULL)) != -1) {
     switch (c) {
     case 'c': uri = optarg; break;
-    case 'v': vd_log_set_level (VD_LOG_DEBUG); break;
+    case 'v':
+      vd_log_set_level (++verbose > 1 ? VD_LOG_DEBUG : VD_LOG_INFO);
+      break;
     case 'h': usage (stdout); return EXIT_OK;
     case 'V': return version ();
     default: usage_error (NULL);

@@ -13,7 +13,8 @@
 #    edit, snapshot-create --redefine), one made by virsh and one marked
 #    as made by vmdiskfs, which prune must never delete; --dry-run deletes
 #    nothing; exactly the expected ones are kept, with their reasons;
-#    exit 3 when a deletion fails (a tag removed behind libvirt's back);
+#    exit 3 when a deletion fails (an external snapshot, which libvirt
+#    cannot delete); every command under valgrind when it is installed;
 #  - examples/backup-rsync.sh and backup-tar.sh end to end against a
 #    vmdiskfs mount (libvirt mode, read-write): the backed-up .raw files
 #    equal the qemu-img oracle, holes stay holes, the snapshot is gone
@@ -381,6 +382,32 @@ ck "prune exit 3: summary: $(tail -1 "$OUT")" eq "$(tail -1 "$OUT")" \
   "$PR: 1 kept, 1 deleted (some failed), 2 not vmdisk-snapshot's left alone"
 lv_virsh snapshot-delete "$PR" c7 --metadata >/dev/null ||
   fail "snapshot-delete --metadata c7"
+
+# Memcheck of every command, the error paths too (EEXIST, ENOENT, exit 3
+# is above).
+if command -v valgrind >/dev/null 2>&1; then
+  vg ()
+  {
+    rc=0
+    valgrind -q --leak-check=full --errors-for-leak-kinds=definite,indirect \
+      --error-exitcode=99 "$VMDISK_SNAPSHOT" -c "$LV_URI" "$@" \
+      >"$OUT" 2>"$ERR" || rc=$?
+    ck "valgrind: vmdisk-snapshot $*:
+$(cat "$ERR")" test "$rc" != 99
+  }
+  vg create "$PR" vg
+  redate "$PR" vg "$(utc "2025-06-01 00:00")"
+  vg list
+  vg list --names "$PR"
+  vg list "$PR"
+  vg prune --dry-run --keep-last 1 --keep-daily 3 "$PR"
+  vg prune --keep-last 1 "$PR"
+  vg create "$PR" c6
+  vg delete "$PR" nosuch
+  vg create "$P-nosuchdomain"
+  ck "valgrind: prune left 'vg': $(tags "$PI")" eq "$(tags "$PI")" \
+    "c6 manual mounted"
+fi
 
 # ---- The backup scripts against a vmdiskfs mount. ----
 
