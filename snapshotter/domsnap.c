@@ -964,6 +964,28 @@ create_libvirt (struct create *cr, const char *desc)
   return 0;
 }
 
+/* May a shut-off domain's snapshot be redefined with state shutoff?
+ * libvirt checks such a snapshot as one it would make itself: every disk
+ * listed snapshot='no' must be 'no' in the definition too (marked so, or
+ * read-only, which libvirt takes as 'no'; empty drives do not matter).
+ * Else (a logical volume, a shareable disk) the state is disk-snapshot,
+ * which libvirt does not check that way. */
+static bool
+offline_ok (const struct dom *m)
+{
+  size_t i;
+
+  for (i = 0; i < m->nxd; i++) {
+    const struct domxml_disk *x = m->dk[i].x;
+    if (m->dk[i].kind == DK_QCOW2 || !x->target || x->readonly ||
+        !(x->source || x->volume || x->name) ||
+        (x->snapshot && strcmp (x->snapshot, "no") == 0))
+      continue;
+    return false;
+  }
+  return true;
+}
+
 /* The own path: tags by qemu-img or QMP, then the metadata. */
 static int
 create_own (struct create *cr, const char *desc)
@@ -1018,7 +1040,7 @@ create_own (struct create *cr, const char *desc)
     buf_str (&b, "</description>\n");
   }
   buf_fmt (&b, "  <state>%s</state>\n",
-           m->active ? "disk-snapshot" : "shutoff");
+           m->active || !offline_ok (m) ? "disk-snapshot" : "shutoff");
   if (parent) {
     buf_str (&b, "  <parent>\n    <name>");
     buf_xml (&b, parent);

@@ -21,8 +21,11 @@
  *     transaction of blockdev-snapshot-internal-sync actions for all its
  *     qcow2 disks (virDomainQemuMonitorCommand: libvirt marks the domain
  *     tainted "custom-monitor" in its log); then the libvirt snapshot is
- *     registered with VIR_DOMAIN_SNAPSHOT_CREATE_REDEFINE (state shutoff
- *     or disk-snapshot, the domain XML inside, no memory).
+ *     registered with VIR_DOMAIN_SNAPSHOT_CREATE_REDEFINE (the domain XML
+ *     inside, no memory; state disk-snapshot when made running, shutoff
+ *     when shut off, except disk-snapshot again when a left-out disk is
+ *     not snapshot='no' in the definition, e.g. a logical volume or a
+ *     shareable disk: libvirt refuses shutoff then).
  * A domain of LV disks only has no libvirt part.  Disks are classified
  * from the domain's XML (the live XML for a running domain):
  *   - left out: device other than 'disk' (cdrom, floppy, lun), <readonly/>,

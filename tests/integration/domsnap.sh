@@ -275,5 +275,35 @@ check "raw file running: not paused" lv_running "$R"
 check "raw file running: no tag" eval '[ -z "$(tags "$D/ra.qcow2")" ]'
 lv_virsh destroy "$R" >/dev/null
 
+# The same disk shareable: left out (own path); read-only: left out, and
+# libvirt accepts it (libvirt path).
+lv_virsh dumpxml --inactive "$R" |
+  sed "s|<target dev='vdb' bus='virtio'/>|&<shareable/>|" >"$D/r.xml"
+lv_virsh define "$D/r.xml" >/dev/null || fail "redefine $R shareable"
+out=$(ds create "$R" shared) || fail "create $R shared"
+check "shareable: done" done_is "$out" libvirt
+check "shareable: own path, disk-snapshot (libvirt refuses shutoff)" eq "$(meta_state "$R" shared)" disk-snapshot
+check "shareable: tag" has_tag "$D/ra.qcow2" shared
+check "shareable: vdb no" eval \
+  "lv_virsh snapshot-dumpxml '$R' shared | grep -q \"<disk name='vdb' snapshot='no'/>\""
+ds delete "$R" shared || fail "delete $R shared"
+lv_virsh dumpxml --inactive "$R" |
+  sed "s|<shareable/>|<readonly/>|" >"$D/r.xml"
+lv_virsh define "$D/r.xml" >/dev/null || fail "redefine $R readonly"
+lv_virsh start "$R" >/dev/null || fail "start $R read-only"
+out=$(ds create "$R" ro) || fail "create $R ro"
+check "read-only disk: libvirt path with VM state" done_is "$out" libvirt,memory
+ds delete "$R" ro || fail "delete $R ro"
+check "read-only disk: no tags" eval '[ -z "$(tags "$D/ra.qcow2")" ]'
+lv_virsh destroy "$R" >/dev/null
+
+# A raw block device that is no logical volume (LVM says so), not marked.
+B=$LV_PREFIX-b
+lv_define "$B" qcow2:vda:"$D/ra.qcow2" block:vdb:"$LV_LOOP"
+check "raw block: ENOTSUP" ds_err ENOTSUP create "$B" x
+check "raw block: no tag" eval '[ -z "$(tags "$D/ra.qcow2")" ]'
+check "raw block: no metadata" eval '[ -z "$(lv_virsh snapshot-list --name "$B")" ]'
+check "raw block: list" eval '[ -z "$(ds list "$B")" ]'
+
 [ "$failures" = 0 ] || fail "$failures checks failed"
 echo "PASS"
