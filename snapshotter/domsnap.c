@@ -449,8 +449,13 @@ dom_open (virConnectPtr c, const char *name, bool strict, struct dom *m)
         goto out;
       }
     }
-    else if (strcmp (type, "volume") == 0)
+    else if (strcmp (type, "volume") == 0) {
       k->path = volume_path (m, x);
+      if (!k->path && strict) {   /* logged: pool inactive, no volume ... */
+        errno = EIO;
+        goto out;
+      }
+    }
     if (k->path && x->driver_type && strcmp (x->driver_type, "qcow2") == 0) {
       k->kind = DK_QCOW2;
       m->nqcow2++;
