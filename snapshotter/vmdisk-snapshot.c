@@ -676,6 +676,11 @@ prune_domain (virConnectPtr c, const char *domain,
     e[ne].data = &v[i];
     ne++;
   }
+  if (ne == 0 && o->all) {       /* --all: say nothing of others' domains */
+    free (e);
+    ds_list_free (v, n);
+    return EXIT_OK;
+  }
   retention_apply (e, ne, &o->keep);
 
   for (i = 0; i < ne; i++) {
