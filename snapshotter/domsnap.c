@@ -1176,8 +1176,8 @@ ds_create (virConnectPtr c, const char *domain, const char *name,
              "without freezing filesystems", domain, name);
   else if (opts->quiesce && m->active) {
     if (virDomainFSFreeze (m->d, NULL, 0, 0) < 0) {
-      vd_warn ("domain %s: cannot freeze its filesystems (%s): no guest "
-               "agent answered; snapshot %s is only crash-consistent",
+      vd_warn ("domain %s: filesystems not frozen, the guest agent did "
+               "not do it (%s): snapshot %s is only crash-consistent",
                domain, virGetLastErrorMessage (), name);
       dn |= DS_DONE_NO_AGENT;
     }
