@@ -304,19 +304,17 @@ main (int argc, char **argv)
   char *abs;
   int ret = 1;
 
+  memset (&opts, 0, sizeof opts);
   if (fuse_opt_parse (&args, &fs_config, fs_opts, opt_proc) < 0)
-    return 1;
-  if (fs_config.snapsize && parse_snapsize (fs_config.snapsize) < 0) {
-    fuse_opt_free_args (&args);
-    free (fs_config.snapsize);
-    return 1;
-  }
+    goto out_args;
+  if (fs_config.snapsize && parse_snapsize (fs_config.snapsize) < 0)
+    goto out_args;
   /* mount.fuse3: "vmdiskfs SOURCE MOUNTPOINT -o ..."; SOURCE is ignored
    * (the images directory is an option). */
   if (nnonopt > 0 && fuse_opt_add_arg (&args, nonopt[nnonopt - 1]) < 0)
-    return 1;
+    goto out_args;
   if (fuse_parse_cmdline (&args, &opts) != 0)
-    return 1;
+    goto out_args;
 
   if (opts.show_help) {
     usage (stdout, argv[0]);
