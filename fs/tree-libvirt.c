@@ -81,8 +81,9 @@
  *
  * Threads:
  *  - the FUSE threads call stale() (tree_lock read) and, serialized by
- *    tree.c's refresh_lock, refresh() and start(); open_disk() from any
- *    thread without locks;
+ *    tree.c's refresh_lock, refresh() and start(); open_disk(), mkdir()
+ *    and rmdir() from any thread without locks (the last two take the
+ *    domain's snapshot lock, then refresh_lock through tree_refresh);
  *  - one event thread runs libvirt's default event loop: keepalive, the
  *    close callback and lifecycle events, whose callbacks only set
  *    atomics, add names to the dirty set (dirty_lock, a leaf lock) and
