@@ -50,6 +50,7 @@ ck ()                           # MESSAGE COMMAND...
 }
 has () { grep -qF -- "$2" "$1"; }
 lacks () { ! grep -qF -- "$2" "$1"; }
+not () { ! "$@"; }
 
 # Run vmdisk-snapshot: status in rc, output in $OUT and $ERR.
 OUT=$TEST_DIR/out
@@ -423,6 +424,29 @@ $(cat "$ERR")" test "$rc" != 99
     "c6 manual mounted"
 fi
 
+# ---- The commands of examples/vmdisk-snapshot@.service, as systemd ----
+# would run them for instance $PR (%I), in order, stopping at a failure.
+
+while IFS= read -r cmd; do
+  cmd=${cmd#ExecStart=}
+  cmd=${cmd//%I/$PR}
+  read -r -a words <<<"$cmd"
+  [ "${words[0]}" = vmdisk-snapshot ] || { bad "service: ExecStart=$cmd"; continue; }
+  vs_expect 0 "${words[@]:1}" || break
+  cat "$OUT" >>"$TEST_DIR/service.out"
+done < <(grep '^ExecStart=' "$EXAMPLES/vmdisk-snapshot@.service")
+ck "service: $(cat "$TEST_DIR/service.out" 2>/dev/null)" \
+  grep -q "^created $PR/snap-[0-9]\{8\}-[0-9]\{6\} (libvirt internal, disks only)$" \
+  "$TEST_DIR/service.out"
+# Tonight's, the newest of the month and of the week: c6 (2026-03) stays
+# too as the newest of its month and week.
+ck "service: prune: $(tail -1 "$TEST_DIR/service.out" 2>/dev/null)" \
+  eq "$(tail -1 "$TEST_DIR/service.out" 2>/dev/null)" \
+  "$PR: 2 kept, 0 deleted, 2 not vmdisk-snapshot's left alone"
+ck "service: $PI has '$(tags "$PI")'" \
+  eq "$(tags "$PI" | sed 's/snap-[0-9]*-[0-9]*/TONIGHT/')" \
+  "c6 manual mounted TONIGHT"
+
 # ---- The backup scripts against a vmdiskfs mount. ----
 
 BK=$P-backup
@@ -508,6 +532,40 @@ ck "backup-tar.sh with a taken name: exit 0" test "$rc" != 0
 ck "backup-tar.sh with a taken name deleted it: $(tags "$B1")" \
   eq "$(tags "$B1")" taken
 lv_virsh snapshot-delete "$BK" taken >/dev/null || fail "snapshot-delete taken"
+
+# A shut-off domain whose image is written right after the snapshot (a
+# vmdisk-snapshot wrapper does it): the backup holds the snapshot's bytes
+# (the oracle: a copy of the image reverted to it), not today's.
+BO=$P-backup-off
+BO1=$IMG/bo.qcow2
+lv_image qcow2 "$BO1" 32M
+qemu-io -f qcow2 -c "write -P 0x51 0 2M" -c "write -P 0x52 20M 1M" "$BO1" >/dev/null
+lv_define "$BO" qcow2:vda:"$BO1"
+cat >"$TEST_DIR/vs-wrapper" <<WRAPPER
+#!/bin/bash
+"$VMDISK_SNAPSHOT" "\$@" || exit
+if [ "\$3" = create ]; then
+  cp --sparse=always "$BO1" "$TEST_DIR/bo-at-snapshot.qcow2"
+  qemu-io -f qcow2 -c "write -P 0x53 1M 2M" -c "write -z 20M 1M" "$BO1" >/dev/null
+fi
+WRAPPER
+chmod +x "$TEST_DIR/vs-wrapper"
+rc=0
+VMDISK_SNAPSHOT=$TEST_DIR/vs-wrapper "$EXAMPLES/backup-rsync.sh" -m "$MNT" \
+  -c "$LV_URI" --no-quiesce -n snap "$BO" "$TEST_DIR/bo" >"$OUT" 2>"$ERR" || rc=$?
+ck "backup-rsync.sh, shut off: exit $rc: $(cat "$ERR")" eq "$rc" 0
+if [ -f "$TEST_DIR/bo-at-snapshot.qcow2" ]; then
+  lv_raw_oracle "$TEST_DIR/bo-at-snapshot.qcow2" "$TEST_DIR/oracle-bo.raw" snap
+  lv_raw_oracle "$BO1" "$TEST_DIR/oracle-bo-now.raw"
+  ck "backup-rsync.sh, shut off: vda.raw is not the snapshot's" \
+    same_bytes "$TEST_DIR/bo/vda.raw" "$TEST_DIR/oracle-bo.raw"
+  ck "backup-rsync.sh, shut off: the image did not change after the snapshot" \
+    not same_bytes "$TEST_DIR/oracle-bo.raw" "$TEST_DIR/oracle-bo-now.raw"
+else
+  bad "backup-rsync.sh, shut off: the wrapper did not run"
+fi
+ck "backup-rsync.sh, shut off: the snapshot is left: $(tags "$BO1")" \
+  eq "$(tags "$BO1")" ""
 
 # --mkdir: the snapshot made and removed in the mount.
 rc=0
