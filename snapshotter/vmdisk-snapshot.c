@@ -554,13 +554,14 @@ cmd_list (int argc, char **argv)
   }
   for (i = 0; i < ndom; i++) {
     if (ds_list (c, domains[i], &snaps[i], &nsnaps[i]) < 0) {
-      /* A domain undefined since we listed the domains is no error. */
-      if (domains != one && errno == ENOENT)
-        continue;
-      report ("list", domains[i], NULL, errno);
-      rc = EXIT_FAILED;
+      int e = errno;
       snaps[i] = NULL;
       nsnaps[i] = 0;
+      /* A domain undefined since we listed the domains is no error. */
+      if (domains != one && e == ENOENT)
+        continue;
+      report ("list", domains[i], NULL, e);
+      rc = EXIT_FAILED;
       continue;
     }
     nrows += nsnaps[i];
@@ -590,7 +591,7 @@ cmd_list (int argc, char **argv)
   }
 
  out:
-  for (i = 0; snaps && i < ndom; i++)
+  for (i = 0; snaps && nsnaps && i < ndom; i++)
     ds_list_free (snaps[i], nsnaps[i]);
   free (snaps);
   free (nsnaps);
