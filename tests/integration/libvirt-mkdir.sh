@@ -13,7 +13,8 @@
 #  - EEXIST for a libvirt snapshot and for a tag made by qemu-img only;
 #    EINVAL for bad names; ENOTSUP (and nothing left behind, in libvirt
 #    nor in the qcow2 image) for a domain with a raw disk that is not
-#    marked snapshot='no'; names with spaces and non-ASCII letters;
+#    marked snapshot='no' (and a snapshot of the others when it is);
+#    names with spaces, non-ASCII letters and a '%';
 #  - rmdir: gone from the mount, from virsh and from the image at once;
 #    EBUSY while a file in it is open, done after it is closed;
 #  - mkdir and rmdir elsewhere: EPERM; by another user: EACCES; -o ro:
@@ -88,6 +89,23 @@ RB=$IMG/raw-b.raw
 lv_image qcow2 "$RA" 16M
 truncate -s 8M "$RB"
 lv_define "$RAWD" qcow2:vda:"$RA" raw:vdb:"$RB"
+# The same, with the raw disk marked snapshot='no': only vda is taken.
+NOD=$P-no
+NA=$IMG/no-a.qcow2
+NB=$IMG/no-b.raw
+lv_image qcow2 "$NA" 16M
+qemu-io -f qcow2 -c "write -P 0x51 0 1M" "$NA" >/dev/null
+truncate -s 8M "$NB"
+lv_define "$NOD" qcow2:vda:"$NA" raw:vdb:"$NB"
+lv_virsh dumpxml --inactive "$NOD" | python3 -c '
+import sys
+import xml.etree.ElementTree as ET
+d = ET.parse(sys.stdin)
+for disk in d.getroot().iter("disk"):
+    if disk.find("target").get("dev") == "vdb":
+        disk.set("snapshot", "no")
+d.write(sys.argv[1])' "$TEST_DIR/no.xml" || fail "editing the XML of $NOD"
+lv_virsh define "$TEST_DIR/no.xml" >/dev/null || fail "virsh define $NOD (snapshot='no')"
 
 lv_mount "$MNT" -o allow_other
 echo "mounted $(vmdiskfs_pid "$MNT")"
@@ -167,6 +185,25 @@ check "ENOTSUP left a libvirt snapshot: $(vsnaps "$RAWD")" eq "$(vsnaps "$RAWD")
 check "ENOTSUP left a tag in $RA: $(tags "$RA")" eq "$(tags "$RA")" ""
 check "ENOTSUP left a directory" test ! -e "$MNT/$RAWD/snapshots/nope"
 
+# A disk marked snapshot='no' is left out.
+ns=$MNT/$NOD/snapshots
+check "mkdir $ns/part failed (snapshot='no' disk)" mkdir "$ns/part"
+check "$ns/part holds $(listing "$ns/part")" \
+  eq "$(listing "$ns/part")" "domain.xml snapshot.xml vda.raw "
+check "part not in virsh: $(vsnaps "$NOD")" has_vsnap "$NOD" part
+check_snap_disk "$ns/part/vda.raw" "$NA" part
+check "rmdir $ns/part failed" rmdir "$ns/part"
+check "part still in $NA: $(tags "$NA")" eq "$(tags "$NA")" ""
+check "part still in virsh: $(vsnaps "$NOD")" eq "$(vsnaps "$NOD")" ""
+
+# A '%' in the name: written %25.
+if got=$(errno_of mkdir "$s/50%25 off") && [ "$got" = OK ]; then
+  check "'50% off' not in virsh: $(vsnaps "$OFF")" has_vsnap "$OFF" '50% off'
+  check "rmdir '50%25 off' failed" rmdir "$s/50%25 off"
+else
+  echo "note: mkdir '50%25 off': $got (libvirt refuses a '%'?)"
+fi
+
 # rmdir: gone at once, from libvirt and from both images.
 check "rmdir '$s/with space' failed" rmdir "$s/with space"
 check "'with space' still shown" test ! -e "$s/with space"
@@ -207,6 +244,7 @@ t0=$(date +%s.%N)
 check "mkdir $ws/live failed (running domain)" mkdir "$ws/live"
 echo "mkdir of a running domain's snapshot took $(echo "$(date +%s.%N) - $t0" | bc) s"
 lv_running "$W" || fail "$W stopped after the snapshot"
+echo "note: the running domain's snapshot: $(lv_virsh snapshot-info "$W" live | grep -i '^state' | tr -s ' ')"
 check "$ws/live holds $(listing "$ws/live")" \
   eq "$(listing "$ws/live")" "domain.xml snapshot.xml vda.raw vdb.raw "
 fb=$(stat -c '%y %b' "$WA")
