@@ -17,6 +17,7 @@
 #    names with spaces, non-ASCII letters and a '%';
 #  - rmdir: gone from the mount, from virsh and from the image at once;
 #    EBUSY while a file in it is open, done after it is closed;
+#  - through libvirt's read-only socket: EACCES;
 #  - mkdir and rmdir elsewhere: EPERM; by another user: EACCES; -o ro:
 #    EROFS, nothing made; a bad -o snapsize stops the start.
 # SPDX-License-Identifier: GPL-3.0-or-later
@@ -286,6 +287,18 @@ expect EROFS mkdir "$RO/newdomain"
 check "-o ro changed the snapshots: $(vsnaps "$OFF")" eq "$(vsnaps "$OFF")" "by-virsh|"
 stop_vmdiskfs "$RO" || fail "the ro daemon exited with $?"
 
+# ---- libvirt refuses to write (its read-only socket): EACCES. ----
+
+MNT=$LV_MNT_DIR/rosock
+ROS=$MNT
+if [ "$LV_URI" = qemu:///system ] && [ -S /run/libvirt/libvirt-sock-ro ]; then
+  start_vmdiskfs "$ROS" -o "connect=qemu:///system?socket=/run/libvirt/libvirt-sock-ro"
+  expect EACCES mkdir "$ROS/$OFF/snapshots/denied"
+  expect EACCES rmdir "$ROS/$OFF/snapshots/by-virsh"
+  check "a read-only socket changed the snapshots: $(vsnaps "$OFF")" eq "$(vsnaps "$OFF")" "by-virsh|"
+  stop_vmdiskfs "$ROS" || fail "the daemon on the read-only socket exited with $?"
+fi
+
 # ---- -o snapsize: strict. ----
 for v in 0% 101% x 10%% -5M 64MB 512K ''; do
   if "$VMDISKFS" -f -o snapsize="$v",connect="$LV_URI" "$TEST_DIR/nomnt" \
@@ -297,6 +310,7 @@ for v in 0% 101% x 10%% -5M 64MB 512K ''; do
   fi
 done
 
-grep -i 'assert\|leak' "$(vmdiskfs_log "$LV_MNT_DIR/mnt")" "$(vmdiskfs_log "$RO")" && fail "assertions or leaks in the log"
+grep -i 'assert\|leak' "$(vmdiskfs_log "$LV_MNT_DIR/mnt")" "$(vmdiskfs_log "$RO")" \
+  "$(vmdiskfs_log "$ROS")" 2>/dev/null && fail "assertions or leaks in the log"
 [ "$failures" = 0 ] || fail "$failures checks failed"
 echo PASS
