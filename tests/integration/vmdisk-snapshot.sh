@@ -247,6 +247,8 @@ ck "running: KIND of live: $(cat "$OUT")" grep -q " live .* libvirt+memory  *vmd
 vs_expect 0 create --quiesce "$RUN" live2
 ck "--quiesce with VM state warned: $(cat "$ERR")" \
   lacks "$ERR" "no guest agent answered"
+ck "--quiesce with VM state: '$(cat "$OUT")'" eq "$(cat "$OUT")" \
+  "created $RUN/live2 (libvirt internal with VM state, consistent without freezing)"
 vs_expect 0 delete "$RUN" live
 vs_expect 0 delete "$RUN" live2
 ck "running: after delete $R has '$(tags "$R")'" eq "$(tags "$R")" ""
@@ -436,7 +438,7 @@ while IFS= read -r cmd; do
   cat "$OUT" >>"$TEST_DIR/service.out"
 done < <(grep '^ExecStart=' "$EXAMPLES/vmdisk-snapshot@.service")
 ck "service: $(cat "$TEST_DIR/service.out" 2>/dev/null)" \
-  grep -q "^created $PR/snap-[0-9]\{8\}-[0-9]\{6\} (libvirt internal, disks only)$" \
+  grep -q "^created $PR/snap-[0-9]\{8\}-[0-9]\{6\} (libvirt internal, disks only, consistent without freezing)$" \
   "$TEST_DIR/service.out"
 # Tonight's, the newest of the month and of the week: c6 (2026-03) stays
 # too as the newest of its month and week.
