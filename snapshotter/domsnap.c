@@ -502,6 +502,7 @@ dom_open (virConnectPtr c, const char *name, bool strict, struct dom *m)
         k->lvsnaps = lists[i].snaps;
         k->nlvsnaps = lists[i].n;
         lists[i].snaps = NULL;
+        lists[i].n = 0;
         m->nlvm++;
         continue;
       }

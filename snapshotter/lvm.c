@@ -16,7 +16,9 @@
  * present; else the part after "<origin>-" when the LV name starts with
  * it; else the whole LV name.  When two snapshots would show the same
  * name, the later one shows its whole LV name (unique in the VG).
- * Snapshots made by vmdiskfs carry the tag vmdiskfs.
+ * Snapshots made by vmdiskfs carry the tag vmdiskfs.  A classic snapshot
+ * is made only when its copy-on-write space fits in the VG (vgs first):
+ * else ENOSPC.
  *
  * Thin snapshots are created with the activation-skip flag, so they are
  * usually inactive: activate() runs `lvchange -ay -K`, deactivate()
@@ -39,6 +41,7 @@
 
 #include "snapshotter.h"
 #include "lvm.h"
+#include "qmp-json.h"
 #include "log.h"
 #include "cleanup.h"
 
@@ -446,6 +449,55 @@ lv_exists (const struct lvm_lv *lvs, size_t n, const char *vg,
   return false;
 }
 
+/* Free bytes and the extent size of VG vg, from
+ *   vgs --reportformat json --units b --nosuffix -o vg_free,vg_extent_size
+ * which prints {"report":[{"vg":[{"vg_free":"12582912",
+ * "vg_extent_size":"4194304"}]}]} (json_std: numbers).  The lvm report
+ * parser keeps LVs only, so the generic JSON reader does this one. */
+static int
+vg_room (const char *vg, uint64_t *free_b, uint64_t *extent)
+{
+  CLEANUP_FREE char *cmd = NULL, *out = NULL;
+  struct qmp_json v;
+  const struct qmp_json *rep, *vgs, *f, *e;
+  const char *err;
+  int r = -1;
+
+  if (!valid_chars (vg, NULL)) {
+    errno = EINVAL;
+    return -1;
+  }
+  if (asprintf (&cmd, "vgs --reportformat json --units b --nosuffix "
+                "-o vg_free,vg_extent_size %s", vg) < 0)
+    return -1;
+  if (lvm_helper_run (cmd, LVM_TIMEOUT_MS, &out) < 0)
+    return -1;
+  if (!out || qmp_json_parse (out, strlen (out), &v, &err) < 0) {
+    vd_error ("lvm: vgs %s: report not understood", vg);
+    errno = EIO;
+    return -1;
+  }
+  rep = qmp_json_get (&v, "report");
+  vgs = rep && rep->t == QJ_ARR && rep->n > 0
+    ? qmp_json_get (&rep->v[0], "vg") : NULL;
+  if (vgs && vgs->t == QJ_ARR && vgs->n == 1) {
+    f = qmp_json_get (&vgs->v[0], "vg_free");
+    e = qmp_json_get (&vgs->v[0], "vg_extent_size");
+    if (f && e && f->s && e->s && (f->t == QJ_STR || f->t == QJ_NUM) &&
+        (e->t == QJ_STR || e->t == QJ_NUM)) {
+      *free_b = parse_u64 (f->s);
+      *extent = parse_u64 (e->s);
+      r = 0;
+    }
+  }
+  if (r < 0) {
+    vd_error ("lvm: vgs %s: no vg_free in the report", vg);
+    errno = EIO;
+  }
+  qmp_json_free (&v);
+  return r;
+}
+
 /* Create: the LV is "<origin>-<name>" when that is a valid LV name (then
  * the name shows through the prefix rule), else "<origin>-vdsnap-<time>"
  * with the tag vmdiskfs-name:<name>; always the tag vmdiskfs, and
@@ -527,8 +579,20 @@ lvm_create (const char *disk, const char *name,
     unsigned pct = opts && opts->cow_percent ? opts->cow_percent : 20;
     uint64_t cow = opts && opts->cow_bytes ? opts->cow_bytes
       : osize / 100 * pct + osize % 100 * pct / 100;
+    uint64_t vfree, extent;
     if (!(opts && opts->cow_bytes))
       cow = MIN (MAX (cow, (uint64_t) 64 << 20), osize);
+    /* No room: ENOSPC, as lvcreate's failure would only say EIO. */
+    if (vg_room (o->f[LVM_F_VG_NAME], &vfree, &extent) < 0)
+      goto out;
+    if (extent && ROUND_UP (cow, extent) > vfree) {
+      vd_error ("lvm: %s/%s: no room in VG %s for %" PRIu64 " bytes of "
+                "copy-on-write space (%" PRIu64 " free)",
+                o->f[LVM_F_VG_NAME], o->f[LVM_F_LV_NAME],
+                o->f[LVM_F_VG_NAME], cow, vfree);
+      errno = ENOSPC;
+      goto out;
+    }
     if (asprintf (&size_arg, " -L %" PRIu64 "b", cow) < 0)
       goto out;
   }

@@ -1,4 +1,5 @@
-/* vmdiskfs - a small JSON reader for QMP replies (domsnap.c).
+/* vmdiskfs - a small JSON reader for QMP replies (domsnap.c), and for
+ * reports the LVM report parser does not keep (lvm.c: vgs).
  *
  * qemu runs the guest, so its replies are untrusted bytes: the parser
  * bounds the nesting depth, checks every read against the end of the
