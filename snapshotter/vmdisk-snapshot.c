@@ -367,7 +367,8 @@ create_option (int c, const char *arg, void *data)
   }
 }
 
-/* "libvirt internal with VM state + LVM, filesystems frozen" */
+/* "libvirt internal with VM state", "libvirt internal + LVM, domain paused
+ * meanwhile, filesystems frozen" */
 static void
 created_text (unsigned done, char *buf, size_t len)
 {
@@ -376,7 +377,7 @@ created_text (unsigned done, char *buf, size_t len)
   buf[0] = '\0';
   if (done & DS_DONE_LIBVIRT)
     l += snprintf (buf + l, len - l, "libvirt internal%s",
-                   done & DS_DONE_MEMORY ? " with VM state" : ", disks only");
+                   done & DS_DONE_MEMORY ? " with VM state" : "");
   if ((done & DS_DONE_LVM) && l < len)
     l += snprintf (buf + l, len - l, "%sLVM", l ? " + " : "");
   if (l == 0 && l < len)

@@ -156,7 +156,7 @@ lv_define "$OFF" qcow2:vda:"$A" qcow2:vdb:"$B"
 
 vs_expect 0 create "$OFF" first
 ck "create: '$(cat "$OUT")'" eq "$(cat "$OUT")" \
-  "created $OFF/first (libvirt internal, disks only)"
+  "created $OFF/first (libvirt internal)"
 ck "create: $A has tags '$(tags "$A")', want 'first'" eq "$(tags "$A")" first
 ck "create: $B has tags '$(tags "$B")', want 'first'" eq "$(tags "$B")" first
 ck "create: libvirt has '$(lv_snaps "$OFF")'" eq "$(lv_snaps "$OFF")" first
@@ -279,6 +279,8 @@ lv_virsh start "$QU" >/dev/null || fail "virsh start $QU"
 vs_expect 0 create --quiesce "$QU" q
 ck "--quiesce without agent: no warning: $(cat "$ERR")" has "$ERR" \
   "vmdisk-snapshot: warning: $QU/q: no guest agent answered: the snapshot is crash-consistent"
+ck "--quiesce without agent: '$(cat "$OUT")'" eq "$(cat "$OUT")" \
+  "created $QU/q (libvirt internal, domain paused meanwhile)"
 ck "--quiesce without agent: $Q1 has '$(tags "$Q1")'" eq "$(tags "$Q1")" q
 vs_expect 0 delete "$QU" q
 ck "--quiesce: after delete $Q1 has '$(tags "$Q1")'" eq "$(tags "$Q1")" ""
@@ -438,7 +440,7 @@ while IFS= read -r cmd; do
   cat "$OUT" >>"$TEST_DIR/service.out"
 done < <(grep '^ExecStart=' "$EXAMPLES/vmdisk-snapshot@.service")
 ck "service: $(cat "$TEST_DIR/service.out" 2>/dev/null)" \
-  grep -q "^created $PR/snap-[0-9]\{8\}-[0-9]\{6\} (libvirt internal, disks only, consistent without freezing)$" \
+  grep -q "^created $PR/snap-[0-9]\{8\}-[0-9]\{6\} (libvirt internal, consistent without freezing)$" \
   "$TEST_DIR/service.out"
 # Tonight's, the newest of the month and of the week: c6 (2026-03) stays
 # too as the newest of its month and week.
