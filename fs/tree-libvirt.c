@@ -2353,57 +2353,79 @@ libvirt_mkdir (struct fs_node *dir, const char *ename, struct fs_node **out)
   return err ? -1 : 0;
 }
 
-/* Set (on) or clear the removing mark of the files in snapshot directory
- * sn.  With on: -1 and nothing marked when one of them is open. */
+/* Clear the removing marks set by mark_removing and drop its
+ * references. */
+static void
+unmark_removing (struct fs_node **v, size_t n)
+{
+  size_t i;
+
+  for (i = 0; i < n; i++) {
+    pthread_mutex_lock (&v[i]->lock);
+    v[i]->removing = false;
+    pthread_mutex_unlock (&v[i]->lock);
+    inode_unref (v[i]);
+  }
+  free (v);
+}
+
+/* Mark the files in snapshot directory sn as being removed, so that
+ * opens fail; *out (references) is what to give unmark_removing after,
+ * as the refresh takes them out of sn, but the kernel may keep them
+ * (and a new snapshot of the same name get them back).  -1 with errno
+ * EBUSY, nothing marked, when one of them is open. */
 static int
-mark_removing (struct fs_node *sn, bool on)
+mark_removing (struct fs_node *sn, struct fs_node ***out, size_t *nout)
 {
   struct fs_node **v = NULL;
-  size_t n = 0, i, j;
-  int r = 0;
+  size_t n = 0, i;
+  bool nomem = false;
 
   tree_rdlock ();
-  if (sn->nchildren && (v = calloc (sn->nchildren, sizeof *v)) != NULL)
+  if (sn->nchildren && (v = calloc (sn->nchildren, sizeof *v)) == NULL)
+    nomem = true;
+  else
     for (n = 0; n < sn->nchildren; n++)
       v[n] = inode_ref (sn->children[n]);
   tree_unlock ();
-  if (sn->nchildren && !v && on) {
+  if (nomem) {
     errno = ENOMEM;
     return -1;
   }
   for (i = 0; i < n; i++) {
+    bool busy;
+
     pthread_mutex_lock (&v[i]->lock);
-    if (on && v[i]->nopen > 0) {
-      pthread_mutex_unlock (&v[i]->lock);
-      for (j = 0; j < i; j++) {
-        pthread_mutex_lock (&v[j]->lock);
-        v[j]->removing = false;
-        pthread_mutex_unlock (&v[j]->lock);
-      }
-      errno = EBUSY;
-      r = -1;
-      break;
-    }
-    v[i]->removing = on;
+    busy = v[i]->nopen > 0;
+    if (!busy)
+      v[i]->removing = true;
     pthread_mutex_unlock (&v[i]->lock);
+    if (busy) {
+      size_t j;
+      /* Unmark the ones before, drop every reference. */
+      for (j = i; j < n; j++)
+        inode_unref (v[j]);
+      unmark_removing (v, i);
+      errno = EBUSY;
+      return -1;
+    }
   }
-  for (i = 0; i < n; i++)
-    inode_unref (v[i]);
-  free (v);
-  return r;
+  *out = v;
+  *nout = n;
+  return 0;
 }
 
-/* mark_removing (sn, true), waiting up to RMDIR_BUSY_MS for files that
- * were closed a moment ago: close(2) returns before the kernel sends
- * their release (it is asynchronous), so "cp ...; rmdir" would often
- * find one still open. */
+/* mark_removing, waiting up to RMDIR_BUSY_MS for files that were closed
+ * a moment ago: close(2) returns before the kernel sends their release
+ * (it is asynchronous), so "cp ...; rmdir" would often find one still
+ * open. */
 #define RMDIR_BUSY_MS 1000
 static int
-mark_removing_wait (struct fs_node *sn)
+mark_removing_wait (struct fs_node *sn, struct fs_node ***out, size_t *nout)
 {
   uint64_t until = now_ms () + RMDIR_BUSY_MS;
 
-  while (mark_removing (sn, true) < 0) {
+  while (mark_removing (sn, out, nout) < 0) {
     if (errno != EBUSY || now_ms () >= until)
       return -1;
     usleep (20 * 1000);
@@ -2416,7 +2438,8 @@ static int
 libvirt_rmdir (struct fs_node *dir, const char *ename, struct fs_node *sn)
 {
   CLEANUP_FREE char *domain = NULL, *name = NULL, *what = NULL;
-  struct fs_node *dom;
+  struct fs_node *dom, **marked = NULL;
+  size_t nmarked = 0;
   struct snap_lock *l;
   virConnectPtr c;
   int err = 0;
@@ -2439,7 +2462,7 @@ libvirt_rmdir (struct fs_node *dir, const char *ename, struct fs_node *sn)
   c = snap_conn (domain, what);
   if (!c)
     err = errno;
-  else if (mark_removing_wait (sn) < 0) {
+  else if (mark_removing_wait (sn, &marked, &nmarked) < 0) {
     err = errno;
     if (err == EBUSY)
       vd_info ("domain %s: %s: a file in it is open", domain, what);
@@ -2450,9 +2473,10 @@ libvirt_rmdir (struct fs_node *dir, const char *ename, struct fs_node *sn)
     else
       vd_info ("domain %s: snapshot %s deleted (rmdir)", domain, name);
     /* Failed too: part of it may be gone.  The marks stay until the
-     * tree no longer shows what was deleted. */
+     * tree no longer shows what was deleted (no open can reach a
+     * snapshot id qemu may give to the next snapshot). */
     refresh_now (dom, domain);
-    mark_removing (sn, false);
+    unmark_removing (marked, nmarked);
   }
   if (c)
     virConnectClose (c);

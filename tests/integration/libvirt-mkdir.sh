@@ -16,7 +16,9 @@
 #    marked snapshot='no' (and a snapshot of the others when it is);
 #    names with spaces, non-ASCII letters and a '%';
 #  - rmdir: gone from the mount, from virsh and from the image at once;
-#    EBUSY while a file in it is open, done after it is closed;
+#    EBUSY while a file in it is open, done after it is closed; a name
+#    made again after rmdir reads the new snapshot; rmdir while a reader
+#    keeps opening a file: no read of wrong bytes;
 #  - through libvirt's read-only socket: EACCES;
 #  - mkdir and rmdir elsewhere: EPERM; by another user: EACCES; -o ro:
 #    EROFS, nothing made; a bad -o snapsize stops the start.
@@ -224,6 +226,28 @@ check "nightly still shown" test ! -e "$s/nightly"
 check "nightly still in virsh" eq "$(has_vsnap "$OFF" nightly && echo yes)" ""
 check "nightly still in $A: $(tags "$A")" eq "$(has_tag "$A" nightly && echo yes)" ""
 check "rmdir 'snïmök ✓' failed" rmdir "$s/snïmök ✓"
+
+# The same name again, while the kernel may still remember the files of
+# the deleted one: they open and read the new snapshot.
+check "mkdir $s/nightly again failed" mkdir "$s/nightly"
+check_snap_disk "$s/nightly/vda.raw" "$A" nightly
+# rmdir while a reader keeps opening a file in it: every read that
+# succeeded read the snapshot; then the directory is gone.
+head -c 1M "$s/nightly/vda.raw" >"$TEST_DIR/expect.1m"
+( for ((i = 0; i < 200; i++)); do
+    head -c 1M "$s/nightly/vda.raw" >"$TEST_DIR/one.1m" 2>/dev/null &&
+      { cmp -s "$TEST_DIR/one.1m" "$TEST_DIR/expect.1m" && echo good || echo BAD; }
+  done >"$TEST_DIR/reads" ) &
+reader=$!
+sleep 0.3
+for ((i = 0; i < 20; i++)); do
+  rmdir "$s/nightly" 2>/dev/null && break
+done
+wait "$reader"
+echo "note: rmdir while a reader opens: $((i + 1)) tries, reads: $(sort "$TEST_DIR/reads" | uniq -c | tr -s ' \n' ' ')"
+check "rmdir under a reader never succeeded" test ! -e "$s/nightly"
+check "a read during rmdir read wrong bytes" test "$(grep -c BAD "$TEST_DIR/reads")" = 0
+rm -f "$TEST_DIR/expect.1m" "$TEST_DIR/one.1m" "$TEST_DIR/reads"
 
 # ---- A running domain whose guest keeps writing. ----
 
