@@ -13,7 +13,8 @@
 #   behind), delete of a bare tag: ENOTSUP;
 #   a failure half-way (the second image locked by qemu-io) is undone;
 #   ds_delete of every kind leaves no tag and no metadata.
-# LVM disks need device-mapper: tests/lvm (in a guest) covers them.
+# LVM disks need device-mapper: VD_DOMSNAP_LVM=1 runs domsnap-lvm.sh in
+# the LVM test guest (tests/lvm/guest.sh) too.
 #
 # SPDX-License-Identifier: GPL-3.0-or-later
 
@@ -304,6 +305,13 @@ check "raw block: ENOTSUP" ds_err ENOTSUP create "$B" x
 check "raw block: no tag" eval '[ -z "$(tags "$D/ra.qcow2")" ]'
 check "raw block: no metadata" eval '[ -z "$(lv_virsh snapshot-list --name "$B")" ]'
 check "raw block: list" eval '[ -z "$(ds list "$B")" ]'
+
+# ---- LVM, in the test guest (no device-mapper here), when asked. ----
+if [ "${VD_DOMSNAP_LVM:-}" = 1 ]; then
+  top=${abs_top_srcdir:-$_fn_here/../..}
+  "$top/tests/lvm/guest.sh" "$top/tests/integration/domsnap-lvm.sh" ||
+    check "LVM in the guest" false
+fi
 
 [ "$failures" = 0 ] || fail "$failures checks failed"
 echo "PASS"
