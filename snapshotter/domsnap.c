@@ -90,7 +90,7 @@ ds_valid_name (const char *name)
   while (*p) {
     unsigned c = *p, need, cp, min;
     if (c < 0x80) {
-      if (c < 0x20 || c == 0x7f || c == '/')
+      if (c < 0x20 || c == 0x7f || c == '/' || c == '"' || c == '\\')
         return false;
       if (c < '0' || c > '9')
         digits = false;
@@ -887,9 +887,15 @@ undo (struct create *cr)
   int e = errno;
 
   if (cr->snap) {
+    /* A libvirt snapshot whose tags are missing cannot be deleted
+     * whole: then its metadata at least. */
     if (virDomainSnapshotDelete (cr->snap, cr->snap_redefined
                                  ? VIR_DOMAIN_SNAPSHOT_DELETE_METADATA_ONLY
-                                 : 0) < 0)
+                                 : 0) < 0 &&
+        (cr->snap_redefined ||
+         virDomainSnapshotDelete (cr->snap,
+                                  VIR_DOMAIN_SNAPSHOT_DELETE_METADATA_ONLY)
+         < 0))
       lv_fail (m->name, "undo: deleting snapshot %s", cr->name);
     virDomainSnapshotFree (cr->snap);
     cr->snap = NULL;
@@ -1100,8 +1106,8 @@ ds_create (virConnectPtr c, const char *domain, const char *name,
     opts = &none;
   if (!ds_valid_name (name)) {
     vd_error ("domain %s: \"%s\" is not possible as a snapshot name (1-200 "
-              "bytes of UTF-8, no '/' or control characters, not starting "
-              "with '-' or '.', not all digits)", domain, name);
+              "bytes of UTF-8, no '/', '\"', '\\' or control characters, "
+              "not starting with '-' or '.', not all digits)", domain, name);
     errno = EINVAL;
     return -1;
   }
@@ -1223,6 +1229,23 @@ ds_create (virConnectPtr c, const char *domain, const char *name,
   if (m->nqcow2 > 0) {
     if ((own ? create_own (&cr, desc) : create_libvirt (&cr, desc)) < 0)
       goto fail;
+    /* libvirt may say it made one and have qemu fail quietly (savevm
+     * through the human monitor): every qcow2 disk must have the tag. */
+    for (i = 0; i < m->nxd; i++) {
+      int t;
+      if (m->dk[i].kind != DK_QCOW2)
+        continue;
+      t = tag_exists (m, &m->dk[i], name);
+      if (t < 0)
+        goto fail;
+      if (t == 0) {
+        vd_error ("domain %s: disk %s (%s): no internal snapshot %s after "
+                  "making it", domain, m->dk[i].target, m->dk[i].path,
+                  name);
+        errno = EIO;
+        goto fail;
+      }
+    }
     dn |= DS_DONE_LIBVIRT;
     if (memory)
       dn |= DS_DONE_MEMORY;

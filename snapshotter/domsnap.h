@@ -113,9 +113,11 @@ struct ds_snap {
 };
 
 /* Is name acceptable for a new snapshot?  Not empty, at most 200 bytes,
- * valid UTF-8, no '/', no control characters, not "." or "..", not
- * starting with '-' or '.', not all digits (qemu takes those for
- * snapshot IDs). */
+ * valid UTF-8, no '/', no control characters, no double quote or
+ * backslash (libvirt 9.0 passes the name to qemu's savevm unescaped: a
+ * running domain's snapshot then has no internal snapshot at all), not
+ * "." or "..", not starting with '-' or '.', not all digits (qemu takes
+ * those for snapshot IDs). */
 bool ds_valid_name (const char *name);
 
 /* A default name for a new snapshot made at time t (local time):

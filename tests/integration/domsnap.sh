@@ -89,6 +89,7 @@ done_is ()                      # OUTPUT WANT
 # ---- Names. ----
 check "valid name" ds valid "nightly 1"
 for bad in "" 123 a/b -x .x . .. "$(printf 'a\tb')" "$(printf '\xff')" \
+           'a"b' 'a\b' \
            "$(printf 'a%.0s' {1..201})"; do
   check "invalid name '$bad'" eval '! ds valid "$bad"'
 done
@@ -133,6 +134,11 @@ check "qcow2 running: still running" lv_running "$Q"
 check "qcow2 running: state" eq "$(meta_state "$Q" run1)" running
 check "qcow2 running: VM SIZE > 0" \
   eval '[ "$(vm_state_size "$D/qa.qcow2" run1)" -gt 0 ]'
+W="it's <a> & b, é"
+out=$(ds create "$Q" "$W") || fail "create $Q $W"
+check "odd name, libvirt path running: tag" has_tag "$D/qa.qcow2" "$W"
+ds delete "$Q" "$W" || fail "delete $Q $W"
+check "odd name: deleted" eval 'no_tag "$D/qa.qcow2" "$W" && no_meta "$Q" "$W"'
 check "list" eval 'ds list "$Q" | grep -qP "^run1\t\d+\tlibvirt,current\tmount\trunning\t0$"'
 check "list off1" eval 'ds list "$Q" | grep -qP "^off1\t\d+\tlibvirt\tcli\tshutoff\t0$"'
 # Undo of a complete libvirt snapshot (VM state tags included).
@@ -194,6 +200,11 @@ check "own running: VM SIZE 0" eq "$(vm_state_size "$D/ma.qcow2" mrun)" 0
 check "own running: state" eq "$(meta_state "$M" mrun)" disk-snapshot
 check "own running: parent" eval \
   'lv_virsh snapshot-parent "$M" mrun | grep -qx moff'
+out=$(ds create "$M" "$W") || fail "create $M $W"
+check "odd name, own path running: tag" has_tag "$D/mc.qcow2" "$W"
+check "odd name, own path running: metadata" has_meta "$M" "$W"
+ds delete "$M" "$W" || fail "delete $M $W"
+check "odd name, own path: deleted" eval 'no_tag "$D/mc.qcow2" "$W" && no_meta "$M" "$W"'
 out=$(ds create "$M" mrun2) || fail "create $M mrun2"
 check "own running 2: done" done_is "$out" libvirt,paused
 for step in tags resume; do
