@@ -45,8 +45,14 @@
  *   would bring back a frozen guest on revert), pause a running domain
  *   that has LV disks and more than one disk, or takes the own path (so
  *   that all disks share one point in time), LVM snapshots, the qcow2
- *   part, resume (only if this call paused it), thaw (the agent answers
- *   only while the guest runs).
+ *   part (then every qcow2 disk must show the tag: libvirt can report
+ *   success when qemu failed), resume (only if this call paused it),
+ *   thaw (the agent answers only while the guest runs).
+ * Tags are read from the images (formats library, no locks) and qemu-img
+ * runs on this host: with a remote connection the images must be
+ * reachable under the same paths here, as for reading them.
+ * Tests: VMDISKFS_DOMSNAP_FAIL=lvm|tags|resume in the environment makes
+ * ds_create fail after that step (and undo).
  *
  * Errors: logged once where found (vd_error, naming the domain, the disk
  * and what libvirt or LVM said), then -1 with errno: EINVAL bad name,
