@@ -148,8 +148,9 @@ expect EEXIST mkdir "$s/by-qemu-img"
 check "a failed mkdir touched libvirt: $(vsnaps "$OFF")" eq "$(vsnaps "$OFF")" "by-virsh|nightly|"
 
 # EINVAL: all digits (qemu takes them for ids), a leading '-' or '.', a
-# '/' (%2F), a malformed escape.
-for n in 12345 -dash .dot 'a%2Fb' 'bad%zz' '%2E'; do
+# '/' (%2F), a malformed escape, a double quote or backslash (libvirt
+# would hand them to qemu's savevm unescaped).
+for n in 12345 -dash .dot 'a%2Fb' 'bad%zz' '%2E' 'say"hi' 'back\slash'; do
   expect EINVAL mkdir "$s/$n"
 done
 check "bad names reached libvirt: $(vsnaps "$OFF")" eq "$(vsnaps "$OFF")" "by-virsh|nightly|"
