@@ -271,6 +271,35 @@ check "volume: no tags" eval '[ -z "$(tags "$D/pool/va.qcow2")" ]'
 check "volume: no metadata" eval '[ -z "$(lv_virsh snapshot-list --name "$V")" ]'
 lv_virsh destroy "$V" >/dev/null
 
+# ---- qcow2 on a block device (type='block'), a raw file left out. ----
+Z=$LV_PREFIX-z
+truncate -s 64M "$D/zq.img"
+lv_loop "$D/zq.img"
+ZL=$LV_LOOP
+qemu-img create -q -f qcow2 "$ZL" 32M || fail "qcow2 on $ZL"
+truncate -s 16M "$D/zr.raw"
+lv_define "$Z" block:vda:"$ZL" raw:vdb:"$D/zr.raw"
+# One line, so that sed sees the block disk's <driver> next to its <source>.
+lv_virsh dumpxml --inactive "$Z" | tr -d '\n' |
+  sed "s|<driver name='qemu' type='raw'/>\(\s*<source dev=\)|<driver name='qemu' type='qcow2'/>\1|;
+       s|<disk type='file' device='disk'>|<disk type='file' device='disk' snapshot='no'>|" \
+    >"$D/z.xml"
+lv_virsh define "$D/z.xml" >/dev/null || fail "redefine $Z"
+lv_virsh dumpxml --inactive "$Z" | tr -d '\n' |
+  grep -q "type='qcow2'/> *<source dev='$ZL'" || fail "$Z: no qcow2 block disk"
+out=$(ds create "$Z" zoff) || fail "create $Z zoff"
+check "qcow2 on block, shut off: done" done_is "$out" libvirt
+check "qcow2 on block, shut off: tag" has_tag "$ZL" zoff
+lv_virsh start "$Z" >/dev/null || fail "start $Z"
+out=$(ds create "$Z" zrun) || fail "create $Z zrun"
+check "qcow2 on block, running: done" done_is "$out" libvirt,paused
+check "qcow2 on block, running: tag" has_tag "$ZL" zrun
+ds delete "$Z" zrun || fail "delete $Z zrun"
+lv_virsh destroy "$Z" >/dev/null
+ds delete "$Z" zoff || fail "delete $Z zoff"
+check "qcow2 on block: no tags" eval '[ -z "$(tags "$ZL")" ]'
+check "qcow2 on block: no metadata" eval '[ -z "$(lv_virsh snapshot-list --name "$Z")" ]'
+
 # ---- A raw file disk not marked snapshot='no': ENOTSUP. ----
 R=$LV_PREFIX-r
 lv_image qcow2 "$D/ra.qcow2" 64M
