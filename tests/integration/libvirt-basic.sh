@@ -149,8 +149,8 @@ fi
 grep -q 'Input/output error' "$TEST_DIR/eio" || fail "not EIO: $(cat "$TEST_DIR/eio")"
 grep -q "missing.qcow2" "$(vmdiskfs_log "$MNT")" || fail "missing disk not logged"
 
-# Read-only.
-if touch "$Q/vda.raw" 2>/dev/null || mkdir "$Q/snapshots/new" 2>/dev/null; then
+# Writes the mount refuses: the disk (until restore lands), mkdir outside snapshots/.
+if touch "$Q/vda.raw" 2>/dev/null || mkdir "$Q/new" 2>/dev/null; then
   fail "a write succeeded"
 fi
 
