@@ -608,6 +608,11 @@ run_qemu_img (const struct dom *m, const struct dk *k, char *const argv[])
   posix_spawn_file_actions_addopen (&fa, 0, "/dev/null", O_RDONLY, 0);
   posix_spawn_file_actions_addopen (&fa, 1, "/dev/null", O_WRONLY, 0);
   posix_spawn_file_actions_adddup2 (&fa, p[1], 2);
+#ifdef HAVE_POSIX_SPAWN_FILE_ACTIONS_ADDCLOSEFROM_NP
+  /* Not the FUSE device nor images: a qemu-img left running must not
+   * keep the mount or a file open. */
+  posix_spawn_file_actions_addclosefrom_np (&fa, 3);
+#endif
   r = posix_spawnp (&pid, argv[0], &fa, NULL, argv, environ);
   posix_spawn_file_actions_destroy (&fa);
   close (p[1]);
