@@ -24,7 +24,8 @@
 #
 # Environment: VD_GUEST_TIMEOUT (seconds, default 600: a loaded 2-CPU
 # machine makes TCG several times slower), VD_GUEST_MEM (MiB,
-# default 1024), VD_GUEST_CACHE (default /var/tmp/vmdiskfs-lvm-guest).
+# default 1024), VD_GUEST_CPUS (default 1), VD_GUEST_CACHE (default
+# /var/tmp/vmdiskfs-lvm-guest).
 #
 # SPDX-License-Identifier: GPL-3.0-or-later
 set -u
@@ -35,6 +36,7 @@ here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 : "${abs_top_builddir:=$abs_top_srcdir}"
 timeout_s=${VD_GUEST_TIMEOUT:-600}
 mem=${VD_GUEST_MEM:-1024}
+cpus=${VD_GUEST_CPUS:-1}
 cache=${VD_GUEST_CACHE:-/var/tmp/vmdiskfs-lvm-guest}
 
 # Modules of TESTING.md, in insmod order (the last five for thin pools).
@@ -146,7 +148,7 @@ truncate -s %4 "$tmp/initrd"
 cat "$tmp/run.cpio.gz" >> "$tmp/initrd"
 
 start=$(date +%s)
-timeout -k 5 "$timeout_s" qemu-system-x86_64 -accel tcg -m "$mem" \
+timeout -k 5 "$timeout_s" qemu-system-x86_64 -accel tcg -m "$mem" -smp "$cpus" \
   -nographic -no-reboot -nodefaults -serial stdio -monitor none \
   -kernel "$dir/vmlinuz" -initrd "$tmp/initrd" \
   -append "console=ttyS0 panic=-1 quiet" \
