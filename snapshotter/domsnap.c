@@ -876,6 +876,55 @@ inject_failure (const char *dname, const char *step)
   return true;
 }
 
+/* Freeze and thaw the guest's filesystems through its agent.  The agent
+ * answers only while the guest runs: freeze before pausing, thaw after
+ * resuming.  Tests: VMDISKFS_DOMSNAP_FAKE_FREEZE=1 pretends the agent
+ * froze them (no agent is asked, a warning says so) and checks, as an
+ * agent would fail, that the domain runs when they are thawed. */
+static bool
+fake_freeze (void)
+{
+  const char *e = getenv ("VMDISKFS_DOMSNAP_FAKE_FREEZE");
+
+  return e && strcmp (e, "1") == 0;
+}
+
+/* 0, or -1 with libvirt's error set (the caller warns). */
+static int
+fs_freeze (const struct dom *m)
+{
+  if (fake_freeze ()) {
+    vd_warn ("domain %s: filesystems frozen (fake: "
+             "VMDISKFS_DOMSNAP_FAKE_FREEZE, no agent asked)", m->name);
+    return 0;
+  }
+  return virDomainFSFreeze (m->d, NULL, 0, 0) < 0 ? -1 : 0;
+}
+
+/* 0, or -1 (logged; when: "after snapshot NAME", "undo"). */
+static int
+fs_thaw (const struct dom *m, const char *when)
+{
+  if (fake_freeze ()) {
+    int st = VIR_DOMAIN_NOSTATE, reason;
+    if (virDomainGetState (m->d, &st, &reason, 0) < 0 ||
+        st != VIR_DOMAIN_RUNNING) {
+      vd_error ("domain %s: %s: thawing its filesystems: the domain does "
+                "not run (state %d): a guest agent could not answer "
+                "(VMDISKFS_DOMSNAP_FAKE_FREEZE)", m->name, when, st);
+      return -1;
+    }
+    vd_warn ("domain %s: filesystems thawed (fake: "
+             "VMDISKFS_DOMSNAP_FAKE_FREEZE, no agent asked)", m->name);
+    return 0;
+  }
+  if (virDomainFSThaw (m->d, NULL, 0, 0) < 0) {
+    lv_fail (m->name, "%s: thawing its filesystems", when);
+    return -1;
+  }
+  return 0;
+}
+
 struct create {
   struct dom m;
   const char *name;
@@ -926,8 +975,7 @@ undo (struct create *cr)
     cr->paused = false;
   }
   if (cr->frozen) {
-    if (virDomainFSThaw (m->d, NULL, 0, 0) < 0)
-      lv_fail (m->name, "undo: thawing its filesystems");
+    fs_thaw (m, "undo");
     cr->frozen = false;
   }
   errno = e;
@@ -1181,20 +1229,37 @@ ds_create (virConnectPtr c, const char *domain, const char *name,
   own = m->nqcow2 > 0 && (m->blocked || m->nlvm > 0);
   memory = m->nqcow2 > 0 && !own && m->active;
 
-  /* Quiesce.  A snapshot with VM state is consistent as it is, and a
-   * guest frozen in it would come back frozen after a revert. */
-  if (opts->quiesce && m->active && memory)
-    vd_info ("domain %s: snapshot %s holds the VM state: consistent "
-             "without freezing filesystems", domain, name);
-  else if (opts->quiesce && m->active) {
-    if (virDomainFSFreeze (m->d, NULL, 0, 0) < 0) {
+  /* Quiesce: backups read the disks only, so they must be consistent
+   * themselves, VM state or not.  Frozen, the snapshot holds no VM state
+   * (a guest saved frozen would come back frozen after a revert): a
+   * running qcow2-only domain then takes the own path, disk-only.  No
+   * agent: as without quiesce. */
+  if (opts->quiesce && m->state == VIR_DOMAIN_RUNNING) {
+    if (fs_freeze (m) < 0) {
       vd_warn ("domain %s: filesystems not frozen, the guest agent did "
-               "not do it (%s): snapshot %s is only crash-consistent",
-               domain, virGetLastErrorMessage (), name);
+               "not do it (%s): snapshot %s is only crash-consistent%s",
+               domain, virGetLastErrorMessage (), name,
+               memory ? " on its disks (it holds the VM state)" : "");
       dn |= DS_DONE_NO_AGENT;
     }
-    else
+    else {
       cr.frozen = true;
+      if (memory) {
+        own = true;
+        memory = false;
+      }
+    }
+  }
+  else if (opts->quiesce && m->active) {
+    vd_warn ("domain %s: filesystems not frozen, the domain is paused or "
+             "suspended (its guest agent cannot answer): snapshot %s is "
+             "only crash-consistent", domain, name);
+    dn |= DS_DONE_NO_AGENT;
+  }
+  else if (opts->quiesce) {
+    vd_info ("domain %s: shut off: snapshot %s is consistent without "
+             "freezing filesystems", domain, name);
+    dn |= DS_DONE_NOT_NEEDED;
   }
 
   /* All disks at one point in time. */
@@ -1266,11 +1331,11 @@ ds_create (virConnectPtr c, const char *domain, const char *name,
     cr.paused = false;
   }
   if (cr.frozen) {
+    CLEANUP_FREE char *when = NULL;
     cr.frozen = false;
-    if (virDomainFSThaw (m->d, NULL, 0, 0) < 0)
-      lv_fail (domain, "thawing its filesystems after snapshot %s "
-               "(the snapshot is made)", name);
-    else
+    if (asprintf (&when, "after snapshot %s (which is made)", name) < 0)
+      when = NULL;
+    if (fs_thaw (m, when ? when : "after the snapshot") == 0)
       dn |= DS_DONE_QUIESCED;
   }
   vd_info ("domain %s: snapshot %s made (%s%s%s%s)", domain, name,
@@ -1284,7 +1349,7 @@ ds_create (virConnectPtr c, const char *domain, const char *name,
 
  fail:
   undo (&cr);
-  dn &= DS_DONE_NO_AGENT;
+  dn &= DS_DONE_NO_AGENT | DS_DONE_NOT_NEEDED;
  out:
   {
     int e = errno;

@@ -35,24 +35,37 @@
  *     volume: its path) that lvm_snapshotter.list accepts;
  *   - anything else fails ENOTSUP, logged with the advice to mark the disk
  *     snapshot='no'.
+ * Quiesce (opts->quiesce): backups read only the disks, so the disks
+ * must be consistent themselves, VM state or not.  A running domain's
+ * filesystems are frozen through the guest agent first; when that
+ * worked, the snapshot is disk-only (a guest saved frozen would come back
+ * frozen after a revert): a qcow2-only domain then takes the own path
+ * (paused, one QMP transaction, redefined as disk-snapshot, no VM
+ * state).  When no agent answers (or the domain is paused: the agent
+ * cannot answer then), a warning and DS_DONE_NO_AGENT, and the snapshot
+ * is made as without quiesce (with VM state where libvirt makes it so).
+ * A shut-off domain has nothing to freeze: DS_DONE_NOT_NEEDED.
  * Order of ds_create, each step undone when a later one fails, so that
  * nothing half-made stays behind:
  *   check the name (EINVAL), check it is free everywhere (EEXIST: libvirt
  *   snapshot, an internal snapshot tag of a qcow2 disk, an LV snapshot of
- *   that shown name), freeze the guest's filesystems (opts->quiesce,
- *   guest agent; without an agent: a warning and DS_DONE_NO_AGENT; not
- *   done for a snapshot with VM state, which is consistent anyway and
- *   would bring back a frozen guest on revert), pause a running domain
- *   that has LV disks and more than one disk, or takes the own path (so
- *   that all disks share one point in time), LVM snapshots, the qcow2
- *   part (then every qcow2 disk must show the tag: libvirt can report
- *   success when qemu failed), resume (only if this call paused it),
- *   thaw (the agent answers only while the guest runs).
+ *   that shown name),
+ *   freeze (quiesce, running only), pause a running domain that has LV
+ *   disks and more than one disk, or takes the own path (so that all
+ *   disks share one point in time), LVM snapshots, the qcow2 part (then
+ *   every qcow2 disk must show the tag: libvirt can report success when
+ *   qemu failed), resume (only if this call paused it), thaw (the agent
+ *   answers only while the guest runs).
  * Tags are read from the images (formats library, no locks) and qemu-img
  * runs on this host: with a remote connection the images must be
  * reachable under the same paths here, as for reading them.
- * Tests: VMDISKFS_DOMSNAP_FAIL=lvm|tags|resume in the environment makes
- * ds_create fail after that step (and undo).
+ *
+ * Test hooks (environment variables, for the test suite only):
+ *   VMDISKFS_DOMSNAP_FAIL=lvm|tags|resume  ds_create fails after that
+ *     step (and undoes);
+ *   VMDISKFS_DOMSNAP_FAKE_FREEZE=1  quiesce pretends the guest agent froze
+ *     and thawed (warnings say so; no agent is asked); thawing checks
+ *     that the domain runs, as a real agent needs.
  *
  * Errors: logged once where found (vd_error, naming the domain, the disk
  * and what libvirt or LVM said), then -1 with errno: EINVAL bad name,
@@ -96,10 +109,13 @@ struct ds_create_opts {          /* zero-initialise, then set */
 #define DS_DONE_LIBVIRT   0x1    /* a libvirt snapshot was made          */
 #define DS_DONE_LVM       0x2    /* at least one LVM snapshot was made   */
 #define DS_DONE_PAUSED    0x4    /* the domain was paused meanwhile      */
-#define DS_DONE_QUIESCED  0x8    /* filesystems were frozen and thawed   */
+#define DS_DONE_QUIESCED  0x8    /* filesystems were frozen and thawed:
+                                    no VM state in the snapshot          */
 #define DS_DONE_NO_AGENT  0x10   /* quiesce asked, no guest agent answered:
                                     the snapshot is crash-consistent      */
 #define DS_DONE_MEMORY    0x20   /* the libvirt part holds VM state      */
+#define DS_DONE_NOT_NEEDED 0x40  /* quiesce asked, nothing needed freezing
+                                    (shut off): consistent as it is       */
 
 /* One snapshot of a domain, as ds_list gives it (merged by shown name
  * over libvirt's snapshots and the LVM snapshots of the LV disks). */

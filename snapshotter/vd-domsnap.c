@@ -9,7 +9,7 @@
  *   vd-domsnap default-name [TIME]   ds_default_name (now, or TIME)
  *
  * create prints "done: " and the DS_DONE_* bits (libvirt lvm paused
- * quiesced no-agent memory, comma-separated, "-" for none); list one line
+ * quiesced no-agent memory not-needed, comma-separated, "-" for none); list one line
  * per snapshot, tab-separated: NAME CTIME FLAGS BY STATE NLV (FLAGS
  * libvirt,lvm,current; BY other mount cli; STATE "-" without a libvirt
  * part).  A failure prints "vd-domsnap: OP: ESYMBOL (message)" on stderr
@@ -90,7 +90,8 @@ int
 main (int argc, char **argv)
 {
   static const char *const done_names[] = {
-    "libvirt", "lvm", "paused", "quiesced", "no-agent", "memory" };
+    "libvirt", "lvm", "paused", "quiesced", "no-agent", "memory",
+    "not-needed" };
   static const char *const flag_names[] = { "libvirt", "lvm", "current" };
   static const char *const by_names[] = { "other", "mount", "cli" };
   const char *uri = NULL, *op;
@@ -161,7 +162,8 @@ main (int argc, char **argv)
     r = ds_create (c, argv[optind], argv[optind + 1], &o, &done);
     if (r == 0 || done) {
       printf ("done: ");
-      print_bits (done, done_names, 6);
+      print_bits (done, done_names,
+                  sizeof done_names / sizeof done_names[0]);
       printf ("\n");
     }
   }

@@ -429,11 +429,8 @@ cmd_create (int argc, char **argv)
       fprintf (stderr, PROG ": warning: %s/%s: no guest agent answered: "
                "the snapshot is crash-consistent\n", domain, name);
     created_text (done, what, sizeof what);
-    /* Shut off, or a snapshot with VM state: consistent as it is, so
-     * ds_create froze nothing (domsnap.h has no bit for that). */
     printf ("created %s/%s (%s%s)\n", domain, name, what,
-            o.quiesce && !(done & (DS_DONE_QUIESCED | DS_DONE_NO_AGENT))
-            ? ", consistent without freezing" : "");
+            done & DS_DONE_NOT_NEEDED ? ", consistent without freezing" : "");
   }
   virConnectClose (c);
   return r < 0 ? EXIT_FAILED : EXIT_OK;

@@ -9,7 +9,9 @@
 #   shutoff with an LV disk not marked snapshot='no') and running (paused,
 #   quiesce without an agent); undo after the tags; ENOSPC when the
 #   second LV's COW does not fit (nothing left, still running); EEXIST
-#   for an LV snapshot made by lvcreate; delete leaves nothing.
+#   for an LV snapshot made by lvcreate; delete leaves nothing;
+#   quiesce: shut off not-needed, running with a faked freeze
+#   (VMDISKFS_DOMSNAP_FAKE_FREEZE).
 # SPDX-License-Identifier: GPL-3.0-or-later
 set -u
 {
@@ -55,7 +57,8 @@ lvs -o lv_name,lv_size,lv_tags,origin vg0
 [ "$(lv_field vg0/cls-c1 lv_tags)" = "vmdisk-snapshot,vmdiskfs" ] || fail "tags $(lv_field vg0/cls-c1 lv_tags)"
 ds list cls | tee /tmp/l
 grep -qP "^c1\t\d+\tlvm\tcli\t-\t1$" /tmp/l || fail "list c1"
-run ds create -b mount -s 8388608 cls "x:y"
+out=$(ds create -q -b mount -s 8388608 cls "x:y") || fail "create x:y"
+[ "$out" = "done: lvm,not-needed" ] || fail "x:y (quiesce, shut off) $out"
 lvs -o lv_name,lv_size,lv_tags vg0
 ds list cls | tee /tmp/l
 grep -qP "^x:y\t\d+\tlvm\tmount\t-\t1$" /tmp/l || fail "list x:y"
@@ -92,6 +95,14 @@ out=$(ds create -s 8388608 -q mix m2) || fail "create m2"; echo "$out"
 [ "$(V domstate mix)" = running ] || fail "not running"
 tags /tmp/img/mix.qcow2 | grep -qx m2 || fail "tag m2"
 lvs -o lv_name,lv_size,lv_tags vg0
+
+# A freeze that worked (faked: no guest OS here): frozen before the
+# pause, thawed after the resume (the fake checks the domain runs).
+out=$(VMDISKFS_DOMSNAP_FAKE_FREEZE=1 ds create -s 8388608 -q mix m3 2>/tmp/e) ||
+  fail "create m3: $(cat /tmp/e)"; echo "$out"; cat /tmp/e
+[ "$out" = "done: libvirt,lvm,paused,quiesced" ] || fail "m3 $out"
+grep -q "filesystems thawed (fake" /tmp/e || fail "m3 not thawed"
+run ds delete mix m3
 
 VMDISKFS_DOMSNAP_FAIL=tags err_is EIO create -s 8388608 mix m5
 [ "$(V domstate mix)" = running ] || fail "not running after undo"

@@ -12,6 +12,10 @@
 #   ENOTSUP for a raw file disk not marked snapshot='no' (nothing left
 #   behind), delete of a bare tag: ENOTSUP;
 #   a failure half-way (the second image locked by qemu-io) is undone;
+#   quiesce: shut off not-needed; running without an agent: VM state
+#   kept, a warning; with a freeze (faked, VMDISKFS_DOMSNAP_FAKE_FREEZE:
+#   no guest OS here) disk-only by the own path, thawed after resuming,
+#   and on undo; paused: no freeze tried;
 #   ds_delete of every kind leaves no tag and no metadata.
 # LVM disks need device-mapper: VD_DOMSNAP_LVM=1 runs domsnap-lvm.sh in
 # the LVM test guest (tests/lvm/guest.sh) too.
@@ -104,8 +108,8 @@ qemu-io -f qcow2 -c "write -P 0x12 1M 1M" "$D/qb.qcow2" >/dev/null
 lv_define "$Q" qcow2:vda:"$D/qa.qcow2" qcow2:vdb:"$D/qb.qcow2" cdrom:sda:
 raw_now "$D/qa.qcow2" "$D/qa.ref"
 
-out=$(ds create -D "first backup" "$Q" off1) || fail "create $Q off1"
-check "qcow2 shut off: done" done_is "$out" libvirt
+out=$(ds create -q -D "first backup" "$Q" off1) || fail "create $Q off1"
+check "qcow2 shut off: done (quiesce not needed)" done_is "$out" libvirt,not-needed
 check "qcow2 shut off: tag vda" has_tag "$D/qa.qcow2" off1
 check "qcow2 shut off: tag vdb" has_tag "$D/qb.qcow2" off1
 check "qcow2 shut off: state" eq "$(meta_state "$Q" off1)" shutoff
@@ -128,8 +132,11 @@ qemu-io -f qcow2 -c "write -P 0x21 0 512k" "$D/qa.qcow2" >/dev/null
 check "qcow2 shut off: data" snap_is "$D/qa.qcow2" off1 "$D/qa.ref"
 
 lv_virsh start "$Q" >/dev/null || fail "start $Q"
-out=$(ds create -q -b mount "$Q" run1) || fail "create $Q run1"
-check "qcow2 running: done (VM state, no freeze)" done_is "$out" libvirt,memory
+out=$(ds create -q -b mount "$Q" run1 2>"$D/err") || fail "create $Q run1: $(cat "$D/err")"
+check "qcow2 running, quiesce without agent: done (VM state kept)" \
+  done_is "$out" libvirt,no-agent,memory
+check "qcow2 running, quiesce without agent: warning" \
+  grep -q "crash-consistent on its disks" "$D/err"
 check "qcow2 running: still running" lv_running "$Q"
 check "qcow2 running: state" eq "$(meta_state "$Q" run1)" running
 check "qcow2 running: VM SIZE > 0" \
@@ -146,6 +153,40 @@ VMDISKFS_DOMSNAP_FAIL=resume check "qcow2 running: undo" ds_err EIO create "$Q" 
 check "qcow2 running undo: no metadata" no_meta "$Q" undo1
 check "qcow2 running undo: no tag" eval 'no_tag "$D/qa.qcow2" undo1 && no_tag "$D/qb.qcow2" undo1'
 check "qcow2 running undo: running" lv_running "$Q"
+# Quiesce with a freeze that worked (VMDISKFS_DOMSNAP_FAKE_FREEZE: these
+# domains have no guest OS, so no agent): disk-only by the own path,
+# frozen while running, paused, thawed once running again.
+raw_now "$D/qb.qcow2" "$D/qb.ref"
+out=$(VMDISKFS_DOMSNAP_FAKE_FREEZE=1 ds create -q "$Q" frz 2>"$D/err") ||
+  fail "create $Q frz: $(cat "$D/err")"
+check "frozen: done (disk-only, paused)" done_is "$out" libvirt,paused,quiesced
+check "frozen: froze, then thawed" eval \
+  '[ "$(grep -o "filesystems [a-z]* (fake" "$D/err" | tr "\n" " ")" = \
+     "filesystems frozen (fake filesystems thawed (fake " ]'
+check "frozen: state disk-snapshot" eq "$(meta_state "$Q" frz)" disk-snapshot
+check "frozen: no VM state" eq "$(vm_state_size "$D/qa.qcow2" frz)" 0
+check "frozen: tags" eval 'has_tag "$D/qa.qcow2" frz && has_tag "$D/qb.qcow2" frz'
+check "frozen: running" lv_running "$Q"
+check "frozen: list" eval 'ds list "$Q" | grep -qP "^frz\t\d+\tlibvirt,current\tcli\tdisk-snapshot\t0$"'
+# Undo after a freeze: thawed, nothing left.
+out=$(VMDISKFS_DOMSNAP_FAKE_FREEZE=1 VMDISKFS_DOMSNAP_FAIL=resume \
+      ds create -q "$Q" frzundo 2>&1) && fail "frzundo worked"
+check "frozen undo: thawed" eval 'grep -q "filesystems thawed (fake" <<<"$out"'
+check "frozen undo: nothing left" eval \
+  'no_meta "$Q" frzundo && no_tag "$D/qa.qcow2" frzundo && no_tag "$D/qb.qcow2" frzundo'
+check "frozen undo: running" lv_running "$Q"
+# A paused domain: no agent can answer, the snapshot is taken anyway.
+lv_virsh suspend "$Q" >/dev/null || fail "suspend $Q"
+out=$(VMDISKFS_DOMSNAP_FAKE_FREEZE=1 ds create -q "$Q" psd 2>"$D/err") ||
+  fail "create $Q psd: $(cat "$D/err")"
+check "paused, quiesce: no agent, VM state" done_is "$out" libvirt,no-agent,memory
+check "paused, quiesce: not frozen" eval '! grep -q "(fake" "$D/err"'
+check "paused, quiesce: warning" grep -q "paused or suspended" "$D/err"
+ds delete "$Q" psd || fail "delete $Q psd"
+lv_virsh resume "$Q" >/dev/null || fail "resume $Q"
+ds delete "$Q" frz || fail "delete $Q frz"
+check "frozen: deleted" eval \
+  'no_meta "$Q" frz && no_tag "$D/qa.qcow2" frz && no_tag "$D/qb.qcow2" frz'
 ds delete "$Q" run1 || fail "delete $Q run1"
 check "delete running: no metadata" no_meta "$Q" run1
 check "delete running: no tag vda" no_tag "$D/qa.qcow2" run1
@@ -247,6 +288,7 @@ check "half-way: no tag vdc" no_tag "$D/mc.qcow2" half
 check "half-way: no metadata" no_meta "$M" half
 kill "$holder" 2>/dev/null
 wait "$holder" 2>/dev/null
+
 
 # ---- A qcow2 volume of a dir pool, with the block disk left out. ----
 V=$LV_PREFIX-v

@@ -6,8 +6,10 @@
 #    oracle: the named and the default name (snap-YYYYMMDD-HHMMSS), the
 #    mark (the description's first line "vmdisk-snapshot"), VM state for
 #    the running domain, EEXIST/ENOENT/EINVAL with exit 1 and the message;
-#  - --quiesce on a running domain without a guest agent that takes the
-#    own path (a disk left out of snapshots): a warning, exit 0;
+#  - --quiesce: shut off "consistent without freezing"; running without
+#    a guest agent: a warning, exit 0, VM state kept on a qcow2-only
+#    domain; with a freeze (faked by VMDISKFS_DOMSNAP_FAKE_FREEZE: our
+#    domains have no guest OS) disk-only, "filesystems frozen";
 #  - prune: snapshots made by vmdisk-snapshot and moved back in time by
 #    redefining them with another <creationTime> (virsh snapshot-dumpxml,
 #    edit, snapshot-create --redefine), one made by virsh and one marked
@@ -157,6 +159,11 @@ lv_define "$OFF" qcow2:vda:"$A" qcow2:vdb:"$B"
 vs_expect 0 create "$OFF" first
 ck "create: '$(cat "$OUT")'" eq "$(cat "$OUT")" \
   "created $OFF/first (libvirt internal)"
+vs_expect 0 create --quiesce "$OFF" quiet
+ck "create --quiesce shut off: '$(cat "$OUT")'" eq "$(cat "$OUT")" \
+  "created $OFF/quiet (libvirt internal, consistent without freezing)"
+ck "create --quiesce shut off: stderr: $(cat "$ERR")" eq "$(cat "$ERR")" ""
+vs_expect 0 delete "$OFF" quiet
 ck "create: $A has tags '$(tags "$A")', want 'first'" eq "$(tags "$A")" first
 ck "create: $B has tags '$(tags "$B")', want 'first'" eq "$(tags "$B")" first
 ck "create: libvirt has '$(lv_snaps "$OFF")'" eq "$(lv_snaps "$OFF")" first
@@ -243,12 +250,25 @@ vmsize=$(qemu-img snapshot -l -U "$R" | awk '$2 == "live" { print $3 }')
 ck "running: no VM state in the snapshot ($vmsize)" test "${vmsize:-0}" != 0
 vs_expect 0 list "$RUN"
 ck "running: KIND of live: $(cat "$OUT")" grep -q " live .* libvirt+memory  *vmdisk-snapshot$" "$OUT"
-# --quiesce with VM state: consistent anyway, no warning, success.
+# --quiesce without an agent on a qcow2-only domain: as without it (VM
+# state), and a warning; exit 0.
 vs_expect 0 create --quiesce "$RUN" live2
-ck "--quiesce with VM state warned: $(cat "$ERR")" \
-  lacks "$ERR" "no guest agent answered"
-ck "--quiesce with VM state: '$(cat "$OUT")'" eq "$(cat "$OUT")" \
-  "created $RUN/live2 (libvirt internal with VM state, consistent without freezing)"
+ck "--quiesce without agent, VM state: no warning: $(cat "$ERR")" \
+  has "$ERR" "vmdisk-snapshot: warning: $RUN/live2: no guest agent answered: the snapshot is crash-consistent"
+ck "--quiesce without agent, VM state: '$(cat "$OUT")'" eq "$(cat "$OUT")" \
+  "created $RUN/live2 (libvirt internal with VM state)"
+# --quiesce with a freeze that works (faked: no guest OS in our domains):
+# disk-only, no VM state.
+VMDISKFS_DOMSNAP_FAKE_FREEZE=1 vs_expect 0 create --quiesce "$RUN" frozen
+ck "--quiesce frozen: '$(cat "$OUT")'" eq "$(cat "$OUT")" \
+  "created $RUN/frozen (libvirt internal, domain paused meanwhile, filesystems frozen)"
+ck "--quiesce frozen: thawed: $(cat "$ERR")" has "$ERR" "filesystems thawed (fake"
+vmsize=$(qemu-img snapshot -l -U "$R" | awk '$2 == "frozen" { print $3 }')
+ck "--quiesce frozen: VM state in the snapshot ($vmsize)" eq "$vmsize" 0
+vs_expect 0 list "$RUN"
+ck "--quiesce frozen: KIND: $(cat "$OUT")" grep -q " frozen .* libvirt  *vmdisk-snapshot$" "$OUT"
+
+vs_expect 0 delete "$RUN" frozen
 vs_expect 0 delete "$RUN" live
 vs_expect 0 delete "$RUN" live2
 ck "running: after delete $R has '$(tags "$R")'" eq "$(tags "$R")" ""
