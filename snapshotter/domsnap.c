@@ -52,6 +52,7 @@
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <signal.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
@@ -202,6 +203,31 @@ lv_fail (const char *dname, const char *fmt, ...)
   vd_error ("domain %s: %s: %s", dname, what ? what : "libvirt",
             virGetLastErrorMessage ());
   errno = errno_of_code (code);
+}
+
+/* ---- Small helpers. ---- */
+
+static long
+env_seconds (const char *var, long dflt)
+{
+  const char *e = getenv (var);
+  char *end;
+  long v;
+
+  if (!e || !*e)
+    return dflt;
+  errno = 0;
+  v = strtol (e, &end, 10);
+  return errno || *end || v < 0 ? dflt : v;
+}
+
+static void
+sleep_ms (long ms)
+{
+  struct timespec ts = { ms / 1000, (ms % 1000) * 1000000L };
+
+  while (nanosleep (&ts, &ts) < 0 && errno == EINTR)
+    ;
 }
 
 /* ---- XML and JSON text. ---- */
@@ -577,8 +603,14 @@ tag_exists (const struct dom *m, const struct dk *k, const char *name)
   return r;
 }
 
+/* qemu-img gets this long (VMDISKFS_DOMSNAP_QEMU_IMG_TIMEOUT overrides
+ * it, for tests): one stuck on a hung NFS server or a lock must not
+ * hang mkdir forever. */
+#define QEMU_IMG_TIMEOUT_SECONDS 300
+
 /* Run qemu-img ARGV (no shell); its stderr goes to the log on failure.
- * 0, or -1 with errno EIO (logged, naming the domain and disk). */
+ * Killed after QEMU_IMG_TIMEOUT_SECONDS.  0, or -1 with errno EIO, or
+ * ETIMEDOUT when it was killed (logged, naming the domain and disk). */
 static int
 run_qemu_img (const struct dom *m, const struct dk *k, char *const argv[])
 {
@@ -590,6 +622,10 @@ run_qemu_img (const struct dom *m, const struct dk *k, char *const argv[])
   CLEANUP_FREE char *cmd = NULL;
   struct buf b = { 0 };
   size_t i;
+  long limit = env_seconds ("VMDISKFS_DOMSNAP_QEMU_IMG_TIMEOUT",
+                            QEMU_IMG_TIMEOUT_SECONDS);
+  struct timespec t0, now;
+  bool killed = false;
 
   for (i = 0; argv[i]; i++) {
     if (i)
@@ -623,9 +659,31 @@ run_qemu_img (const struct dom *m, const struct dk *k, char *const argv[])
     errno = EIO;
     return -1;
   }
+  clock_gettime (CLOCK_MONOTONIC, &t0);
   for (;;) {
     ssize_t n;
     char sink[512];
+    struct pollfd pf = { .fd = p[0], .events = POLLIN };
+    long left;
+
+    clock_gettime (CLOCK_MONOTONIC, &now);
+    left = (limit - (now.tv_sec - t0.tv_sec)) * 1000
+      - (now.tv_nsec - t0.tv_nsec) / 1000000;
+    if (left <= 0) {
+      kill (pid, SIGKILL);
+      killed = true;
+      break;
+    }
+    n = poll (&pf, 1, left > 1000 ? 1000 : (int) left);
+    if (n < 0 && errno != EINTR) {
+      vd_error ("domain %s: disk %s: %s: poll: %m", m->name, k->target,
+                cmd);
+      kill (pid, SIGKILL);
+      killed = true;
+      break;
+    }
+    if (n <= 0)
+      continue;
     if (el < sizeof err - 1)
       n = read (p[0], err + el, sizeof err - 1 - el);
     else
@@ -641,13 +699,35 @@ run_qemu_img (const struct dom *m, const struct dk *k, char *const argv[])
   err[el] = '\0';
   while (el > 0 && err[el - 1] == '\n')
     err[--el] = '\0';
-  while (waitpid (pid, &status, 0) < 0)
-    if (errno != EINTR) {
+  /* Its stderr closed: it ends now, or is killed at the deadline all
+   * the same. */
+  for (;;) {
+    pid_t w = waitpid (pid, &status, killed ? 0 : WNOHANG);
+    if (w == pid)
+      break;
+    if (w < 0 && errno == EINTR)
+      continue;
+    if (w < 0) {
       vd_error ("domain %s: disk %s: %s: waitpid: %m", m->name, k->target,
                 cmd);
       errno = EIO;
       return -1;
     }
+    clock_gettime (CLOCK_MONOTONIC, &now);
+    if (now.tv_sec - t0.tv_sec >= limit) {
+      kill (pid, SIGKILL);
+      killed = true;
+    }
+    else
+      sleep_ms (20);
+  }
+  if (killed) {
+    vd_error ("domain %s: disk %s: %s did not finish in %ld s: killed%s%s",
+              m->name, k->target, cmd, limit, el ? ": " : "",
+              el ? err : "");
+    errno = ETIMEDOUT;
+    return -1;
+  }
   if (!WIFEXITED (status) || WEXITSTATUS (status) != 0) {
     vd_error ("domain %s: disk %s: %s failed (%s %d): %s", m->name,
               k->target, cmd, WIFEXITED (status) ? "status" : "signal",

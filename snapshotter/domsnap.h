@@ -58,14 +58,16 @@
  *   answers only while the guest runs).
  * Tags are read from the images (formats library, no locks) and qemu-img
  * runs on this host: with a remote connection the images must be
- * reachable under the same paths here, as for reading them.
+ * reachable under the same paths here, as for reading them.  qemu-img is
+ * killed after 5 minutes (ETIMEDOUT).
  *
  * Test hooks (environment variables, for the test suite only):
  *   VMDISKFS_DOMSNAP_FAIL=lvm|tags|resume  ds_create fails after that
  *     step (and undoes);
  *   VMDISKFS_DOMSNAP_FAKE_FREEZE=1  quiesce pretends the guest agent froze
  *     and thawed (warnings say so; no agent is asked); thawing checks
- *     that the domain runs, as a real agent needs.
+ *     that the domain runs, as a real agent needs;
+ *   VMDISKFS_DOMSNAP_QEMU_IMG_TIMEOUT=SECONDS  instead of 5 minutes.
  *
  * Errors: logged once where found (vd_error, naming the domain, the disk
  * and what libvirt or LVM said), then -1 with errno: EINVAL bad name,
@@ -73,7 +75,8 @@
  * that cannot be snapshotted (or a snapshot that is not libvirt's nor
  * LVM's, for delete), EBUSY libvirt refused because of the domain's
  * state (VIR_ERR_OPERATION_INVALID), ENOSPC LVM found no room, EACCES
- * the connection is read-only, EIO anything else.
+ * the connection is read-only, ETIMEDOUT qemu-img hung and was killed,
+ * EIO anything else.
  *
  * Threads: the functions may run in several threads at once, each with
  * its own or a shared virConnectPtr; two creates for one domain must be

@@ -12,6 +12,7 @@
 #   ENOTSUP for a raw file disk not marked snapshot='no' (nothing left
 #   behind), delete of a bare tag: ENOTSUP;
 #   a failure half-way (the second image locked by qemu-io) is undone;
+#   a hung qemu-img is killed: ETIMEDOUT;
 #   quiesce: shut off not-needed; running without an agent: VM state
 #   kept, a warning; with a freeze (faked, VMDISKFS_DOMSNAP_FAKE_FREEZE:
 #   no guest OS here) disk-only by the own path, thawed after resuming,
@@ -289,6 +290,15 @@ check "half-way: no metadata" no_meta "$M" half
 kill "$holder" 2>/dev/null
 wait "$holder" 2>/dev/null
 
+# A qemu-img that hangs is killed (ETIMEDOUT), nothing left behind.
+mkdir -p "$D/bin"
+printf '#!/bin/sh\necho $$ >"%s"\nexec sleep 600\n' "$D/hung.pid" >"$D/bin/qemu-img"
+chmod +x "$D/bin/qemu-img"
+PATH=$D/bin:$PATH VMDISKFS_DOMSNAP_QEMU_IMG_TIMEOUT=2 \
+  check "hung qemu-img: ETIMEDOUT" ds_err ETIMEDOUT create "$M" hung
+check "hung qemu-img: nothing left" eval \
+  'no_tag "$D/ma.qcow2" hung && no_tag "$D/mc.qcow2" hung && no_meta "$M" hung'
+check "hung qemu-img: killed" eval '[ -s "$D/hung.pid" ] && ! kill -0 "$(cat "$D/hung.pid")" 2>/dev/null'
 
 # ---- A qcow2 volume of a dir pool, with the block disk left out. ----
 V=$LV_PREFIX-v
