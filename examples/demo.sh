@@ -100,6 +100,13 @@ vmdiskfs "$mnt"
 for i in $(seq 50); do mountpoint -q "$mnt" && break; sleep 0.1; done
 echo "demo: libvirt domains mounted on $mnt"
 ls -l "$mnt" "$mnt"/demo-web "$mnt"/demo-web/snapshots "$mnt/demo-web/snapshots/before upgrade"
+# A snapshot by mkdir: every disk of the running domain at one moment
+# (libvirt's internal snapshot with VM state); rmdir deletes it.
+[ -d "$mnt/demo-web/snapshots/by-mkdir" ] ||
+  mkdir "$mnt/demo-web/snapshots/by-mkdir"
+ls -l "$mnt/demo-web/snapshots/by-mkdir"
+vmdisk-snapshot list demo-web
+echo "demo: try  mkdir $mnt/demo-web/snapshots/NAME,  rmdir it,  vmdisk-snapshot --help"
 
 # ---- images mode: a directory of image files. ----
 
