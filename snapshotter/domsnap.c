@@ -54,6 +54,7 @@
 #include <stdlib.h>
 #include <signal.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -228,6 +229,135 @@ sleep_ms (long ms)
 
   while (nanosleep (&ts, &ts) < 0 && errno == EINTR)
     ;
+}
+
+/* ---- The cross-process lock. ---- */
+
+/* Seconds to wait for another process's create or delete of the same
+ * domain (VMDISKFS_DOMSNAP_LOCK_WAIT overrides it, for tests). */
+#define LOCK_WAIT_SECONDS 600
+
+struct dlock {
+  int fd;                       /* -1: not locked                         */
+  char path[sizeof DS_LOCK_DIR + VIR_UUID_STRING_BUFLEN + 8];
+};
+
+/* Take the exclusive flock of domain dname: DS_LOCK_DIR/<UUID>.lock, so
+ * that creates and deletes of one domain by different processes (a
+ * vmdiskfs mount, vmdisk-snapshot from cron) do not interleave; threads
+ * of one process too, as each call opens the file anew.  Waits up to
+ * LOCK_WAIT_SECONDS, saying once that it waits.  The holder unlinks the
+ * file before it lets go (unlock_domain), so that none pile up: a
+ * waiter that then gets the lock of a file no longer at path opens it
+ * anew.  0 (lk->fd -1 when the file cannot be opened at all, e.g. no
+ * right to create it: a warning, and the call goes on unlocked), or -1
+ * (logged) with errno EBUSY after the wait, ENOENT no such domain ... */
+static int
+lock_domain (virConnectPtr c, const char *dname, struct dlock *lk)
+{
+  char uuid[VIR_UUID_STRING_BUFLEN];
+  virDomainPtr d;
+  struct timespec t0, now;
+  long wait = env_seconds ("VMDISKFS_DOMSNAP_LOCK_WAIT", LOCK_WAIT_SECONDS);
+  bool said = false;
+  struct stat sf, sp;
+
+  lk->fd = -1;
+  d = virDomainLookupByName (c, dname);
+  if (!d) {
+    lv_fail (dname, "lookup");
+    return -1;
+  }
+  if (virDomainGetUUIDString (d, uuid) < 0) {
+    lv_fail (dname, "UUID");
+    virDomainFree (d);
+    return -1;
+  }
+  virDomainFree (d);
+  snprintf (lk->path, sizeof lk->path, "%s/%s.lock", DS_LOCK_DIR, uuid);
+  {
+    char dir[] = DS_LOCK_DIR, *p;   /* mkdir -p */
+    for (p = dir + 1; ; p++)
+      if (*p == '/' || !*p) {
+        char ch = *p;
+        *p = '\0';
+        if (mkdir (dir, 0755) < 0 && errno != EEXIST)
+          vd_debug ("mkdir %s: %m", dir);
+        if (!(*p = ch))
+          break;
+      }
+  }
+  clock_gettime (CLOCK_MONOTONIC, &t0);
+  for (;;) {
+    if (lk->fd < 0) {
+      lk->fd = open (lk->path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW,
+                     0644);
+      if (lk->fd < 0) {
+        vd_warn ("domain %s: %s: %m: snapshots of the domain are not "
+                 "serialized with other processes", dname, lk->path);
+        return 0;
+      }
+    }
+    if (flock (lk->fd, LOCK_EX | LOCK_NB) == 0) {
+      if (fstat (lk->fd, &sf) == 0 && stat (lk->path, &sp) == 0 &&
+          sf.st_dev == sp.st_dev && sf.st_ino == sp.st_ino)
+        return 0;
+      close (lk->fd);           /* unlinked by its last holder: anew */
+      lk->fd = -1;
+      continue;
+    }
+    if (errno == EINTR)
+      continue;
+    if (errno != EWOULDBLOCK) {
+      vd_warn ("domain %s: flock %s: %m: snapshots of the domain are not "
+               "serialized with other processes", dname, lk->path);
+      close (lk->fd);
+      lk->fd = -1;
+      return 0;
+    }
+    clock_gettime (CLOCK_MONOTONIC, &now);
+    if (now.tv_sec - t0.tv_sec >= wait) {
+      vd_error ("domain %s: another snapshot operation on it still runs "
+                "after %ld s (%s is locked): given up", dname, wait,
+                lk->path);
+      close (lk->fd);
+      lk->fd = -1;
+      errno = EBUSY;
+      return -1;
+    }
+    if (!said) {
+      vd_warn ("domain %s: waiting for another snapshot operation on it "
+               "to finish (%s is locked)", dname, lk->path);
+      said = true;
+    }
+    sleep_ms (100);
+  }
+}
+
+static void
+unlock_domain (struct dlock *lk)
+{
+  if (lk->fd < 0)
+    return;
+  unlink (lk->path);            /* before letting go: see lock_domain */
+  close (lk->fd);
+  lk->fd = -1;
+}
+
+/* Tests: VMDISKFS_DOMSNAP_HOLD=FILE makes ds_create and ds_delete wait,
+ * once they hold the lock, until FILE is gone (at most 120 s). */
+static void
+hold_for_tests (const char *dname)
+{
+  const char *f = getenv ("VMDISKFS_DOMSNAP_HOLD");
+  int i;
+
+  if (!f || !*f)
+    return;
+  vd_warn ("domain %s: holding the lock while %s exists "
+           "(VMDISKFS_DOMSNAP_HOLD)", dname, f);
+  for (i = 0; i < 1200 && access (f, F_OK) == 0; i++)
+    sleep_ms (100);
 }
 
 /* ---- XML and JSON text. ---- */
@@ -1231,6 +1361,7 @@ ds_create (virConnectPtr c, const char *domain, const char *name,
   unsigned dn = 0;
   bool own, memory;
   size_t i, j;
+  struct dlock lock;
   int r = -1;
 
   if (done)
@@ -1253,8 +1384,15 @@ ds_create (virConnectPtr c, const char *domain, const char *name,
   desc = description (opts);
   if (!desc)
     return -1;
-  if (dom_open (c, domain, true, m) < 0)
+  if (lock_domain (c, domain, &lock) < 0)
     return -1;
+  hold_for_tests (domain);
+  if (dom_open (c, domain, true, m) < 0) {
+    int e = errno;
+    unlock_domain (&lock);
+    errno = e;
+    return -1;
+  }
   if (m->nqcow2 + m->nlvm == 0) {
     vd_error ("domain %s: no disk to snapshot (no qcow2 image or logical "
               "volume that is not left out)", domain);
@@ -1436,6 +1574,7 @@ ds_create (virConnectPtr c, const char *domain, const char *name,
     if (cr.snap)
       virDomainSnapshotFree (cr.snap);
     dom_close (m);
+    unlock_domain (&lock);
     if (done)
       *done = dn;
     errno = e;
@@ -1453,10 +1592,18 @@ ds_delete (virConnectPtr c, const char *domain, const char *name)
   struct domxml_snapshot sx = { 0 };
   bool *tagdisk = NULL, any_tag = false;
   size_t i, j, nlv = 0;
+  struct dlock lock;
   int r = -1, e = 0;
 
-  if (dom_open (c, domain, false, &m) < 0)
+  if (lock_domain (c, domain, &lock) < 0)
     return -1;
+  hold_for_tests (domain);
+  if (dom_open (c, domain, false, &m) < 0) {
+    e = errno;
+    unlock_domain (&lock);
+    errno = e;
+    return -1;
+  }
   tagdisk = calloc (m.nxd ? m.nxd : 1, sizeof *tagdisk);
   if (!tagdisk) {
     errno = ENOMEM;
@@ -1593,6 +1740,7 @@ ds_delete (virConnectPtr c, const char *domain, const char *name)
   domxml_snapshot_clear (&sx);
   free (tagdisk);
   dom_close (&m);
+  unlock_domain (&lock);
   errno = e;
   return r;
 }

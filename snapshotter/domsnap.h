@@ -47,9 +47,9 @@
  * A shut-off domain has nothing to freeze: DS_DONE_NOT_NEEDED.
  * Order of ds_create, each step undone when a later one fails, so that
  * nothing half-made stays behind:
- *   check the name (EINVAL), check it is free everywhere (EEXIST: libvirt
- *   snapshot, an internal snapshot tag of a qcow2 disk, an LV snapshot of
- *   that shown name),
+ *   check the name (EINVAL), take the domain's lock (below), check the
+ *   name is free everywhere (EEXIST: libvirt snapshot, an internal
+ *   snapshot tag of a qcow2 disk, an LV snapshot of that shown name),
  *   freeze (quiesce, running only), pause a running domain that has LV
  *   disks and more than one disk, or takes the own path (so that all
  *   disks share one point in time), LVM snapshots, the qcow2 part (then
@@ -61,12 +61,26 @@
  * reachable under the same paths here, as for reading them.  qemu-img is
  * killed after 5 minutes (ETIMEDOUT).
  *
+ * Lock: ds_create and ds_delete hold an exclusive flock(2) on
+ * DS_LOCK_DIR/<domain UUID>.lock (the directory made 0755 when missing)
+ * for their whole run, so that creates and deletes of one domain by
+ * different processes (a vmdiskfs mount, vmdisk-snapshot from cron) or
+ * threads never interleave; the holder removes the file when it is done.
+ * A second caller waits, logging once that it does, up to 10 minutes,
+ * then fails EBUSY.  A lock file that cannot be opened (a user without
+ * write access to DS_LOCK_DIR) gives a warning and the call goes on
+ * unlocked.  The lock is per host: processes on other hosts sharing a
+ * remote libvirt are not serialized.
+ *
  * Test hooks (environment variables, for the test suite only):
  *   VMDISKFS_DOMSNAP_FAIL=lvm|tags|resume  ds_create fails after that
  *     step (and undoes);
  *   VMDISKFS_DOMSNAP_FAKE_FREEZE=1  quiesce pretends the guest agent froze
  *     and thawed (warnings say so; no agent is asked); thawing checks
  *     that the domain runs, as a real agent needs;
+ *   VMDISKFS_DOMSNAP_HOLD=FILE  ds_create and ds_delete, once they hold
+ *     the lock, wait until FILE is gone (at most 2 minutes);
+ *   VMDISKFS_DOMSNAP_LOCK_WAIT=SECONDS  instead of 10 minutes;
  *   VMDISKFS_DOMSNAP_QEMU_IMG_TIMEOUT=SECONDS  instead of 5 minutes.
  *
  * Errors: logged once where found (vd_error, naming the domain, the disk
@@ -74,13 +88,14 @@
  * EEXIST name taken, ENOENT no such domain or snapshot, ENOTSUP a disk
  * that cannot be snapshotted (or a snapshot that is not libvirt's nor
  * LVM's, for delete), EBUSY libvirt refused because of the domain's
- * state (VIR_ERR_OPERATION_INVALID), ENOSPC LVM found no room, EACCES
+ * state (VIR_ERR_OPERATION_INVALID) or another create or delete of the
+ * domain held the lock for 10 minutes, ENOSPC LVM found no room, EACCES
  * the connection is read-only, ETIMEDOUT qemu-img hung and was killed,
  * EIO anything else.
  *
  * Threads: the functions may run in several threads at once, each with
- * its own or a shared virConnectPtr; two creates for one domain must be
- * serialized by the caller.
+ * its own or a shared virConnectPtr; creates and deletes of one domain
+ * are serialized by the lock.
  *
  * SPDX-License-Identifier: GPL-3.0-or-later
  */
@@ -119,6 +134,9 @@ struct ds_create_opts {          /* zero-initialise, then set */
 #define DS_DONE_MEMORY    0x20   /* the libvirt part holds VM state      */
 #define DS_DONE_NOT_NEEDED 0x40  /* quiesce asked, nothing needed freezing
                                     (shut off): consistent as it is       */
+
+/* The lock directory (see "Lock" above). */
+#define DS_LOCK_DIR "/run/lock/vmdiskfs"
 
 /* One snapshot of a domain, as ds_list gives it (merged by shown name
  * over libvirt's snapshots and the LVM snapshots of the LV disks). */

@@ -142,7 +142,9 @@ errno_text (const char *op, int e)
     return del
       ? "not a snapshot of libvirt or LVM (see above)"
       : "a disk of the domain cannot be snapshotted (see above)";
-  case EBUSY: return "refused in the domain's current state";
+  case EBUSY:
+    return "refused in the domain's current state, or another snapshot "
+      "operation on it did not finish (see above)";
   case ETIMEDOUT: return "a tool did not finish in time (see above)";
   case ENOSPC: return "no room for the LVM snapshot";
   case EACCES: return "permission denied (read-only connection?)";

@@ -10,6 +10,9 @@
 #    a guest agent: a warning, exit 0, VM state kept on a qcow2-only
 #    domain; with a freeze (faked by VMDISKFS_DOMSNAP_FAKE_FREEZE: our
 #    domains have no guest OS) disk-only, "filesystems frozen";
+#  - two creates at once (one held in the domain's lock by
+#    VMDISKFS_DOMSNAP_HOLD): the second waits, says so, then both
+#    succeed in order; a third gives up with EBUSY;
 #  - prune: snapshots made by vmdisk-snapshot and moved back in time by
 #    redefining them with another <creationTime> (virsh snapshot-dumpxml,
 #    edit, snapshot-create --redefine), one made by virsh and one marked
@@ -268,6 +271,44 @@ ck "--quiesce frozen: VM state in the snapshot ($vmsize)" eq "$vmsize" 0
 vs_expect 0 list "$RUN"
 ck "--quiesce frozen: KIND: $(cat "$OUT")" grep -q " frozen .* libvirt  *vmdisk-snapshot$" "$OUT"
 
+# Two creates at once from two processes: the second waits for the
+# first's lock (VMDISKFS_DOMSNAP_HOLD keeps the first in it until $hold
+# is gone), then both succeed, one after the other.
+uuid=$(lv_virsh domuuid "$RUN" | sed '/^$/d')
+lock=/run/lock/vmdiskfs/$uuid.lock
+hold=$TEST_DIR/hold
+: >"$hold"
+: >"$TEST_DIR/lk1.err"
+: >"$TEST_DIR/lk2.err"
+VMDISKFS_DOMSNAP_HOLD=$hold "$VMDISK_SNAPSHOT" -c "$LV_URI" create "$RUN" lk1 \
+  >"$TEST_DIR/lk1.out" 2>"$TEST_DIR/lk1.err" &
+lk1=$!
+on_exit "rm -f '$hold'; kill $lk1 2>/dev/null"
+ck "lock: the first did not take the lock: $(cat "$TEST_DIR/lk1.err")" \
+  wait_for 30 eval '[ -e "$lock" ] && ! flock -n "$lock" true'
+"$VMDISK_SNAPSHOT" -c "$LV_URI" create "$RUN" lk2 \
+  >"$TEST_DIR/lk2.out" 2>"$TEST_DIR/lk2.err" &
+lk2=$!
+on_exit "kill $lk2 2>/dev/null"
+ck "lock: the second does not say it waits: $(cat "$TEST_DIR/lk2.err")" \
+  wait_for 30 grep -q "waiting for another snapshot operation" "$TEST_DIR/lk2.err"
+ck "lock: the second made lk2 while the first held the lock" \
+  eq "$(tags "$R" | tr ' ' '\n' | grep -c '^lk')" 0
+# A third gives up after its wait: EBUSY.
+VMDISKFS_DOMSNAP_LOCK_WAIT=1 vs_expect 1 delete "$RUN" frozen
+ck "lock: EBUSY: $(cat "$ERR")" has "$ERR" "(EBUSY)"
+rm -f "$hold"
+rc1=0; wait "$lk1" || rc1=$?
+rc2=0; wait "$lk2" || rc2=$?
+ck "lock: first: exit $rc1: $(cat "$TEST_DIR/lk1.err")" eq "$rc1" 0
+ck "lock: second: exit $rc2: $(cat "$TEST_DIR/lk2.err")" eq "$rc2" 0
+ck "lock: $R has '$(tags "$R")'" eq "$(tags "$R")" "frozen live live2 lk1 lk2"
+ck "lock: $lock left behind" test ! -e "$lock"
+# In that order: lk1 was current when lk2 was made.
+ck "lock: lk2's parent is $(lv_virsh snapshot-parent "$RUN" lk2)" \
+  eq "$(lv_virsh snapshot-parent "$RUN" lk2)" lk1
+vs_expect 0 delete "$RUN" lk2
+vs_expect 0 delete "$RUN" lk1
 vs_expect 0 delete "$RUN" frozen
 vs_expect 0 delete "$RUN" live
 vs_expect 0 delete "$RUN" live2
