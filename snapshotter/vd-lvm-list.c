@@ -14,7 +14,7 @@
  * One line per snapshot, tab-separated:
  *   NAME ID ORIGIN DEVICE CTIME SIZE FLAGS
  * (FLAGS: comma-separated thin, ours, active, needs-activation, invalid,
- * or "-").  -c checks that the process kept its umask, signal
+ * cli (SNAP_TAG_CLI: made by vmdisk-snapshot), or "-").  -c checks that the process kept its umask, signal
  * dispositions and signal mask across the operation (liblvm2cmd must run
  * in the helper child only) and has no child left (reaped), and fails
  * with status 3 if not.  -d: debug
@@ -53,6 +53,7 @@ print_snap (const struct snap_info *s)
   static const struct { unsigned bit; const char *name; } fl[] = {
     { SNAP_THIN, "thin" }, { SNAP_OURS, "ours" }, { SNAP_ACTIVE, "active" },
     { SNAP_NEEDS_ACTIVATION, "needs-activation" }, { SNAP_INVALID, "invalid" },
+    { SNAP_TAG_CLI, "cli" },
   };
   size_t i;
   const char *sep = "";

@@ -11,7 +11,7 @@
 #   second LV's COW does not fit (nothing left, still running); EEXIST
 #   for an LV snapshot made by lvcreate; delete leaves nothing;
 #   quiesce: shut off not-needed, running with a faked freeze
-#   (VMDISKFS_DOMSNAP_FAKE_FREEZE).
+#   (VMDISKFS_DOMSNAP_FAKE_FREEZE); vd-lvm-list's flag cli.
 # SPDX-License-Identifier: GPL-3.0-or-later
 set -u
 {
@@ -62,6 +62,11 @@ out=$(ds create -q -b mount -s 8388608 cls "x:y") || fail "create x:y"
 lvs -o lv_name,lv_size,lv_tags vg0
 ds list cls | tee /tmp/l
 grep -qP "^x:y\t\d+\tlvm\tmount\t-\t1$" /tmp/l || fail "list x:y"
+# vd-lvm-list shows the vmdisk-snapshot tag as the flag cli.
+"$abs_top_builddir/snapshotter/vd-lvm-list" /dev/vg0/cls | tee /tmp/l
+grep -qP "^c1\t.*\t([a-z-]+,)*cli$" /tmp/l || fail "vd-lvm-list: c1 without cli"
+grep -qP "^x:y\t.*\tours(,[a-z-]+)*$" /tmp/l || fail "vd-lvm-list: x:y not ours"
+grep -qP "^x:y\t.*cli" /tmp/l && fail "vd-lvm-list: x:y with cli"
 err_is EINVAL create cls "a b"
 err_is EEXIST create cls c1
 run ds delete cls c1
