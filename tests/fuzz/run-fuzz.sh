@@ -1,16 +1,23 @@
 #!/bin/bash
-# Fuzz the qcow2 and QED parsers of formats/ with libFuzzer for a bounded
-# time: builds tests/fuzz/fuzz-image.c once per format straight from the
-# library sources with clang (-fsanitize=fuzzer,address,undefined; UB
-# halts), seeds a corpus with small images made by qemu-img/qemu-io, runs
-# each target FUZZ_SECONDS, and fails with the reproducer's path and the
+# Fuzz the qcow2 and QED parsers of formats/ (and the LVM report, libvirt
+# XML and QMP reply parsers of snapshotter/) with libFuzzer for a bounded
+# time: builds tests/fuzz/fuzz-image.c once per format (fuzz-TARGET.c for
+# the others) straight from the library sources with clang
+# (-fsanitize=fuzzer,address,undefined; UB halts), seeds a corpus with
+# small images made by qemu-img/qemu-io (or TARGET-seeds/), runs each
+# target FUZZ_SECONDS, and fails with the reproducer's path and the
 # stack trace when anything crashes, leaks, hits UB or times out.
 #
 # Environment:
-#   FUZZ_SECONDS=60        run time per target
-#   FUZZ_TARGETS="qcow2 qed lvm-json"   (lvm-json: tests/fuzz/fuzz-lvm-json.c,
-#                          the LVM report parser; seeds in lvm-json-seeds/;
-#                          domxml: fuzz-domxml.c, snapshotter/domxml.c, libvirt XML)
+#   FUZZ_SECONDS=48        run time per target (5 targets: 4 minutes in
+#                          all, as 4 targets of 60 s were)
+#   FUZZ_TARGETS="qcow2 qed lvm-json domxml qmp-json"
+#                          (lvm-json: tests/fuzz/fuzz-lvm-json.c, the LVM
+#                          report parser; seeds in lvm-json-seeds/;
+#                          domxml: fuzz-domxml.c, snapshotter/domxml.c,
+#                          libvirt XML; qmp-json: fuzz-qmp-json.c,
+#                          snapshotter/qmp-json.c, qemu's QMP replies,
+#                          seeds in qmp-json-seeds/)
 #   FUZZ_NICE=10           niceness of the fuzzers (the machine is shared)
 #   FUZZ_ARGS=...          extra libFuzzer options
 #   FUZZ_CFLAGS=...        extra compiler flags (e.g. -fno-sanitize=alignment
@@ -29,8 +36,8 @@ set -u
 
 srcdir=${abs_top_srcdir:-$(cd "$(dirname "$0")/../.." && pwd)}
 builddir=${abs_top_builddir:-$srcdir}
-FUZZ_SECONDS=${FUZZ_SECONDS:-60}
-FUZZ_TARGETS=${FUZZ_TARGETS:-qcow2 qed lvm-json domxml}
+FUZZ_SECONDS=${FUZZ_SECONDS:-48}
+FUZZ_TARGETS=${FUZZ_TARGETS:-qcow2 qed lvm-json domxml qmp-json}
 FUZZ_NICE=${FUZZ_NICE:-10}
 FUZZ_ARGS=${FUZZ_ARGS:-}
 CC=${FUZZ_CC:-clang}
@@ -60,7 +67,8 @@ fi
 # Every library source except those with a main() (vd-cat.c).
 sources=()
 for f in "$srcdir"/formats/*.c "$srcdir"/common/*.c \
-         "$srcdir"/snapshotter/lvm-json.c "$srcdir"/snapshotter/domxml.c; do
+         "$srcdir"/snapshotter/lvm-json.c "$srcdir"/snapshotter/domxml.c \
+         "$srcdir"/snapshotter/qmp-json.c; do
   grep -q '^main *(' "$f" || sources+=("$f")
 done
 cflags=(-g -O1 -fno-omit-frame-pointer
