@@ -333,6 +333,9 @@ mkdir $mnt/mix/snapshots/nospc 2>/tmp/err && fail "mkdir with no room worked"
 grep -q "No space left on device" /tmp/err ||
   fail "mkdir nospc: $(cat /tmp/err); vmdiskfs said: $(tail -5 /tmp/vmdiskfs.log)"
 nothing_left nospc "$lvs1"
+# It failed at the second LV disk (vdc): the first one's was undone.
+grep -q 'disk vdc .*snapshot nospc not made' /tmp/vmdiskfs.log ||
+  fail "mkdir nospc did not fail at the second LV: $(tail -5 /tmp/vmdiskfs.log)"
 [ "$(V domstate mix)" = running ] || fail "mix: $(V domstate mix) after a failed mkdir"
 [ -e $mnt/mix/snapshots/nospc ] && fail "snapshots/nospc shown"
 "$VSNAP" create --cow-size 8M mix nospc2 2>/tmp/err && fail "create with no room worked"
