@@ -18,6 +18,8 @@
 #   no guest OS here) disk-only by the own path, thawed after resuming,
 #   and on undo; paused: no freeze tried;
 #   ds_delete of every kind leaves no tag and no metadata.
+# domsnap-agent.sh: quiesce with a real qemu-ga in a small guest (skipped
+# without qemu-guest-agent; VD_DOMSNAP_AGENT=0 leaves it out).
 # LVM disks need device-mapper: VD_DOMSNAP_LVM=1 runs domsnap-lvm.sh in
 # the LVM test guest (tests/lvm/guest.sh) too.
 #
@@ -281,7 +283,7 @@ check "delete own shut off: no tags" eval '[ -z "$(tags "$D/ma.qcow2")$(tags "$D
 qemu-io -f qcow2 -c "sleep 60000" "$D/mc.qcow2" >/dev/null 2>&1 &
 holder=$!
 on_exit "kill $holder 2>/dev/null; wait $holder 2>/dev/null"
-wait_for 10 eval '! qemu-img info "$D/mc.qcow2" >/dev/null 2>&1' ||
+wait_for 30 eval '! qemu-img info "$D/mc.qcow2" >/dev/null 2>&1' ||
   fail "qemu-io does not hold $D/mc.qcow2"
 check "half-way: EIO" ds_err EIO create "$M" half
 check "half-way: no tag vda" no_tag "$D/ma.qcow2" half
@@ -397,6 +399,18 @@ check "raw block: ENOTSUP" ds_err ENOTSUP create "$B" x
 check "raw block: no tag" eval '[ -z "$(tags "$D/ra.qcow2")" ]'
 check "raw block: no metadata" eval '[ -z "$(lv_virsh snapshot-list --name "$B")" ]'
 check "raw block: list" eval '[ -z "$(ds list "$B")" ]'
+
+# ---- quiesce with a real guest agent in a small TCG guest (about 20 s;
+# skipped without qemu-ga), unless VD_DOMSNAP_AGENT=0. ----
+if [ "${VD_DOMSNAP_AGENT:-1}" != 0 ]; then
+  rc=0
+  bash "$_fn_here/domsnap-agent.sh" || rc=$?
+  case $rc in
+    0) ;;
+    77) echo "note: domsnap-agent.sh skipped: no real guest agent tested" ;;
+    *) check "quiesce with a real guest agent (domsnap-agent.sh)" false ;;
+  esac
+fi
 
 # ---- LVM, in the test guest (no device-mapper here), when asked. ----
 if [ "${VD_DOMSNAP_LVM:-}" = 1 ]; then
