@@ -1115,6 +1115,8 @@ fs_freeze (const struct dom *m)
 static int
 fs_thaw (const struct dom *m, const char *when)
 {
+  int i;
+
   if (fake_freeze ()) {
     int st = VIR_DOMAIN_NOSTATE, reason;
     if (virDomainGetState (m->d, &st, &reason, 0) < 0 ||
@@ -1128,9 +1130,16 @@ fs_thaw (const struct dom *m, const char *when)
              "VMDISKFS_DOMSNAP_FAKE_FREEZE, no agent asked)", m->name);
     return 0;
   }
-  if (virDomainFSThaw (m->d, NULL, 0, 0) < 0) {
-    lv_fail (m->name, "%s: thawing its filesystems", when);
-    return -1;
+  /* A guest left frozen blocks every write in it: try thrice. */
+  for (i = 0; virDomainFSThaw (m->d, NULL, 0, 0) < 0; i++) {
+    if (i == 2) {
+      lv_fail (m->name, "%s: thawing its filesystems (they may stay "
+               "frozen: virsh domfsthaw %s)", when, m->name);
+      return -1;
+    }
+    vd_warn ("domain %s: thawing its filesystems failed (%s), trying "
+             "again", m->name, virGetLastErrorMessage ());
+    sleep_ms (1000);
   }
   return 0;
 }
