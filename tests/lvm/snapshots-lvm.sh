@@ -9,13 +9,14 @@
 #    its copy-on-write size from -o snapsize=25%, --cow-size 12M and 30%,
 #    the bytes of the moment in snapshots/<name>/vda.raw, rmdir/delete;
 #  - thn: one thin LV: a thin snapshot, inactive until read, rmdir;
-#  - mix: LV, qcow2 (on the guest's tmpfs), LV: shut off, then RUNNING
-#    (TCG inside TCG): the domain is paused while the snapshots are taken
-#    (libvirt's lifecycle events around the LVM snapshot's device node and
-#    the qcow2 snapshot's date), every disk's bytes of that moment, the
-#    qcow2 tag and the libvirt snapshot, all gone after rmdir/delete;
-#  - failures on mix, running: no room in the VG for the second LV's COW
-#    (ENOSPC, after the first LV snapshot was made), a failure after the
+#  - mix: thin LV, qcow2 (on the guest's tmpfs), classic LV: shut off,
+#    then RUNNING (TCG inside TCG): the domain is paused while the
+#    snapshots are taken (libvirt's lifecycle events around the classic
+#    snapshot's device node, the thin one's lv_time and the qcow2
+#    snapshot's date), every disk's bytes of that moment, the qcow2 tag
+#    and the libvirt snapshot, all gone after rmdir/delete;
+#  - failures on mix, running: no room in the VG for the classic LV's COW
+#    (ENOSPC, after the thin snapshot was made), a failure after the
 #    qcow2 tags (VMDISKFS_DOMSNAP_FAIL=tags stands for libvirt refusing the
 #    redefine) and names taken by a libvirt snapshot or a qcow2 tag
 #    (EEXIST): nothing left behind (no LV, no qcow2 tag, no libvirt
@@ -109,7 +110,7 @@ setup_lvm
 setup_thin_pool 64M
 run lvcreate -q -L 320M -n cls vg0
 run lvcreate -q -V 32M -T vg0/pool -n thin
-run lvcreate -q -L 32M -n mixa vg0
+run lvcreate -q -V 32M -T vg0/pool -n mixa
 run lvcreate -q -L 32M -n mixc vg0
 mkdir -p /tmp/img
 run qemu-img create -q -f qcow2 /tmp/img/mix.qcow2 32M
@@ -265,11 +266,14 @@ qnode=libvirt-$(V dumpxml mix | sed -n "s|.*<source file='/tmp/img/mix.qcow2' in
 check_paused () {   # NAME: pause events around every part of snapshot NAME
   local a c q
   pause_window
-  a=$(stat -c %.9Y /dev/vg0/mixa-$1) c=$(stat -c %.9Y /dev/vg0/mixc-$1) q=$(qdate "$1")
+  # the thin snapshot, inactive, has no device node: its lv_time (seconds)
+  a=$(lvs --noheadings --config 'report { time_format = "%s" }' \
+        -o lv_time vg0/mixa-$1 | tr -d ' ')
+  c=$(stat -c %.9Y /dev/vg0/mixc-$1) q=$(qdate "$1")
   awk -v s="$ps" -v r="$pr" -v a="$a" -v c="$c" -v q="$q" 'BEGIN {
-    printf "paused for %.3fs; after the pause: LV snapshots at %.3fs, %.3fs, qcow2 at %.3fs\n",
-      r - s, a - s, c - s, q - s }'
-  inside "$a" "$ps" "$pr" "LV snapshot mixa-$1"
+    printf "paused for %.3fs; after the pause: classic LV snapshot at %.3fs, qcow2 at %.3fs, thin LV snapshot in second %d (pause from second %d)\n",
+      r - s, c - s, q - s, a, int(s) }'
+  inside "$a" "${ps%.*}" "$pr" "thin LV snapshot mixa-$1"
   inside "$c" "$ps" "$pr" "LV snapshot mixc-$1"
   inside "$q" "$ps" "$pr" "qcow2 snapshot $1"
   [ "$(V domstate mix)" = running ] || fail "mix: $(V domstate mix) after $1"
@@ -280,8 +284,8 @@ t=$(date +%s.%N)
 run mkdir $mnt/mix/snapshots/run1
 echo "mkdir took $(echo "$(date +%s.%N) - $t" | bc)s"
 check_paused run1
-lv_info vg0/mixa-run1
-[ "$size" = $((8 * M)) ] || fail "mixa-run1: COW $size, want snapsize=8M"
+lv_info vg0/mixc-run1
+[ "$size" = $((8 * M)) ] || fail "mixc-run1: COW $size, want snapsize=8M"
 V snapshot-list mix --name | grep -qx run1 || fail "no libvirt snapshot run1"
 put mixa-v3 /dev/vg0/mixa
 put mixc-v3 /dev/vg0/mixc
@@ -324,16 +328,16 @@ nothing_left run2 "$lvs0"
 ok "mixed, running, by vmdisk-snapshot; rmdir, delete"
 
 # ---- failures leave nothing behind --------------------------------------------
-# No room: 3 free extents (12M): the first LV's 8M COW fits, the second's
-# does not.
+# No room: 1 free extent (4M): the thin snapshot of vda is made, the 8M
+# COW of vdc's classic one does not fit.
 free=$(vgs --noheadings -o vg_free_count vg0 | tr -d ' ')
-run lvcreate -q -l $((free - 3)) -n fill vg0
+run lvcreate -q -l $((free - 1)) -n fill vg0
 lvs1=$(lv_names)
 mkdir $mnt/mix/snapshots/nospc 2>/tmp/err && fail "mkdir with no room worked"
 grep -q "No space left on device" /tmp/err ||
   fail "mkdir nospc: $(cat /tmp/err); vmdiskfs said: $(tail -5 /tmp/vmdiskfs.log)"
 nothing_left nospc "$lvs1"
-# It failed at the second LV disk (vdc): the first one's was undone.
+# It failed at the second LV disk (vdc): vda's thin snapshot was undone.
 grep -q 'disk vdc .*snapshot nospc not made' /tmp/vmdiskfs.log ||
   fail "mkdir nospc did not fail at the second LV: $(tail -5 /tmp/vmdiskfs.log)"
 [ "$(V domstate mix)" = running ] || fail "mix: $(V domstate mix) after a failed mkdir"
