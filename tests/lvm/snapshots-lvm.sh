@@ -304,7 +304,10 @@ cmp <(head -c 1M $mnt/mix/vdb.raw) <(head -c 1M /dev/zero | tr '\0' '\063') ||
   fail "vdb.raw does not hold what the running domain wrote"
 ok "mixed, running, by mkdir"
 
-vsnap create mix run2
+# --quiesce without a guest agent (none in this domain): a warning, then
+# the same crash-consistent snapshot, still with the pause.
+vsnap create --quiesce mix run2
+grep -q "no guest agent answered" /tmp/vsnap.out || fail "create --quiesce: no warning"
 grep -q "paused" /tmp/vsnap.out || fail "create mix run2 does not say it paused"
 check_paused run2
 lv_info vg0/mixa-run2
