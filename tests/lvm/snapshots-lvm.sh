@@ -101,8 +101,8 @@ umount_vd () {
 }
 # Wait until a path exists (a snapshot made elsewhere shows up within 3 s).
 appears () {
-  for i in $(seq 50); do [ -e "$1" ] && return 0; sleep 0.1; done
-  fail "$1 did not show up in 5 s"
+  for i in $(seq 100); do [ -e "$1" ] && return 0; sleep 0.1; done
+  fail "$1 did not show up in 10 s"
 }
 
 # ---- storage and domains ---------------------------------------------------
@@ -233,23 +233,31 @@ ok "mix started in $(( $(date +%s) - t ))s"
 [ "$(V domstate mix)" = running ] || fail "mix: $(V domstate mix)"
 V event --domain mix --event lifecycle --loop --timestamp > /tmp/events 2>&1 &
 evpid=$!
-sleep 0.5
-# Wait for the lifecycle events of one more pause ("Suspended" and
-# "Resumed" lines, each with a timestamp); set ps and pr to their times.
-nev=0
+# Wait for the lifecycle events of the next pause ("Suspended" and
+# "Resumed" lines, each with a timestamp, after the nsus-th and nres-th
+# ones); set ps and pr to their times.
+nsus=0 nres=0
 pause_window () {
   local i s r
   for i in $(seq 50); do
-    [ "$(grep -c 'Resumed' /tmp/events)" -gt "$nev" ] && break
+    [ "$(grep -c 'Resumed' /tmp/events)" -gt "$nres" ] && break
     sleep 0.1
   done
-  nev=$((nev + 1))
-  s=$(grep 'Suspended' /tmp/events | sed -n "${nev}p")
-  r=$(grep 'Resumed' /tmp/events | sed -n "${nev}p")
+  nsus=$((nsus + 1)) nres=$((nres + 1))
+  s=$(grep 'Suspended' /tmp/events | sed -n "${nsus}p")
+  r=$(grep 'Resumed' /tmp/events | sed -n "${nres}p")
   [ -n "$s" ] && [ -n "$r" ] || { cat /tmp/events; fail "no pause and resume events"; }
   ps=$(date -d "${s%%: event*}" +%s.%N) && pr=$(date -d "${r%%: event*}" +%s.%N) ||
     fail "event times: $s / $r"
 }
+# The listener is there once it has seen a pause of our own.
+for i in $(seq 20); do
+  V suspend mix >/dev/null && V resume mix >/dev/null || fail "suspend/resume mix"
+  sleep 0.5
+  grep -q Resumed /tmp/events && break
+done
+nsus=$(grep -c Suspended /tmp/events) nres=$(grep -c Resumed /tmp/events)
+[ "$nres" -gt 0 ] || { cat /tmp/events; fail "virsh event saw no pause"; }
 inside () {   # T LOW HIGH WHAT
   awk -v t="$1" -v l="$2" -v h="$3" 'BEGIN { exit !(l <= t && t <= h) }' ||
     fail "$4 at $1, not within the pause [$2, $3]"
