@@ -38,6 +38,8 @@
  * snapshots; a domain it paused is resumed, frozen filesystems thawed.
  *
  * Threads: no state outside a call; libvirt errors are per thread.
+ * ds_create and ds_delete of one domain exclude each other, across
+ * threads and processes, by the flock of lock_domain (domsnap.h).
  *
  * SPDX-License-Identifier: GPL-3.0-or-later
  */
@@ -47,12 +49,12 @@
 #include <fcntl.h>
 #include <inttypes.h>
 #include <poll.h>
+#include <signal.h>
 #include <spawn.h>
 #include <stdarg.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
-#include <signal.h>
 #include <string.h>
 #include <sys/file.h>
 #include <sys/stat.h>
