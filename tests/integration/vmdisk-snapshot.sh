@@ -286,7 +286,12 @@ lk1=$!
 on_exit "rm -f '$hold'; kill $lk1 2>/dev/null"
 ck "lock: the first did not take the lock: $(cat "$TEST_DIR/lk1.err")" \
   wait_for 30 eval '[ -e "$lock" ] && ! flock -n "$lock" true'
-"$VMDISK_SNAPSHOT" -c "$LV_URI" create "$RUN" lk2 \
+# The waiting one under valgrind, when it is installed (exit 99: errors).
+vgpre=()
+command -v valgrind >/dev/null 2>&1 &&
+  vgpre=(valgrind -q --leak-check=full --errors-for-leak-kinds=definite,indirect
+         --error-exitcode=99)
+"${vgpre[@]}" "$VMDISK_SNAPSHOT" -c "$LV_URI" create "$RUN" lk2 \
   >"$TEST_DIR/lk2.out" 2>"$TEST_DIR/lk2.err" &
 lk2=$!
 on_exit "kill $lk2 2>/dev/null"
@@ -483,6 +488,8 @@ $(cat "$ERR")" test "$rc" != 99
   vg prune --dry-run --keep-last 1 --keep-daily 3 "$PR"
   vg prune --keep-last 1 "$PR"
   vg create "$PR" c6
+  vg create --quiesce "$PR" vgq
+  vg delete "$PR" vgq
   vg delete "$PR" nosuch
   vg create "$P-nosuchdomain"
   ck "valgrind: prune left 'vg': $(tags "$PI")" eq "$(tags "$PI")" \
