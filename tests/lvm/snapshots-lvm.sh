@@ -10,11 +10,14 @@
 #    the bytes of the moment in snapshots/<name>/vda.raw, rmdir/delete;
 #  - thn: one thin LV: a thin snapshot, inactive until read, rmdir;
 #  - mix: thin LV, qcow2 (on the guest's tmpfs), classic LV: shut off,
-#    then RUNNING (TCG inside TCG): the domain is paused while the
-#    snapshots are taken (libvirt's lifecycle events around the classic
-#    snapshot's device node, the thin one's lv_time and the qcow2
-#    snapshot's date), every disk's bytes of that moment, the qcow2 tag
-#    and the libvirt snapshot, all gone after rmdir/delete;
+#    then RUNNING (TCG inside TCG) a guest that writes a counter to the
+#    three disks in turn (counter-bootsector.S, booted from a fourth disk
+#    left out of snapshots): the domain is paused while the snapshots are
+#    taken (libvirt's lifecycle events around the classic snapshot's
+#    device node, the thin one's lv_time and the qcow2 snapshot's date),
+#    the counters in the snapshot's three disks are of one point in time,
+#    every disk's bytes of that moment, the qcow2 tag and the libvirt
+#    snapshot, all gone after rmdir/delete;
 #  - failures on mix, running: no room in the VG for the classic LV's COW
 #    (ENOSPC, after the thin snapshot was made), a failure after the
 #    qcow2 tags (VMDISKFS_DOMSNAP_FAIL=tags stands for libvirt refusing the
@@ -114,6 +117,14 @@ run lvcreate -q -V 32M -T vg0/pool -n mixa
 run lvcreate -q -L 32M -n mixc vg0
 mkdir -p /tmp/img
 run qemu-img create -q -f qcow2 /tmp/img/mix.qcow2 32M
+# mix boots from a disk left out of snapshots holding a guest that writes
+# a counter to its other disks in turn (tests/lvm/counter-bootsector.S).
+as --32 -o /tmp/c.o "$abs_top_srcdir/tests/lvm/counter-bootsector.S" &&
+  ld -m elf_i386 -Ttext=0x7c00 -o /tmp/c.elf /tmp/c.o &&
+  objcopy -O binary -j .text /tmp/c.elf /tmp/c.bin &&
+  [ "$(stat -c %s /tmp/c.bin)" = 512 ] || fail "assembling counter-bootsector.S"
+truncate -s 1M /tmp/img/boot.raw &&
+  dd if=/tmp/c.bin of=/tmp/img/boot.raw conv=notrunc status=none || fail "boot.raw"
 start_libvirtd
 ok "libvirtd"
 
@@ -131,12 +142,15 @@ domain () {   # NAME DISK-XML...
   } > "/tmp/$n.xml"
   run V define "/tmp/$n.xml"
 }
-lvdisk () { echo "<disk type='block' device='disk'><driver name='qemu' type='raw'/><source dev='/dev/vg0/$1'/><target dev='$2' bus='virtio'/></disk>"; }
+lvdisk () { echo "<disk type='block' device='disk'><driver name='qemu' type='raw'/><source dev='/dev/vg0/$1'/><target dev='$2' bus='virtio'/>${3:-}</disk>"; }
 domain cls "$(lvdisk cls vda)"
 domain thn "$(lvdisk thin vda)"
-domain mix "$(lvdisk mixa vda)" \
-  "<disk type='file' device='disk'><driver name='qemu' type='qcow2'/><source file='/tmp/img/mix.qcow2'/><target dev='vdb' bus='virtio'/></disk>" \
-  "$(lvdisk mixc vdc)"
+# Every disk has a boot order: SeaBIOS gives BIOS drive numbers only to
+# those (libvirt passes -boot strict=on): vdd 0x80, vda 0x81 ... vdc 0x83.
+domain mix "$(lvdisk mixa vda "<boot order='2'/>")" \
+  "<disk type='file' device='disk'><driver name='qemu' type='qcow2'/><source file='/tmp/img/mix.qcow2'/><target dev='vdb' bus='virtio'/><boot order='3'/></disk>" \
+  "$(lvdisk mixc vdc "<boot order='4'/>")" \
+  "<disk type='file' device='disk' snapshot='no'><driver name='qemu' type='raw'/><source file='/tmp/img/boot.raw'/><target dev='vdd' bus='virtio'/><boot order='1'/></disk>"
 lvs0=$(lv_names)
 
 # ---- classic: mkdir with snapsize=25%, vmdisk-snapshot --cow-size --------
@@ -287,11 +301,34 @@ check_paused () {   # NAME: pause events around every part of snapshot NAME
   [ "$(V domstate mix)" = running ] || fail "mix: $(V domstate mix) after $1"
 }
 
+# The counters the writing guest left in the disks of snapshot $1 (2 MiB
+# in: "VDTC", BIOS drive, counter): written in the order of the drives,
+# so one point in time has them falling by at most 1 (c1 >= c2 >= c3 >=
+# c1 - 1).  Sets c1 to the first drive's.
+consistent () {
+  local d out magic drv c lines=
+  for d in vda vdb vdc; do
+    out=$(od -A n -t u4 -j $((4096 * 512)) -N 12 "$mnt/mix/snapshots/$1/$d.raw") ||
+      fail "reading $1/$d.raw"
+    read -r magic drv c <<< "$out"
+    [ "$magic" = $((0x43544456)) ] || fail "$1/$d.raw: no counter of the guest ($out)"
+    lines="$lines$drv $c $d"$'\n'
+  done
+  lines=$(printf %s "$lines" | sort -n)
+  echo "snapshot $1: counters (BIOS drive, counter, disk):" $lines
+  awk '{ c[NR] = $2 } END { exit !(NR == 3 && c[1] > 0 && c[1] >= c[2] &&
+       c[2] >= c[3] && c[3] >= c[1] - 1) }' <<< "$lines" ||
+    fail "snapshot $1: the disks are not of one point in time"
+  c1=$(awk 'NR == 1 { print $2 }' <<< "$lines")
+}
+
 mount_vd 8M
 t=$(date +%s.%N)
 run mkdir $mnt/mix/snapshots/run1
 echo "mkdir took $(echo "$(date +%s.%N) - $t" | bc)s"
 check_paused run1
+consistent run1
+c1run1=$c1
 lv_info vg0/mixc-run1
 [ "$size" = $((8 * M)) ] || fail "mixc-run1: COW $size, want snapsize=8M"
 V snapshot-list mix --name | grep -qx run1 || fail "no libvirt snapshot run1"
@@ -318,6 +355,8 @@ vsnap create --quiesce mix run2
 grep -q "no guest agent answered" /tmp/vsnap.out || fail "create --quiesce: no warning"
 grep -q "paused" /tmp/vsnap.out || fail "create mix run2 does not say it paused"
 check_paused run2
+consistent run2
+[ "$c1" -gt "$c1run1" ] || fail "the guest did not write between run1 and run2"
 lv_info vg0/mixa-run2
 has_tags vmdiskfs vmdisk-snapshot
 vsnap list mix > /tmp/list
