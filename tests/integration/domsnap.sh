@@ -20,8 +20,8 @@
 #   ds_delete of every kind leaves no tag and no metadata.
 # domsnap-agent.sh: quiesce with a real qemu-ga in a small guest (skipped
 # without qemu-guest-agent; VD_DOMSNAP_AGENT=0 leaves it out).
-# LVM disks need device-mapper: VD_DOMSNAP_LVM=1 runs domsnap-lvm.sh in
-# the LVM test guest (tests/lvm/guest.sh) too.
+# LVM disks need device-mapper: domsnap-lvm.sh runs in the LVM test guest
+# (tests/lvm/guest.sh) too, about 2.5 min; VD_DOMSNAP_LVM=0 leaves it out.
 #
 # SPDX-License-Identifier: GPL-3.0-or-later
 
@@ -412,11 +412,16 @@ if [ "${VD_DOMSNAP_AGENT:-1}" != 0 ]; then
   esac
 fi
 
-# ---- LVM, in the test guest (no device-mapper here), when asked. ----
-if [ "${VD_DOMSNAP_LVM:-}" = 1 ]; then
+# ---- LVM, in the test guest (no device-mapper here). ----
+if [ "${VD_DOMSNAP_LVM:-1}" != 0 ]; then
   top=${abs_top_srcdir:-$_fn_here/../..}
-  "$top/tests/lvm/guest.sh" "$top/tests/integration/domsnap-lvm.sh" ||
-    check "LVM in the guest" false
+  rc=0
+  "$top/tests/lvm/guest.sh" "$top/tests/integration/domsnap-lvm.sh" || rc=$?
+  case $rc in
+    0) ;;
+    77) echo "note: domsnap-lvm.sh skipped: LVM part not tested" ;;
+    *) check "LVM in the guest (domsnap-lvm.sh)" false ;;
+  esac
 fi
 
 [ "$failures" = 0 ] || fail "$failures checks failed"
