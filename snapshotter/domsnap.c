@@ -28,7 +28,7 @@
  * and of a failed command: {"id":"libvirt-9","error":{"class":
  * "GenericError","desc":"Snapshot with name 's3' already exists"}}.
  * The reply comes from qemu, which runs the guest: untrusted bytes, read
- * by qmp-json.c.  Sending commands with virDomainQemuMonitorCommand
+ * by json.c.  Sending commands with virDomainQemuMonitorCommand
  * makes libvirt mark the domain "tainted: custom-monitor" in its log;
  * that is expected and harmless (libvirt does not know of the internal
  * snapshot until we redefine it).
@@ -68,7 +68,7 @@
 
 #include "domsnap.h"
 #include "domxml.h"
-#include "qmp-json.h"
+#include "json.h"
 #include "snapshotter.h"
 #include "vdformat.h"
 #include "log.h"
@@ -900,11 +900,11 @@ qemu_img_snapshot (const struct dom *m, const struct dk *k, const char *op,
  * (logged with qemu's desc).  0, or -1 with errno. */
 static int
 qmp (const struct dom *m, const char *what, const char *cmd,
-     struct qmp_json *reply)
+     struct vd_json *reply)
 {
   char *res = NULL;
   const char *err;
-  const struct qmp_json *e;
+  const struct vd_json *e;
 
   memset (reply, 0, sizeof *reply);
   vd_debug ("domain %s: QMP: %s", m->name, cmd);
@@ -912,7 +912,7 @@ qmp (const struct dom *m, const char *what, const char *cmd,
     lv_fail (m->name, "%s (QMP)", what);
     return -1;
   }
-  if (!res || qmp_json_parse (res, strlen (res), reply, &err) < 0) {
+  if (!res || vd_json_parse (res, strlen (res), reply, &err) < 0) {
     vd_error ("domain %s: %s: QMP reply not understood (%s)", m->name, what,
               res ? err : "empty");
     free (res);
@@ -920,12 +920,12 @@ qmp (const struct dom *m, const char *what, const char *cmd,
     return -1;
   }
   free (res);
-  e = qmp_json_get (reply, "error");
-  if (e || !qmp_json_get (reply, "return")) {
-    const char *desc = qmp_json_str (qmp_json_get (e, "desc"));
+  e = vd_json_get (reply, "error");
+  if (e || !vd_json_get (reply, "return")) {
+    const char *desc = vd_json_str (vd_json_get (e, "desc"));
     vd_error ("domain %s: %s: qemu says: %s", m->name, what,
               desc ? desc : "error (no description)");
-    qmp_json_free (reply);
+    vd_json_free (reply);
     errno = EIO;
     return -1;
   }
@@ -949,25 +949,25 @@ same_file (const char *a, const char *b)
 static int
 find_nodes (struct dom *m, const bool *want)
 {
-  struct qmp_json reply;
-  const struct qmp_json *ret;
+  struct vd_json reply;
+  const struct vd_json *ret;
   size_t i, j;
   int r = 0;
 
   if (qmp (m, "query-block", "{\"execute\":\"query-block\"}", &reply) < 0)
     return -1;
-  ret = qmp_json_get (&reply, "return");
+  ret = vd_json_get (&reply, "return");
   for (i = 0; i < m->nxd; i++) {
     struct dk *k = &m->dk[i];
     if (want ? !want[i] : k->kind != DK_QCOW2)
       continue;
     free (k->node);
     k->node = NULL;
-    for (j = 0; ret && ret->t == QJ_ARR && j < ret->n; j++) {
-      const struct qmp_json *ins = qmp_json_get (&ret->v[j], "inserted");
-      const char *file = qmp_json_str (qmp_json_get (ins, "file"));
-      const char *node = qmp_json_str (qmp_json_get (ins, "node-name"));
-      const char *drv = qmp_json_str (qmp_json_get (ins, "drv"));
+    for (j = 0; ret && ret->t == VD_JSON_ARR && j < ret->n; j++) {
+      const struct vd_json *ins = vd_json_get (&ret->v[j], "inserted");
+      const char *file = vd_json_str (vd_json_get (ins, "file"));
+      const char *node = vd_json_str (vd_json_get (ins, "node-name"));
+      const char *drv = vd_json_str (vd_json_get (ins, "drv"));
       if (file && node && *node && drv && strcmp (drv, "qcow2") == 0 &&
           same_file (file, k->path)) {
         k->node = strdup (node);
@@ -985,7 +985,7 @@ find_nodes (struct dom *m, const bool *want)
       r = -1;
     }
   }
-  qmp_json_free (&reply);
+  vd_json_free (&reply);
   return r;
 }
 
@@ -994,7 +994,7 @@ qmp_delete_tag (const struct dom *m, const struct dk *k, const char *name)
 {
   struct buf b = { 0 };
   CLEANUP_FREE char *cmd = NULL, *what = NULL;
-  struct qmp_json reply;
+  struct vd_json reply;
 
   buf_str (&b, "{\"execute\":\"blockdev-snapshot-delete-internal-sync\","
            "\"arguments\":{\"device\":");
@@ -1008,7 +1008,7 @@ qmp_delete_tag (const struct dom *m, const struct dk *k, const char *name)
     return -1;
   if (qmp (m, what, cmd, &reply) < 0)
     return -1;
-  qmp_json_free (&reply);
+  vd_json_free (&reply);
   return 0;
 }
 
@@ -1018,7 +1018,7 @@ qmp_create_tags (struct dom *m, const char *name)
 {
   struct buf b = { 0 };
   CLEANUP_FREE char *cmd = NULL;
-  struct qmp_json reply;
+  struct vd_json reply;
   const char *sep = "";
   size_t i;
 
@@ -1041,7 +1041,7 @@ qmp_create_tags (struct dom *m, const char *name)
     return -1;
   if (qmp (m, "internal snapshots of the qcow2 disks", cmd, &reply) < 0)
     return -1;
-  qmp_json_free (&reply);
+  vd_json_free (&reply);
   for (i = 0; i < m->nxd; i++)
     if (m->dk[i].kind == DK_QCOW2)
       m->dk[i].tag_made = true;

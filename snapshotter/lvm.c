@@ -41,7 +41,7 @@
 
 #include "snapshotter.h"
 #include "lvm.h"
-#include "qmp-json.h"
+#include "json.h"
 #include "log.h"
 #include "cleanup.h"
 
@@ -458,8 +458,8 @@ static int
 vg_room (const char *vg, uint64_t *free_b, uint64_t *extent)
 {
   CLEANUP_FREE char *cmd = NULL, *out = NULL;
-  struct qmp_json v;
-  const struct qmp_json *rep, *vgs, *f, *e;
+  struct vd_json v;
+  const struct vd_json *rep, *vgs, *f, *e;
   const char *err;
   int r = -1;
 
@@ -472,19 +472,20 @@ vg_room (const char *vg, uint64_t *free_b, uint64_t *extent)
     return -1;
   if (lvm_helper_run (cmd, LVM_TIMEOUT_MS, &out) < 0)
     return -1;
-  if (!out || qmp_json_parse (out, strlen (out), &v, &err) < 0) {
+  if (!out || vd_json_parse (out, strlen (out), &v, &err) < 0) {
     vd_error ("lvm: vgs %s: report not understood", vg);
     errno = EIO;
     return -1;
   }
-  rep = qmp_json_get (&v, "report");
-  vgs = rep && rep->t == QJ_ARR && rep->n > 0
-    ? qmp_json_get (&rep->v[0], "vg") : NULL;
-  if (vgs && vgs->t == QJ_ARR && vgs->n == 1) {
-    f = qmp_json_get (&vgs->v[0], "vg_free");
-    e = qmp_json_get (&vgs->v[0], "vg_extent_size");
-    if (f && e && f->s && e->s && (f->t == QJ_STR || f->t == QJ_NUM) &&
-        (e->t == QJ_STR || e->t == QJ_NUM)) {
+  rep = vd_json_get (&v, "report");
+  vgs = rep && rep->t == VD_JSON_ARR && rep->n > 0
+    ? vd_json_get (&rep->v[0], "vg") : NULL;
+  if (vgs && vgs->t == VD_JSON_ARR && vgs->n == 1) {
+    f = vd_json_get (&vgs->v[0], "vg_free");
+    e = vd_json_get (&vgs->v[0], "vg_extent_size");
+    if (f && e && f->s && e->s &&
+        (f->t == VD_JSON_STR || f->t == VD_JSON_NUM) &&
+        (e->t == VD_JSON_STR || e->t == VD_JSON_NUM)) {
       *free_b = parse_u64 (f->s);
       *extent = parse_u64 (e->s);
       r = 0;
@@ -494,7 +495,7 @@ vg_room (const char *vg, uint64_t *free_b, uint64_t *extent)
     vd_error ("lvm: vgs %s: no vg_free in the report", vg);
     errno = EIO;
   }
-  qmp_json_free (&v);
+  vd_json_free (&v);
   return r;
 }
 

@@ -11,13 +11,13 @@
 # Environment:
 #   FUZZ_SECONDS=48        run time per target (5 targets: 4 minutes in
 #                          all, as 4 targets of 60 s were)
-#   FUZZ_TARGETS="qcow2 qed lvm-json domxml qmp-json"
+#   FUZZ_TARGETS="qcow2 qed lvm-json domxml json"
 #                          (lvm-json: tests/fuzz/fuzz-lvm-json.c, the LVM
 #                          report parser; seeds in lvm-json-seeds/;
 #                          domxml: fuzz-domxml.c, snapshotter/domxml.c,
-#                          libvirt XML; qmp-json: fuzz-qmp-json.c,
-#                          snapshotter/qmp-json.c, qemu's QMP replies,
-#                          seeds in qmp-json-seeds/)
+#                          libvirt XML; json: fuzz-json.c,
+#                          snapshotter/json.c, the JSON reader, with
+#                          qemu's QMP replies as seeds in json-seeds/)
 #   FUZZ_NICE=10           niceness of the fuzzers (the machine is shared)
 #   FUZZ_ARGS=...          extra libFuzzer options
 #   FUZZ_CFLAGS=...        extra compiler flags (e.g. -fno-sanitize=alignment
@@ -37,7 +37,7 @@ set -u
 srcdir=${abs_top_srcdir:-$(cd "$(dirname "$0")/../.." && pwd)}
 builddir=${abs_top_builddir:-$srcdir}
 FUZZ_SECONDS=${FUZZ_SECONDS:-48}
-FUZZ_TARGETS=${FUZZ_TARGETS:-qcow2 qed lvm-json domxml qmp-json}
+FUZZ_TARGETS=${FUZZ_TARGETS:-qcow2 qed lvm-json domxml json}
 FUZZ_NICE=${FUZZ_NICE:-10}
 FUZZ_ARGS=${FUZZ_ARGS:-}
 CC=${FUZZ_CC:-clang}
@@ -68,7 +68,7 @@ fi
 sources=()
 for f in "$srcdir"/formats/*.c "$srcdir"/common/*.c \
          "$srcdir"/snapshotter/lvm-json.c "$srcdir"/snapshotter/domxml.c \
-         "$srcdir"/snapshotter/qmp-json.c; do
+         "$srcdir"/snapshotter/json.c; do
   grep -q '^main *(' "$f" || sources+=("$f")
 done
 cflags=(-g -O1 -fno-omit-frame-pointer

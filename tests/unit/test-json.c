@@ -1,4 +1,4 @@
-/* Unit test of snapshotter/qmp-json.c: a real query-block reply, an
+/* Unit test of snapshotter/json.c: a real query-block reply, an
  * error reply, escapes, and broken input (every truncation of the
  * sample, bad escapes, deep nesting): refused, never a crash.
  *
@@ -11,7 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "qmp-json.h"
+#include "json.h"
 #include "test.h"
 
 static int failures;
@@ -36,58 +36,58 @@ static const char sample[] =
 static int
 parses (const char *s, size_t len)
 {
-  struct qmp_json v;
+  struct vd_json v;
   const char *err;
 
-  if (qmp_json_parse (s, len, &v, &err) < 0)
+  if (vd_json_parse (s, len, &v, &err) < 0)
     return 0;
-  qmp_json_free (&v);
+  vd_json_free (&v);
   return 1;
 }
 
 int
 main (void)
 {
-  struct qmp_json v;
-  const struct qmp_json *ret, *ins;
+  struct vd_json v;
+  const struct vd_json *ret, *ins;
   const char *err;
   size_t i;
   char *deep;
 
-  REQUIRE (qmp_json_parse (sample, strlen (sample), &v, &err) == 0);
-  ret = qmp_json_get (&v, "return");
-  REQUIRE (ret && ret->t == QJ_ARR && ret->n == 2);
-  ins = qmp_json_get (&ret->v[0], "inserted");
-  CHECK (ins && ins->t == QJ_OBJ);
-  CHECK (strcmp (qmp_json_str (qmp_json_get (ins, "node-name")),
+  REQUIRE (vd_json_parse (sample, strlen (sample), &v, &err) == 0);
+  ret = vd_json_get (&v, "return");
+  REQUIRE (ret && ret->t == VD_JSON_ARR && ret->n == 2);
+  ins = vd_json_get (&ret->v[0], "inserted");
+  CHECK (ins && ins->t == VD_JSON_OBJ);
+  CHECK (strcmp (vd_json_str (vd_json_get (ins, "node-name")),
                  "libvirt-3-format") == 0);
-  CHECK (strcmp (qmp_json_str (qmp_json_get (ins, "file")),
+  CHECK (strcmp (vd_json_str (vd_json_get (ins, "file")),
                  "/var/tmp/dsx/a.qcow2") == 0);
-  CHECK (qmp_json_get (ins, "ro")->t == QJ_BOOL);
-  CHECK (qmp_json_get (ins, "iops_rd")->t == QJ_NUM);
-  CHECK (qmp_json_str (qmp_json_get (ins, "iops_rd")) == NULL);
-  CHECK (qmp_json_get (&ret->v[1], "inserted") == NULL);
-  CHECK (qmp_json_get (NULL, "x") == NULL && qmp_json_str (NULL) == NULL);
-  CHECK (qmp_json_get (ret, "x") == NULL);       /* not an object */
-  qmp_json_free (&v);
+  CHECK (vd_json_get (ins, "ro")->t == VD_JSON_BOOL);
+  CHECK (vd_json_get (ins, "iops_rd")->t == VD_JSON_NUM);
+  CHECK (vd_json_str (vd_json_get (ins, "iops_rd")) == NULL);
+  CHECK (vd_json_get (&ret->v[1], "inserted") == NULL);
+  CHECK (vd_json_get (NULL, "x") == NULL && vd_json_str (NULL) == NULL);
+  CHECK (vd_json_get (ret, "x") == NULL);       /* not an object */
+  vd_json_free (&v);
 
   {
     static const char e[] = "{\"id\":\"libvirt-9\",\"error\":{\"class\":"
       "\"GenericError\",\"desc\":\"Snapshot with name 's3' already exists\"}}";
-    REQUIRE (qmp_json_parse (e, strlen (e), &v, &err) == 0);
-    CHECK (qmp_json_get (&v, "return") == NULL);
-    CHECK (strcmp (qmp_json_str (qmp_json_get (qmp_json_get (&v, "error"),
+    REQUIRE (vd_json_parse (e, strlen (e), &v, &err) == 0);
+    CHECK (vd_json_get (&v, "return") == NULL);
+    CHECK (strcmp (vd_json_str (vd_json_get (vd_json_get (&v, "error"),
                                                "desc")),
                    "Snapshot with name 's3' already exists") == 0);
-    qmp_json_free (&v);
+    vd_json_free (&v);
   }
 
   {
     static const char e[] = " \"a\\u00e9\\ud83d\\ude00\\n\\\"\\/\" ";
-    REQUIRE (qmp_json_parse (e, strlen (e), &v, &err) == 0);
-    CHECK (v.t == QJ_STR &&
+    REQUIRE (vd_json_parse (e, strlen (e), &v, &err) == 0);
+    CHECK (v.t == VD_JSON_STR &&
            strcmp (v.s, "a\xc3\xa9\xf0\x9f\x98\x80\n\"/") == 0);
-    qmp_json_free (&v);
+    vd_json_free (&v);
   }
 
   /* Every proper prefix of the sample is incomplete. */
@@ -117,12 +117,12 @@ main (void)
   memset (deep, '[', 1000);
   memset (deep + 1000, ']', 1000);
   CHECK (!parses (deep, 2000));
-  CHECK (parses (deep + 1000 - QMP_JSON_MAX_DEPTH - 1,
-                 2 * (QMP_JSON_MAX_DEPTH + 1)));
+  CHECK (parses (deep + 1000 - VD_JSON_MAX_DEPTH - 1,
+                 2 * (VD_JSON_MAX_DEPTH + 1)));
   free (deep);
 
   if (failures)
     return 1;
-  printf ("ok: qmp-json\n");
+  printf ("ok: json\n");
   return 0;
 }

@@ -1,15 +1,15 @@
-/* libFuzzer target for snapshotter/qmp-json.c, the reader of QMP replies
+/* libFuzzer target for snapshotter/json.c, the reader of QMP replies
  * (domsnap.c), which come from qemu and so from the guest's side:
  * untrusted bytes.  Each input is parsed as one reply; a parsed tree is
  * walked as domsnap.c walks it (query-block's "return" array, "inserted",
  * "file", "node-name", "drv"; an "error"'s "desc"), then freed
  * (LeakSanitizer).  Built and run by tests/fuzz/run-fuzz.sh (target
- * qmp-json); seeds in tests/fuzz/qmp-json-seeds/ (replies of qemu 7.2
+ * json); seeds in tests/fuzz/json-seeds/ (replies of qemu 7.2
  * under libvirt 9.0, captured with virsh qemu-monitor-command).
  *
  * Oracles besides ASan/UBSan/LeakSanitizer:
  *   - the tree is well formed: strings, numbers and literals have text,
- *     objects have a key per value, no deeper than QMP_JSON_MAX_DEPTH;
+ *     objects have a key per value, no deeper than VD_JSON_MAX_DEPTH;
  *   - decoding never grows the text: all strings and keys together are
  *     no longer than the input;
  *   - written back as JSON and parsed again, the tree is the same.
@@ -24,43 +24,43 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "qmp-json.h"
+#include "json.h"
 
 int LLVMFuzzerTestOneInput (const uint8_t *data, size_t size);
 
 static void __attribute__ ((noreturn))
 bug (const char *what)
 {
-  fprintf (stderr, "fuzz-qmp-json: parser bug: %s\n", what);
+  fprintf (stderr, "fuzz-json: parser bug: %s\n", what);
   abort ();
 }
 
 /* Check v's shape; return the bytes of text in it (strings and keys). */
 static size_t
-check (const struct qmp_json *v, int depth)
+check (const struct vd_json *v, int depth)
 {
   size_t sum = 0, i;
 
-  if (depth > QMP_JSON_MAX_DEPTH + 1)
-    bug ("deeper than QMP_JSON_MAX_DEPTH");
+  if (depth > VD_JSON_MAX_DEPTH + 1)
+    bug ("deeper than VD_JSON_MAX_DEPTH");
   switch (v->t) {
-  case QJ_NULL: case QJ_BOOL: case QJ_NUM: case QJ_STR:
+  case VD_JSON_NULL: case VD_JSON_BOOL: case VD_JSON_NUM: case VD_JSON_STR:
     if (!v->s)
       bug ("a scalar without text");
     if (v->n || v->v || v->k)
       bug ("a scalar with members");
     return strlen (v->s);
-  case QJ_ARR: case QJ_OBJ:
+  case VD_JSON_ARR: case VD_JSON_OBJ:
     if (v->s)
       bug ("a container with text");
     if (v->n && !v->v)
       bug ("members without values");
-    if (v->t == QJ_OBJ && v->n && !v->k)
+    if (v->t == VD_JSON_OBJ && v->n && !v->k)
       bug ("an object without keys");
-    if (v->t == QJ_ARR && v->k)
+    if (v->t == VD_JSON_ARR && v->k)
       bug ("an array with keys");
     for (i = 0; i < v->n; i++) {
-      if (v->t == QJ_OBJ) {
+      if (v->t == VD_JSON_OBJ) {
         if (!v->k[i])
           bug ("a NULL key");
         sum += strlen (v->k[i]);
@@ -119,35 +119,35 @@ put_string (struct out *o, const char *s)
 }
 
 static void
-write_json (struct out *o, const struct qmp_json *v)
+write_json (struct out *o, const struct vd_json *v)
 {
   size_t i;
 
   switch (v->t) {
-  case QJ_STR:
+  case VD_JSON_STR:
     put_string (o, v->s);
     return;
-  case QJ_NULL: case QJ_BOOL: case QJ_NUM:
+  case VD_JSON_NULL: case VD_JSON_BOOL: case VD_JSON_NUM:
     put (o, v->s, strlen (v->s));
     return;
-  case QJ_ARR: case QJ_OBJ:
-    put (o, v->t == QJ_OBJ ? "{" : "[", 1);
+  case VD_JSON_ARR: case VD_JSON_OBJ:
+    put (o, v->t == VD_JSON_OBJ ? "{" : "[", 1);
     for (i = 0; i < v->n; i++) {
       if (i)
         put (o, ",", 1);
-      if (v->t == QJ_OBJ) {
+      if (v->t == VD_JSON_OBJ) {
         put_string (o, v->k[i]);
         put (o, ":", 1);
       }
       write_json (o, &v->v[i]);
     }
-    put (o, v->t == QJ_OBJ ? "}" : "]", 1);
+    put (o, v->t == VD_JSON_OBJ ? "}" : "]", 1);
     return;
   }
 }
 
 static void
-same (const struct qmp_json *a, const struct qmp_json *b)
+same (const struct vd_json *a, const struct vd_json *b)
 {
   size_t i;
 
@@ -164,19 +164,19 @@ same (const struct qmp_json *a, const struct qmp_json *b)
 
 /* What domsnap.c reads of a reply (find_nodes, qmp). */
 static size_t
-walk_like_domsnap (const struct qmp_json *reply)
+walk_like_domsnap (const struct vd_json *reply)
 {
-  const struct qmp_json *ret = qmp_json_get (reply, "return");
-  const struct qmp_json *e = qmp_json_get (reply, "error");
-  const char *desc = qmp_json_str (qmp_json_get (e, "desc"));
+  const struct vd_json *ret = vd_json_get (reply, "return");
+  const struct vd_json *e = vd_json_get (reply, "error");
+  const char *desc = vd_json_str (vd_json_get (e, "desc"));
   size_t sum = desc ? strlen (desc) : 0, j;
 
-  for (j = 0; ret && ret->t == QJ_ARR && j < ret->n; j++) {
-    const struct qmp_json *ins = qmp_json_get (&ret->v[j], "inserted");
+  for (j = 0; ret && ret->t == VD_JSON_ARR && j < ret->n; j++) {
+    const struct vd_json *ins = vd_json_get (&ret->v[j], "inserted");
     const char *f[] = {
-      qmp_json_str (qmp_json_get (ins, "file")),
-      qmp_json_str (qmp_json_get (ins, "node-name")),
-      qmp_json_str (qmp_json_get (ins, "drv")),
+      vd_json_str (vd_json_get (ins, "file")),
+      vd_json_str (vd_json_get (ins, "node-name")),
+      vd_json_str (vd_json_get (ins, "drv")),
     };
     size_t i;
     for (i = 0; i < sizeof f / sizeof f[0]; i++)
@@ -189,11 +189,11 @@ walk_like_domsnap (const struct qmp_json *reply)
 int
 LLVMFuzzerTestOneInput (const uint8_t *data, size_t size)
 {
-  struct qmp_json v, w;
+  struct vd_json v, w;
   struct out o = { 0 };
   const char *err = NULL;
 
-  if (qmp_json_parse ((const char *) data, size, &v, &err) < 0) {
+  if (vd_json_parse ((const char *) data, size, &v, &err) < 0) {
     if (!err)
       bug ("failed without saying why");
     return 0;
@@ -203,13 +203,13 @@ LLVMFuzzerTestOneInput (const uint8_t *data, size_t size)
   (void) walk_like_domsnap (&v);
 
   write_json (&o, &v);
-  if (qmp_json_parse (o.s, o.len, &w, &err) < 0) {
-    fprintf (stderr, "fuzz-qmp-json: %s: %s\n", err, o.s);
+  if (vd_json_parse (o.s, o.len, &w, &err) < 0) {
+    fprintf (stderr, "fuzz-json: %s: %s\n", err, o.s);
     bug ("its own output does not parse");
   }
   same (&v, &w);
-  qmp_json_free (&w);
+  vd_json_free (&w);
   free (o.s);
-  qmp_json_free (&v);
+  vd_json_free (&v);
   return 0;
 }

@@ -1,4 +1,4 @@
-/* vmdiskfs - a small JSON reader for QMP replies (qmp-json.h): recursive
+/* vmdiskfs - the project's JSON reader (json.h): recursive
  * descent into a tree; strings are decoded (escapes, surrogate pairs to
  * UTF-8), numbers and literals kept as text.
  *
@@ -11,7 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "qmp-json.h"
+#include "json.h"
 
 struct jparse {
   const char *p, *end;
@@ -45,7 +45,7 @@ sbuf_add (struct sbuf *b, const char *s, size_t n)
 }
 
 void
-qmp_json_free (struct qmp_json *v)
+vd_json_free (struct vd_json *v)
 {
   size_t i;
 
@@ -53,7 +53,7 @@ qmp_json_free (struct qmp_json *v)
     return;
   free (v->s);
   for (i = 0; i < v->n; i++) {
-    qmp_json_free (&v->v[i]);
+    vd_json_free (&v->v[i]);
     if (v->k)
       free (v->k[i]);
   }
@@ -195,7 +195,7 @@ string (struct jparse *j)
 }
 
 static int
-value (struct jparse *j, struct qmp_json *v, int depth)
+value (struct jparse *j, struct vd_json *v, int depth)
 {
   memset (v, 0, sizeof *v);
   skip_ws (j);
@@ -203,12 +203,12 @@ value (struct jparse *j, struct qmp_json *v, int depth)
     j->err = "unexpected end";
     return -1;
   }
-  if (depth > QMP_JSON_MAX_DEPTH) {
+  if (depth > VD_JSON_MAX_DEPTH) {
     j->err = "nested too deeply";
     return -1;
   }
   if (*j->p == '"') {
-    v->t = QJ_STR;
+    v->t = VD_JSON_STR;
     v->s = string (j);
     return v->s ? 0 : -1;
   }
@@ -217,7 +217,7 @@ value (struct jparse *j, struct qmp_json *v, int depth)
     char close = obj ? '}' : ']';
     size_t cap = 0;
 
-    v->t = obj ? QJ_OBJ : QJ_ARR;
+    v->t = obj ? VD_JSON_OBJ : VD_JSON_ARR;
     j->p++;
     skip_ws (j);
     if (j->p < j->end && *j->p == close) {
@@ -246,7 +246,7 @@ value (struct jparse *j, struct qmp_json *v, int depth)
       }
       if (v->n == cap) {
         size_t nc = cap ? cap * 2 : 4;
-        struct qmp_json *nv = realloc (v->v, nc * sizeof *nv);
+        struct vd_json *nv = realloc (v->v, nc * sizeof *nv);
         char **nk = NULL;
         if (nv)
           v->v = nv;
@@ -282,7 +282,7 @@ value (struct jparse *j, struct qmp_json *v, int depth)
       goto fail;
     }
   fail:
-    qmp_json_free (v);
+    vd_json_free (v);
     return -1;
   }
 
@@ -300,10 +300,10 @@ value (struct jparse *j, struct qmp_json *v, int depth)
       return -1;
     }
     if (l == 4 && memcmp (s, "null", 4) == 0)
-      v->t = QJ_NULL;
+      v->t = VD_JSON_NULL;
     else if ((l == 4 && memcmp (s, "true", 4) == 0) ||
              (l == 5 && memcmp (s, "false", 5) == 0))
-      v->t = QJ_BOOL;
+      v->t = VD_JSON_BOOL;
     else {
       size_t i;
       for (i = 0; i < l; i++)
@@ -311,7 +311,7 @@ value (struct jparse *j, struct qmp_json *v, int depth)
           j->err = "unknown literal";
           return -1;
         }
-      v->t = QJ_NUM;
+      v->t = VD_JSON_NUM;
     }
     v->s = strndup (s, l);
     if (!v->s) {
@@ -323,7 +323,7 @@ value (struct jparse *j, struct qmp_json *v, int depth)
 }
 
 int
-qmp_json_parse (const char *s, size_t len, struct qmp_json *v,
+vd_json_parse (const char *s, size_t len, struct vd_json *v,
                 const char **err)
 {
   struct jparse j = { .p = s, .end = s + len };
@@ -335,7 +335,7 @@ qmp_json_parse (const char *s, size_t len, struct qmp_json *v,
   }
   skip_ws (&j);
   if (j.p != j.end) {
-    qmp_json_free (v);
+    vd_json_free (v);
     *err = "trailing bytes";
     errno = EINVAL;
     return -1;
@@ -343,12 +343,12 @@ qmp_json_parse (const char *s, size_t len, struct qmp_json *v,
   return 0;
 }
 
-const struct qmp_json *
-qmp_json_get (const struct qmp_json *o, const char *key)
+const struct vd_json *
+vd_json_get (const struct vd_json *o, const char *key)
 {
   size_t i;
 
-  if (!o || o->t != QJ_OBJ)
+  if (!o || o->t != VD_JSON_OBJ)
     return NULL;
   for (i = 0; i < o->n; i++)
     if (strcmp (o->k[i], key) == 0)
@@ -357,7 +357,7 @@ qmp_json_get (const struct qmp_json *o, const char *key)
 }
 
 const char *
-qmp_json_str (const struct qmp_json *v)
+vd_json_str (const struct vd_json *v)
 {
-  return v && v->t == QJ_STR ? v->s : NULL;
+  return v && v->t == VD_JSON_STR ? v->s : NULL;
 }
