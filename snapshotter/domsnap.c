@@ -912,7 +912,7 @@ qmp (const struct dom *m, const char *what, const char *cmd,
     lv_fail (m->name, "%s (QMP)", what);
     return -1;
   }
-  if (!res || vd_json_parse (res, strlen (res), reply, &err) < 0) {
+  if (!res || vd_json_parse (res, strlen (res), reply, &err, NULL) < 0) {
     vd_error ("domain %s: %s: QMP reply not understood (%s)", m->name, what,
               res ? err : "empty");
     free (res);

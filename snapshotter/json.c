@@ -100,10 +100,18 @@ string (struct jparse *j)
   if (!sbuf_add (&b, "", 0))
     goto nomem;
   for (;;) {
+    const char *run = j->p;
     unsigned char c;
     char u[4];
     size_t n = 1;
 
+    /* Plain bytes up to the next quote, escape or control character
+     * are copied at once (LVM reports run to megabytes). */
+    while (j->p < j->end && *j->p != '"' && *j->p != '\\' &&
+           (unsigned char) *j->p >= 0x20)
+      j->p++;
+    if (j->p > run && !sbuf_add (&b, run, j->p - run))
+      goto nomem;
     if (j->p >= j->end) {
       j->err = "unterminated string";
       goto fail;
@@ -324,23 +332,28 @@ value (struct jparse *j, struct vd_json *v, int depth)
 
 int
 vd_json_parse (const char *s, size_t len, struct vd_json *v,
-                const char **err)
+               const char **err, size_t *at)
 {
   struct jparse j = { .p = s, .end = s + len };
 
   if (value (&j, v, 0) < 0) {
     *err = j.err ? j.err : "malformed";
     errno = j.err && strcmp (j.err, "out of memory") == 0 ? ENOMEM : EINVAL;
-    return -1;
+    goto fail;
   }
   skip_ws (&j);
   if (j.p != j.end) {
     vd_json_free (v);
     *err = "trailing bytes";
     errno = EINVAL;
-    return -1;
+    goto fail;
   }
   return 0;
+
+ fail:
+  if (at)
+    *at = j.p - s;
+  return -1;
 }
 
 const struct vd_json *

@@ -32,10 +32,10 @@ struct vd_json {
 #define VD_JSON_MAX_DEPTH 64
 
 /* Parse len bytes (one value, white space around it).  0, or -1 with
- * errno EINVAL (*err says why; nothing to free) or ENOMEM.  Free with
- * vd_json_free. */
+ * errno EINVAL (*err says why and, unless at is NULL, *at the offset
+ * where; nothing to free) or ENOMEM.  Free with vd_json_free. */
 int vd_json_parse (const char *s, size_t len, struct vd_json *v,
-                    const char **err);
+                   const char **err, size_t *at);
 void vd_json_free (struct vd_json *v);
 /* The value of key in object o (the first, if repeated), or NULL (also
  * when o is NULL or no object). */

@@ -472,7 +472,7 @@ vg_room (const char *vg, uint64_t *free_b, uint64_t *extent)
     return -1;
   if (lvm_helper_run (cmd, LVM_TIMEOUT_MS, &out) < 0)
     return -1;
-  if (!out || vd_json_parse (out, strlen (out), &v, &err) < 0) {
+  if (!out || vd_json_parse (out, strlen (out), &v, &err, NULL) < 0) {
     vd_error ("lvm: vgs %s: report not understood", vg);
     errno = EIO;
     return -1;

@@ -10,6 +10,7 @@
  * Oracles besides ASan/UBSan/LeakSanitizer:
  *   - the tree is well formed: strings, numbers and literals have text,
  *     objects have a key per value, no deeper than VD_JSON_MAX_DEPTH;
+ *   - a refusal says why, at an offset inside the input;
  *   - decoding never grows the text: all strings and keys together are
  *     no longer than the input;
  *   - written back as JSON and parsed again, the tree is the same.
@@ -192,10 +193,13 @@ LLVMFuzzerTestOneInput (const uint8_t *data, size_t size)
   struct vd_json v, w;
   struct out o = { 0 };
   const char *err = NULL;
+  size_t at = (size_t) -1;
 
-  if (vd_json_parse ((const char *) data, size, &v, &err) < 0) {
+  if (vd_json_parse ((const char *) data, size, &v, &err, &at) < 0) {
     if (!err)
       bug ("failed without saying why");
+    if (at > size)
+      bug ("failed at an offset past the end");
     return 0;
   }
   if (check (&v, 0) > size)
@@ -203,7 +207,7 @@ LLVMFuzzerTestOneInput (const uint8_t *data, size_t size)
   (void) walk_like_domsnap (&v);
 
   write_json (&o, &v);
-  if (vd_json_parse (o.s, o.len, &w, &err) < 0) {
+  if (vd_json_parse (o.s, o.len, &w, &err, NULL) < 0) {
     fprintf (stderr, "fuzz-json: %s: %s\n", err, o.s);
     bug ("its own output does not parse");
   }

@@ -39,7 +39,7 @@ parses (const char *s, size_t len)
   struct vd_json v;
   const char *err;
 
-  if (vd_json_parse (s, len, &v, &err) < 0)
+  if (vd_json_parse (s, len, &v, &err, NULL) < 0)
     return 0;
   vd_json_free (&v);
   return 1;
@@ -54,7 +54,7 @@ main (void)
   size_t i;
   char *deep;
 
-  REQUIRE (vd_json_parse (sample, strlen (sample), &v, &err) == 0);
+  REQUIRE (vd_json_parse (sample, strlen (sample), &v, &err, NULL) == 0);
   ret = vd_json_get (&v, "return");
   REQUIRE (ret && ret->t == VD_JSON_ARR && ret->n == 2);
   ins = vd_json_get (&ret->v[0], "inserted");
@@ -74,7 +74,7 @@ main (void)
   {
     static const char e[] = "{\"id\":\"libvirt-9\",\"error\":{\"class\":"
       "\"GenericError\",\"desc\":\"Snapshot with name 's3' already exists\"}}";
-    REQUIRE (vd_json_parse (e, strlen (e), &v, &err) == 0);
+    REQUIRE (vd_json_parse (e, strlen (e), &v, &err, NULL) == 0);
     CHECK (vd_json_get (&v, "return") == NULL);
     CHECK (strcmp (vd_json_str (vd_json_get (vd_json_get (&v, "error"),
                                                "desc")),
@@ -84,7 +84,7 @@ main (void)
 
   {
     static const char e[] = " \"a\\u00e9\\ud83d\\ude00\\n\\\"\\/\" ";
-    REQUIRE (vd_json_parse (e, strlen (e), &v, &err) == 0);
+    REQUIRE (vd_json_parse (e, strlen (e), &v, &err, NULL) == 0);
     CHECK (v.t == VD_JSON_STR &&
            strcmp (v.s, "a\xc3\xa9\xf0\x9f\x98\x80\n\"/") == 0);
     vd_json_free (&v);
@@ -106,6 +106,13 @@ main (void)
       CHECK (!parses (bad[i], strlen (bad[i])));
       if (parses (bad[i], strlen (bad[i])))
         fprintf (stderr, "accepted: %s\n", bad[i]);
+    }
+    /* The offset of the error. */
+    {
+      size_t at = 99;
+      CHECK (vd_json_parse ("[1 2]", 5, &v, &err, &at) < 0 && at == 3);
+      CHECK (vd_json_parse ("{\"a\":1} x", 9, &v, &err, &at) < 0 &&
+             at == 8 && strcmp (err, "trailing bytes") == 0);
     }
     /* A NUL byte inside the buffer ends nothing. */
     CHECK (!parses ("\"a\0b\"", 5));
