@@ -1,12 +1,14 @@
-/* vmdiskfs - parser of LVM's JSON report (`lvs --reportformat json`).
+/* vmdiskfs - reader of LVM's JSON report (`lvs --reportformat json`).
  *
  * The report is whatever the lvm command printed (lvm-helper.c), so it is
- * untrusted bytes: a small recursive-descent JSON parser of our own
- * (bounded depth, every read checked against the end of the buffer, no
- * NUL inside strings), fuzzed by tests/fuzz/fuzz-lvm-json.c.  It keeps
- * only report[*].lv[*] objects and, of those, the fields of enum
- * lvm_field; everything else is parsed and skipped.  Thread-safe (no
- * state outside the call).
+ * untrusted bytes.  It is parsed whole by json.c, the project's one JSON
+ * reader (bounded depth, every read checked against the end of the
+ * buffer, no NUL inside strings), then report[*].lv[*] are walked and, of
+ * each LV, the fields of enum lvm_field kept; everything else is left in
+ * the tree and freed with it.  Field strings are moved out of the tree,
+ * not copied.  Fuzzed by tests/fuzz/fuzz-lvm-json.c (this layer) and
+ * tests/fuzz/fuzz-json.c (the reader).  Thread-safe (no state outside the
+ * call).
  *
  * What lvm 2.03.16 prints for the command lvm.c runs (lvs --reportformat
  * json --units b --nosuffix --config report/time_format=%s -o
@@ -51,10 +53,10 @@
 
 #include <errno.h>
 #include <stdbool.h>
-#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "json.h"
 #include "lvm.h"
 #include "log.h"
 
@@ -81,429 +83,177 @@ static const char *const field_names[LVM_F_COUNT] = {
   [LVM_F_ORIGIN_SIZE] = "origin_size",
 };
 
-#define MAX_DEPTH 32
-
-struct parser {
-  const char *p, *end;
-  unsigned depth;
-  const char *start;
-  const char *why;          /* first error */
-};
-
-/* A growing string. */
-struct buf {
-  char *s;
-  size_t len, cap;
+/* Where the walk is, for the error message. */
+struct walk {
+  const char *why;              /* NULL: out of memory */
+  size_t report, lv;
+  bool in_lv;
 };
 
 static int
-buf_add (struct buf *b, const char *s, size_t n)
+bad (struct walk *w, const char *why)
 {
-  if (b->len + n + 1 > b->cap) {
-    size_t cap = b->cap ? b->cap : 32;
-    char *t;
-    while (cap < b->len + n + 1)
-      cap *= 2;
-    t = realloc (b->s, cap);
-    if (!t)
-      return -1;
-    b->s = t;
-    b->cap = cap;
-  }
-  memcpy (b->s + b->len, s, n);
-  b->len += n;
-  b->s[b->len] = '\0';
-  return 0;
-}
-
-static int
-bad (struct parser *ps, const char *why)
-{
-  if (!ps->why)
-    ps->why = why;
+  w->why = why;
   errno = EIO;
   return -1;
 }
 
-static void
-skip_ws (struct parser *ps)
-{
-  while (ps->p < ps->end &&
-         (*ps->p == ' ' || *ps->p == '\t' || *ps->p == '\n' || *ps->p == '\r'))
-    ps->p++;
-}
-
-/* Consume c (after white space) or fail. */
+/* A field's value as a string, moved out of v: a string, or the text of
+ * a number or literal; an array of strings (json_std lv_tags) joined
+ * with ','. */
 static int
-expect (struct parser *ps, char c)
+take_field (struct walk *w, struct vd_json *v, char **out)
 {
-  skip_ws (ps);
-  if (ps->p >= ps->end || *ps->p != c)
-    return bad (ps, "unexpected character");
-  ps->p++;
-  return 0;
-}
+  size_t i, len = 0;
+  char *s;
 
-/* Next non-blank character, not consumed; 0 at the end. */
-static char
-peek (struct parser *ps)
-{
-  skip_ws (ps);
-  return ps->p < ps->end ? *ps->p : 0;
-}
-
-static int
-hex4 (struct parser *ps, unsigned *v)
-{
-  unsigned i;
-
-  if (ps->end - ps->p < 4)
-    return bad (ps, "short \\u escape");
-  *v = 0;
-  for (i = 0; i < 4; i++) {
-    char c = ps->p[i];
-    *v <<= 4;
-    if (c >= '0' && c <= '9') *v |= c - '0';
-    else if (c >= 'a' && c <= 'f') *v |= c - 'a' + 10;
-    else if (c >= 'A' && c <= 'F') *v |= c - 'A' + 10;
-    else return bad (ps, "bad \\u escape");
-  }
-  ps->p += 4;
-  return 0;
-}
-
-/* A string; its value appended to out unless out is NULL. */
-static int
-parse_string (struct parser *ps, struct buf *out)
-{
-  if (expect (ps, '"') < 0)
-    return -1;
-  for (;;) {
-    const char *run = ps->p;
-    char tmp[4];
-    size_t tn = 0;
-
-    while (ps->p < ps->end && *ps->p != '"' && *ps->p != '\\' &&
-           (unsigned char) *ps->p >= 0x20)
-      ps->p++;
-    if (out && ps->p > run && buf_add (out, run, ps->p - run) < 0)
-      return -1;
-    if (ps->p >= ps->end)
-      return bad (ps, "unterminated string");
-    if (*ps->p == '"') {
-      ps->p++;
-      if (out && !out->s && buf_add (out, "", 0) < 0)
-        return -1;
-      return 0;
-    }
-    if (*ps->p != '\\')
-      return bad (ps, "control character in string");
-    ps->p++;
-    if (ps->p >= ps->end)
-      return bad (ps, "unterminated escape");
-    switch (*ps->p++) {
-    case '"': tmp[tn++] = '"'; break;
-    case '\\': tmp[tn++] = '\\'; break;
-    case '/': tmp[tn++] = '/'; break;
-    case 'b': tmp[tn++] = '\b'; break;
-    case 'f': tmp[tn++] = '\f'; break;
-    case 'n': tmp[tn++] = '\n'; break;
-    case 'r': tmp[tn++] = '\r'; break;
-    case 't': tmp[tn++] = '\t'; break;
-    case 'u': {
-      unsigned cp, lo;
-      if (hex4 (ps, &cp) < 0)
-        return -1;
-      if (cp >= 0xdc00 && cp <= 0xdfff)
-        return bad (ps, "lone low surrogate");
-      if (cp >= 0xd800 && cp <= 0xdbff) {
-        if (ps->end - ps->p < 2 || ps->p[0] != '\\' || ps->p[1] != 'u')
-          return bad (ps, "lone high surrogate");
-        ps->p += 2;
-        if (hex4 (ps, &lo) < 0)
-          return -1;
-        if (lo < 0xdc00 || lo > 0xdfff)
-          return bad (ps, "bad surrogate pair");
-        cp = 0x10000 + ((cp - 0xd800) << 10) + (lo - 0xdc00);
-      }
-      if (cp == 0)
-        return bad (ps, "NUL in string");
-      if (cp < 0x80)
-        tmp[tn++] = cp;
-      else if (cp < 0x800) {
-        tmp[tn++] = 0xc0 | (cp >> 6);
-        tmp[tn++] = 0x80 | (cp & 0x3f);
-      }
-      else if (cp < 0x10000) {
-        tmp[tn++] = 0xe0 | (cp >> 12);
-        tmp[tn++] = 0x80 | ((cp >> 6) & 0x3f);
-        tmp[tn++] = 0x80 | (cp & 0x3f);
-      }
-      else {
-        tmp[tn++] = 0xf0 | (cp >> 18);
-        tmp[tn++] = 0x80 | ((cp >> 12) & 0x3f);
-        tmp[tn++] = 0x80 | ((cp >> 6) & 0x3f);
-        tmp[tn++] = 0x80 | (cp & 0x3f);
-      }
-      break;
-    }
-    default:
-      return bad (ps, "bad escape");
-    }
-    if (out && buf_add (out, tmp, tn) < 0)
-      return -1;
-  }
-}
-
-/* A number, true, false or null; its text appended to out unless NULL. */
-static int
-parse_scalar (struct parser *ps, struct buf *out)
-{
-  const char *s;
-  size_t n;
-
-  skip_ws (ps);
-  s = ps->p;
-  while (ps->p < ps->end &&
-         ((*ps->p >= '0' && *ps->p <= '9') || (*ps->p >= 'a' && *ps->p <= 'z') ||
-          *ps->p == '-' || *ps->p == '+' || *ps->p == '.' || *ps->p == 'E'))
-    ps->p++;
-  n = ps->p - s;
-  if (n == 0)
-    return bad (ps, "expected a value");
-  if ((s[0] >= 'a' && s[0] <= 'z') &&
-      !(n == 4 && memcmp (s, "true", 4) == 0) &&
-      !(n == 5 && memcmp (s, "false", 5) == 0) &&
-      !(n == 4 && memcmp (s, "null", 4) == 0))
-    return bad (ps, "unknown literal");
-  if (!(s[0] >= 'a' && s[0] <= 'z')) {
-    /* -?digits[.digits][(e|E)[+-]digits], checked loosely: no letters
-     * other than e/E. */
-    size_t i;
-    for (i = 0; i < n; i++)
-      if (s[i] >= 'a' && s[i] <= 'z' && s[i] != 'e')
-        return bad (ps, "bad number");
-  }
-  if (out && buf_add (out, s, n) < 0)
-    return -1;
-  return 0;
-}
-
-static int skip_value (struct parser *ps);
-
-/* Call member (ps, key, opaque) for each "key": value of an object; member
- * must consume the value. */
-static int
-parse_object (struct parser *ps,
-              int (*member) (struct parser *, const char *, void *),
-              void *opaque)
-{
-  if (++ps->depth > MAX_DEPTH)
-    return bad (ps, "nested too deeply");
-  if (expect (ps, '{') < 0)
-    return -1;
-  if (peek (ps) == '}') {
-    ps->p++;
-    ps->depth--;
+  switch (v->t) {
+  case VD_JSON_STR: case VD_JSON_NUM: case VD_JSON_BOOL: case VD_JSON_NULL:
+    *out = v->s;
+    v->s = NULL;
     return 0;
+  case VD_JSON_OBJ:
+    return bad (w, "object as a field value");
+  case VD_JSON_ARR:
+    break;
   }
-  for (;;) {
-    struct buf key = { 0 };
-    int r;
+  for (i = 0; i < v->n; i++) {
+    if (v->v[i].t != VD_JSON_STR)
+      return bad (w, "array of non-strings in a field");
+    len += strlen (v->v[i].s) + 1;
+  }
+  s = malloc (len + 1);
+  if (!s)
+    return -1;
+  *s = '\0';
+  for (i = 0, len = 0; i < v->n; i++) {
+    size_t l = strlen (v->v[i].s);
+    if (i > 0)
+      s[len++] = ',';
+    memcpy (s + len, v->v[i].s, l + 1);
+    len += l;
+  }
+  *out = s;
+  return 0;
+}
 
-    if (parse_string (ps, &key) < 0 || expect (ps, ':') < 0) {
-      free (key.s);
+/* One report[*].lv[*] object into *lv (all fields NULL on entry). */
+static int
+take_lv (struct walk *w, struct vd_json *o, struct lvm_lv *lv)
+{
+  size_t i;
+  int f;
+
+  if (o->t != VD_JSON_OBJ)
+    return bad (w, "an LV that is no object");
+  for (i = 0; i < o->n; i++) {
+    char *s;
+
+    for (f = 0; f < LVM_F_COUNT; f++)
+      if (strcmp (o->k[i], field_names[f]) == 0)
+        break;
+    if (f == LVM_F_COUNT)
+      continue;                 /* a field not asked for */
+    if (take_field (w, &o->v[i], &s) < 0)
       return -1;
-    }
-    r = member (ps, key.s, opaque);
-    free (key.s);
-    if (r < 0)
+    free (lv->f[f]);            /* a repeated key: the last one counts */
+    lv->f[f] = s;
+  }
+  for (f = 0; f < LVM_F_COUNT; f++)
+    if (!lv->f[f] && !(lv->f[f] = strdup ("")))
       return -1;
-    if (peek (ps) == ',') {
-      ps->p++;
+  return 0;
+}
+
+/* Walk report[*].lv[*] of doc: count them (lvs NULL) or take them into
+ * lvs[0..*n).  Other keys and sections ("vg", "log" ...) are skipped;
+ * every "report" and every "lv" counts, in order. */
+static int
+walk_report (struct walk *w, struct vd_json *doc, struct lvm_lv *lvs,
+             size_t *n)
+{
+  size_t i, j, k, l;
+
+  *n = 0;
+  if (doc->t != VD_JSON_OBJ)
+    return bad (w, "not an object");
+  for (i = 0; i < doc->n; i++) {
+    struct vd_json *rep = &doc->v[i];
+
+    if (strcmp (doc->k[i], "report") != 0)
       continue;
+    if (rep->t != VD_JSON_ARR)
+      return bad (w, "\"report\" is not an array");
+    for (j = 0; j < rep->n; j++) {
+      struct vd_json *sec = &rep->v[j];
+
+      w->report = j;
+      if (sec->t != VD_JSON_OBJ)
+        return bad (w, "a report section that is no object");
+      for (k = 0; k < sec->n; k++) {
+        struct vd_json *lva = &sec->v[k];
+
+        if (strcmp (sec->k[k], "lv") != 0)
+          continue;
+        if (lva->t != VD_JSON_ARR)
+          return bad (w, "\"lv\" is not an array");
+        for (l = 0; l < lva->n; l++) {
+          w->lv = l;
+          w->in_lv = true;
+          if (lvs && take_lv (w, &lva->v[l], &lvs[*n]) < 0)
+            return -1;
+          if (!lvs && lva->v[l].t != VD_JSON_OBJ)
+            return bad (w, "an LV that is no object");
+          ++*n;
+          w->in_lv = false;
+        }
+      }
     }
-    if (expect (ps, '}') < 0)
-      return -1;
-    ps->depth--;
-    return 0;
   }
-}
-
-/* Call element (ps, opaque) for each value of an array. */
-static int
-parse_array (struct parser *ps, int (*element) (struct parser *, void *),
-             void *opaque)
-{
-  if (++ps->depth > MAX_DEPTH)
-    return bad (ps, "nested too deeply");
-  if (expect (ps, '[') < 0)
-    return -1;
-  if (peek (ps) == ']') {
-    ps->p++;
-    ps->depth--;
-    return 0;
-  }
-  for (;;) {
-    if (element (ps, opaque) < 0)
-      return -1;
-    if (peek (ps) == ',') {
-      ps->p++;
-      continue;
-    }
-    if (expect (ps, ']') < 0)
-      return -1;
-    ps->depth--;
-    return 0;
-  }
-}
-
-static int
-skip_member (struct parser *ps, const char *key, void *opaque)
-{
-  return skip_value (ps);
-}
-
-static int
-skip_element (struct parser *ps, void *opaque)
-{
-  return skip_value (ps);
-}
-
-static int
-skip_value (struct parser *ps)
-{
-  switch (peek (ps)) {
-  case '{': return parse_object (ps, skip_member, NULL);
-  case '[': return parse_array (ps, skip_element, NULL);
-  case '"': return parse_string (ps, NULL);
-  default: return parse_scalar (ps, NULL);
-  }
-}
-
-/* An array of strings (json_std lv_tags): joined with ','. */
-static int
-join_element (struct parser *ps, void *opaque)
-{
-  struct buf *b = opaque;
-
-  if (peek (ps) != '"')
-    return bad (ps, "array of non-strings in a field");
-  if (b->len > 0 && buf_add (b, ",", 1) < 0)
-    return -1;
-  return parse_string (ps, b);
-}
-
-static int
-lv_member (struct parser *ps, const char *key, void *opaque)
-{
-  struct lvm_lv *lv = opaque;
-  struct buf v = { 0 };
-  int i, r;
-
-  for (i = 0; i < LVM_F_COUNT; i++)
-    if (strcmp (key, field_names[i]) == 0)
-      break;
-  if (i == LVM_F_COUNT)
-    return skip_value (ps);
-
-  switch (peek (ps)) {
-  case '"': r = parse_string (ps, &v); break;
-  case '[': r = parse_array (ps, join_element, &v); break;
-  case '{': return bad (ps, "object as a field value");
-  default: r = parse_scalar (ps, &v); break;
-  }
-  if (r == 0 && !v.s && buf_add (&v, "", 0) < 0)
-    r = -1;
-  if (r < 0) {
-    free (v.s);
-    return -1;
-  }
-  free (lv->f[i]);                /* a repeated key: the last one counts */
-  lv->f[i] = v.s;
   return 0;
-}
-
-struct lv_list {
-  struct lvm_lv *lvs;
-  size_t n, cap;
-};
-
-static int
-lv_element (struct parser *ps, void *opaque)
-{
-  struct lv_list *l = opaque;
-  struct lvm_lv *lv;
-  int i;
-
-  if (l->n == l->cap) {
-    size_t cap = l->cap ? l->cap * 2 : 16;
-    struct lvm_lv *t = realloc (l->lvs, cap * sizeof *t);
-    if (!t)
-      return -1;
-    l->lvs = t;
-    l->cap = cap;
-  }
-  lv = &l->lvs[l->n++];
-  memset (lv, 0, sizeof *lv);
-  if (parse_object (ps, lv_member, lv) < 0)
-    return -1;
-  for (i = 0; i < LVM_F_COUNT; i++)
-    if (!lv->f[i] && !(lv->f[i] = strdup ("")))
-      return -1;
-  return 0;
-}
-
-static int
-section_member (struct parser *ps, const char *key, void *opaque)
-{
-  if (strcmp (key, "lv") == 0)
-    return parse_array (ps, lv_element, opaque);
-  return skip_value (ps);        /* "vg", "pv", "seg", "log" ... */
-}
-
-static int
-report_element (struct parser *ps, void *opaque)
-{
-  return parse_object (ps, section_member, opaque);
-}
-
-static int
-top_member (struct parser *ps, const char *key, void *opaque)
-{
-  if (strcmp (key, "report") == 0)
-    return parse_array (ps, report_element, opaque);
-  return skip_value (ps);        /* "log" with report_command_log */
 }
 
 int
 lvm_json_parse (const char *buf, size_t len, struct lvm_lv **lvs, size_t *n)
 {
-  struct parser ps = { .p = buf, .end = buf + len, .start = buf };
-  struct lv_list l = { 0 };
+  struct vd_json doc;
+  struct walk w = { 0 };
+  struct lvm_lv *l = NULL;
+  size_t count = 0, got = 0, at;
+  const char *err;
+  int e;
 
-  errno = 0;
-  if (parse_object (&ps, top_member, &l) < 0)
-    goto fail;
-  skip_ws (&ps);
-  if (ps.p != ps.end) {
-    bad (&ps, "trailing bytes");
-    goto fail;
+  if (vd_json_parse (buf, len, &doc, &err, &at) < 0) {
+    if (errno == ENOMEM)
+      return -1;
+    vd_error ("lvm: report: %s at byte %zu", err, at);
+    errno = EIO;
+    return -1;
   }
-  *lvs = l.lvs;
-  *n = l.n;
+  if (walk_report (&w, &doc, NULL, &count) < 0)
+    goto fail;
+  if (count > 0) {
+    l = calloc (count, sizeof *l);
+    if (!l)
+      goto fail;
+    if (walk_report (&w, &doc, l, &got) < 0)
+      goto fail;
+  }
+  vd_json_free (&doc);
+  *lvs = l;
+  *n = count;
   return 0;
 
  fail:
-  {
-    int e = errno ? errno : EIO;
-    if (ps.why)
-      vd_error ("lvm: report: %s at byte %zu", ps.why,
-                (size_t) (ps.p - ps.start));
-    lvm_lvs_free (l.lvs, l.n);
-    errno = e;
-    return -1;
-  }
+  e = w.why ? EIO : ENOMEM;
+  if (w.why && w.in_lv)
+    vd_error ("lvm: report: report[%zu].lv[%zu]: %s", w.report, w.lv, w.why);
+  else if (w.why)
+    vd_error ("lvm: report: %s", w.why);
+  lvm_lvs_free (l, l ? count : 0);
+  vd_json_free (&doc);
+  errno = e;
+  return -1;
 }
 
 void

@@ -1,6 +1,7 @@
 /* vmdiskfs - the LVM provider's internal interfaces.
  *
- *   lvm-json.c    parser of `lvs --reportformat json` (untrusted bytes)
+ *   lvm-json.c    reader of `lvs --reportformat json` (untrusted bytes),
+ *                 on top of json.c
  *   lvm-helper.c  runs one lvm command through liblvm2cmd in a forked
  *                 child and collects its report and messages
  *   lvm.c         the provider: lvm_snapshotter

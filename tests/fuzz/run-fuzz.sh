@@ -1,9 +1,9 @@
 #!/bin/bash
-# Fuzz the qcow2 and QED parsers of formats/ (and the LVM report, libvirt
-# XML and QMP reply parsers of snapshotter/) with libFuzzer for a bounded
-# time: builds tests/fuzz/fuzz-image.c once per format (fuzz-TARGET.c for
-# the others) straight from the library sources with clang
-# (-fsanitize=fuzzer,address,undefined; UB halts), seeds a corpus with
+# Fuzz the qcow2 and QED parsers of formats/ (and the JSON reader, the LVM
+# report reader and the libvirt XML parser of snapshotter/) with libFuzzer
+# for a bounded time: builds tests/fuzz/fuzz-image.c once per format
+# (fuzz-TARGET.c for the others) straight from the library sources with
+# clang (-fsanitize=fuzzer,address,undefined; UB halts), seeds a corpus with
 # small images made by qemu-img/qemu-io (or TARGET-seeds/), runs each
 # target FUZZ_SECONDS, and fails with the reproducer's path and the
 # stack trace when anything crashes, leaks, hits UB or times out.

@@ -150,6 +150,49 @@ test_std (void)
   lvm_lvs_free (lvs, n);
 }
 
+/* A volume group of 10,000 LVs, in the format of sample_cmd (about 4 MB):
+ * all there, in order, fields intact. */
+static void
+test_many (void)
+{
+  enum { N = 10000 };
+  size_t cap = (size_t) N * 512 + 64, len = 0, n = 0, i;
+  char *s = malloc (cap);
+  struct lvm_lv *lvs = NULL;
+
+  REQUIRE (s);
+  len += snprintf (s + len, cap - len, "{\"report\": [{\"lv\": [\n");
+  for (i = 0; i < N; i++)
+    len += snprintf (s + len, cap - len,
+      "{\"lv_name\":\"lv%zu\", \"vg_name\":\"vg0\", "
+      "\"lv_path\":\"/dev/vg0/lv%zu\", "
+      "\"lv_dm_path\":\"/dev/mapper/vg0-lv%zu\", \"origin\":\"lv%zu\", "
+      "\"lv_attr\":\"Vwi---tz-k\", \"lv_time\":\"1795677271\", "
+      "\"lv_size\":\"67108864\", "
+      "\"lv_tags\":\"vmdiskfs,vmdiskfs-name:n%zu\", \"pool_lv\":\"pool\", "
+      "\"segtype\":\"thin\", \"lv_active\":\"\", "
+      "\"lv_kernel_major\":\"-1\", \"lv_kernel_minor\":\"-1\", "
+      "\"origin_size\":\"\"}%s\n", i, i, i, i / 2, i, i + 1 < N ? "," : "");
+  len += snprintf (s + len, cap - len, "]}]}\n");
+  REQUIRE (len < cap);
+
+  CHECK (lvm_json_parse (s, len, &lvs, &n) == 0);
+  CHECK (n == N);
+  for (i = 0; i < n; i++) {
+    char name[32], tags[64];
+    snprintf (name, sizeof name, "lv%zu", i);
+    snprintf (tags, sizeof tags, "vmdiskfs,vmdiskfs-name:n%zu", i);
+    if (strcmp (lvs[i].f[LVM_F_LV_NAME], name) != 0 ||
+        strcmp (lvs[i].f[LVM_F_LV_TAGS], tags) != 0 ||
+        strcmp (lvs[i].f[LVM_F_ORIGIN_SIZE], "") != 0) {
+      CHECK (!"LV intact");
+      break;
+    }
+  }
+  lvm_lvs_free (lvs, n);
+  free (s);
+}
+
 static void
 bad (const char *s, size_t len)
 {
@@ -200,6 +243,7 @@ main (void)
   vd_log_set_level (VD_LOG_ERROR);
   test_sample ();
   test_std ();
+  test_many ();
   test_malformed ();
   if (failures) {
     fprintf (stderr, "%d failures\n", failures);
