@@ -16,6 +16,7 @@
 struct jparse {
   const char *p, *end;
   const char *err;
+  size_t values;              /* parsed so far, VD_JSON_MAX_VALUES at most */
 };
 
 /* A growing string. */
@@ -213,6 +214,10 @@ value (struct jparse *j, struct vd_json *v, int depth)
   }
   if (depth > VD_JSON_MAX_DEPTH) {
     j->err = "nested too deeply";
+    return -1;
+  }
+  if (++j->values > VD_JSON_MAX_VALUES) {
+    j->err = "too many values";
     return -1;
   }
   if (*j->p == '"') {

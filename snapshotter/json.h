@@ -30,6 +30,12 @@ struct vd_json {
 };
 
 #define VD_JSON_MAX_DEPTH 64
+/* At most this many values in one document: a tree costs up to ~130 bytes
+ * a value (node, key pointer, growth slack, a small string), far more
+ * than its text ("[0,0,..." is two bytes a value), so without a budget a
+ * 64 MiB hostile reply could take gigabytes.  A million covers an LVM
+ * report of 60,000 LVs. */
+#define VD_JSON_MAX_VALUES 1000000
 
 /* Parse len bytes (one value, white space around it).  0, or -1 with
  * errno EINVAL (*err says why and, unless at is NULL, *at the offset

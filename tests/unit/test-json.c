@@ -128,6 +128,25 @@ main (void)
                  2 * (VD_JSON_MAX_DEPTH + 1)));
   free (deep);
 
+  /* The value budget: "[0,0,...]" with VD_JSON_MAX_VALUES values in all
+   * (the array counts as one) parses, one more is refused. */
+  {
+    size_t n = VD_JSON_MAX_VALUES - 1, len = 2 * n + 1;
+    char *wide = malloc (len + 2);
+    REQUIRE (wide);
+    wide[0] = '[';
+    for (i = 0; i < n; i++) {
+      wide[1 + 2 * i] = '0';
+      wide[2 + 2 * i] = i + 1 < n ? ',' : ']';
+    }
+    CHECK (parses (wide, len));
+    wide[len - 1] = ',';
+    wide[len] = '0';
+    wide[len + 1] = ']';
+    CHECK (!parses (wide, len + 2));
+    free (wide);
+  }
+
   if (failures)
     return 1;
   printf ("ok: json\n");
