@@ -37,7 +37,7 @@ virsh="virsh -q -c qemu:///system"
 if [ -d /run/systemd/system ]; then
   # systemd starts both daemons by socket activation.
   systemctl start virtlogd.socket libvirtd.socket
-elif ! pgrep -x virtlogd >/dev/null; then
+elif ! pgrep -x -r R,S,D virtlogd >/dev/null; then
   # A socket left by a virtlogd that is gone refuses every VM start.
   rm -f /run/libvirt/virtlogd-sock /run/libvirt/virtlogd-admin-sock
   virtlogd -d

@@ -221,7 +221,9 @@ lv_daemon ()
 lv_virtlogd ()
 {
   local i
-  pgrep -x virtlogd >/dev/null 2>&1 && [ -S /run/libvirt/virtlogd-sock ] && return 0
+  # -r: not a zombie (PID 1 here may be slow to reap a killed one).
+  pgrep -x -r R,S,D virtlogd >/dev/null 2>&1 &&
+    [ -S /run/libvirt/virtlogd-sock ] && return 0
   pkill -x virtlogd 2>/dev/null
   rm -f /run/libvirt/virtlogd-sock /run/libvirt/virtlogd-admin-sock
   lv_daemon virtlogd || return 1
