@@ -125,18 +125,14 @@ fill_attr (struct fs_node *node, struct stat *st)
   st->st_blocks = DIV_ROUND_UP (alloc, 512);
 }
 
-static void
-fs_lookup (fuse_req_t req, fuse_ino_t parent, const char *name)
+/* dir's child called name, with a reference (inode_unref it), after
+ * bringing dir up to date; NULL when there is none or dir is no
+ * directory or no longer attached. */
+static struct fs_node *
+child_of (struct fs_node *dir, const char *name)
 {
-  struct fs_node *dir, *child = NULL;
-  struct fuse_entry_param e;
-  bool is_dir, attached;
+  struct fs_node *child = NULL;
 
-  dir = inode_find (parent);
-  if (!dir) {
-    fuse_reply_err (req, ENOENT);
-    return;
-  }
   tree_revalidate (dir);
   tree_rdlock ();
   if (dir->type == FS_NODE_DIR && dir->attached) {
@@ -145,6 +141,38 @@ fs_lookup (fuse_req_t req, fuse_ino_t parent, const char *name)
       inode_ref (child);
   }
   tree_unlock ();
+  return child;
+}
+
+/* Reply to lookup or mkdir with node, and drop the caller's reference. */
+static void
+reply_entry (fuse_req_t req, struct fs_node *node)
+{
+  struct fuse_entry_param e;
+
+  memset (&e, 0, sizeof e);
+  e.ino = node->ino;
+  e.attr_timeout = FS_ATTR_TIMEOUT;
+  e.entry_timeout = FS_ENTRY_TIMEOUT;
+  fill_attr (node, &e.attr);
+  inode_lookup_inc (node);
+  inode_unref (node);
+  if (fuse_reply_entry (req, &e) < 0)
+    inode_forget (e.ino, 1);    /* interrupted: the kernel did not take it */
+}
+
+static void
+fs_lookup (fuse_req_t req, fuse_ino_t parent, const char *name)
+{
+  struct fs_node *dir, *child;
+  bool is_dir, attached;
+
+  dir = inode_find (parent);
+  if (!dir) {
+    fuse_reply_err (req, ENOENT);
+    return;
+  }
+  child = child_of (dir, name);
   is_dir = dir->type == FS_NODE_DIR;
   inode_unref (dir);
   if (!child) {
@@ -161,14 +189,7 @@ fs_lookup (fuse_req_t req, fuse_ino_t parent, const char *name)
     fuse_reply_err (req, ENOENT);
     return;
   }
-  memset (&e, 0, sizeof e);
-  e.ino = child->ino;
-  e.attr_timeout = FS_ATTR_TIMEOUT;
-  e.entry_timeout = FS_ENTRY_TIMEOUT;
-  fill_attr (child, &e.attr);
-  inode_lookup_inc (child);
-  inode_unref (child);
-  fuse_reply_entry (req, &e);
+  reply_entry (req, child);
 }
 
 static void
@@ -254,9 +275,8 @@ static void
 fs_mkdir (fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode)
 {
   const struct fs_provider *p = tree_provider ();
-  struct fs_node *dir, *node = NULL;
-  struct fuse_entry_param e;
-  bool exists, attached;
+  struct fs_node *dir, *node = NULL, *old;
+  bool attached;
 
   if (fs_config.ro) {
     fs_erofs (req);
@@ -267,14 +287,15 @@ fs_mkdir (fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode)
     fuse_reply_err (req, ENOENT);
     return;
   }
-  tree_revalidate (dir);
+  old = child_of (dir, name);
   tree_rdlock ();
   attached = dir->attached && dir->type == FS_NODE_DIR;
-  exists = attached && tree_find_child (dir, name) != NULL;
   tree_unlock ();
-  if (!attached || exists || !p->mkdir) {
+  if (!attached || old || !p->mkdir) {
+    if (old)
+      inode_unref (old);
     inode_unref (dir);
-    fuse_reply_err (req, !attached ? ENOENT : exists ? EEXIST
+    fuse_reply_err (req, !attached ? ENOENT : old ? EEXIST
                     : no_dirs_errno ());
     return;
   }
@@ -291,15 +312,7 @@ fs_mkdir (fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode)
     return;
   }
   inode_unref (dir);
-  memset (&e, 0, sizeof e);
-  e.ino = node->ino;
-  e.attr_timeout = FS_ATTR_TIMEOUT;
-  e.entry_timeout = FS_ENTRY_TIMEOUT;
-  fill_attr (node, &e.attr);
-  inode_lookup_inc (node);
-  inode_unref (node);
-  if (fuse_reply_entry (req, &e) < 0)
-    inode_forget (e.ino, 1);    /* interrupted: the kernel did not take it */
+  reply_entry (req, node);
 }
 
 /* rmdir <domain>/snapshots/<name> deletes the snapshot (the provider's
@@ -321,14 +334,7 @@ fs_rmdir (fuse_req_t req, fuse_ino_t parent, const char *name)
     fuse_reply_err (req, ENOENT);
     return;
   }
-  tree_revalidate (dir);
-  tree_rdlock ();
-  if (dir->attached && dir->type == FS_NODE_DIR) {
-    node = tree_find_child (dir, name);
-    if (node)
-      inode_ref (node);
-  }
-  tree_unlock ();
+  node = child_of (dir, name);
   if (!node)
     err = ENOENT;
   else if (node->type != FS_NODE_DIR)

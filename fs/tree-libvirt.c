@@ -65,8 +65,9 @@
  * Snapshots by mkdir and rmdir in <domain>/snapshots/ (ops.c calls
  * libvirt_mkdir and libvirt_rmdir): ds_create and ds_delete
  * (snapshotter/domsnap.h) with the shown name unescaped, serialized per
- * domain by a snapshot lock (ds_create takes seconds: no tree or refresh
- * lock is held meanwhile), then the domain is refreshed at once, so that
+ * domain by domsnap's own lock, across threads and processes (ds_create
+ * takes seconds: no tree or refresh lock is held meanwhile), then the
+ * domain is refreshed at once, so that
  * the reply already shows the result.  While a snapshot is deleted its
  * files refuse opens (node->removing, EBUSY); one that is open makes
  * rmdir fail with EBUSY.
@@ -82,8 +83,9 @@
  * Threads:
  *  - the FUSE threads call stale() (tree_lock read) and, serialized by
  *    tree.c's refresh_lock, refresh() and start(); open_disk(), mkdir()
- *    and rmdir() from any thread without locks (the last two take the
- *    domain's snapshot lock, then refresh_lock through tree_refresh);
+ *    and rmdir() from any thread without locks (the last two call
+ *    domsnap, which holds the domain's lock (a flock) for the create or
+ *    delete, then refresh_lock through tree_refresh);
  *  - one event thread runs libvirt's default event loop: keepalive, the
  *    close callback and lifecycle events, whose callbacks only set
  *    atomics, add names to the dirty set (dirty_lock, a leaf lock) and
@@ -93,12 +95,12 @@
  *    node->lock (one at a time) to see whether a snapshot is open, and
  *    runs lvm in a helper child.
  * What protects what: conn_lock the connection, its mode and callback
- * ids; snap_locks_lock (a leaf) the list of per-domain snapshot locks;
- * tree_lock the nodes and the fields of struct lv_dom that stale() reads;
+ * ids; tree_lock the nodes and the fields of struct lv_dom that stale()
+ * reads;
  * refresh_lock the rest of struct lv_dom (the libvirt data cached for
  * rebuilds); act_lock the list of LVM snapshots we activated (open_disk
  * takes it with no other lock held).  libvirt objects are thread-safe.
- * Lock order: a snapshot lock, refresh_lock, conn_lock, tree_lock,
+ * Lock order: domsnap's domain lock, refresh_lock, conn_lock, tree_lock,
  * node->lock, inode_lock;
  * act_lock before node->lock and inode_lock; dirty_lock is a leaf.
  *
@@ -2163,63 +2165,6 @@ libvirt_open_disk (struct fs_node *node)
 
 /* ---- Snapshots by mkdir and rmdir. ---- */
 
-/* One per domain with a mkdir or rmdir under way: snap_locks_lock. */
-struct snap_lock {
-  struct snap_lock *next;
-  char *domain;
-  unsigned users;
-  pthread_mutex_t m;
-};
-static pthread_mutex_t snap_locks_lock = PTHREAD_MUTEX_INITIALIZER;
-static struct snap_lock *snap_locks;
-
-/* Take the snapshot lock of domain (blocks while another mkdir or rmdir
- * of it runs).  NULL with errno on ENOMEM. */
-static struct snap_lock *
-snap_lock (const char *domain)
-{
-  struct snap_lock *l;
-
-  pthread_mutex_lock (&snap_locks_lock);
-  for (l = snap_locks; l; l = l->next)
-    if (strcmp (l->domain, domain) == 0)
-      break;
-  if (!l) {
-    l = calloc (1, sizeof *l);
-    if (!l || (l->domain = strdup (domain)) == NULL) {
-      free (l);
-      pthread_mutex_unlock (&snap_locks_lock);
-      errno = ENOMEM;
-      return NULL;
-    }
-    pthread_mutex_init (&l->m, NULL);
-    l->next = snap_locks;
-    snap_locks = l;
-  }
-  l->users++;
-  pthread_mutex_unlock (&snap_locks_lock);
-  pthread_mutex_lock (&l->m);
-  return l;
-}
-
-static void
-snap_unlock (struct snap_lock *l)
-{
-  struct snap_lock **p;
-
-  pthread_mutex_unlock (&l->m);
-  pthread_mutex_lock (&snap_locks_lock);
-  if (--l->users == 0) {
-    for (p = &snap_locks; *p != l; p = &(*p)->next)
-      ;
-    *p = l->next;
-    pthread_mutex_destroy (&l->m);
-    free (l->domain);
-    free (l);
-  }
-  pthread_mutex_unlock (&snap_locks_lock);
-}
-
 /* If dir is a domain's snapshots/ directory: the domain's node (a
  * reference) and its name (*name, malloc'd).  Else NULL with errno
  * EPERM (nothing can be made or removed there; ENOMEM). */
@@ -2292,7 +2237,6 @@ libvirt_mkdir (struct fs_node *dir, const char *ename, struct fs_node **out)
     .cow_percent = fs_config.cow_percent,
   };
   struct fs_node *dom, *sdir, *sn = NULL;
-  struct snap_lock *l;
   virConnectPtr c;
   unsigned done = 0;
   int err = 0;
@@ -2314,11 +2258,6 @@ libvirt_mkdir (struct fs_node *dir, const char *ename, struct fs_node **out)
     what = NULL;
     inode_unref (dom);
     errno = ENOMEM;
-    return -1;
-  }
-  l = snap_lock (domain);
-  if (!l) {
-    inode_unref (dom);
     return -1;
   }
   c = snap_conn (domain, what);
@@ -2346,7 +2285,6 @@ libvirt_mkdir (struct fs_node *dir, const char *ename, struct fs_node **out)
   }
   if (c)
     virConnectClose (c);
-  snap_unlock (l);
   inode_unref (dom);
   *out = sn;
   errno = err;
@@ -2440,7 +2378,6 @@ libvirt_rmdir (struct fs_node *dir, const char *ename, struct fs_node *sn)
   CLEANUP_FREE char *domain = NULL, *name = NULL, *what = NULL;
   struct fs_node *dom, **marked = NULL;
   size_t nmarked = 0;
-  struct snap_lock *l;
   virConnectPtr c;
   int err = 0;
 
@@ -2452,11 +2389,6 @@ libvirt_rmdir (struct fs_node *dir, const char *ename, struct fs_node *sn)
     what = NULL;
     inode_unref (dom);
     errno = ENOMEM;
-    return -1;
-  }
-  l = snap_lock (domain);
-  if (!l) {
-    inode_unref (dom);
     return -1;
   }
   c = snap_conn (domain, what);
@@ -2480,7 +2412,6 @@ libvirt_rmdir (struct fs_node *dir, const char *ename, struct fs_node *sn)
   }
   if (c)
     virConnectClose (c);
-  snap_unlock (l);
   inode_unref (dom);
   errno = err;
   return err ? -1 : 0;

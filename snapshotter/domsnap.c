@@ -49,6 +49,7 @@
 #include <fcntl.h>
 #include <inttypes.h>
 #include <poll.h>
+#include <pthread.h>
 #include <signal.h>
 #include <spawn.h>
 #include <stdarg.h>
@@ -240,7 +241,8 @@ sleep_ms (long ms)
 #define LOCK_WAIT_SECONDS 600
 
 struct dlock {
-  int fd;                       /* -1: not locked                         */
+  int fd;                       /* -1: not locked by the file             */
+  bool mutexed;                 /* holds fallback_lock instead            */
   char path[sizeof DS_LOCK_DIR + VIR_UUID_STRING_BUFLEN + 8];
 };
 
@@ -254,6 +256,19 @@ struct dlock {
  * anew.  0 (lk->fd -1 when the file cannot be opened at all, e.g. no
  * right to create it: a warning, and the call goes on unlocked), or -1
  * (logged) with errno EBUSY after the wait, ENOENT no such domain ... */
+/* Without the lock file (see lock_domain), threads of this process are
+ * still serialized, by this mutex: callers (fs/ mkdir and rmdir) need no
+ * lock of their own. */
+static pthread_mutex_t fallback_lock = PTHREAD_MUTEX_INITIALIZER;
+
+static int
+unlocked_fallback (struct dlock *lk)
+{
+  pthread_mutex_lock (&fallback_lock);
+  lk->mutexed = true;
+  return 0;
+}
+
 static int
 lock_domain (virConnectPtr c, const char *dname, struct dlock *lk)
 {
@@ -265,6 +280,7 @@ lock_domain (virConnectPtr c, const char *dname, struct dlock *lk)
   struct stat sf, sp;
 
   lk->fd = -1;
+  lk->mutexed = false;
   d = virDomainLookupByName (c, dname);
   if (!d) {
     lv_fail (dname, "lookup");
@@ -297,7 +313,7 @@ lock_domain (virConnectPtr c, const char *dname, struct dlock *lk)
       if (lk->fd < 0) {
         vd_warn ("domain %s: %s: %m: snapshots of the domain are not "
                  "serialized with other processes", dname, lk->path);
-        return 0;
+        return unlocked_fallback (lk);
       }
     }
     if (flock (lk->fd, LOCK_EX | LOCK_NB) == 0) {
@@ -315,7 +331,7 @@ lock_domain (virConnectPtr c, const char *dname, struct dlock *lk)
                "serialized with other processes", dname, lk->path);
       close (lk->fd);
       lk->fd = -1;
-      return 0;
+      return unlocked_fallback (lk);
     }
     clock_gettime (CLOCK_MONOTONIC, &now);
     if (now.tv_sec - t0.tv_sec >= wait) {
@@ -339,6 +355,10 @@ lock_domain (virConnectPtr c, const char *dname, struct dlock *lk)
 static void
 unlock_domain (struct dlock *lk)
 {
+  if (lk->mutexed) {
+    lk->mutexed = false;
+    pthread_mutex_unlock (&fallback_lock);
+  }
   if (lk->fd < 0)
     return;
   unlink (lk->path);            /* before letting go: see lock_domain */

@@ -69,7 +69,8 @@
  * A second caller waits, logging once that it does, up to 10 minutes,
  * then fails EBUSY.  A lock file that cannot be opened (a user without
  * write access to DS_LOCK_DIR) gives a warning and the call goes on
- * unlocked.  The lock is per host: processes on other hosts sharing a
+ * serialized only with the other threads of this process (a mutex).
+ * So callers need no lock of their own.  The lock is per host: processes on other hosts sharing a
  * remote libvirt are not serialized.
  *
  * Test hooks (environment variables, for the test suite only):
