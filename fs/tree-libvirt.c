@@ -792,23 +792,12 @@ disk_path (struct build *b, const struct domxml_disk *d, char **path)
     return 0;
   }
   if (strcmp (type, "volume") == 0) {
-    virStoragePoolPtr pool = NULL;
-    virStorageVolPtr vol = NULL;
-
     if (!d->pool || !d->volume || !b->c)
       return 0;
-    pool = virStoragePoolLookupByName (b->c, d->pool);
-    if (pool)
-      vol = virStorageVolLookupByName (pool, d->volume);
-    if (vol)
-      *path = virStorageVolGetPath (vol);
+    *path = ds_volume_path (b->c, d->pool, d->volume);
     if (!*path)
       lv_error ("domain %s: disk %s: volume %s in pool %s", b->dname,
                 d->target ? d->target : "?", d->volume, d->pool);
-    if (vol)
-      virStorageVolFree (vol);
-    if (pool)
-      virStoragePoolFree (pool);
     return 0;
   }
   if (b->log)

@@ -73,6 +73,7 @@
 #include "snapshotter.h"
 #include "vdformat.h"
 #include "log.h"
+#include "buf.h"
 #include "cleanup.h"
 
 extern char **environ;
@@ -384,105 +385,37 @@ hold_for_tests (const char *dname)
 
 /* ---- XML and JSON text. ---- */
 
-struct buf {
-  char *s;
-  size_t len, cap;
-  bool oom;
-};
-
 static void
-buf_add (struct buf *b, const char *s, size_t n)
-{
-  if (b->oom)
-    return;
-  if (b->len + n + 1 > b->cap) {
-    size_t cap = b->cap ? b->cap : 256;
-    char *t;
-    while (cap < b->len + n + 1)
-      cap *= 2;
-    t = realloc (b->s, cap);
-    if (!t) {
-      b->oom = true;
-      return;
-    }
-    b->s = t;
-    b->cap = cap;
-  }
-  memcpy (b->s + b->len, s, n);
-  b->len += n;
-  b->s[b->len] = '\0';
-}
-
-static void
-buf_str (struct buf *b, const char *s)
-{
-  buf_add (b, s, strlen (s));
-}
-
-static void buf_fmt (struct buf *b, const char *fmt, ...)
-  __attribute__ ((format (printf, 2, 3)));
-
-static void
-buf_fmt (struct buf *b, const char *fmt, ...)
-{
-  char *t;
-  int n;
-  va_list ap;
-
-  va_start (ap, fmt);
-  n = vasprintf (&t, fmt, ap);
-  va_end (ap);
-  if (n < 0) {
-    b->oom = true;
-    return;
-  }
-  buf_add (b, t, n);
-  free (t);
-}
-
-/* The finished string (malloc'd), or NULL with errno ENOMEM. */
-static char *
-buf_take (struct buf *b)
-{
-  if (b->oom || !b->s) {
-    free (b->s);
-    errno = ENOMEM;
-    return NULL;
-  }
-  return b->s;
-}
-
-static void
-buf_xml (struct buf *b, const char *s)
+buf_xml (struct vd_buf *b, const char *s)
 {
   for (; *s; s++)
     switch (*s) {
-    case '&': buf_str (b, "&amp;"); break;
-    case '<': buf_str (b, "&lt;"); break;
-    case '>': buf_str (b, "&gt;"); break;
-    case '\'': buf_str (b, "&apos;"); break;
-    case '"': buf_str (b, "&quot;"); break;
-    default: buf_add (b, s, 1);
+    case '&': vd_buf_str (b, "&amp;"); break;
+    case '<': vd_buf_str (b, "&lt;"); break;
+    case '>': vd_buf_str (b, "&gt;"); break;
+    case '\'': vd_buf_str (b, "&apos;"); break;
+    case '"': vd_buf_str (b, "&quot;"); break;
+    default: vd_buf_add (b, s, 1);
     }
 }
 
 /* A JSON string literal, quotes included. */
 static void
-buf_json (struct buf *b, const char *s)
+buf_json (struct vd_buf *b, const char *s)
 {
-  buf_str (b, "\"");
+  vd_buf_str (b, "\"");
   for (; *s; s++) {
     unsigned char c = *s;
     if (c == '"' || c == '\\') {
-      buf_add (b, "\\", 1);
-      buf_add (b, s, 1);
+      vd_buf_add (b, "\\", 1);
+      vd_buf_add (b, s, 1);
     }
     else if (c < 0x20)
-      buf_fmt (b, "\\u%04x", c);
+      vd_buf_fmt (b, "\\u%04x", c);
     else
-      buf_add (b, s, 1);
+      vd_buf_add (b, s, 1);
   }
-  buf_str (b, "\"");
+  vd_buf_str (b, "\"");
 }
 
 /* ---- The domain and its disks. ---- */
@@ -537,30 +470,39 @@ dom_close (struct dom *m)
   memset (m, 0, sizeof *m);
 }
 
+char *
+ds_volume_path (virConnectPtr c, const char *pool, const char *volume)
+{
+  virStoragePoolPtr p;
+  virStorageVolPtr vol = NULL;
+  char *path = NULL;
+
+  p = virStoragePoolLookupByName (c, pool);
+  if (p)
+    vol = virStorageVolLookupByName (p, volume);
+  if (vol)
+    path = virStorageVolGetPath (vol);
+  if (vol)
+    virStorageVolFree (vol);
+  if (p)
+    virStoragePoolFree (p);
+  return path;
+}
+
 /* The path of a type='volume' disk (NULL when it cannot be resolved:
  * logged). */
 static char *
 volume_path (struct dom *m, const struct domxml_disk *x)
 {
-  virStoragePoolPtr pool = NULL;
-  virStorageVolPtr vol = NULL;
-  char *path = NULL;
+  char *path;
 
   if (!x->pool || !x->volume)
     return NULL;
-  pool = virStoragePoolLookupByName (m->c, x->pool);
-  if (pool)
-    vol = virStorageVolLookupByName (pool, x->volume);
-  if (vol)
-    path = virStorageVolGetPath (vol);
+  path = ds_volume_path (m->c, x->pool, x->volume);
   if (!path)
     vd_error ("domain %s: disk %s: volume %s of pool %s: %s", m->name,
               x->target ? x->target : "?", x->volume, x->pool,
               virGetLastErrorMessage ());
-  if (vol)
-    virStorageVolFree (vol);
-  if (pool)
-    virStoragePoolFree (pool);
   return path;
 }
 
@@ -772,7 +714,7 @@ run_qemu_img (const struct dom *m, const struct dk *k, char *const argv[])
   char err[2048];
   size_t el = 0;
   CLEANUP_FREE char *cmd = NULL;
-  struct buf b = { 0 };
+  struct vd_buf b = { 0 };
   size_t i;
   long limit = env_seconds ("VMDISKFS_DOMSNAP_QEMU_IMG_TIMEOUT",
                             QEMU_IMG_TIMEOUT_SECONDS);
@@ -781,10 +723,10 @@ run_qemu_img (const struct dom *m, const struct dk *k, char *const argv[])
 
   for (i = 0; argv[i]; i++) {
     if (i)
-      buf_str (&b, " ");
-    buf_str (&b, argv[i]);
+      vd_buf_str (&b, " ");
+    vd_buf_str (&b, argv[i]);
   }
-  cmd = buf_take (&b);
+  cmd = vd_buf_take (&b);
   if (!cmd)
     return -1;
   if (pipe2 (p, O_CLOEXEC) < 0) {
@@ -897,14 +839,14 @@ static int
 qemu_img_snapshot (const struct dom *m, const struct dk *k, const char *op,
                    const char *name)
 {
-  struct buf b = { 0 };
+  struct vd_buf b = { 0 };
   CLEANUP_FREE char *opts = NULL;
   const char *p;
 
-  buf_str (&b, "driver=qcow2,file.filename=");
+  vd_buf_str (&b, "driver=qcow2,file.filename=");
   for (p = k->path; *p; p++)
-    buf_add (&b, p, *p == ',' ? 0 : 1), buf_str (&b, *p == ',' ? ",," : "");
-  opts = buf_take (&b);
+    vd_buf_add (&b, p, *p == ',' ? 0 : 1), vd_buf_str (&b, *p == ',' ? ",," : "");
+  opts = vd_buf_take (&b);
   if (!opts)
     return -1;
   {
@@ -1012,17 +954,17 @@ find_nodes (struct dom *m, const bool *want)
 static int
 qmp_delete_tag (const struct dom *m, const struct dk *k, const char *name)
 {
-  struct buf b = { 0 };
+  struct vd_buf b = { 0 };
   CLEANUP_FREE char *cmd = NULL, *what = NULL;
   struct vd_json reply;
 
-  buf_str (&b, "{\"execute\":\"blockdev-snapshot-delete-internal-sync\","
+  vd_buf_str (&b, "{\"execute\":\"blockdev-snapshot-delete-internal-sync\","
            "\"arguments\":{\"device\":");
   buf_json (&b, k->node);
-  buf_str (&b, ",\"name\":");
+  vd_buf_str (&b, ",\"name\":");
   buf_json (&b, name);
-  buf_str (&b, "}}");
-  cmd = buf_take (&b);
+  vd_buf_str (&b, "}}");
+  cmd = vd_buf_take (&b);
   if (!cmd || asprintf (&what, "disk %s: deleting internal snapshot %s",
                         k->target, name) < 0)
     return -1;
@@ -1036,27 +978,27 @@ qmp_delete_tag (const struct dom *m, const struct dk *k, const char *name)
 static int
 qmp_create_tags (struct dom *m, const char *name)
 {
-  struct buf b = { 0 };
+  struct vd_buf b = { 0 };
   CLEANUP_FREE char *cmd = NULL;
   struct vd_json reply;
   const char *sep = "";
   size_t i;
 
-  buf_str (&b, "{\"execute\":\"transaction\",\"arguments\":{\"actions\":[");
+  vd_buf_str (&b, "{\"execute\":\"transaction\",\"arguments\":{\"actions\":[");
   for (i = 0; i < m->nxd; i++) {
     if (m->dk[i].kind != DK_QCOW2)
       continue;
-    buf_str (&b, sep);
-    buf_str (&b, "{\"type\":\"blockdev-snapshot-internal-sync\","
+    vd_buf_str (&b, sep);
+    vd_buf_str (&b, "{\"type\":\"blockdev-snapshot-internal-sync\","
              "\"data\":{\"device\":");
     buf_json (&b, m->dk[i].node);
-    buf_str (&b, ",\"name\":");
+    vd_buf_str (&b, ",\"name\":");
     buf_json (&b, name);
-    buf_str (&b, "}}");
+    vd_buf_str (&b, "}}");
     sep = ",";
   }
-  buf_str (&b, "]}}");
-  cmd = buf_take (&b);
+  vd_buf_str (&b, "]}}");
+  cmd = vd_buf_take (&b);
   if (!cmd)
     return -1;
   if (qmp (m, "internal snapshots of the qcow2 disks", cmd, &reply) < 0)
@@ -1225,21 +1167,21 @@ undo (struct create *cr)
 static char *
 description (const struct ds_create_opts *opts)
 {
-  struct buf b = { 0 };
+  struct vd_buf b = { 0 };
   enum ds_by by = opts ? opts->by : DS_BY_OTHER;
   const char *more = opts ? opts->description : NULL;
 
-  buf_add (&b, "", 0);
+  vd_buf_add (&b, "", 0);
   if (by == DS_BY_CLI)
-    buf_str (&b, BY_CLI);
+    vd_buf_str (&b, BY_CLI);
   else if (by == DS_BY_MOUNT)
-    buf_str (&b, BY_MOUNT);
+    vd_buf_str (&b, BY_MOUNT);
   if (more && *more) {
     if (b.len)
-      buf_str (&b, "\n");
-    buf_str (&b, more);
+      vd_buf_str (&b, "\n");
+    vd_buf_str (&b, more);
   }
-  return buf_take (&b);
+  return vd_buf_take (&b);
 }
 
 /* The libvirt path: libvirt makes the internal snapshots itself. */
@@ -1247,19 +1189,19 @@ static int
 create_libvirt (struct create *cr, const char *desc)
 {
   struct dom *m = &cr->m;
-  struct buf b = { 0 };
+  struct vd_buf b = { 0 };
   CLEANUP_FREE char *xml = NULL;
 
-  buf_str (&b, "<domainsnapshot>\n  <name>");
+  vd_buf_str (&b, "<domainsnapshot>\n  <name>");
   buf_xml (&b, cr->name);
-  buf_str (&b, "</name>\n");
+  vd_buf_str (&b, "</name>\n");
   if (*desc) {
-    buf_str (&b, "  <description>");
+    vd_buf_str (&b, "  <description>");
     buf_xml (&b, desc);
-    buf_str (&b, "</description>\n");
+    vd_buf_str (&b, "</description>\n");
   }
-  buf_str (&b, "</domainsnapshot>\n");
-  xml = buf_take (&b);
+  vd_buf_str (&b, "</domainsnapshot>\n");
+  xml = vd_buf_take (&b);
   if (!xml)
     return -1;
   cr->snap = virDomainSnapshotCreateXML (m->d, xml, 0);
@@ -1297,7 +1239,7 @@ static int
 create_own (struct create *cr, const char *desc)
 {
   struct dom *m = &cr->m;
-  struct buf b = { 0 };
+  struct vd_buf b = { 0 };
   CLEANUP_FREE char *xml = NULL, *dxml = NULL, *parent = NULL;
   virDomainSnapshotPtr cur;
   time_t now = time (NULL);
@@ -1337,35 +1279,35 @@ create_own (struct create *cr, const char *desc)
   if (inject_failure (m->name, "tags"))
     return -1;
 
-  buf_str (&b, "<domainsnapshot>\n  <name>");
+  vd_buf_str (&b, "<domainsnapshot>\n  <name>");
   buf_xml (&b, cr->name);
-  buf_str (&b, "</name>\n");
+  vd_buf_str (&b, "</name>\n");
   if (*desc) {
-    buf_str (&b, "  <description>");
+    vd_buf_str (&b, "  <description>");
     buf_xml (&b, desc);
-    buf_str (&b, "</description>\n");
+    vd_buf_str (&b, "</description>\n");
   }
-  buf_fmt (&b, "  <state>%s</state>\n",
+  vd_buf_fmt (&b, "  <state>%s</state>\n",
            m->active || !offline_ok (m) ? "disk-snapshot" : "shutoff");
   if (parent) {
-    buf_str (&b, "  <parent>\n    <name>");
+    vd_buf_str (&b, "  <parent>\n    <name>");
     buf_xml (&b, parent);
-    buf_str (&b, "</name>\n  </parent>\n");
+    vd_buf_str (&b, "</name>\n  </parent>\n");
   }
-  buf_fmt (&b, "  <creationTime>%lld</creationTime>\n", (long long) now);
-  buf_str (&b, "  <memory snapshot='no'/>\n  <disks>\n");
+  vd_buf_fmt (&b, "  <creationTime>%lld</creationTime>\n", (long long) now);
+  vd_buf_str (&b, "  <memory snapshot='no'/>\n  <disks>\n");
   for (i = 0; i < m->nxd; i++) {
     if (!m->dk[i].x->target)
       continue;
-    buf_str (&b, "    <disk name='");
+    vd_buf_str (&b, "    <disk name='");
     buf_xml (&b, m->dk[i].x->target);
-    buf_fmt (&b, "' snapshot='%s'/>\n",
+    vd_buf_fmt (&b, "' snapshot='%s'/>\n",
              m->dk[i].kind == DK_QCOW2 ? "internal" : "no");
   }
-  buf_str (&b, "  </disks>\n");
-  buf_str (&b, dxml);
-  buf_str (&b, "</domainsnapshot>\n");
-  xml = buf_take (&b);
+  vd_buf_str (&b, "  </disks>\n");
+  vd_buf_str (&b, dxml);
+  vd_buf_str (&b, "</domainsnapshot>\n");
+  xml = vd_buf_take (&b);
   if (!xml)
     return -1;
   cr->snap = virDomainSnapshotCreateXML (m->d, xml,

@@ -156,6 +156,10 @@ struct ds_snap {
   size_t nlv;                    /* LV snapshots in it                   */
 };
 
+/* The path of volume in storage pool (a <disk type='volume'>), malloc'd,
+ * or NULL with libvirt's error set (the caller logs it). */
+char *ds_volume_path (virConnectPtr c, const char *pool, const char *volume);
+
 /* Is name acceptable for a new snapshot?  Not empty, at most 200 bytes,
  * valid UTF-8, no '/', no control characters, no double quote or
  * backslash (libvirt 9.0 passes the name to qemu's savevm unescaped: a

@@ -11,6 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "buf.h"
 #include "json.h"
 
 struct jparse {
@@ -18,32 +19,6 @@ struct jparse {
   const char *err;
   size_t values;              /* parsed so far, VD_JSON_MAX_VALUES at most */
 };
-
-/* A growing string. */
-struct sbuf {
-  char *s;
-  size_t len, cap;
-};
-
-static bool
-sbuf_add (struct sbuf *b, const char *s, size_t n)
-{
-  if (b->len + n + 1 > b->cap) {
-    size_t cap = b->cap ? b->cap : 32;
-    char *t;
-    while (cap < b->len + n + 1)
-      cap *= 2;
-    t = realloc (b->s, cap);
-    if (!t)
-      return false;
-    b->s = t;
-    b->cap = cap;
-  }
-  memcpy (b->s + b->len, s, n);
-  b->len += n;
-  b->s[b->len] = '\0';
-  return true;
-}
 
 void
 vd_json_free (struct vd_json *v)
@@ -95,10 +70,10 @@ hex4 (struct jparse *j, unsigned *out)
 static char *
 string (struct jparse *j)
 {
-  struct sbuf b = { 0 };
+  struct vd_buf b = { 0 };
 
   j->p++;
-  if (!sbuf_add (&b, "", 0))
+  if (!vd_buf_add (&b, "", 0))
     goto nomem;
   for (;;) {
     const char *run = j->p;
@@ -111,7 +86,7 @@ string (struct jparse *j)
     while (j->p < j->end && *j->p != '"' && *j->p != '\\' &&
            (unsigned char) *j->p >= 0x20)
       j->p++;
-    if (j->p > run && !sbuf_add (&b, run, j->p - run))
+    if (j->p > run && !vd_buf_add (&b, run, j->p - run))
       goto nomem;
     if (j->p >= j->end) {
       j->err = "unterminated string";
@@ -191,7 +166,7 @@ string (struct jparse *j)
         goto fail;
       }
     }
-    if (!sbuf_add (&b, u, n))
+    if (!vd_buf_add (&b, u, n))
       goto nomem;
   }
   return b.s;

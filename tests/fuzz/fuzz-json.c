@@ -25,6 +25,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "buf.h"
 #include "json.h"
 
 int LLVMFuzzerTestOneInput (const uint8_t *data, size_t size);
@@ -74,31 +75,16 @@ check (const struct vd_json *v, int depth)
   }
 }
 
-/* A growing string, for writing the tree back. */
-struct out {
-  char *s;
-  size_t len, cap;
-};
-
+/* Writing the tree back: common/buf.h, out of memory is a bug here. */
 static void
-put (struct out *o, const char *s, size_t n)
+put (struct vd_buf *o, const char *s, size_t n)
 {
-  if (o->len + n + 1 > o->cap) {
-    size_t cap = o->cap ? o->cap : 256;
-    while (cap < o->len + n + 1)
-      cap *= 2;
-    o->s = realloc (o->s, cap);
-    if (!o->s)
-      abort ();
-    o->cap = cap;
-  }
-  memcpy (o->s + o->len, s, n);
-  o->len += n;
-  o->s[o->len] = '\0';
+  if (!vd_buf_add (o, s, n))
+    abort ();
 }
 
 static void
-put_string (struct out *o, const char *s)
+put_string (struct vd_buf *o, const char *s)
 {
   put (o, "\"", 1);
   for (; *s; s++) {
@@ -120,7 +106,7 @@ put_string (struct out *o, const char *s)
 }
 
 static void
-write_json (struct out *o, const struct vd_json *v)
+write_json (struct vd_buf *o, const struct vd_json *v)
 {
   size_t i;
 
@@ -191,7 +177,7 @@ int
 LLVMFuzzerTestOneInput (const uint8_t *data, size_t size)
 {
   struct vd_json v, w;
-  struct out o = { 0 };
+  struct vd_buf o = { 0 };
   const char *err = NULL;
   size_t at = (size_t) -1;
 
