@@ -18,6 +18,7 @@
 #include <unistd.h>
 
 #include "vdformat.h"
+#include "safe-open.h"
 #include "log.h"
 #include "cleanup.h"
 
@@ -158,9 +159,11 @@ vd_refresh_file_size (int fd, uint64_t *size)
   return __atomic_load_n (size, __ATOMIC_RELAXED);
 }
 
-struct vd_image *
-vd_image_open_chain (const char *path, const char *format, unsigned flags,
-                     const struct vd_chain *parent)
+/* Open path as format (NULL: probe) below parent (NULL: a top image with
+ * policy pol). */
+static struct vd_image *
+open_chain (const char *path, const char *format, unsigned flags,
+            const struct vd_chain *parent, const struct vd_policy *pol)
 {
   const struct vd_format *fmt = NULL;
   const struct vd_chain *c;
@@ -168,6 +171,7 @@ vd_image_open_chain (const char *path, const char *format, unsigned flags,
   struct vd_image *img;
   struct stat st;
   uint8_t buf[4096];
+  mode_t modes;
   ssize_t n;
   int fd;
 
@@ -177,24 +181,21 @@ vd_image_open_chain (const char *path, const char *format, unsigned flags,
     return NULL;
   }
 
-  fd = open (path, ((flags & VD_OPEN_RDWR) ? O_RDWR : O_RDONLY) | O_CLOEXEC);
-  if (fd < 0) {
-    int e = errno;
-    vd_error ("%s: cannot open: %m", path);
-    errno = e;
+  /* A backing file's name comes from the image above it: untrusted. */
+  if (parent)
+    pol = parent->policy;
+  fd = vd_open_checked (path, flags, pol, parent ? parent->depth + 1 : 0,
+                        parent ? parent->path : NULL, "backing file", &st);
+  if (fd < 0)
     return NULL;
-  }
-  if (fstat (fd, &st) < 0) {
-    int e = errno;
-    vd_error ("%s: fstat: %m", path);
-    close (fd);
-    errno = e;
-    return NULL;
-  }
+  modes = st.st_mode & 0444;
   self.next = parent;
   self.dev = st.st_dev;
   self.ino = st.st_ino;
   self.depth = parent ? parent->depth + 1 : 0;
+  self.path = path;
+  self.policy = pol;
+  self.modes = &modes;
   if (self.depth >= VD_MAX_CHAIN_DEPTH) {
     vd_error ("%s: backing chain deeper than %d images", path,
               VD_MAX_CHAIN_DEPTH);
@@ -233,13 +234,32 @@ vd_image_open_chain (const char *path, const char *format, unsigned flags,
   if (img) {
     img->fmt = fmt;
     img->flags = flags;
-    if (!img->path && (img->path = strdup (path)) == NULL) {
+    /* Backing and data files opened by fmt->open ANDed theirs in. */
+    img->read_mode = modes;
+    if (parent)
+      *parent->modes &= modes;
+    if ((!img->path && (img->path = strdup (path)) == NULL)
+        || (!parent && pol && (img->policy = vd_policy_dup (pol)) == NULL)) {
       fmt->close (img);
       errno = ENOMEM;
       return NULL;
     }
   }
   return img;
+}
+
+struct vd_image *
+vd_image_open_chain (const char *path, const char *format, unsigned flags,
+                     const struct vd_chain *parent)
+{
+  return open_chain (path, format, flags, parent, NULL);
+}
+
+struct vd_image *
+vd_image_open_policy (const char *path, const char *format, unsigned flags,
+                      const struct vd_policy *policy)
+{
+  return open_chain (path, format, flags, NULL, policy);
 }
 
 struct vd_image *
@@ -251,8 +271,12 @@ vd_image_open (const char *path, unsigned flags)
 void
 vd_image_close (struct vd_image *img)
 {
-  if (img)
+  if (img) {
+    struct vd_policy *pol = img->policy;
+
     img->fmt->close (img);
+    vd_policy_free (pol);
+  }
 }
 
 const char *
@@ -372,6 +396,12 @@ vd_image_open_snapshot (struct vd_image *img, const char *id_or_name)
   if (s) {
     s->fmt = img->fmt;
     s->flags = img->flags & ~(VD_OPEN_RDWR | VD_OPEN_LIVE);
+    s->read_mode = img->read_mode;
+    if (img->policy && (s->policy = vd_policy_dup (img->policy)) == NULL) {
+      vd_image_close (s);
+      errno = ENOMEM;
+      return NULL;
+    }
   }
   return s;
 }

@@ -510,13 +510,11 @@ libqcow_open (const char *path, int fd, unsigned flags,
     goto fail;
   }
   snprintf (fdpath, sizeof fdpath, "/proc/self/fd/%d", fd);
+  /* Never by path again: the file checked by vd_open_checked only. */
   if (libqcow_file_open (l->file, fdpath, LIBQCOW_OPEN_READ, &err) != 1) {
-    libqcow_error_free (&err);
-    if (libqcow_file_open (l->file, path, LIBQCOW_OPEN_READ, &err) != 1) {
-      libqcow_log_error (path, "libqcow cannot open it", &err);
-      errno = EIO;
-      goto fail;
-    }
+    libqcow_log_error (path, "libqcow cannot open it", &err);
+    errno = EIO;
+    goto fail;
   }
   l->opened = true;
 

@@ -297,6 +297,7 @@ qcow2_open_snapshot (struct vd_image *img, const char *id_or_name)
   struct qcow2_image *q = (struct qcow2_image *) img, *s;
   struct vd_chain self;
   struct stat st;
+  mode_t modes = 0444;
   int fd;
 
   /* A dup shares the open file description, so the snapshot reads the
@@ -315,6 +316,9 @@ qcow2_open_snapshot (struct vd_image *img, const char *id_or_name)
   self.dev = st.st_dev;
   self.ino = st.st_ino;
   self.depth = 0;
+  self.path = img->path;
+  self.policy = img->policy;
+  self.modes = &modes;
   errno = 0;
   /* Immutable while the snapshot exists: never LIVE. */
   s = qcow2_open_image (img->path, fd,

@@ -30,6 +30,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/stat.h>
 #include <sys/types.h>
 
 /* Flags of vd_image_open. */
@@ -110,6 +111,42 @@ struct vd_snapshot {
 
 struct vd_format;
 
+/* Where a file named inside an image may lead (DESIGN.md, "Untrusted
+ * names").  Image files are untrusted and we run as root, so every file an
+ * image names (backing file, external data file) is opened by
+ * vd_open_named_file (safe-open.c): the name is resolved component by
+ * component with lstat and readlink (the kernel follows no symlink), a
+ * name that passes through one of our own mounts (vd_forbid_mount) is
+ * refused before anything in it is touched, only regular files and block
+ * devices are opened (O_NONBLOCK|O_NOCTTY, checked again after open), and
+ * then this policy applies.  A refusal is EIO for the image that names the
+ * file, with one log line naming both. */
+struct vd_policy {
+  /* A canonical directory (no symlinks, no trailing slash) that every
+   * file opened under this policy, the top image included, must resolve
+   * into (images mode); NULL: anywhere. */
+  char *confine;
+  /* The backing chain the domain XML records (<backingStore>, libvirt
+   * mode): expect[0] is the top image's backing file, expect[1] its
+   * backing file ...; a named backing file at depth d (1 for the top's)
+   * must be the same file as expect[d - 1] when d <= nexpect, and there
+   * must be none deeper than nexpect when expect_end (the XML ends the
+   * chain with an empty <backingStore/>).  Unrecorded levels are followed
+   * with the checks above only. */
+  char **expect;
+  size_t nexpect;
+  bool expect_end;
+};
+/* Deep copies; NULL in, NULL out (and NULL with errno ENOMEM). */
+struct vd_policy *vd_policy_dup (const struct vd_policy *p);
+void vd_policy_free (struct vd_policy *p);
+/* Refuse every name that resolves into path (a canonical mount point of
+ * ours: opening through it is a request to ourselves, which can deadlock
+ * the daemon beyond SIGKILL), and every mount point of device dev as
+ * /proc/self/mountinfo lists it when dev != 0 (bind mounts of it).
+ * Process-wide; call before images are opened, and again after mounting. */
+void vd_forbid_mount (const char *path, dev_t dev);
+
 /* The common part of an open image.  Each driver's own struct starts with
  * this one (struct qcow2_image { struct vd_image img; ... }).  */
 struct vd_image {
@@ -117,6 +154,13 @@ struct vd_image {
   char *path;                 /* file name as opened (malloc'd)           */
   uint64_t size;              /* guest-visible (virtual) size in bytes    */
   unsigned flags;             /* VD_OPEN_*                                */
+  /* The read bits (0444 at most) that every file the image reads through
+   * grants: the image file, its backing files and data file.  Set by
+   * format.c after the driver's open. */
+  mode_t read_mode;
+  /* Top images (and snapshots opened from them): the policy they were
+   * opened with, owned; NULL for backing files and without a policy. */
+  struct vd_policy *policy;
 };
 
 /* Chain of images being opened, innermost first: used to refuse cyclic
@@ -127,6 +171,10 @@ struct vd_chain {
   dev_t dev;
   ino_t ino;
   unsigned depth;                /* 0 for the top image                 */
+  const char *path;              /* this image's file name              */
+  const struct vd_policy *policy;  /* of the top image, or NULL          */
+  mode_t *modes;                 /* this image's read bits so far: files
+                                    it opens (backing, data) AND theirs  */
 };
 
 /* The driver ops table.  New operations are added at the end; NULL means
@@ -185,6 +233,12 @@ extern const struct vd_format libqcow_format;   /* QCOW version 1 only */
 
 /* Open path, probing its format (raw when nothing else matches). */
 struct vd_image *vd_image_open (const char *path, unsigned flags);
+/* Open path as format (NULL: probe) as a top image whose named files obey
+ * policy (NULL: no confinement, no expectations; the file checks always
+ * apply).  The image keeps a copy of policy. */
+struct vd_image *vd_image_open_policy (const char *path, const char *format,
+                                       unsigned flags,
+                                       const struct vd_policy *policy);
 /* Open path as format (NULL: probe).  parent: the chain of the image that
  * names path as backing/data file, or NULL for a top image.  Refuses
  * cycles and over-deep chains with ELOOP (after logging). */
@@ -223,6 +277,21 @@ char *vd_resolve_relative (const char *image_path, const char *name);
  * malloc'd, NUL-terminated. */
 char *vd_read_name (const char *driver, const char *path, int fd,
                     uint64_t off, uint32_t len, const char *what);
+/* stat(2) without its dangers: path resolved as vd_image_open_policy
+ * resolves it (no symlink followed by the kernel, nothing inside our
+ * mounts touched: ELOOP), inside policy's directory if it has one (else
+ * EACCES).  *st describes the file the path leads to.  Logs nothing. */
+int vd_stat_checked (const char *path, const struct vd_policy *policy,
+                     struct stat *st);
+/* Open the file name found inside image_path (what: "external data
+ * file" ...) read-only under the checks and the policy of chain (the
+ * chain of image_path), as vd_image_open_chain does for backing files;
+ * relative names are resolved against image_path's directory.  ANDs its
+ * read bits into *chain->modes.  Returns an fd (O_CLOEXEC, blocking), or
+ * -1 with errno (EIO for a refused name) after one log line. */
+int vd_open_named_file (const char *driver, const char *image_path,
+                        const char *name, const struct vd_chain *chain,
+                        const char *what);
 /* Open the backing file name, found inside image_path (relative names are
  * resolved against its directory), read-only and not live (flags minus
  * VD_OPEN_RDWR and VD_OPEN_LIVE) as the next link of chain; format NULL probes.  vd_image_open_chain logs

@@ -46,9 +46,11 @@ enum {
   KEY_FSNAME,
   KEY_HELP,
   KEY_VERSION,
+  KEY_ALLOW_OTHER,
 };
 
 static bool have_fsname;
+static bool allow_other;
 
 #define FS_OPT(t, m) { t, offsetof (struct fs_config, m), 1 }
 static const struct fuse_opt fs_opts[] = {
@@ -57,7 +59,10 @@ static const struct fuse_opt fs_opts[] = {
   FS_OPT ("pidfile=%s", pidfile),
   FS_OPT ("l2_cache=%s", l2_cache),
   FS_OPT ("snapsize=%s", snapsize),
+  FS_OPT ("backing=%s", backing),
+  FS_OPT ("probe=%s", probe),
   FUSE_OPT_KEY ("ro", KEY_RO),
+  FUSE_OPT_KEY ("allow_other", KEY_ALLOW_OTHER),
   FUSE_OPT_KEY ("fsname=", KEY_FSNAME),
   /* fstab's placeholder, in case a mount helper passes it on. */
   FUSE_OPT_KEY ("defaults", FUSE_OPT_KEY_DISCARD),
@@ -74,6 +79,9 @@ opt_proc (void *data, const char *arg, int key, struct fuse_args *outargs)
   case KEY_FSNAME:
     have_fsname = true;
     return 1;
+  case KEY_ALLOW_OTHER:
+    allow_other = true;
+    return 1;                   /* keep: for fuse_session_new */
   case FUSE_OPT_KEY_NONOPT:
     /* SOURCE MOUNTPOINT (mount.fuse3), or MOUNTPOINT. */
     if (nnonopt == 2) {
@@ -107,6 +115,12 @@ usage (FILE *fp, const char *prog)
 "                           $LIBVIRT_DEFAULT_URI, else qemu:///system\n"
 "    -o ro                  read-only: no snapshots by mkdir/rmdir either\n"
 "                           (EROFS)\n"
+"    -o probe=no            images mode: a file not named *.qcow2, *.qed or\n"
+"                           *.qcow is raw, never probed (a guest can write\n"
+"                           an image header into its raw disk)\n"
+"    -o backing=any         images mode: follow backing and data files\n"
+"                           outside DIR too (DANGEROUS unless every image\n"
+"                           in DIR is trusted: see vmdiskfs(1))\n"
 "    -o snapsize=N%%|SIZE    copy-on-write space of the classic LVM\n"
 "                           snapshots mkdir makes: N%% (1-100) of the\n"
 "                           origin LV, or SIZE bytes (K/M/G/T suffixes);\n"
@@ -166,6 +180,17 @@ mount_dev (unsigned *maj, unsigned *min)
   }
   fclose (fp);
   return found;
+}
+
+/* From now on no image may be opened through our mount, nor through any
+ * bind mount of it (safe-open.c). */
+static void
+forbid_our_mounts (void)
+{
+  unsigned maj, min;
+
+  if (mount_dev (&maj, &min) == 0)
+    vd_forbid_mount (fs_config.mountpoint, makedev (maj, min));
 }
 
 static void
@@ -309,6 +334,29 @@ main (int argc, char **argv)
     goto out_args;
   if (fs_config.snapsize && parse_snapsize (fs_config.snapsize) < 0)
     goto out_args;
+  if (fs_config.backing) {
+    if (strcmp (fs_config.backing, "any") == 0)
+      fs_config.backing_any = true;
+    else if (strcmp (fs_config.backing, "dir") != 0) {
+      fprintf (stderr, "vmdiskfs: -o backing=%s: want \"dir\" (the "
+               "default: backing and data files only inside the images "
+               "directory) or \"any\"\n", fs_config.backing);
+      goto out_args;
+    }
+  }
+  if (fs_config.probe) {
+    if (strcmp (fs_config.probe, "no") == 0)
+      fs_config.probe_no = true;
+    else if (strcmp (fs_config.probe, "yes") != 0) {
+      fprintf (stderr, "vmdiskfs: -o probe=%s: want \"yes\" (the default) "
+               "or \"no\"\n", fs_config.probe);
+      goto out_args;
+    }
+  }
+  /* Under allow_other the modes are all that keeps other users out of
+   * images they cannot read on the host: have the kernel check them. */
+  if (allow_other && fuse_opt_add_arg (&args, "-odefault_permissions") < 0)
+    goto out_args;
   /* mount.fuse3: "vmdiskfs SOURCE MOUNTPOINT -o ..."; SOURCE is ignored
    * (the images directory is an option). */
   if (nnonopt > 0 && fuse_opt_add_arg (&args, nonopt[nnonopt - 1]) < 0)
@@ -341,6 +389,7 @@ main (int argc, char **argv)
   mountpoint = opts.mountpoint;
   /* Providers refuse images inside the mount (a request to ourselves). */
   fs_config.mountpoint = realpath (mountpoint, NULL);
+  vd_forbid_mount (fs_config.mountpoint, 0);
   fs_config.foreground = opts.foreground;
   fs_config.debug = opts.debug;
   if (opts.debug)
@@ -417,6 +466,7 @@ main (int argc, char **argv)
   vd_info ("serving %s on %s", source, mountpoint);
 
   tree_notify_start ();
+  forbid_our_mounts ();
   tree_mounted ();
   set_readahead ();
 
@@ -461,6 +511,8 @@ main (int argc, char **argv)
   free (fs_config.pidfile);
   free (fs_config.l2_cache);
   free (fs_config.snapsize);
+  free (fs_config.backing);
+  free (fs_config.probe);
   free (fs_config.mountpoint);
   fuse_opt_free_args (&args);
   return ret;

@@ -52,6 +52,48 @@
 #include "log.h"
 
 static char *images_dir;              /* absolute; constant after start */
+/* Where names may lead: inside images_dir unless -o backing=any.
+ * Constant after start. */
+static struct vd_policy images_policy;
+
+/* The status of DIR's entry path without following a symlink the kernel's
+ * way: a symlink is resolved by vd_stat_checked (never through our mount,
+ * never out of DIR unless -o backing=any); one that it refuses keeps its
+ * own lstat, so it is shown and its open is refused with a log line. */
+static int
+entry_stat (const char *path, struct stat *st)
+{
+  struct stat t;
+
+  if (lstat (path, st) < 0)
+    return -1;
+  if (S_ISLNK (st->st_mode)) {
+    if (vd_stat_checked (path, &images_policy, &t) == 0)
+      *st = t;
+    else if (errno == EACCES || errno == ELOOP)
+      st->st_mode = S_IFREG | (st->st_mode & 07777);
+    else
+      return -1;
+  }
+  return 0;
+}
+
+/* -o probe=no: only files named as an image format are probed. */
+static const char *
+scan_format (const char *path)
+{
+  static const char *const suffixes[] = { ".qcow2", ".qed", ".qcow" };
+  size_t n = strlen (path), i;
+
+  if (!fs_config.probe_no)
+    return NULL;
+  for (i = 0; i < sizeof suffixes / sizeof suffixes[0]; i++) {
+    size_t k = strlen (suffixes[i]);
+    if (n > k && strcmp (path + n - k, suffixes[i]) == 0)
+      return NULL;
+  }
+  return "raw";
+}
 
 /* root->priv; tree_lock. */
 struct images_root {
@@ -101,6 +143,7 @@ struct image_scan {
   int err;
   struct vd_snapshot *snaps;
   size_t nsnaps;
+  mode_t read_mode;                   /* of every file the disk reads    */
 };
 
 static void
@@ -131,14 +174,17 @@ scan_open (struct image_scan *s)
 {
   struct vd_image *img;
 
+  s->read_mode = s->st.st_mode & 0444;
   errno = 0;
-  img = vd_image_open (s->path, 0);
+  img = vd_image_open_policy (s->path, scan_format (s->path), 0,
+                              &images_policy);
   if (!img) {
     s->err = errno ? errno : EIO;
     vd_error ("%s: cannot open as an image: %s (its disk.raw is shown "
               "empty and fails to open)", s->path, strerror (s->err));
     return;
   }
+  s->read_mode = img->read_mode;
   s->disk = fs_disk_new (img);
   if (!s->disk) {
     s->err = ENOMEM;
@@ -260,7 +306,8 @@ apply_snapshot (struct fs_node *image, const struct image_scan *s,
     inode_unref (dir);
     return NULL;
   }
-  set_attr (&dir->attr, S_IFDIR | 0555, 2, 0, &s->st, snap->date_sec,
+  set_attr (&dir->attr, S_IFDIR | 0555, 2, 0, &s->st,
+            snap->date_sec,
             snap->date_nsec);
   tree_set_image (dir, image);
 
@@ -271,7 +318,7 @@ apply_snapshot (struct fs_node *image, const struct image_scan *s,
     && disk->attr.st_mtim.tv_sec == snap->date_sec
     && disk->attr.st_mtim.tv_nsec == (long) snap->date_nsec
     && (uint64_t) disk->attr.st_size == snap->disk_size;
-  set_attr (&disk->attr, S_IFREG | (s->st.st_mode & 0444), 1,
+  set_attr (&disk->attr, S_IFREG | s->read_mode, 1,
             snap->disk_size, &s->st, snap->date_sec, snap->date_nsec);
   tree_set_image (disk, image);
   if (!unchanged) {
@@ -330,7 +377,7 @@ apply_image (struct image_scan *s)
             s->st.st_mtim.tv_sec, s->st.st_mtim.tv_nsec);
   tree_set_disk (node, s->disk, s->err);
 
-  set_attr (&disk->attr, S_IFREG | (s->st.st_mode & 0444), 1, size,
+  set_attr (&disk->attr, S_IFREG | s->read_mode, 1, size,
             &s->st, s->st.st_mtim.tv_sec, s->st.st_mtim.tv_nsec);
   tree_set_image (disk, node);
   tree_set_disk (disk, s->disk, s->err);
@@ -346,7 +393,8 @@ apply_image (struct image_scan *s)
   }
   for (i = 0; i < s->nsnaps; i++)
     free (names[i]);
-  set_attr (&sdir->attr, S_IFDIR | 0555, 2 + n, 0, &s->st,
+  set_attr (&sdir->attr, S_IFDIR | 0555, 2 + n, 0,
+            &s->st,
             s->st.st_mtim.tv_sec, s->st.st_mtim.tv_nsec);
   tree_set_image (sdir, node);
   tree_set_children (sdir, snapkids, n);
@@ -431,11 +479,17 @@ refresh_root (struct fs_node *root, bool force)
     struct image_scan *s;
     struct stat st;
     struct fs_node *old;
+    char *path;
 
     if (de->d_name[0] == '.')
       continue;
-    if (fstatat (dirfd (dir), de->d_name, &st, 0) < 0 || !S_ISREG (st.st_mode))
+    if (asprintf (&path, "%s/%s", images_dir, de->d_name) < 0)
+      goto nomem;
+    if (entry_stat (path, &st) < 0 || !S_ISREG (st.st_mode)) {
+      free (path);
+      path = NULL;
       continue;
+    }
     if (n == cap) {
       struct image_scan *t;
       cap = cap ? cap * 2 : 16;
@@ -448,8 +502,10 @@ refresh_root (struct fs_node *root, bool force)
     memset (s, 0, sizeof *s);
     s->st = st;
     s->ename = vd_name_escape (de->d_name);
-    if (!s->ename || asprintf (&s->path, "%s/%s", images_dir, de->d_name) < 0) {
-      free (s->ename);
+    s->path = path;
+    path = NULL;
+    if (!s->ename) {
+      free (s->path);
       goto nomem;
     }
     n++;
@@ -483,7 +539,9 @@ refresh_root (struct fs_node *root, bool force)
       kids[k++] = node;
   }
   tree_set_children (root, kids, k);
-  set_attr (&root->attr, S_IFDIR | 0555, 2 + k, 0, &dst,
+  /* The mode of DIR, less the write bits: who cannot list DIR on the
+   * host cannot list its images here. */
+  set_attr (&root->attr, S_IFDIR | (dst.st_mode & 0555), 2 + k, 0, &dst,
             dst.st_mtim.tv_sec, dst.st_mtim.tv_nsec);
   r->st = dst;
   r->scanned = true;
@@ -524,7 +582,7 @@ refresh_image (struct fs_node *node)
   if (!s.path || !s.ename)
     goto out;
 
-  gone = stat (s.path, &s.st) < 0 || !S_ISREG (s.st.st_mode);
+  gone = entry_stat (s.path, &s.st) < 0 || !S_ISREG (s.st.st_mode);
   if (gone) {
     /* Removed or replaced by something else: DIR changed too. */
     refresh_root (tree_root (), true);
@@ -569,6 +627,7 @@ images_start (struct fs_node *root)
     return -1;
   }
   images_dir = dir;
+  images_policy.confine = fs_config.backing_any ? NULL : images_dir;
   r = calloc (1, sizeof *r);
   if (!r)
     return -1;
@@ -589,7 +648,7 @@ images_stale (struct fs_node *node)
   }
   else {
     struct images_image *ii = node->priv;
-    if (!ii || stat (ii->path, &st) < 0)
+    if (!ii || entry_stat (ii->path, &st) < 0)
       return true;                      /* gone: rescan DIR now */
     return !same_file_version (&ii->st, &st)
       && now_ms () - ii->scanned_ms >= IMAGE_MIN_RESCAN_MS;
@@ -643,6 +702,7 @@ images_stop (void)
 {
   free (images_dir);
   images_dir = NULL;
+  images_policy.confine = NULL;
 }
 
 const struct fs_provider tree_images_provider = {

@@ -223,6 +223,7 @@ struct lv_disk {
   struct stat st;                  /* the image file at the last scan    */
   int err;
   uint64_t size;
+  struct vd_policy *policy;        /* the <backingStore> record, or NULL */
 };
 
 static uint64_t
@@ -585,6 +586,7 @@ disk_priv_free (void *p)
     free (k->format);
     free (k->snap_id);
     free (k->lvm_id);
+    vd_policy_free (k->policy);
     free (k);
   }
 }
@@ -626,6 +628,7 @@ struct img_info {
   struct stat st;
   bool have_st;
   uint64_t size;
+  mode_t read_mode;
   struct vd_snapshot *snaps;
   size_t nsnaps;
 };
@@ -643,6 +646,8 @@ struct disk_scan {
   bool have_st;
   int err;
   uint64_t size;
+  mode_t read_mode;                 /* of every file it reads   */
+  struct vd_policy *policy;         /* <backingStore>, or NULL  */
   int64_t sec;                      /* times (snapshots)        */
   long nsec;
 };
@@ -679,6 +684,7 @@ disk_scan_clear (struct disk_scan *s)
   free (s->format);
   free (s->snap_id);
   free (s->lvm_id);
+  vd_policy_free (s->policy);
 }
 
 static void
@@ -720,7 +726,8 @@ inside_mount (const char *path)
 /* The image at path opened once per build (then closed): its size and
  * snapshots.  NULL on ENOMEM only; an image that fails has err set. */
 static struct img_info *
-image_info (struct build *b, const char *path, const char *format)
+image_info (struct build *b, const char *path, const char *format,
+            const struct vd_policy *pol)
 {
   struct img_info *ii, *t;
   struct vd_image *img;
@@ -751,9 +758,12 @@ image_info (struct build *b, const char *path, const char *format)
     ii->err = ELOOP;
     return ii;
   }
-  ii->have_st = stat (path, &ii->st) == 0;
+  /* Not stat(2): a symlink into our mount would be a request to
+   * ourselves. */
+  ii->have_st = vd_stat_checked (path, NULL, &ii->st) == 0;
+  ii->read_mode = ii->have_st ? ii->st.st_mode & 0444 : 0400;
   errno = 0;
-  img = vd_image_open_chain (path, format, 0, NULL);
+  img = vd_image_open_policy (path, format, 0, pol);
   if (!img) {
     ii->err = errno ? errno : EIO;
     vd_error ("domain %s: %s: cannot open as %s: %s (its disk is shown "
@@ -762,6 +772,7 @@ image_info (struct build *b, const char *path, const char *format)
     return ii;
   }
   ii->size = vd_image_size (img);
+  ii->read_mode = img->read_mode;
   if (vd_image_list_snapshots (img, &ii->snaps, &ii->nsnaps) < 0) {
     ii->snaps = NULL;
     ii->nsnaps = 0;
@@ -814,7 +825,7 @@ disk_path (struct build *b, const struct domxml_disk *d, char **path)
 static int
 fill_disk (struct build *b, struct disk_scan *s, const char *target,
            const char *path, const char *format, const char *snap,
-           bool live)
+           bool live, const struct domxml_disk *x)
 {
   CLEANUP_FREE char *et = vd_name_escape (target);
   struct img_info *ii;
@@ -838,11 +849,23 @@ fill_disk (struct build *b, struct disk_scan *s, const char *target,
   s->path = strdup (path);
   if (!s->path)
     return -1;
-  ii = image_info (b, path, format);
+  if (x && (x->nbacking || x->backing_end)) {
+    /* The backing chain the domain XML records: the image's own must
+     * agree (safe-open.c). */
+    struct vd_policy pol = {
+      .expect = x->backing, .nexpect = x->nbacking,
+      .expect_end = x->backing_end,
+    };
+    s->policy = vd_policy_dup (&pol);
+    if (!s->policy)
+      return -1;
+  }
+  ii = image_info (b, path, format, s->policy);
   if (!ii)
     return -1;
   s->st = ii->st;
   s->have_st = ii->have_st;
+  s->read_mode = ii->read_mode;
   if (ii->err) {
     s->err = EIO;
     return 0;
@@ -1067,8 +1090,10 @@ block_snapshots (struct build *b, const char *fname, const char *path)
         return -1;
       ds->lvm_flags = si->flags;
     }
-    else
+    else {
       ds->have_st = stat (si->device, &ds->st) == 0;
+      ds->read_mode = ds->st.st_mode & 0444;
+    }
   }
   return 0;
 }
@@ -1279,7 +1304,7 @@ build_libvirt_snapshot (struct build *b, const struct lv_snap *ls,
      * the overlay the snapshot created; it no longer changes. */
     if (fill_disk (b, ds, d->target, path, format,
                    strcmp (mode, "internal") == 0 ? ls->name : NULL,
-                   false) < 0)
+                   false, NULL) < 0)
       goto out;
     ds->sec = ss->sec;
   }
@@ -1305,7 +1330,7 @@ build_image_snapshots (struct build *b, const struct lv_dom *d,
 
     if (!ad->path || ad->err)
       continue;
-    ii = image_info (b, ad->path, ad->format);
+    ii = image_info (b, ad->path, ad->format, ad->policy);
     if (!ii)
       return -1;
     for (k = 0; k < ii->nsnaps; k++) {
@@ -1369,6 +1394,7 @@ build_image_snapshots (struct build *b, const struct lv_dom *d,
         return -1;
       ds->st = ii->st;
       ds->have_st = ii->have_st;
+      ds->read_mode = ii->read_mode;
       ds->size = vs->disk_size;
       ds->sec = ss->sec;
       ds->nsec = ss->nsec;
@@ -1409,6 +1435,12 @@ apply_disk (struct fs_node *dom, const char *dir, const struct disk_scan *s,
     }
     nk->live = s->live;
     nk->lvm_flags = s->lvm_flags;
+    if (s->policy && (nk->policy = vd_policy_dup (s->policy)) == NULL) {
+      disk_priv_free (nk);
+      free (sid);
+      inode_unref (n);
+      return NULL;
+    }
     nk->st = s->st;
     nk->err = s->err;
     nk->size = s->size;
@@ -1435,7 +1467,7 @@ apply_disk (struct fs_node *dom, const char *dir, const struct disk_scan *s,
     nsec = s->have_st ? s->st.st_mtim.tv_nsec : 0;
   }
   tree_set_attr (&n->attr,
-                 S_IFREG | (s->have_st ? s->st.st_mode & 0444 : 0400),
+                 S_IFREG | (s->have_st ? s->read_mode : 0400),
                  1, s->size, s->have_st ? s->st.st_uid : 0,
                  s->have_st ? s->st.st_gid : 0, sec, nsec);
   tree_set_image (n, dom);
@@ -1594,7 +1626,7 @@ rebuild (struct fs_node *node, struct lv_dom *d, virConnectPtr c, bool log)
     ds = add_disk (&b.disks, &b.ndisks);
     if (!ds || fill_disk (&b, ds, x->target, path,
                           x->driver_type ? x->driver_type : "raw", NULL,
-                          d->running) < 0)
+                          d->running, x) < 0)
       goto nomem;
   }
   for (i = 0; i < d->nsnaps; i++)
@@ -2105,6 +2137,7 @@ libvirt_open_disk (struct fs_node *node)
 {
   CLEANUP_FREE char *path = NULL, *format = NULL, *snap = NULL;
   CLEANUP_FREE char *lvm_id = NULL;
+  struct vd_policy *pol = NULL;
   unsigned lvm_flags = 0;
   struct lv_disk *k;
   struct vd_image *img, *s;
@@ -2123,7 +2156,9 @@ libvirt_open_disk (struct fs_node *node)
     snap = k->snap_id ? strdup (k->snap_id) : NULL;
     lvm_id = k->lvm_id ? strdup (k->lvm_id) : NULL;
     lvm_flags = k->lvm_flags;
-    if (!path || !format || (k->snap_id && !snap) || (k->lvm_id && !lvm_id))
+    pol = vd_policy_dup (k->policy);
+    if (!path || !format || (k->snap_id && !snap) || (k->lvm_id && !lvm_id)
+        || (k->policy && !pol))
       err = ENOMEM;
 #ifdef VD_OPEN_LIVE
     if (k->live)
@@ -2132,14 +2167,17 @@ libvirt_open_disk (struct fs_node *node)
   }
   tree_unlock ();
   if (err) {
+    vd_policy_free (pol);
     errno = err;
     return NULL;
   }
   if (lvm_id && lvm_use (lvm_id, lvm_flags, node->ino) < 0) {
+    vd_policy_free (pol);
     errno = EIO;
     return NULL;
   }
-  img = vd_image_open_chain (path, format, flags, NULL);
+  img = vd_image_open_policy (path, format, flags, pol);
+  vd_policy_free (pol);
   if (!img)
     return NULL;
   if (snap) {

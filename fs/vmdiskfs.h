@@ -58,6 +58,10 @@ struct fs_config {
   uint64_t cow_bytes;         /* parsed snapsize: bytes, or 0             */
   unsigned cow_percent;       /* parsed snapsize: percent, or 0 (default) */
   char *mountpoint;           /* absolute, or NULL                        */
+  char *backing;              /* -o backing=dir|any, as given             */
+  char *probe;                /* -o probe=yes|no, as given                */
+  bool backing_any;           /* -o backing=any: follow names anywhere    */
+  bool probe_no;              /* -o probe=no: only *.qcow2 ... probed     */
   bool ro;                    /* -o ro                                    */
   bool foreground;
   bool debug;

@@ -8,7 +8,10 @@
  *       <disk type='file' device='disk'>
  *         <driver name='qemu' type='qcow2'/>
  *         <source file='/var/lib/libvirt/images/web.qcow2'/>
- *         <backingStore .../>            (ignored: the image says it)
+ *         <backingStore type='file'>     (what libvirt found: the image's
+ *           <source file='/var/lib/libvirt/images/base.qcow2'/>  chain
+ *           <backingStore/>                must agree, see parse_backing)
+ *         </backingStore>
  *         <target dev='vda' bus='virtio'/>
  *       </disk>
  *       <disk type='block' device='disk' snapshot='no'>
@@ -111,6 +114,9 @@ disk_clear (struct domxml_disk *d)
   free (d->protocol);
   free (d->name);
   free (d->snapshot);
+  for (size_t i = 0; i < d->nbacking; i++)
+    free (d->backing[i]);
+  free (d->backing);
   memset (d, 0, sizeof *d);
 }
 
@@ -122,6 +128,54 @@ domxml_disks_free (struct domxml_disk *disks, size_t n)
   for (i = 0; i < n; i++)
     disk_clear (&disks[i]);
   free (disks);
+}
+
+/* Deeper <backingStore> nesting is not followed (vdformat.h's
+ * VD_MAX_CHAIN_DEPTH refuses such chains anyway). */
+#define MAX_BACKING_DEPTH 64
+
+/* The <backingStore> chain of a domain's <disk> n into d:
+ *
+ *   <backingStore type='file' index='1'>
+ *     <format type='qcow2'/>
+ *     <source file='/var/lib/libvirt/images/base.qcow2'/>
+ *     <backingStore/>
+ *   </backingStore>
+ */
+static int
+parse_backing (const xmlNode *n, struct domxml_disk *d)
+{
+  const xmlNode *bs;
+  bool oom = false;
+
+  for (bs = child (n, "backingStore"); bs && d->nbacking < MAX_BACKING_DEPTH;
+       bs = child (bs, "backingStore")) {
+    const xmlNode *src = child (bs, "source");
+    char *path, **t;
+
+    if (!src && !bs->children) {
+      d->backing_end = true;            /* <backingStore/> */
+      break;
+    }
+    path = attr (src, "file", &oom);
+    if (!path)
+      path = attr (src, "dev", &oom);
+    if (!path)
+      break;                            /* network, volume: not recorded */
+    t = realloc (d->backing, (d->nbacking + 1) * sizeof *t);
+    if (!t) {
+      free (path);
+      oom = true;
+      break;
+    }
+    d->backing = t;
+    d->backing[d->nbacking++] = path;
+  }
+  if (oom) {
+    errno = ENOMEM;
+    return -1;
+  }
+  return 0;
 }
 
 /* One <disk>: of <devices> (snap false) or of a snapshot's <disks>. */
@@ -158,6 +212,8 @@ parse_disk (const xmlNode *n, bool snap, struct domxml_disk *d)
     d->snapshot = attr (n, "snapshot", &oom);
     d->readonly = child (n, "readonly") != NULL;
     d->shareable = child (n, "shareable") != NULL;
+    if (!oom && parse_backing (n, d) < 0)
+      oom = true;
   }
   if (oom) {
     disk_clear (d);

@@ -29,6 +29,13 @@ struct domxml_disk {
   char *name;
   char *snapshot;     /* snapshot= of the <disk>: internal external no
                          manual (snapshot's <disks>, and a domain's disks) */
+  /* <backingStore> chain (a domain's disks): the <source file|dev> of
+   * each level, top's backing file first, as far as levels with such a
+   * source go; backing_end when the chain ends with an empty
+   * <backingStore/> ("no backing file here"). */
+  char **backing;
+  size_t nbacking;
+  bool backing_end;
   bool readonly;      /* <readonly/> (a domain's disks)                  */
   bool shareable;     /* <shareable/> (a domain's disks)                 */
 };

@@ -27,6 +27,7 @@ main (void)
   struct vd_chain self;
   struct stat st;
   uint64_t alloc;
+  mode_t modes = 0444;
   int fd;
 
   fd = mkstemp (path);
@@ -70,10 +71,11 @@ main (void)
 
   /* A chain that already contains this file is refused with ELOOP. */
   REQUIRE (stat (path, &st) == 0);
-  self.next = NULL;
+  memset (&self, 0, sizeof self);
   self.dev = st.st_dev;
   self.ino = st.st_ino;
-  self.depth = 0;
+  self.path = path;
+  self.modes = &modes;
   img = vd_image_open_chain (path, "raw", 0, &self);
   REQUIRE (img == NULL && errno == ELOOP);
   /* Unknown format names are refused. */

@@ -1,0 +1,516 @@
+/* vmdiskfs - opening files whose names come from untrusted places.
+ *
+ * Image files are untrusted input and vmdiskfs runs as root.  A name found
+ * inside an image (a backing file, an external data file) could otherwise
+ * make the daemon show a host file (/etc/shadow, /dev/sda) to whoever
+ * reads the mount, hang on a FIFO or a terminal, or send a request to its
+ * own mount, which deadlocks it beyond SIGKILL.  So every image file is
+ * opened here (vd_open_checked), in three steps:
+ *
+ *  1. Resolve the name ourselves, one component at a time, with lstat and
+ *     readlink (at most 40 symlinks), so that the kernel follows no
+ *     symlink and we see every directory the name passes through.  A
+ *     component that is one of our own mount points (vd_forbid_mount: the
+ *     mount point, and every mount of our device in /proc/self/mountinfo,
+ *     bind mounts included) is refused before it is touched: the lstat of
+ *     it would be the request to ourselves.
+ *  2. Check what it resolved to: a regular file or a block device, else
+ *     refused before it is opened (a FIFO would block the open, a tty
+ *     could become our terminal, a character device may act on open).  For
+ *     names found inside images, the policy (vdformat.h struct vd_policy):
+ *     inside the confining directory, the same file as the domain XML's
+ *     <backingStore> records.
+ *  3. Open the canonical path with O_NOFOLLOW|O_NONBLOCK|O_NOCTTY and,
+ *     where the kernel has openat2, RESOLVE_NO_SYMLINKS (a symlink swapped
+ *     into the path meanwhile fails the open instead of being followed),
+ *     then check with fstat that it is the very file that was checked.
+ *     O_NONBLOCK is cleared afterwards.
+ *
+ * Threads: the forbidden mounts are written before images are opened
+ * (main.c) and again, under forbid_lock, after mounting; everything else
+ * is stateless.
+ *
+ * SPDX-License-Identifier: GPL-3.0-or-later
+ */
+#include <config.h>
+
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <sys/sysmacros.h>
+#include <unistd.h>
+#ifdef HAVE_LINUX_OPENAT2_H
+#include <linux/openat2.h>
+#endif
+
+#include "vdformat.h"
+#include "safe-open.h"
+#include "log.h"
+#include "cleanup.h"
+
+#define MAX_SYMLINKS 40
+
+static pthread_mutex_t forbid_lock = PTHREAD_MUTEX_INITIALIZER;
+static char *forbidden_path;          /* forbid_lock */
+static dev_t forbidden_dev;           /* forbid_lock */
+
+void
+vd_forbid_mount (const char *path, dev_t dev)
+{
+  char *p = path ? strdup (path) : NULL;
+
+  pthread_mutex_lock (&forbid_lock);
+  if (p || !path) {
+    free (forbidden_path);
+    forbidden_path = p;
+  }
+  forbidden_dev = dev;
+  pthread_mutex_unlock (&forbid_lock);
+}
+
+/* Undo mountinfo's octal escapes (\040 for a space ...) in place. */
+static void
+unescape_mountinfo (char *s)
+{
+  char *src, *dst;
+
+  for (src = dst = s; *src; ) {
+    if (src[0] == '\\' && src[1] >= '0' && src[1] <= '3'
+        && src[2] >= '0' && src[2] <= '7' && src[3] >= '0' && src[3] <= '7') {
+      *dst++ = (char) ((src[1] - '0') * 64 + (src[2] - '0') * 8
+                       + (src[3] - '0'));
+      src += 4;
+    }
+    else
+      *dst++ = *src++;
+  }
+  *dst = '\0';
+}
+
+/* Our mount points, canonical: the one given to vd_forbid_mount and every
+ * mount of its device in /proc/self/mountinfo.  Read once per name
+ * resolved. */
+struct mounts {
+  char **v;
+  size_t n;
+};
+
+static void
+mounts_free (struct mounts *m)
+{
+  size_t i;
+
+  for (i = 0; i < m->n; i++)
+    free (m->v[i]);
+  free (m->v);
+}
+
+static int
+mounts_add (struct mounts *m, const char *path)
+{
+  char **t = realloc (m->v, (m->n + 1) * sizeof *t);
+
+  if (!t)
+    return -1;
+  m->v = t;
+  if ((m->v[m->n] = strdup (path)) == NULL)
+    return -1;
+  m->n++;
+  return 0;
+}
+
+static int
+mounts_get (struct mounts *m)
+{
+  CLEANUP_FREE char *line = NULL;
+  size_t cap = 0;
+  dev_t dev;
+  FILE *fp;
+  int r = 0;
+
+  m->v = NULL;
+  m->n = 0;
+  pthread_mutex_lock (&forbid_lock);
+  if (forbidden_path)
+    r = mounts_add (m, forbidden_path);
+  dev = forbidden_dev;
+  pthread_mutex_unlock (&forbid_lock);
+  if (r < 0 || dev == 0)
+    return r;
+
+  fp = fopen ("/proc/self/mountinfo", "re");
+  if (!fp)
+    return 0;
+  while (getline (&line, &cap, fp) > 0) {
+    unsigned a, b;
+    int at = 0;
+
+    if (sscanf (line, "%*u %*u %u:%u %*s %n", &a, &b, &at) != 2 || at == 0)
+      continue;
+    if (makedev (a, b) != dev)
+      continue;
+    line[at + strcspn (line + at, " \n")] = '\0';
+    unescape_mountinfo (line + at);
+    if (mounts_add (m, line + at) < 0) {
+      r = -1;
+      break;
+    }
+  }
+  fclose (fp);
+  return r;
+}
+
+static bool
+is_our_mount (const struct mounts *m, const char *path)
+{
+  size_t i;
+
+  for (i = 0; i < m->n; i++)
+    if (strcmp (m->v[i], path) == 0)
+      return true;
+  return false;
+}
+
+/* Resolve path (absolute, or relative to the working directory) to a
+ * canonical path without symlinks, touching nothing inside our mounts.
+ * *st: lstat of the result.  malloc'd, or NULL with errno (ELOOP with
+ * *why set for a path into our mount). */
+static char *
+resolve (const char *path, struct stat *st, const char **why)
+{
+  char res[PATH_MAX];           /* resolved so far; "" is "/" */
+  CLEANUP_FREE char *todo = NULL;
+  const char *p;
+  size_t len;
+  int links = 0;
+  bool have_st = false;
+  struct mounts m __attribute__ ((cleanup (mounts_free)));
+
+  *why = NULL;
+  if (mounts_get (&m) < 0) {
+    errno = ENOMEM;
+    return NULL;
+  }
+  if (path[0] == '/')
+    res[0] = '\0';
+  else if (!getcwd (res, sizeof res))
+    return NULL;
+  else if (strcmp (res, "/") == 0)
+    res[0] = '\0';
+  todo = strdup (path);
+  if (!todo)
+    return NULL;
+  p = todo;
+  for (;;) {
+    char cand[PATH_MAX];
+    const char *comp;
+    size_t clen;
+    struct stat s;
+
+    while (*p == '/')
+      p++;
+    if (!*p)
+      break;
+    comp = p;
+    clen = strcspn (p, "/");
+    p += clen;
+    if (clen == 1 && comp[0] == '.')
+      continue;
+    if (clen == 2 && comp[0] == '.' && comp[1] == '.') {
+      char *slash = strrchr (res, '/');
+      if (slash)
+        *slash = '\0';
+      have_st = false;
+      continue;
+    }
+    len = strlen (res);
+    if (len + 1 + clen >= sizeof cand) {
+      errno = ENAMETOOLONG;
+      return NULL;
+    }
+    memcpy (cand, res, len);
+    cand[len] = '/';
+    memcpy (cand + len + 1, comp, clen);
+    cand[len + 1 + clen] = '\0';
+    if (is_our_mount (&m, cand)) {
+      *why = "it is inside this vmdiskfs mount";
+      errno = ELOOP;
+      return NULL;
+    }
+    if (lstat (cand, &s) < 0)
+      return NULL;
+    if (S_ISLNK (s.st_mode)) {
+      char target[PATH_MAX];
+      ssize_t n;
+      char *next;
+
+      if (++links > MAX_SYMLINKS) {
+        errno = ELOOP;
+        return NULL;
+      }
+      n = readlink (cand, target, sizeof target - 1);
+      if (n < 0)
+        return NULL;
+      if (n == 0) {
+        errno = ENOENT;
+        return NULL;
+      }
+      target[n] = '\0';
+      if (asprintf (&next, "%s/%s", target, p) < 0)
+        return NULL;
+      free (todo);
+      todo = next;
+      p = todo;
+      if (target[0] == '/')
+        res[0] = '\0';
+      have_st = false;
+      continue;
+    }
+    /* Something follows: this must be a directory. */
+    {
+      const char *q = p;
+      while (*q == '/')
+        q++;
+      if (*q && !S_ISDIR (s.st_mode)) {
+        errno = ENOTDIR;
+        return NULL;
+      }
+    }
+    strcpy (res, cand);
+    *st = s;
+    have_st = true;
+  }
+  if (res[0] == '\0')
+    strcpy (res, "/");
+  if (!have_st) {
+    if (strcmp (res, "/") != 0 && is_our_mount (&m, res)) {
+      *why = "it is inside this vmdiskfs mount";
+      errno = ELOOP;
+      return NULL;
+    }
+    if (lstat (res, st) < 0)
+      return NULL;
+  }
+  return strdup (res);
+}
+
+/* Is path inside dir (both canonical)? */
+static bool
+inside (const char *path, const char *dir)
+{
+  size_t n = strlen (dir);
+
+  if (strcmp (dir, "/") == 0)
+    return true;
+  return strncmp (path, dir, n) == 0 && path[n] == '/';
+}
+
+static int
+open_nofollow (const char *path, int flags)
+{
+#if defined(SYS_openat2) && defined(HAVE_LINUX_OPENAT2_H)
+  struct open_how how = {
+    .flags = (uint64_t) flags,
+    .resolve = RESOLVE_NO_SYMLINKS,
+  };
+  long fd = syscall (SYS_openat2, AT_FDCWD, path, &how, sizeof how);
+
+  if (fd >= 0 || errno != ENOSYS)
+    return (int) fd;
+#endif
+  return open (path, flags);
+}
+
+/* Log a refusal: one line naming the image and the refused file. */
+static void
+refuse (const char *image, const char *what, const char *name,
+        const char *why)
+{
+  if (image)
+    vd_error ("%s: %s %s refused: %s", image, what, name, why);
+  else
+    vd_error ("%s refused: %s", name, why);
+  errno = EIO;
+}
+
+int
+vd_open_checked (const char *path, unsigned flags,
+                 const struct vd_policy *pol, unsigned depth,
+                 const char *image, const char *what, struct stat *st)
+{
+  CLEANUP_FREE char *canon = NULL;
+  CLEANUP_FREE char *why_buf = NULL;
+  const char *why;
+  struct stat lst;
+  int fd, fl;
+
+  canon = resolve (path, &lst, &why);
+  if (!canon) {
+    int e = errno;
+    if (why)
+      refuse (image, what, path, why);
+    else {
+      if (image)
+        vd_error ("%s: %s %s: cannot open: %s", image, what, path,
+                  strerror (e));
+      else
+        vd_error ("%s: cannot open: %s", path, strerror (e));
+      errno = e;
+    }
+    return -1;
+  }
+  if (!S_ISREG (lst.st_mode) && !S_ISBLK (lst.st_mode)) {
+    refuse (image, what, canon, "not a regular file or block device");
+    return -1;
+  }
+  if (pol && pol->confine && !inside (canon, pol->confine)) {
+    if (asprintf (&why_buf, "outside %s (-o backing=any follows it)",
+                  pol->confine) < 0)
+      why_buf = NULL;
+    refuse (image, what, canon, why_buf ? why_buf : "outside the directory");
+    return -1;
+  }
+  if (image && pol && depth > 0) {
+    if (depth <= pol->nexpect) {
+      const char *exp = pol->expect[depth - 1];
+      CLEANUP_FREE char *ecanon = NULL;
+      const char *ewhy;
+      struct stat est;
+
+      ecanon = resolve (exp, &est, &ewhy);
+      if (!ecanon || est.st_dev != lst.st_dev || est.st_ino != lst.st_ino) {
+        if (asprintf (&why_buf, "the domain XML's <backingStore> names %s",
+                      exp) < 0)
+          why_buf = NULL;
+        refuse (image, what, canon,
+                why_buf ? why_buf : "the domain XML names another");
+        return -1;
+      }
+    }
+    else if (pol->expect_end) {
+      refuse (image, what, canon,
+              "the domain XML's <backingStore/> says there is none");
+      return -1;
+    }
+  }
+
+  fl = ((flags & VD_OPEN_RDWR) ? O_RDWR : O_RDONLY)
+    | O_NOFOLLOW | O_NONBLOCK | O_NOCTTY | O_CLOEXEC;
+  fd = open_nofollow (canon, fl);
+  if (fd < 0) {
+    int e = errno;
+    if (image)
+      vd_error ("%s: %s %s: cannot open: %s", image, what, canon,
+                strerror (e));
+    else
+      vd_error ("%s: cannot open: %s", path, strerror (e));
+    errno = e;
+    return -1;
+  }
+  if (fstat (fd, st) < 0 || st->st_dev != lst.st_dev
+      || st->st_ino != lst.st_ino
+      || (st->st_mode & S_IFMT) != (lst.st_mode & S_IFMT)) {
+    close (fd);
+    refuse (image, what, canon, "it changed while being opened");
+    return -1;
+  }
+  if (fcntl (fd, F_SETFL, fl & ~O_NONBLOCK & ~O_ACCMODE & ~O_CLOEXEC
+             & ~O_NOFOLLOW & ~O_NOCTTY) < 0) {
+    int e = errno;
+    vd_error ("%s: fcntl: %s", canon, strerror (e));
+    close (fd);
+    errno = e;
+    return -1;
+  }
+  return fd;
+}
+
+int
+vd_stat_checked (const char *path, const struct vd_policy *pol,
+                 struct stat *st)
+{
+  CLEANUP_FREE char *canon = NULL;
+  const char *why;
+
+  canon = resolve (path, st, &why);
+  if (!canon)
+    return -1;
+  if (pol && pol->confine && !inside (canon, pol->confine)) {
+    errno = EACCES;
+    return -1;
+  }
+  return 0;
+}
+
+int
+vd_open_named_file (const char *driver, const char *image_path,
+                    const char *name, const struct vd_chain *chain,
+                    const char *what)
+{
+  CLEANUP_FREE char *full = NULL;
+  struct stat st;
+  int fd;
+
+  full = vd_resolve_relative (image_path, name);
+  if (!full)
+    return -1;
+  /* Depth 0: a data file is not part of the backing chain that
+   * <backingStore> records. */
+  fd = vd_open_checked (full, 0, chain ? chain->policy : NULL, 0,
+                        image_path, what, &st);
+  if (fd >= 0 && chain && chain->modes)
+    *chain->modes &= st.st_mode & 0444;
+  return fd;
+}
+
+struct vd_policy *
+vd_policy_dup (const struct vd_policy *p)
+{
+  struct vd_policy *c;
+  size_t i;
+
+  if (!p)
+    return NULL;
+  c = calloc (1, sizeof *c);
+  if (!c)
+    return NULL;
+  c->expect_end = p->expect_end;
+  if (p->confine && (c->confine = strdup (p->confine)) == NULL)
+    goto fail;
+  if (p->nexpect) {
+    c->expect = calloc (p->nexpect, sizeof *c->expect);
+    if (!c->expect)
+      goto fail;
+    for (i = 0; i < p->nexpect; i++) {
+      if ((c->expect[i] = strdup (p->expect[i])) == NULL)
+        goto fail;
+      c->nexpect = i + 1;
+    }
+  }
+  return c;
+
+ fail:
+  vd_policy_free (c);
+  errno = ENOMEM;
+  return NULL;
+}
+
+void
+vd_policy_free (struct vd_policy *p)
+{
+  size_t i;
+
+  if (!p)
+    return;
+  for (i = 0; i < p->nexpect; i++)
+    free (p->expect[i]);
+  free (p->expect);
+  free (p->confine);
+  free (p);
+}
