@@ -327,13 +327,16 @@ open_nofollow (const char *path, int flags)
   return open (path, flags);
 }
 
-/* Log a refusal: one line naming the image and the refused file. */
+/* Log a refusal: one line naming the image and the refused file (for a
+ * top image: the name it was opened by, and where that leads). */
 static void
-refuse (const char *image, const char *what, const char *name,
-        const char *why)
+refuse (const char *image, const char *what, const char *path,
+        const char *name, const char *why)
 {
   if (image)
     vd_error ("%s: %s %s refused: %s", image, what, name, why);
+  else if (strcmp (path, name) != 0)
+    vd_error ("%s: %s refused: %s", path, name, why);
   else
     vd_error ("%s refused: %s", name, why);
   errno = EIO;
@@ -354,7 +357,7 @@ vd_open_checked (const char *path, unsigned flags,
   if (!canon) {
     int e = errno;
     if (why)
-      refuse (image, what, path, why);
+      refuse (image, what, path, path, why);
     else {
       if (image)
         vd_error ("%s: %s %s: cannot open: %s", image, what, path,
@@ -366,14 +369,14 @@ vd_open_checked (const char *path, unsigned flags,
     return -1;
   }
   if (!S_ISREG (lst.st_mode) && !S_ISBLK (lst.st_mode)) {
-    refuse (image, what, canon, "not a regular file or block device");
+    refuse (image, what, path, canon, "not a regular file or block device");
     return -1;
   }
   if (pol && pol->confine && !inside (canon, pol->confine)) {
     if (asprintf (&why_buf, "outside %s (-o backing=any follows it)",
                   pol->confine) < 0)
       why_buf = NULL;
-    refuse (image, what, canon, why_buf ? why_buf : "outside the directory");
+    refuse (image, what, path, canon, why_buf ? why_buf : "outside the directory");
     return -1;
   }
   if (image && pol && depth > 0) {
@@ -388,13 +391,13 @@ vd_open_checked (const char *path, unsigned flags,
         if (asprintf (&why_buf, "the domain XML's <backingStore> names %s",
                       exp) < 0)
           why_buf = NULL;
-        refuse (image, what, canon,
+        refuse (image, what, path, canon,
                 why_buf ? why_buf : "the domain XML names another");
         return -1;
       }
     }
     else if (pol->expect_end) {
-      refuse (image, what, canon,
+      refuse (image, what, path, canon,
               "the domain XML's <backingStore/> says there is none");
       return -1;
     }
@@ -417,7 +420,7 @@ vd_open_checked (const char *path, unsigned flags,
       || st->st_ino != lst.st_ino
       || (st->st_mode & S_IFMT) != (lst.st_mode & S_IFMT)) {
     close (fd);
-    refuse (image, what, canon, "it changed while being opened");
+    refuse (image, what, path, canon, "it changed while being opened");
     return -1;
   }
   if (fcntl (fd, F_SETFL, fl & ~O_NONBLOCK & ~O_ACCMODE & ~O_CLOEXEC
