@@ -17,9 +17,17 @@
  *    tag that appears more than once keeps its plain name for the first of
  *    them in snapshot-table order, the others get " (id N)" appended (N is
  *    the snapshot id); an empty tag is shown as "(id N)".
- *  - Modes: directories 0555; a disk.raw has the read bits of its image
- *    file (0444 at most), so that with allow_other,default_permissions a
- *    user who cannot read a 0600 image cannot read its disks either.
+ *  - Modes: the root has DIR's mode less the write bits (an image in a
+ *    0700 DIR stays root's), other directories 0555; a disk.raw has the
+ *    read bits every file of its chain grants (vd_image's read_mode:
+ *    image, backing and data files; 0444 at most), so that with
+ *    allow_other (which implies default_permissions, main.c) a user who
+ *    cannot read a file of the chain cannot read its disks either.
+ *  - Untrusted names (safe-open.c): images, backing and data files must
+ *    resolve inside DIR unless -o backing=any; entries of DIR are stat'ed
+ *    without the kernel following symlinks (entry_stat), so a symlink into
+ *    our own mount is never a request to ourselves.  -o probe=no: only
+ *    files named *.qcow2, *.qed, *.qcow are probed, all else is raw.
  *  - Times: an image directory, its disk.raw and snapshots/ have the image
  *    file's mtime (as atime, mtime and ctime); a snapshot directory and
  *    its disk.raw have the snapshot's date; the root has DIR's times.
