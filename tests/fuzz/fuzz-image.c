@@ -7,7 +7,9 @@
  * a backing file or an external data file, and those names are resolved,
  * checked and opened (safe-open.c) like a real mount does.  To keep that
  * hermetic and deterministic, LLVMFuzzerInitialize makes a private
- * directory (mkdtemp under /tmp, removed at exit) holding fixed files the
+ * directory (mkdtemp under $TMPDIR or /tmp, removed at exit; run-fuzz.sh
+ * points TMPDIR into its own, so that a crash leaves nothing behind)
+ * holding fixed files the
  * inputs can name (relative names resolve against it):
  *   base.raw     64 KiB of a byte pattern
  *   base.qcow2   a 64 KiB qcow2 (written by make_qcow2 below) with data,
@@ -236,14 +238,17 @@ at_exit (void)
 int
 LLVMFuzzerInitialize (int *argc, char ***argv)
 {
-  char tmpl[] = "/tmp/vd-fuzz-image.XXXXXX", path[PATH_MAX + 16];
+  const char *tmpdir = getenv ("TMPDIR");
+  char tmpl[PATH_MAX], path[PATH_MAX + 16];
   static uint8_t raw[64 * 1024];
   size_t i;
 
   (void) argc;
   (void) argv;
+  snprintf (tmpl, sizeof tmpl, "%s/vd-fuzz-image.XXXXXX",
+            tmpdir && *tmpdir ? tmpdir : "/tmp");
   if (!mkdtemp (tmpl))
-    die ("mkdtemp");
+    die (tmpl);
   /* The policy wants a canonical directory (/tmp may be a symlink). */
   if (!realpath (tmpl, dir))
     die ("realpath");

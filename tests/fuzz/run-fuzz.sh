@@ -271,7 +271,8 @@ replay () {   # replay FMT DIR...
   for dir; do
     for f in "$dir/$fmt"-*; do
       [ -f "$f" ] || continue
-      if ! ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 \
+      if ! TMPDIR=$tmp ASAN_OPTIONS=detect_leaks=1 \
+           UBSAN_OPTIONS=print_stacktrace=1 \
            "$out/fuzz-$fmt" "$f" > "$tmp/replay.log" 2>&1; then
         echo "FAIL: reproducer $f still fails:"
         grep -v '^vmdiskfs: ' "$tmp/replay.log" | tail -40
@@ -310,7 +311,9 @@ for fmt in $FUZZ_TARGETS; do
   before=$(ls "$artifacts" | sort)
   # -close_fd_mask=2: the drivers' error messages (every corrupt input
   # logs one) go nowhere; libFuzzer and the sanitizers keep their output.
-  ASAN_OPTIONS=detect_leaks=1:allocator_may_return_null=1 \
+  # TMPDIR: fuzz-image.c's directory of named files, removed with $tmp
+  # even when the target dies.
+  TMPDIR=$tmp ASAN_OPTIONS=detect_leaks=1:allocator_may_return_null=1 \
   UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
     nice -n "$FUZZ_NICE" "$out/fuzz-$fmt" \
       -max_total_time="$FUZZ_SECONDS" -timeout=30 -rss_limit_mb=2048 \
