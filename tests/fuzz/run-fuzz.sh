@@ -1,7 +1,7 @@
 #!/bin/bash
-# Fuzz the qcow2 and QED parsers of formats/ (and the JSON reader, the LVM
-# report reader and the libvirt XML parser of snapshotter/) with libFuzzer
-# for a bounded time: builds tests/fuzz/fuzz-image.c once per format
+# Fuzz the qcow2, QED and QCOW1 parsers of formats/ (and the JSON reader,
+# the LVM report reader and the libvirt XML parser of snapshotter/) with
+# libFuzzer for a bounded time: builds tests/fuzz/fuzz-image.c once per format
 # (fuzz-TARGET.c for the others) straight from the library sources with
 # clang (-fsanitize=fuzzer,address,undefined; UB halts), seeds a corpus with
 # small images made by qemu-img/qemu-io (or TARGET-seeds/), runs each
@@ -9,9 +9,13 @@
 # stack trace when anything crashes, leaks, hits UB or times out.
 #
 # Environment:
-#   FUZZ_SECONDS=48        run time per target (5 targets: 4 minutes in
-#                          all, as 4 targets of 60 s were)
-#   FUZZ_TARGETS="qcow2 qed lvm-json domxml json"
+#   FUZZ_SECONDS=40        run time per target (6 targets: 4 minutes in
+#                          all, as 5 targets of 48 s were)
+#   FUZZ_TARGETS="qcow2 qed qcow lvm-json domxml json"
+#                          (qcow: QCOW version 1, formats/libqcow.c;
+#                          the image targets also open the backing and
+#                          data files their inputs name, inside a private
+#                          directory of fixed files: see fuzz-image.c)
 #                          (lvm-json: tests/fuzz/fuzz-lvm-json.c, the LVM
 #                          report parser; seeds in lvm-json-seeds/;
 #                          domxml: fuzz-domxml.c, snapshotter/domxml.c,
@@ -36,8 +40,8 @@ set -u
 
 srcdir=${abs_top_srcdir:-$(cd "$(dirname "$0")/../.." && pwd)}
 builddir=${abs_top_builddir:-$srcdir}
-FUZZ_SECONDS=${FUZZ_SECONDS:-48}
-FUZZ_TARGETS=${FUZZ_TARGETS:-qcow2 qed lvm-json domxml json}
+FUZZ_SECONDS=${FUZZ_SECONDS:-40}
+FUZZ_TARGETS=${FUZZ_TARGETS:-qcow2 qed qcow lvm-json domxml json}
 FUZZ_NICE=${FUZZ_NICE:-10}
 FUZZ_ARGS=${FUZZ_ARGS:-}
 CC=${FUZZ_CC:-clang}
@@ -99,6 +103,28 @@ done
 q () { "$@" >/dev/null 2>&1; }
 rnd () { head -c "$2" /dev/urandom > "$1"; }
 
+# Images naming the files fuzz-image.c's private directory holds (and some
+# it must refuse), relative as there: named_seeds FMT DIR [-o OPTS].
+# Created with -u (the backing file is not opened), except base.raw which
+# exists here, so that one also gets data written over it.
+named_seeds () {
+  local fmt=$1 d=$2 b bf n
+  shift 2
+  head -c 65536 /dev/urandom > base.raw
+  for b in base.raw:raw base.qcow2:qcow2 loop.qcow2:qcow2 link.raw:raw \
+           input.img:$fmt fifo:raw out:raw ../etc/hostname:raw \
+           /etc/hostname:raw; do
+    bf=${b##*:} b=${b%:*}
+    n=named-$(printf %s "$b" | tr -c 'a-z0-9.\n' _)
+    q qemu-img create -f "$fmt" "$@" -u -b "$b" -F "$bf" "$n.$fmt" 128k &&
+      cp "$n.$fmt" "$d/$n.$fmt"
+  done
+  q qemu-img create -f "$fmt" "$@" -b base.raw -F raw named-w.$fmt 128k &&
+    q qemu-io -c 'write -P 0x77 4k 1k' -c 'write -P 0x78 100k 2k' \
+              named-w.$fmt &&
+    cp named-w.$fmt "$d/named-base.raw-written.$fmt"
+}
+
 seeds_qcow2 () {
   local d=$1 w=$tmp/work
   mkdir -p "$w" && cd "$w" || return
@@ -148,12 +174,17 @@ seeds_qcow2 () {
     q qemu-io -c 'write -P 0xb2 1k 2k' snapv2.qcow2 &&
     cp snapv2.qcow2 "$d/snapshots-v2.qcow2"
 
-  q qemu-img create -f qcow2 -o cluster_size=512,data_file=df.raw df.qcow2 64k &&
+  # Data files named as in fuzz-image.c's directory (base.raw is there).
+  named_seeds qcow2 "$d" -o cluster_size=512
+  q qemu-img create -f qcow2 -o cluster_size=512,data_file=base.raw \
+      df.qcow2 64k &&
     q qemu-io -c 'write -P 0xc1 0 4k' df.qcow2 &&
     cp df.qcow2 "$d/data-file.qcow2"
   q qemu-img create -f qcow2 \
-      -o cluster_size=512,data_file=dfr.raw,data_file_raw=on dfr.qcow2 64k &&
+      -o cluster_size=512,data_file=base.raw,data_file_raw=on dfr.qcow2 64k &&
     cp dfr.qcow2 "$d/data-file-raw.qcow2"
+  q qemu-img create -f qcow2 -o cluster_size=512,data_file=out dfo.qcow2 64k &&
+    cp dfo.qcow2 "$d/data-file-out.qcow2"
 
   q qemu-img create -f qcow2 -o cluster_size=512 base.qcow2 64k &&
     q qemu-io -c 'write -P 0xd1 0 64k' base.qcow2 &&
@@ -193,9 +224,9 @@ seeds_qed () {
     q qemu-io -c 'write -P 0x33 900M 4k' big.qed &&
     cp big.qed "$d/big.qed"
 
-  head -c 65536 /dev/urandom > b.raw
+  named_seeds qed "$d" -o cluster_size=4096
   q qemu-img create -f qed -o cluster_size=4096 \
-      -b b.raw -F raw braw.qed 128k &&
+      -b base.raw -F raw braw.qed 128k &&
     q qemu-io -c 'write -P 0x44 8k 4k' braw.qed &&
     cp braw.qed "$d/backing-raw.qed"
   q qemu-img create -f qed -o cluster_size=4096 \
@@ -203,11 +234,32 @@ seeds_qed () {
     q qemu-io -c 'write -P 0x55 1M 4k' bqed.qed &&
     cp bqed.qed "$d/backing-qed.qed"
   q qemu-img create -f qed -o cluster_size=4096 \
-      -b b.raw nofmt.qed 128k && cp nofmt.qed "$d/backing-nofmt.qed"
+      -b base.raw nofmt.qed 128k && cp nofmt.qed "$d/backing-nofmt.qed"
 
   q qemu-img create -f qed -o cluster_size=4096 dirty.qed 64k &&
     (qemu-io -c 'write -P 0x66 0 4k' -c abort dirty.qed; :) >/dev/null 2>&1
   [ -s dirty.qed ] && cp dirty.qed "$d/dirty.qed"
+  cd / || return
+}
+
+seeds_qcow () {   # QCOW version 1
+  local d=$1 w=$tmp/work-qcow
+  mkdir -p "$w" && cd "$w" || return
+  q qemu-img create -f qcow empty.qcow 1M && cp empty.qcow "$d/empty.qcow"
+  q qemu-img create -f qcow a.qcow 1M &&
+    q qemu-io -c 'write -P 0x11 0 4k' -c 'write -P 0x22 600k 6k' \
+              -c 'write -P 0x23 1020k 4k' a.qcow &&
+    cp a.qcow "$d/plain.qcow"
+  q qemu-img create -f qcow big.qcow 64G &&
+    q qemu-io -c 'write -P 0x33 40G 4k' big.qcow &&
+    cp big.qcow "$d/big.qcow"
+  { head -c 16384 /dev/urandom; yes vmdiskfs | head -c 49152; } > mixed
+  # qemu-img 7.2 exits 1 without a word after writing a good compressed
+  # QCOW1 image: the comparison decides.
+  q qemu-img convert -c -f raw -O qcow mixed comp.qcow
+  q qemu-img compare -f raw -F qcow mixed comp.qcow &&
+    cp comp.qcow "$d/compressed.qcow"
+  named_seeds qcow "$d"
   cd / || return
 }
 
@@ -219,7 +271,8 @@ replay () {   # replay FMT DIR...
   for dir; do
     for f in "$dir/$fmt"-*; do
       [ -f "$f" ] || continue
-      if ! ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 \
+      if ! TMPDIR=$tmp ASAN_OPTIONS=detect_leaks=1 \
+           UBSAN_OPTIONS=print_stacktrace=1 \
            "$out/fuzz-$fmt" "$f" > "$tmp/replay.log" 2>&1; then
         echo "FAIL: reproducer $f still fails:"
         grep -v '^vmdiskfs: ' "$tmp/replay.log" | tail -40
@@ -258,7 +311,9 @@ for fmt in $FUZZ_TARGETS; do
   before=$(ls "$artifacts" | sort)
   # -close_fd_mask=2: the drivers' error messages (every corrupt input
   # logs one) go nowhere; libFuzzer and the sanitizers keep their output.
-  ASAN_OPTIONS=detect_leaks=1:allocator_may_return_null=1 \
+  # TMPDIR: fuzz-image.c's directory of named files, removed with $tmp
+  # even when the target dies.
+  TMPDIR=$tmp ASAN_OPTIONS=detect_leaks=1:allocator_may_return_null=1 \
   UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
     nice -n "$FUZZ_NICE" "$out/fuzz-$fmt" \
       -max_total_time="$FUZZ_SECONDS" -timeout=30 -rss_limit_mb=2048 \
@@ -267,7 +322,7 @@ for fmt in $FUZZ_TARGETS; do
       -artifact_prefix="$artifacts/$fmt-" "${dict[@]}" $FUZZ_ARGS \
       "$corpus" "$seeds" > "$log" 2>&1
   rc=$?
-  grep -E '^(stat::number_of_executed_units|stat::peak_rss_mb|#[0-9]+.*DONE)' \
+  grep -E '^(stat::number_of_executed_units|stat::peak_rss_mb|#[0-9]+.*DONE|fuzz-image: )' \
     "$log" | sed "s/^/fuzz-$fmt: /"
   new=$(comm -13 <(echo "$before") <(ls "$artifacts" | sort))
   if [ "$rc" != 0 ] || [ -n "$new" ]; then
