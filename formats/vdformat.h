@@ -127,7 +127,34 @@ struct vd_chain {
   dev_t dev;
   ino_t ino;
   unsigned depth;                /* 0 for the top image                 */
+  struct vd_budget *budget;      /* metadata memory of the whole chain:
+                                    set by vd_image_open_chain for a top
+                                    image, inherited by backing files and
+                                    snapshots opened from it (below)    */
 };
+
+/* Memory budget of one chain (bounded memory on untrusted images).
+ *
+ * Metadata a driver keeps for longer than one request (qcow2: L1 copies
+ * and L2 cache tables) is charged to the budget of the chain the image
+ * belongs to: the top image, its backing files and the snapshots opened
+ * from it (with their backing files) share one.  A charge that does not
+ * fit fails, and the driver does without: it reads the L1 entry per
+ * lookup, evicts one of its own L2 tables or uses a private table for the
+ * one request.  Limit: vd_set_chain_budget (default 9 MiB, the default L2
+ * cache bound plus one 1 MiB L1 copy; qcow2_set_cache_size raises it with
+ * -o l2_cache).  Refcounted: each image that charges keeps a reference;
+ * charges and releases are atomic (any thread). */
+struct vd_budget;
+#define VD_DEFAULT_CHAIN_BUDGET (9U << 20)
+void vd_set_chain_budget (uint64_t bytes);   /* for chains opened later */
+struct vd_budget *vd_budget_new (void);
+struct vd_budget *vd_budget_ref (struct vd_budget *b);    /* NULL ok */
+void vd_budget_unref (struct vd_budget *b);               /* NULL ok */
+/* Take bytes from b: false (nothing taken) if that would exceed its
+ * limit.  A NULL budget is unlimited (true). */
+bool vd_budget_charge (struct vd_budget *b, uint64_t bytes);
+void vd_budget_release (struct vd_budget *b, uint64_t bytes);
 
 /* The driver ops table.  New operations are added at the end; NULL means
  * "not supported". */
