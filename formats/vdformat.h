@@ -43,7 +43,8 @@
 /* VD_OPEN_LIVE, in detail.
  *
  * Without it a driver may cache metadata for as long as the image is open
- * (qcow2: the L1 table and L2 tables; QED: L1 and L2 chunks), so an image
+ * (qcow2: the L1 table, L2 tables and the parsed snapshot table; QED:
+ * L1 and L2 chunks), so an image
  * that someone else writes reads stale: new clusters read as holes, a
  * moved L1 table is read where it used to be.  Drivers never detect that;
  * the owner does (fs/ compares the image file's size and mtime and
@@ -65,13 +66,18 @@
  * by reopening, as fs/ does on an mtime change), the geometry (cluster
  * size, features), the backing chain (backing files are opened without
  * LIVE: qemu does not write them) and external data file.  The snapshot
- * list is read afresh on every call in any mode.  A snapshot opened from
+ * table is parsed once per open image: without LIVE list_snapshots and
+ * open_snapshot answer from the table as at open (the owner reopens a
+ * changed file); with it, each call preads the header's nb_snapshots and
+ * snapshots_offset (12 bytes) and parses the table again only when they
+ * changed, so snapshots the running VM makes or deletes show up.  A
+ * snapshot opened from
  * a LIVE image (vd_image_open_snapshot) is opened without LIVE: its L1
  * table, L2 tables and clusters are immutable while the snapshot exists.
  * If it is deleted while open its clusters may be reused: reads may then
  * return garbage, but every offset is still validated (EIO, no crash).
  * raw images need nothing (no metadata); QCOW version 1 images ignore the
- * flag (their L1 copy stays as at open).
+ * flag (their L1 table, copied or read per lookup, is the one at open).
  *
  * The data clusters a request maps are read after the mapping: a cluster
  * discarded and reused in between (discard, snapshot deletion) can give
