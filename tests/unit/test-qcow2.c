@@ -201,6 +201,32 @@ test_lazy_l1 (void)
   vd_image_close (im);
 }
 
+/* A chain of 20 qcow2 images (64 KiB clusters, each writing its own
+ * region) read with a chain budget of 1 MiB + 8 KiB: the budget runs out
+ * (16 L2 tables for 20 images), the deeper images then read through
+ * private tables, and every byte still equals qemu-img convert's. */
+static void
+test_chain_budget (void)
+{
+  struct vd_image *im;
+  char path[256];
+
+  sh ("cd %s && qemu-img create -q -f qcow2 c0.qcow2 24M && "
+      "qemu-io -c 'write -P 1 0 1M' c0.qcow2 >/dev/null && "
+      "for i in $(seq 1 19); do "
+      "  qemu-img create -q -f qcow2 -b c$((i-1)).qcow2 -F qcow2 c$i.qcow2 && "
+      "  qemu-io -c \"write -P $((i+1)) ${i}M 512k\" c$i.qcow2 >/dev/null "
+      "  || exit 1; done && qemu-img convert -O raw c19.qcow2 c19.raw", dir);
+  qcow2_set_cache_size (8192);
+  snprintf (path, sizeof path, "%s/c19.qcow2", dir);
+  im = vd_image_open (path, 0);
+  REQUIRE (im != NULL);
+  same_bytes (im, "c19.raw", 0, 24 << 20);
+  same_bytes (im, "c19.raw", 0, 24 << 20);       /* warm, all spent */
+  vd_image_close (im);
+  qcow2_set_cache_size (QCOW2_DEFAULT_CACHE_BYTES);
+}
+
 static void
 test_snapshot_table (void)
 {
@@ -332,6 +358,7 @@ main (void)
   munmap ((void *) snap_expect, snap_size);
 
   test_lazy_l1 ();
+  test_chain_budget ();
   test_snapshot_table ();
   sh ("rm -rf %s", dir);
   printf ("PASS\n");
