@@ -22,6 +22,73 @@
 #include "log.h"
 #include "cleanup.h"
 
+/* ---- Chain memory budgets (vdformat.h) ---- */
+
+struct vd_budget {
+  uint64_t limit;               /* constant                               */
+  uint64_t used;                /* atomic                                 */
+  unsigned refs;                /* atomic                                 */
+};
+
+static uint64_t chain_budget = VD_DEFAULT_CHAIN_BUDGET;     /* atomic */
+
+void
+vd_set_chain_budget (uint64_t bytes)
+{
+  __atomic_store_n (&chain_budget, bytes, __ATOMIC_RELAXED);
+}
+
+struct vd_budget *
+vd_budget_new (void)
+{
+  struct vd_budget *b = calloc (1, sizeof *b);
+
+  if (b) {
+    b->limit = __atomic_load_n (&chain_budget, __ATOMIC_RELAXED);
+    b->refs = 1;
+  }
+  return b;
+}
+
+struct vd_budget *
+vd_budget_ref (struct vd_budget *b)
+{
+  if (b)
+    __atomic_add_fetch (&b->refs, 1, __ATOMIC_RELAXED);
+  return b;
+}
+
+void
+vd_budget_unref (struct vd_budget *b)
+{
+  if (b && __atomic_sub_fetch (&b->refs, 1, __ATOMIC_ACQ_REL) == 0)
+    free (b);
+}
+
+bool
+vd_budget_charge (struct vd_budget *b, uint64_t bytes)
+{
+  uint64_t used;
+
+  if (!b)
+    return true;
+  used = __atomic_load_n (&b->used, __ATOMIC_RELAXED);
+  do {
+    if (bytes > b->limit || used > b->limit - bytes)
+      return false;
+  } while (!__atomic_compare_exchange_n (&b->used, &used, used + bytes,
+                                         true, __ATOMIC_RELAXED,
+                                         __ATOMIC_RELAXED));
+  return true;
+}
+
+void
+vd_budget_release (struct vd_budget *b, uint64_t bytes)
+{
+  if (b)
+    __atomic_sub_fetch (&b->used, bytes, __ATOMIC_RELAXED);
+}
+
 /* Probe order: most specific first; raw matches everything and is last. */
 static const struct vd_format *const formats[] = {
   &qcow2_format,
@@ -230,7 +297,12 @@ open_chain (const char *path, const char *format, unsigned flags,
         break;
       }
   }
+  /* A top image starts a budget (NULL when out of memory: unlimited);
+   * the images that charge it keep references. */
+  self.budget = parent ? parent->budget : vd_budget_new ();
   img = fmt->open (path, fd, flags, &self);
+  if (!parent)
+    vd_budget_unref (self.budget);
   if (img) {
     img->fmt = fmt;
     img->flags = flags;

@@ -14,8 +14,9 @@
  * unallocated, bit 63 set: compressed (size and offset packed below it),
  * else the file offset of an uncompressed cluster.
  *
- * Who does what.  libqcow opens and checks the image and decodes
- * compressed clusters.  The L1/L2 walk is our own, for three reasons:
+ * Who does what.  libqcow decodes compressed clusters; it is opened on
+ * the first one (it reads the whole L1 table into memory, which an image
+ * without compressed clusters never needs).  The L1/L2 walk is our own, for three reasons:
  * libqcow has no allocation query (we want real holes and splice-able
  * extents); its parent files must be libqcow files (QCOW1 backing files
  * are usually raw, and QCOW1 records no backing format); and libqcow
@@ -29,11 +30,19 @@
  * validated against the file size (EIO, logged); encryption is refused
  * (ENOTSUP).
  *
+ * Bounded memory (images are untrusted, the daemon runs as root): the
+ * header is checked here before libqcow sees the file.  cluster_bits
+ * and l2_bits outside qemu's limits, and an L1 table (DIV_ROUND_UP(size,
+ * 2^(cluster_bits + l2_bits)) entries) over 32 MiB, the qcow2 driver's
+ * cap, are refused with EIO and one line naming the numbers.  An L1 of
+ * at most QCOW1_L1_COPY_MAX (1 MiB) is copied at open; a bigger one is
+ * read per lookup (8 bytes per L1 entry a request crosses).
+ *
  * Threads: the L1 table is immutable after open; L2 entries are read with
  * pread per request (no cache, no lock).  VD_OPEN_LIVE is ignored: the L1
  * copy stays as at open (a legacy format nobody runs VMs on).  A libqcow handle is not safe for
  * concurrent use, so one mutex per image serializes the libqcow calls
- * (compressed clusters only): fine for a legacy format.  The cached file
+ * and its lazy open (compressed clusters only): fine for a legacy format.  The cached file
  * size is accessed atomically.
  *
  * SPDX-License-Identifier: GPL-3.0-or-later
@@ -65,6 +74,9 @@
 #define QCOW1_MAX_CLUSTER_BITS  16
 #define QCOW1_MIN_L2_BITS       6
 #define QCOW1_MAX_L2_BITS       13
+/* The L1 cap (qcow2's QCOW2_MAX_L1_BYTES) and the largest L1 copied. */
+#define QCOW1_MAX_L1_BYTES      (32U << 20)
+#define QCOW1_L1_COPY_MAX       (1U << 20)
 /* L2 entries read per pread. */
 #define QCOW1_L2_BATCH          512
 
@@ -74,13 +86,17 @@ struct libqcow_image {
   uint64_t file_size;           /* atomic: __atomic_* only                 */
   unsigned cluster_bits;
   unsigned l2_bits;
-  uint64_t *l1;                 /* host order, l1_len entries; immutable   */
+  uint64_t *l1;                 /* host order, l1_len entries; immutable;
+                                   NULL: read per lookup at l1_off         */
   uint64_t l1_len;
+  uint64_t l1_off;
   bool has_backing;             /* the header names a backing file         */
   struct vd_image *backing;     /* NULL with VD_OPEN_NO_BACKING            */
-  pthread_mutex_t lock;         /* protects every libqcow call on file     */
+  pthread_mutex_t lock;         /* protects every libqcow call on file,
+                                   file, opened and open_failed            */
   libqcow_file_t *file;
   bool opened;                  /* libqcow_file_open succeeded             */
+  bool open_failed;             /* it failed (logged once): EIO            */
 };
 
 enum libqcow_kind {
@@ -193,7 +209,17 @@ libqcow_map (struct libqcow_image *l, uint64_t offset, uint64_t length,
       errno = EIO;
       return -1;
     }
-    l2_off = l->l1[l1_idx];
+    if (l->l1)
+      l2_off = l->l1[l1_idx];
+    else {
+      if (vd_pread_full (l->fd, &l2_off, 8, l->l1_off + l1_idx * 8,
+                         false) < 0) {
+        vd_error ("qcow: %s: reading the L1 table: %m", l->img.path);
+        errno = EIO;
+        return -1;
+      }
+      l2_off = load_be64 (&l2_off);
+    }
     if (l2_off == 0) {
       if (first)
         *kind = LIBQCOW_UNALLOCATED;
@@ -248,6 +274,39 @@ libqcow_map (struct libqcow_image *l, uint64_t offset, uint64_t length,
   return 0;
 }
 
+/* Open the libqcow handle on first use; l->lock held. */
+static int
+libqcow_handle (struct libqcow_image *l)
+{
+  libqcow_error_t *err = NULL;
+  const char *path = l->img.path;
+  char fdpath[64];
+
+  if (l->opened)
+    return 0;
+  if (l->open_failed) {
+    errno = EIO;
+    return -1;
+  }
+  l->open_failed = true;
+  if (!l->file && libqcow_file_initialize (&l->file, &err) != 1) {
+    libqcow_log_error (path, "libqcow_file_initialize", &err);
+    errno = ENOMEM;
+    return -1;
+  }
+  /* Open the very file we were given (checked by vd_open_checked), never
+   * whatever path names now. */
+  snprintf (fdpath, sizeof fdpath, "/proc/self/fd/%d", l->fd);
+  if (libqcow_file_open (l->file, fdpath, LIBQCOW_OPEN_READ, &err) != 1) {
+    libqcow_log_error (path, "libqcow cannot open it", &err);
+    errno = EIO;
+    return -1;
+  }
+  l->opened = true;
+  l->open_failed = false;
+  return 0;
+}
+
 /* Compressed clusters: libqcow decodes them, one caller at a time. */
 static int
 libqcow_read_compressed (struct libqcow_image *l, char *p, size_t count,
@@ -257,6 +316,10 @@ libqcow_read_compressed (struct libqcow_image *l, char *p, size_t count,
   int ret = 0;
 
   pthread_mutex_lock (&l->lock);
+  if (libqcow_handle (l) < 0) {
+    pthread_mutex_unlock (&l->lock);
+    return -1;
+  }
   while (count > 0) {
     ssize_t r = libqcow_file_read_buffer_at_offset (l->file, p, count,
                                                     (off64_t) offset, &err);
@@ -424,9 +487,7 @@ libqcow_open (const char *path, int fd, unsigned flags,
               const struct vd_chain *chain)
 {
   uint8_t hdr[QCOW1_HEADER_LEN];
-  libqcow_error_t *err = NULL;
   struct libqcow_image *l;
-  char fdpath[64];
   uint64_t size, l1_off, i;
   uint32_t crypt;
   struct stat st;
@@ -483,13 +544,22 @@ libqcow_open (const char *path, int fd, unsigned flags,
   /* The L1 table must lie inside the file, which bounds its allocation. */
   l->l1_len = DIV_ROUND_UP (size,
                             UINT64_C (1) << (l->cluster_bits + l->l2_bits));
+  l->l1_off = l1_off;
+  if (l->l1_len > QCOW1_MAX_L1_BYTES / 8) {
+    vd_error ("qcow: %s: L1 table of %" PRIu64 " entries (size %" PRIu64
+              ", cluster_bits %u, l2_bits %u) over the %u MiB cap", path,
+              l->l1_len, size, l->cluster_bits, l->l2_bits,
+              QCOW1_MAX_L1_BYTES >> 20);
+    errno = EIO;
+    goto fail;
+  }
   if (!libqcow_check_range (l, l1_off, l->l1_len * 8)) {
     vd_error ("qcow: %s: bad L1 table (offset %#" PRIx64 ", %" PRIu64
               " entries)", path, l1_off, l->l1_len);
     errno = EIO;
     goto fail;
   }
-  if (l->l1_len > 0) {
+  if (l->l1_len > 0 && l->l1_len * 8 <= QCOW1_L1_COPY_MAX) {
     l->l1 = malloc (l->l1_len * 8);
     if (!l->l1)
       goto fail;
@@ -502,21 +572,8 @@ libqcow_open (const char *path, int fd, unsigned flags,
       l->l1[i] = load_be64 (&l->l1[i]);
   }
 
-  /* libqcow checks the image too, and reads compressed clusters.  Open
-   * the very file we were given, not whatever path names now. */
-  if (libqcow_file_initialize (&l->file, &err) != 1) {
-    libqcow_log_error (path, "libqcow_file_initialize", &err);
-    errno = ENOMEM;
-    goto fail;
-  }
-  snprintf (fdpath, sizeof fdpath, "/proc/self/fd/%d", fd);
-  /* Never by path again: the file checked by vd_open_checked only. */
-  if (libqcow_file_open (l->file, fdpath, LIBQCOW_OPEN_READ, &err) != 1) {
-    libqcow_log_error (path, "libqcow cannot open it", &err);
-    errno = EIO;
-    goto fail;
-  }
-  l->opened = true;
+  /* libqcow (compressed clusters) is opened on first use: it loads the
+   * whole L1 table. */
 
   if (load_be32 (hdr + 16) != 0
       && libqcow_open_backing (l, path, hdr, flags, chain) < 0)

@@ -26,16 +26,30 @@
  * remember the last cluster inflated (clusters up to 256 KiB) so that
  * sequential small reads do not inflate it again.
  *
- * Memory bound: each image's cache holds at most
- * min(number of L2 tables the L1 table references, cache_bytes /
- * cluster_size) tables (at least one), allocated lazily on first use;
+ * Memory bound (images are untrusted input; the daemon runs as root).
+ * Only the L1 entries the disk size needs are used (l1_size), also for
+ * snapshots.  An L1 table of at most QCOW2_L1_COPY_MAX (1 MiB: disks up
+ * to 64 TiB with 64 KiB clusters) is copied and validated at open, as
+ * long as the chain's budget allows; a bigger one, or one over budget,
+ * stays on disk and each lookup preads the L1 entries it needs (at most
+ * 4 KiB, validated then) with the same helper as live images
+ * (l1_read_run), so a crafted 32 MiB L1 costs nothing held.  Small
+ * tables keep the in-memory path: normal images read as fast as before.
+ * Each image's cache has at most min(L2 tables the L1 table can
+ * reference, cache_bytes / cluster_size) slots (at least one); a slot's
+ * table is allocated on first use and charged to the chain's budget
+ * (vdformat.h: the top image, its backing files and the snapshots opened
+ * from it share one, default cache_bytes + 1 MiB = 9 MiB).  When the
+ * budget is spent an image reuses its own least recently used table, or
+ * reads a private copy for the one request.  So a chain holds at most
+ * its budget in L1 copies and L2 tables, however deep (64 images do not
+ * cost 64 x 8 MiB), plus per image its slot array (32 bytes a slot).
  * cache_bytes defaults to 8 MiB and is set process-wide with
- * qcow2_set_cache_size() before images are opened.  A 2 TiB image with
- * 64 KiB clusters and little data thus costs its 32 KiB L1 table plus
- * one cluster per L2 table actually touched, at most 8 MiB.  Besides:
- * per reading thread, at most 1 MiB of inflate buffers kept between calls
- * (plus a zstd context), up to three clusters while one call inflates a
- * big cluster, and a private L2 table while its shard is all pinned.
+ * qcow2_set_cache_size() before images are opened.  Besides: per reading
+ * thread, at most 1 MiB of inflate buffers kept between calls (plus a
+ * zstd context), up to three clusters while one call inflates a big
+ * cluster, and a private L2 table while its shard is all pinned or the
+ * budget spent.
  *
  * Every descriptor is validated before use: offsets cluster aligned,
  * outside the header cluster (unless in an external data file), starting
@@ -94,6 +108,7 @@ struct l2_shard {
 
 struct qcow2_l2_cache {
   uint64_t id;                  /* unique per open image (decompress key) */
+  struct vd_budget *budget;     /* the image's (it holds the reference)   */
   size_t table_bytes;
   unsigned nshards;
   struct l2_shard *shards;
@@ -110,6 +125,7 @@ void
 qcow2_set_cache_size (uint64_t bytes)
 {
   __atomic_store_n (&cache_bytes, bytes, __ATOMIC_RELAXED);
+  vd_set_chain_budget (bytes + QCOW2_L1_COPY_MAX);
 }
 
 struct qcow2_l2_cache *
@@ -127,6 +143,7 @@ qcow2_cache_new (const struct qcow2_image *q)
   if (!c)
     return NULL;
   c->id = __atomic_fetch_add (&next_cache_id, 1, __ATOMIC_RELAXED);
+  c->budget = q->budget;
   c->table_bytes = q->cluster_size;
   c->nshards = nslots <= MIN_SHARDS ? nslots : MAX (MIN_SHARDS, nslots / WAYS);
   /* Shards are cache-line aligned (no false sharing between mutexes):
@@ -165,7 +182,10 @@ qcow2_cache_free (struct qcow2_l2_cache *c)
     struct l2_shard *s = &c->shards[i];
 
     for (j = 0; s->slots && j < s->nslots; j++)
-      free (s->slots[j].table);
+      if (s->slots[j].table) {
+        free (s->slots[j].table);
+        vd_budget_release (c->budget, c->table_bytes);
+      }
     free (s->slots);
     pthread_mutex_destroy (&s->lock);
   }
@@ -192,7 +212,7 @@ l2_get (struct qcow2_image *q, uint64_t l2_off, struct l2_ref *ref)
   struct qcow2_l2_cache *c = q->cache;
   uint64_t h = (l2_off >> q->cluster_bits) * 0x9e3779b97f4a7c15ULL;
   struct l2_shard *s = &c->shards[(h >> 32) % c->nshards];
-  struct l2_slot *victim = NULL;
+  struct l2_slot *victim = NULL, *empty = NULL;
   unsigned i;
   uint8_t *priv;
 
@@ -210,15 +230,26 @@ l2_get (struct qcow2_image *q, uint64_t l2_off, struct l2_ref *ref)
       ref->slot = sl;
       return 0;
     }
-    if (sl->pins == 0 && (!victim || sl->stamp < victim->stamp))
+    if (sl->pins != 0)
+      continue;
+    if (!sl->table) {
+      if (!empty)
+        empty = sl;
+    }
+    else if (!victim || sl->stamp < victim->stamp)
       victim = sl;
   }
-  if (victim) {
-    if (!victim->table &&
-        (victim->table = malloc (c->table_bytes)) == NULL) {
+  /* A new table while the chain's budget allows, else the least
+   * recently used of ours, else a private copy. */
+  if (empty && vd_budget_charge (c->budget, c->table_bytes)) {
+    if ((empty->table = malloc (c->table_bytes)) == NULL) {
+      vd_budget_release (c->budget, c->table_bytes);
       pthread_mutex_unlock (&s->lock);
       return -1;
     }
+    victim = empty;
+  }
+  if (victim) {
     victim->offset = 0;
     if (read_l2 (q, l2_off, victim->table) < 0) {
       pthread_mutex_unlock (&s->lock);
@@ -263,23 +294,40 @@ l2_put (struct l2_ref *ref)
 
 /* ---- L1 table ---- */
 
+/* Set up the L1 table of entries entries at offset (the caller checked
+ * that it lies inside the file).  Copied and validated now when it is at
+ * most QCOW2_L1_COPY_MAX bytes and the chain's budget allows (live
+ * images: validated, not charged; qcow2_open_image drops the copy);
+ * otherwise left on disk, each lookup reading and validating the entries
+ * it needs. */
 int
 qcow2_load_l1 (struct qcow2_image *q, uint64_t offset, uint32_t entries,
                const char *what)
 {
-  uint64_t *l1 = NULL, fsize, n = 0;
+  uint64_t *l1 = NULL, fsize, n = 0, bytes = (uint64_t) entries * 8;
   uint32_t i;
 
-  if (entries > 0) {
-    l1 = malloc ((size_t) entries * 8);
-    if (!l1)
-      return -1;
-    if (vd_pread_full (q->fd, l1, (size_t) entries * 8, offset, false) < 0) {
-      vd_error ("qcow2: %s: cannot read the %s: %m", q->img.path, what);
-      free (l1);
-      errno = EIO;
-      return -1;
-    }
+  q->l1 = NULL;
+  q->l1_size = entries;
+  q->l1_offset = offset;
+  q->nr_l2_tables = entries;
+  if (entries == 0)
+    return 0;
+  if (bytes > QCOW2_L1_COPY_MAX ||
+      (!q->live && !vd_budget_charge (q->budget, bytes))) {
+    vd_debug ("qcow2: %s: %s of %" PRIu64 " bytes read per lookup",
+              q->img.path, what, bytes);
+    return 0;
+  }
+  if (!q->live)
+    q->l1_charged = bytes;
+  l1 = malloc (bytes);
+  if (!l1)
+    goto fail;
+  if (vd_pread_full (q->fd, l1, bytes, offset, false) < 0) {
+    vd_error ("qcow2: %s: cannot read the %s: %m", q->img.path, what);
+    errno = EIO;
+    goto fail;
   }
   fsize = qcow2_file_size (q, false, true);
   for (i = 0; i < entries; i++) {
@@ -293,16 +341,24 @@ qcow2_load_l1 (struct qcow2_image *q, uint64_t offset, uint32_t entries,
       vd_error ("qcow2: %s: %s entry %" PRIu32 ": L2 table offset %#" PRIx64
                 " unaligned, in the header or outside the file", q->img.path,
                 what, i, off);
-      free (l1);
       errno = EIO;
-      return -1;
+      goto fail;
     }
     n++;
   }
   q->l1 = l1;
-  q->l1_size = entries;
   q->nr_l2_tables = n;
   return 0;
+
+ fail:
+  {
+    int e = errno;
+    free (l1);
+    vd_budget_release (q->budget, q->l1_charged);
+    q->l1_charged = 0;
+    errno = e;
+    return -1;
+  }
 }
 
 /* ---- Mapping ---- */
@@ -492,6 +548,58 @@ walk_l2 (struct qcow2_image *q, const uint8_t *ents, uint64_t offset,
 #define LIVE_L1_MAX    512     /* L1 entries read at once (4 KiB)         */
 #define LIVE_L2_BYTES  4096    /* L2 entry bytes read at once             */
 
+/* L1 entries from disk, for live images and for L1 tables not copied at
+ * open (qcow2_load_l1).  From the table at l1_off of l1_size entries,
+ * read the entries guest range [offset, offset + max_len) needs, from
+ * the one of offset (l1i < l1_size) on, at most LIVE_L1_MAX.  *l2_off:
+ * the first one's L2 table offset (0: unallocated; not validated);
+ * *limit: how many bytes from offset that answer covers (to the end of
+ * the entry's range, or for an unallocated one over the following
+ * unallocated entries too, to max_len past the end of the table). */
+static int
+l1_read_run (struct qcow2_image *q, uint64_t l1_off, uint32_t l1_size,
+             uint64_t offset, uint64_t max_len, uint64_t *l2_off,
+             uint64_t *limit)
+{
+  unsigned cov_bits = q->cluster_bits + q->l2_bits;
+  uint64_t cov = 1ULL << cov_bits, l1i = offset >> cov_bits, need, n, i;
+  uint8_t l1buf[LIVE_L1_MAX * 8];
+
+  *limit = MIN (((l1i + 1) << cov_bits) - offset, max_len);
+  need = 1 + DIV_ROUND_UP (max_len - *limit, cov);
+  n = MIN (MIN ((uint64_t) l1_size - l1i, (uint64_t) LIVE_L1_MAX), need);
+  if (vd_pread_full (q->fd, l1buf, n * 8, l1_off + l1i * 8, false) < 0) {
+    vd_error ("qcow2: %s: cannot read the L1 table at %#" PRIx64 ": %m",
+              q->img.path, l1_off);
+    errno = EIO;
+    return -1;
+  }
+  *l2_off = load_be64 (l1buf) & QCOW2_L1E_OFFSET_MASK;
+  if (*l2_off != 0)
+    return 0;
+  for (i = 1; i < n && *limit < max_len; i++) {
+    if (load_be64 (l1buf + i * 8) & QCOW2_L1E_OFFSET_MASK)
+      break;
+    *limit = MIN (max_len, *limit + cov);
+  }
+  if (i == n && l1i + n >= l1_size)
+    *limit = max_len;
+  return 0;
+}
+
+/* Is an L2 table at l2_off (from an L1 entry) aligned, past the header
+ * cluster and inside the file? */
+static bool
+l2_off_ok (struct qcow2_image *q, uint64_t l2_off)
+{
+  uint64_t cs = q->cluster_size, fsize = qcow2_file_size (q, false, false);
+
+  if (l2_off + cs > fsize)
+    fsize = qcow2_file_size (q, false, true);
+  return IS_ALIGNED (l2_off, cs) && l2_off >= cs && l2_off <= fsize &&
+    fsize - l2_off >= cs;
+}
+
 /* The active L1 table's position, from the header, validated. */
 static int
 live_l1_pos (struct qcow2_image *q, uint64_t *off, uint32_t *size)
@@ -547,45 +655,30 @@ map_piece_live (struct qcow2_image *q, uint64_t offset, uint64_t max_len,
                 struct piece *p)
 {
   unsigned cov_bits = q->cluster_bits + q->l2_bits;
-  uint64_t cov = 1ULL << cov_bits, cs = q->cluster_size;
   uint64_t l1i = offset >> cov_bits;
-  uint8_t l1buf[LIVE_L1_MAX * 8], l2buf[LIVE_L2_BYTES];
+  uint8_t l2buf[LIVE_L2_BYTES];
   unsigned try;
 
   for (try = 0; try < LIVE_RETRIES; try++) {
-    uint64_t l1_off, limit, l2_off, need, n, i, first_cl, nent, end, fsize;
+    uint64_t l1_off, limit, l2_off, first_cl, nent, end;
     uint32_t l1_size;
     bool changed;
 
     memset (p, 0, sizeof *p);
     if (live_l1_pos (q, &l1_off, &l1_size) < 0)
       return -1;
-    limit = MIN (((l1i + 1) << cov_bits) - offset, max_len);
     if (l1i >= l1_size) {
       /* Beyond the L1 table: never written (it only grows). */
       p->kind = P_UNALLOC;
       p->len = max_len;
       return 0;
     }
-    need = 1 + DIV_ROUND_UP (max_len - limit, cov);
-    n = MIN (MIN ((uint64_t) l1_size - l1i, (uint64_t) LIVE_L1_MAX), need);
-    if (vd_pread_full (q->fd, l1buf, n * 8, l1_off + l1i * 8, false) < 0) {
-      vd_error ("qcow2: %s: cannot read the active L1 table: %m",
-                q->img.path);
-      errno = EIO;
+    if (l1_read_run (q, l1_off, l1_size, offset, max_len, &l2_off,
+                     &limit) < 0)
       return -1;
-    }
-    l2_off = load_be64 (l1buf) & QCOW2_L1E_OFFSET_MASK;
 
     if (l2_off == 0) {
       /* Unallocated, over following empty L1 entries too. */
-      for (i = 1; i < n && limit < max_len; i++) {
-        if (load_be64 (l1buf + i * 8) & QCOW2_L1E_OFFSET_MASK)
-          break;
-        limit = MIN (max_len, limit + cov);
-      }
-      if (i == n && l1i + n >= l1_size)
-        limit = max_len;
       if (live_changed (q, l1_off, l1_size, l1i, 0, &changed) < 0)
         return -1;
       if (changed)
@@ -595,11 +688,7 @@ map_piece_live (struct qcow2_image *q, uint64_t offset, uint64_t max_len,
       return 0;
     }
 
-    fsize = qcow2_file_size (q, false, false);
-    if (l2_off + cs > fsize)
-      fsize = qcow2_file_size (q, false, true);
-    if (!IS_ALIGNED (l2_off, cs) || l2_off < cs || l2_off > fsize ||
-        fsize - l2_off < cs) {
+    if (!l2_off_ok (q, l2_off)) {
       if (live_changed (q, l1_off, l1_size, l1i, 0, &changed) < 0)
         return -1;
       if (changed)
@@ -646,6 +735,7 @@ map_piece (struct qcow2_image *q, uint64_t offset, uint64_t max_len,
   unsigned cov_bits = q->cluster_bits + q->l2_bits;
   uint64_t l1i = offset >> cov_bits;
   uint64_t limit = ((l1i + 1) << cov_bits) - offset;
+  uint64_t l2_off;
   struct l2_ref ref;
   size_t idx;
   int r;
@@ -655,7 +745,25 @@ map_piece (struct qcow2_image *q, uint64_t offset, uint64_t max_len,
 
   memset (p, 0, sizeof *p);
   limit = MIN (limit, max_len);
-  if (l1i >= q->l1_size || q->l1[l1i] == 0) {
+  if (!q->l1 && l1i < q->l1_size) {
+    /* An L1 table not copied at open: read the entries needed. */
+    if (l1_read_run (q, q->l1_offset, q->l1_size, offset, max_len, &l2_off,
+                     &limit) < 0)
+      return -1;
+    if (l2_off == 0) {
+      p->kind = P_UNALLOC;
+      p->len = limit;
+      return 0;
+    }
+    if (!l2_off_ok (q, l2_off)) {
+      vd_error ("qcow2: %s: L1 table entry %" PRIu64 ": L2 table offset %#"
+                PRIx64 " unaligned, in the header or outside the file",
+                q->img.path, l1i, l2_off);
+      errno = EIO;
+      return -1;
+    }
+  }
+  else if (l1i >= q->l1_size || q->l1[l1i] == 0) {
     /* Unallocated: extend over following empty L1 entries too, so that
      * a sparse 2 TiB image is walked in a few steps. */
     while (limit < max_len) {
@@ -671,7 +779,9 @@ map_piece (struct qcow2_image *q, uint64_t offset, uint64_t max_len,
     p->len = limit;
     return 0;
   }
-  if (l2_get (q, q->l1[l1i], &ref) < 0)
+  else
+    l2_off = q->l1[l1i];
+  if (l2_get (q, l2_off, &ref) < 0)
     return -1;
   idx = (offset >> q->cluster_bits) & ((1ULL << q->l2_bits) - 1);
   r = walk_l2 (q, ref.table + idx * q->l2_entry_bytes, offset,

@@ -9,14 +9,25 @@
  * image, so it stays valid after the image it came from is closed; its
  * backing file is the image's current one.
  *
- * The table is read afresh from disk on every list/open, so snapshots
- * created while the image is open (a running VM, vmdiskfs's own mkdir)
- * show up, with or without VD_OPEN_LIVE.  A snapshot is opened without
- * VD_OPEN_LIVE even from a live image: its L1 table, L2 tables and
- * clusters are immutable while it exists (after its deletion they may be
- * reused: reads may give garbage, validated as always, never a crash).
- * Threads: no shared state; every call works on its own copy, and the
- * file may be written by a running VM meanwhile.
+ * The table is parsed once per open image, not per list or open: at open
+ * for the active image (qcow2_open_image; a corrupt table is a corrupt
+ * image), on first use for an image opened as a snapshot.  list_snapshots
+ * copies the parsed table, open_snapshot hands the parsed entry to
+ * qcow2_open_image (which then reads no table).  Without VD_OPEN_LIVE the
+ * list is as at open (the owner reopens a changed file, as fs/ does).
+ * With it, each list/open first preads the header's nb_snapshots and
+ * snapshots_offset (12 bytes) and parses the table again only when they
+ * changed: qemu writes every new table to newly allocated clusters, so a
+ * snapshot made or deleted by the running VM changes them.  A snapshot is
+ * opened without VD_OPEN_LIVE even from a live image: its L1 table, L2
+ * tables and clusters are immutable while it exists (after its deletion
+ * they may be reused: reads may give garbage, validated as always, never
+ * a crash).
+ *
+ * Threads: list and open_snapshot run concurrently on one image; the
+ * parsed table (sn_table, sn_count, sn_key, sn_loaded) is protected by
+ * q->sn_lock, held while it is refreshed and copied from.  The file may
+ * be written by a running VM meanwhile.
  *
  * SPDX-License-Identifier: GPL-3.0-or-later
  */
@@ -101,7 +112,8 @@ grow (struct qcow2_image *q, uint8_t **table, uint64_t *have,
 
 int
 qcow2_read_snapshot_table (struct qcow2_image *q,
-                           struct qcow2_snapshot **snaps_ret, size_t *n_ret)
+                           struct qcow2_snapshot **snaps_ret, size_t *n_ret,
+                           uint8_t key[12])
 {
   const char *path = q->img.path;
   uint8_t hdr[72];
@@ -122,6 +134,8 @@ qcow2_read_snapshot_table (struct qcow2_image *q,
   }
   /* Snapshots without a recorded disk size have the image's. */
   image_size = load_be64 (hdr + 24);
+  if (key)
+    memcpy (key, hdr + 60, 12);
   nb = load_be32 (hdr + 60);
   table_off = load_be64 (hdr + 64);
   if (nb == 0)
@@ -258,34 +272,73 @@ qcow2_find_snapshot (const struct qcow2_snapshot *snaps, size_t n,
   return NULL;
 }
 
+/* Test hook: how many times a table was parsed (tests/unit). */
+unsigned long qcow2_snapshot_table_parses;      /* atomic */
+
+/* Make q->sn_table current (see the header comment); q->sn_lock held. */
+static int
+table_current (struct qcow2_image *q)
+{
+  struct qcow2_snapshot *snaps;
+  uint8_t key[12];
+  size_t n;
+
+  if (q->sn_loaded && !q->live)
+    return 0;
+  if (q->sn_loaded) {
+    if (vd_pread_full (q->fd, key, sizeof key, 60, false) < 0) {
+      vd_error ("qcow2: %s: cannot read the header: %m", q->img.path);
+      errno = EIO;
+      return -1;
+    }
+    if (memcmp (key, q->sn_key, sizeof key) == 0)
+      return 0;
+  }
+  if (qcow2_read_snapshot_table (q, &snaps, &n, key) < 0)
+    return -1;
+  __atomic_add_fetch (&qcow2_snapshot_table_parses, 1, __ATOMIC_RELAXED);
+  qcow2_free_snapshot_table (q->sn_table, q->sn_count);
+  q->sn_table = snaps;
+  q->sn_count = n;
+  memcpy (q->sn_key, key, sizeof key);
+  q->sn_loaded = true;
+  return 0;
+}
+
 int
 qcow2_list_snapshots (struct vd_image *img, struct vd_snapshot **ret,
                       size_t *n_ret)
 {
   struct qcow2_image *q = (struct qcow2_image *) img;
-  struct qcow2_snapshot *snaps;
   struct vd_snapshot *out;
   size_t n, i;
 
-  if (qcow2_read_snapshot_table (q, &snaps, &n) < 0)
+  pthread_mutex_lock (&q->sn_lock);
+  if (table_current (q) < 0) {
+    pthread_mutex_unlock (&q->sn_lock);
     return -1;
+  }
+  n = q->sn_count;
   out = calloc (n ? n : 1, sizeof *out);
-  if (!out) {
-    qcow2_free_snapshot_table (snaps, n);
+  for (i = 0; out && i < n; i++) {
+    const struct qcow2_snapshot *sn = &q->sn_table[i];
+
+    out[i].id = strdup (sn->id);
+    out[i].name = strdup (sn->name);
+    if (!out[i].id || !out[i].name) {
+      vd_snapshots_free (out, i + 1);
+      out = NULL;
+      break;
+    }
+    out[i].date_sec = sn->date_sec;
+    out[i].date_nsec = sn->date_nsec;
+    out[i].vm_clock_nsec = sn->vm_clock_nsec;
+    out[i].disk_size = sn->disk_size;
+    out[i].vm_state_size = sn->vm_state_size;
+  }
+  pthread_mutex_unlock (&q->sn_lock);
+  if (!out)
     return -1;
-  }
-  for (i = 0; i < n; i++) {
-    /* Move the strings over. */
-    out[i].id = snaps[i].id;
-    out[i].name = snaps[i].name;
-    snaps[i].id = snaps[i].name = NULL;
-    out[i].date_sec = snaps[i].date_sec;
-    out[i].date_nsec = snaps[i].date_nsec;
-    out[i].vm_clock_nsec = snaps[i].vm_clock_nsec;
-    out[i].disk_size = snaps[i].disk_size;
-    out[i].vm_state_size = snaps[i].vm_state_size;
-  }
-  qcow2_free_snapshot_table (snaps, n);
   *ret = out;
   *n_ret = n;
   return 0;
@@ -295,10 +348,31 @@ struct vd_image *
 qcow2_open_snapshot (struct vd_image *img, const char *id_or_name)
 {
   struct qcow2_image *q = (struct qcow2_image *) img, *s;
-  struct vd_chain self;
+  const struct qcow2_snapshot *found;
+  struct qcow2_snapshot sn;
+  struct vd_chain self = { 0 };
   struct stat st;
   mode_t modes = 0444;
   int fd;
+
+  /* The entry, copied out of the parsed table (its strings are not
+   * needed by the snapshot image). */
+  pthread_mutex_lock (&q->sn_lock);
+  if (table_current (q) < 0) {
+    pthread_mutex_unlock (&q->sn_lock);
+    return NULL;
+  }
+  found = qcow2_find_snapshot (q->sn_table, q->sn_count, id_or_name);
+  if (found) {
+    sn = *found;
+    sn.id = sn.name = NULL;
+  }
+  pthread_mutex_unlock (&q->sn_lock);
+  if (!found) {
+    vd_debug ("qcow2: %s: no snapshot %s", img->path, id_or_name);
+    errno = ENOENT;
+    return NULL;
+  }
 
   /* A dup shares the open file description, so the snapshot reads the
    * same file even if it was renamed since; pread ignores the shared file
@@ -319,10 +393,11 @@ qcow2_open_snapshot (struct vd_image *img, const char *id_or_name)
   self.path = img->path;
   self.policy = img->policy;
   self.modes = &modes;
+  self.budget = q->budget;      /* a snapshot of the chain: its budget */
   errno = 0;
   /* Immutable while the snapshot exists: never LIVE. */
   s = qcow2_open_image (img->path, fd,
                         img->flags & ~(VD_OPEN_RDWR | VD_OPEN_LIVE), &self,
-                        id_or_name);
+                        &sn);
   return s ? &s->img : NULL;
 }

@@ -16,9 +16,12 @@
  * refusing would lock the user out of the data they want to rescue.
  *
  * Threads: open and close run alone; after open, every field here is
- * read-only except what qcow2-cluster.c says (L2 cache, file sizes).
- * With VD_OPEN_LIVE the active image keeps no L1 copy (it is read and
- * validated at open, then dropped): see qcow2-cluster.c.
+ * read-only except what qcow2-cluster.c says (L2 cache, file sizes,
+ * budget) and the snapshot table cache (qcow2-snapshot.c, sn_lock).
+ * With VD_OPEN_LIVE the active image keeps no L1 copy (one of at most
+ * QCOW2_L1_COPY_MAX is read and validated at open, then dropped): see
+ * qcow2-cluster.c.  Only the L1 entries the virtual size needs are used;
+ * memory bounds: qcow2-cluster.c.
  *
  * SPDX-License-Identifier: GPL-3.0-or-later
  */
@@ -166,6 +169,10 @@ qcow2_free (struct qcow2_image *q)
     close (q->fd);
   qcow2_cache_free (q->cache);
   free (q->l1);
+  vd_budget_release (q->budget, q->l1_charged);
+  vd_budget_unref (q->budget);
+  qcow2_free_snapshot_table (q->sn_table, q->sn_count);
+  pthread_mutex_destroy (&q->sn_lock);
   free (q->backing_name);
   free (q->backing_format);
   free (q->data_file_name);
@@ -267,11 +274,13 @@ open_backing (struct qcow2_image *q, unsigned flags,
 }
 
 /* Open path (fd owned from now on, closed on failure).  snapshot: NULL for
- * the active image, else the id or name of the internal snapshot whose L1
- * table and disk size to use (read-only). */
+ * the active image, else the entry (validated by the image that parsed
+ * its table) of the internal snapshot whose L1 table and disk size to use
+ * (read-only). */
 struct qcow2_image *
 qcow2_open_image (const char *path, int fd, unsigned flags,
-                  const struct vd_chain *chain, const char *snapshot)
+                  const struct vd_chain *chain,
+                  const struct qcow2_snapshot *snapshot)
 {
   struct qcow2_image *q;
   CLEANUP_FREE uint8_t *hdr = NULL;
@@ -290,6 +299,8 @@ qcow2_open_image (const char *path, int fd, unsigned flags,
   }
   q->fd = fd;
   q->data_fd = fd;
+  pthread_mutex_init (&q->sn_lock, NULL);
+  q->budget = vd_budget_ref (chain ? chain->budget : NULL);
   q->is_snapshot = snapshot != NULL;
   /* A snapshot's tables are immutable while it exists: no need. */
   q->live = (flags & VD_OPEN_LIVE) && !snapshot;
@@ -528,36 +539,23 @@ qcow2_open_image (const char *path, int fd, unsigned flags,
 
   q->img.size = size;
   if (!snapshot) {
-    /* Validate the snapshot table even when not opening one: a corrupt
-     * table is a corrupt image. */
-    struct qcow2_snapshot *snaps;
-    size_t n;
-
-    if (qcow2_read_snapshot_table (q, &snaps, &n) < 0)
+    /* Parse the snapshot table now, and keep it (qcow2-snapshot.c): a
+     * corrupt table is a corrupt image. */
+    if (qcow2_read_snapshot_table (q, &q->sn_table, &q->sn_count,
+                                   q->sn_key) < 0)
       goto fail;
-    qcow2_free_snapshot_table (snaps, n);
-    if (qcow2_load_l1 (q, l1_off, l1_size, "active L1 table") < 0)
+    q->sn_loaded = true;
+    /* Only the entries the virtual size needs (l1_size >= l1_needed). */
+    if (qcow2_load_l1 (q, l1_off, l1_needed, "active L1 table") < 0)
       goto fail;
   }
   else {
-    struct qcow2_snapshot *snaps;
-    const struct qcow2_snapshot *sn;
-    size_t n;
-    int r;
-
-    if (qcow2_read_snapshot_table (q, &snaps, &n) < 0)
-      goto fail;
-    sn = qcow2_find_snapshot (snaps, n, snapshot);
-    if (!sn) {
-      qcow2_free_snapshot_table (snaps, n);
-      vd_debug ("qcow2: %s: no snapshot %s", path, snapshot);
-      errno = ENOENT;
-      goto fail;
-    }
-    q->img.size = sn->disk_size;
-    r = qcow2_load_l1 (q, sn->l1_offset, sn->l1_size, "snapshot L1 table");
-    qcow2_free_snapshot_table (snaps, n);
-    if (r < 0)
+    /* Its table is parsed on first use (list_snapshots). */
+    q->img.size = snapshot->disk_size;
+    l1_needed = q->img.size / l2_coverage + (q->img.size % l2_coverage != 0);
+    if (qcow2_load_l1 (q, snapshot->l1_offset,
+                       MIN ((uint64_t) snapshot->l1_size, l1_needed),
+                       "snapshot L1 table") < 0)
       goto fail;
   }
 

@@ -7,9 +7,11 @@
  * names below ("== Header ==" ...) refer to that document.
  *
  * Threads: everything in struct qcow2_image is set at open and read-only
- * afterwards, except the L2 cache (qcow2-cluster.c, one mutex per shard)
- * and the cached file sizes (atomic loads/stores, refreshed with
- * fstat when an offset looks beyond the end of a growing file).  With
+ * afterwards, except the L2 cache (qcow2-cluster.c, one mutex per shard),
+ * the cached file sizes (atomic loads/stores, refreshed with fstat when
+ * an offset looks beyond the end of a growing file), the chain budget
+ * (atomic, vdformat.h) and the parsed snapshot table (qcow2-snapshot.c,
+ * sn_lock).  With
  * VD_OPEN_LIVE (live set) the file's metadata may change under us: l1 is
  * NULL and the cache unused; every lookup reads the header's L1 position,
  * the L1 entry and L2 entries afresh (qcow2-cluster.c).
@@ -19,6 +21,7 @@
 #ifndef VD_QCOW2_H
 #define VD_QCOW2_H
 
+#include <pthread.h>
 #include <stdbool.h>
 #include <stdint.h>
 
@@ -61,6 +64,11 @@
 #define QCOW2_MAX_SNAPSHOT_EXTRA    1024
 #define QCOW2_MAX_BACKING_NAME      1023
 #define QCOW2_MAX_CLUSTER_BITS      21
+/* An L1 table (the entries the disk size needs) of at most this many
+ * bytes is copied into memory at open, if the chain's budget allows; a
+ * bigger one (a disk over 64 TiB with 64 KiB clusters) is read per lookup
+ * (qcow2-cluster.c). */
+#define QCOW2_L1_COPY_MAX           (1U << 20)
 #define QCOW2_MIN_CLUSTER_BITS      9
 
 /* Default bound of each image's L2 cache (qcow2_set_cache_size). */
@@ -104,9 +112,13 @@ struct qcow2_image {
   bool has_data_file;           /* incompatible bit 2                     */
   bool data_raw;                /* autoclear bit 1                        */
 
-  uint64_t *l1;                 /* host byte order, validated at open     */
-  uint32_t l1_size;
-  uint64_t nr_l2_tables;        /* non-zero L1 entries                    */
+  uint64_t *l1;                 /* host byte order, validated at open;
+                                   NULL: read per lookup (live, or over
+                                   QCOW2_L1_COPY_MAX, or over budget)     */
+  uint32_t l1_size;             /* entries in use: those the size needs   */
+  uint64_t l1_offset;           /* of the table l1 copies or stands for   */
+  uint64_t nr_l2_tables;        /* non-zero L1 entries (without a copy:
+                                   l1_size, an upper bound)               */
 
   char *backing_name;           /* as stored in the image, or NULL        */
   char *backing_format;         /* backing format extension, or NULL      */
@@ -117,6 +129,18 @@ struct qcow2_image {
   struct qcow2_l2_cache *cache;
   bool live;                    /* VD_OPEN_LIVE on the active image: no
                                    l1 copy, no L2 cache (see vdformat.h)  */
+
+  struct vd_budget *budget;     /* the chain's (a reference), or NULL     */
+  uint64_t l1_charged;          /* bytes of l1 charged to budget          */
+
+  /* The parsed snapshot table (qcow2-snapshot.c): parsed at open, kept;
+   * with live, parsed again when the header's nb_snapshots or
+   * snapshots_offset (sn_key, bytes 60..71) changed. */
+  pthread_mutex_t sn_lock;      /* protects the four below                */
+  bool sn_loaded;
+  uint8_t sn_key[12];
+  struct qcow2_snapshot *sn_table;
+  size_t sn_count;
 };
 
 /* qcow2.c */
@@ -124,12 +148,13 @@ extern const struct vd_format qcow2_format;
 struct qcow2_image *qcow2_open_image (const char *path, int fd,
                                       unsigned flags,
                                       const struct vd_chain *chain,
-                                      const char *snapshot);
+                                      const struct qcow2_snapshot *snapshot);
 uint64_t qcow2_file_size (struct qcow2_image *q, bool data, bool refresh);
 
 /* qcow2-cluster.c */
 /* Bound of each image's L2 cache, for images opened afterwards (default
- * QCOW2_DEFAULT_CACHE_BYTES); the daemon's -o l2_cache. */
+ * QCOW2_DEFAULT_CACHE_BYTES); the daemon's -o l2_cache.  Also sets the
+ * chain budget (vdformat.h) to bytes + QCOW2_L1_COPY_MAX. */
 #define HAVE_QCOW2_SET_CACHE_SIZE 1
 void qcow2_set_cache_size (uint64_t bytes);
 int qcow2_load_l1 (struct qcow2_image *q, uint64_t offset, uint32_t entries,
@@ -142,8 +167,11 @@ int qcow2_block_status (struct vd_image *img, uint64_t offset,
                         uint64_t length, struct vd_extent *e);
 
 /* qcow2-snapshot.c */
+/* Parse the table the header points to now; key gets header bytes 60..71
+ * as read for it (NULL: not wanted). */
 int qcow2_read_snapshot_table (struct qcow2_image *q,
-                               struct qcow2_snapshot **snaps, size_t *n);
+                               struct qcow2_snapshot **snaps, size_t *n,
+                               uint8_t key[12]);
 void qcow2_free_snapshot_table (struct qcow2_snapshot *snaps, size_t n);
 const struct qcow2_snapshot *
 qcow2_find_snapshot (const struct qcow2_snapshot *snaps, size_t n,

@@ -44,7 +44,8 @@
 /* VD_OPEN_LIVE, in detail.
  *
  * Without it a driver may cache metadata for as long as the image is open
- * (qcow2: the L1 table and L2 tables; QED: L1 and L2 chunks), so an image
+ * (qcow2: the L1 table, L2 tables and the parsed snapshot table; QED:
+ * L1 and L2 chunks), so an image
  * that someone else writes reads stale: new clusters read as holes, a
  * moved L1 table is read where it used to be.  Drivers never detect that;
  * the owner does (fs/ compares the image file's size and mtime and
@@ -66,13 +67,18 @@
  * by reopening, as fs/ does on an mtime change), the geometry (cluster
  * size, features), the backing chain (backing files are opened without
  * LIVE: qemu does not write them) and external data file.  The snapshot
- * list is read afresh on every call in any mode.  A snapshot opened from
+ * table is parsed once per open image: without LIVE list_snapshots and
+ * open_snapshot answer from the table as at open (the owner reopens a
+ * changed file); with it, each call preads the header's nb_snapshots and
+ * snapshots_offset (12 bytes) and parses the table again only when they
+ * changed, so snapshots the running VM makes or deletes show up.  A
+ * snapshot opened from
  * a LIVE image (vd_image_open_snapshot) is opened without LIVE: its L1
  * table, L2 tables and clusters are immutable while the snapshot exists.
  * If it is deleted while open its clusters may be reused: reads may then
  * return garbage, but every offset is still validated (EIO, no crash).
  * raw images need nothing (no metadata); QCOW version 1 images ignore the
- * flag (their L1 copy stays as at open).
+ * flag (their L1 table, copied or read per lookup, is the one at open).
  *
  * The data clusters a request maps are read after the mapping: a cluster
  * discarded and reused in between (discard, snapshot deletion) can give
@@ -175,7 +181,34 @@ struct vd_chain {
   const struct vd_policy *policy;  /* of the top image, or NULL          */
   mode_t *modes;                 /* this image's read bits so far: files
                                     it opens (backing, data) AND theirs  */
+  struct vd_budget *budget;      /* metadata memory of the whole chain:
+                                    set by vd_image_open_chain for a top
+                                    image, inherited by backing files and
+                                    snapshots opened from it (below)    */
 };
+
+/* Memory budget of one chain (bounded memory on untrusted images).
+ *
+ * Metadata a driver keeps for longer than one request (qcow2: L1 copies
+ * and L2 cache tables) is charged to the budget of the chain the image
+ * belongs to: the top image, its backing files and the snapshots opened
+ * from it (with their backing files) share one.  A charge that does not
+ * fit fails, and the driver does without: it reads the L1 entry per
+ * lookup, evicts one of its own L2 tables or uses a private table for the
+ * one request.  Limit: vd_set_chain_budget (default 9 MiB, the default L2
+ * cache bound plus one 1 MiB L1 copy; qcow2_set_cache_size raises it with
+ * -o l2_cache).  Refcounted: each image that charges keeps a reference;
+ * charges and releases are atomic (any thread). */
+struct vd_budget;
+#define VD_DEFAULT_CHAIN_BUDGET (9U << 20)
+void vd_set_chain_budget (uint64_t bytes);   /* for chains opened later */
+struct vd_budget *vd_budget_new (void);
+struct vd_budget *vd_budget_ref (struct vd_budget *b);    /* NULL ok */
+void vd_budget_unref (struct vd_budget *b);               /* NULL ok */
+/* Take bytes from b: false (nothing taken) if that would exceed its
+ * limit.  A NULL budget is unlimited (true). */
+bool vd_budget_charge (struct vd_budget *b, uint64_t bytes);
+void vd_budget_release (struct vd_budget *b, uint64_t bytes);
 
 /* The driver ops table.  New operations are added at the end; NULL means
  * "not supported". */

@@ -9,6 +9,14 @@
  * live image, its parent closed, and the snapshot read against
  * `qemu-img snapshot -a` on a copy.
  *
+ * Bounded memory (issue 7): an image whose L1 table is over
+ * QCOW2_L1_COPY_MAX keeps it on disk (no copy) and reads the same bytes
+ * as qemu-img convert in its first, last and some middle MiB, including
+ * a read across many L1 entries, and its allocated size is right.  An
+ * image with 100 snapshots: opening each of them and listing them again
+ * and again parses the snapshot table once (at open); with VD_OPEN_LIVE,
+ * a snapshot made meanwhile shows up with exactly one more parse.
+ *
  * Needs qemu-img and qemu-io: exit 77 (skip) without them.  Run it under
  * valgrind --tool=helgrind or built with -fsanitize=thread to check the
  * locking.
@@ -32,6 +40,9 @@
 #include "vdformat.h"
 #include "qcow2.h"
 #include "test.h"
+
+/* qcow2-snapshot.c's test hook. */
+extern unsigned long qcow2_snapshot_table_parses;
 
 #define NTHREADS 4
 #define NOPS 1500
@@ -134,6 +145,141 @@ worker (void *arg)
   return NULL;
 }
 
+/* Compare n bytes at off of image im with file f of dir. */
+static void
+same_bytes (struct vd_image *im, const char *f, uint64_t off, uint64_t n)
+{
+  char path[256];
+  uint8_t *a = malloc (n), *b = malloc (n);
+  int fd;
+
+  REQUIRE (a && b);
+  snprintf (path, sizeof path, "%s/%s", dir, f);
+  fd = open (path, O_RDONLY);
+  REQUIRE (fd >= 0);
+  REQUIRE (vd_pread_full (fd, b, n, off, true) == 0);
+  close (fd);
+  REQUIRE (vd_image_pread (im, a, n, off) == 0);
+  REQUIRE (memcmp (a, b, n) == 0);
+  free (a);
+  free (b);
+}
+
+static void
+test_lazy_l1 (void)
+{
+  const uint64_t G = 1ULL << 30, M = 1ULL << 20;
+  struct qcow2_image *q;
+  struct vd_image *im;
+  char path[256];
+  uint64_t alloc;
+
+  /* 512-byte clusters: one L1 entry per 32 KiB, so 5 GiB need 163840
+   * entries, 1.25 MiB of L1.  Data in the first and last clusters, a
+   * compressed run, and 2 MiB across 64 L1 entries. */
+  sh ("cd %s && qemu-img create -q -f qcow2 -o cluster_size=512 big.qcow2 5G"
+      " && qemu-io -c 'write -P 0x61 0 512' -c 'write -P 0x62 5368708608 512'"
+      " -c 'write -c -s t 3G 64k' -c 'write -s r 2047M 2M'"
+      " -c 'write -P 0x63 4G 100000' big.qcow2 >/dev/null"
+      " && qemu-img convert -O raw big.qcow2 big.raw", dir);
+  snprintf (path, sizeof path, "%s/big.qcow2", dir);
+  qcow2_set_cache_size (8 << 20);
+  im = vd_image_open (path, 0);
+  REQUIRE (im != NULL);
+  q = (struct qcow2_image *) im;
+  REQUIRE (q->l1 == NULL);                      /* not copied */
+  REQUIRE (q->l1_size == 5 * G / 32768);
+  REQUIRE (vd_image_size (im) == 5 * G);
+  same_bytes (im, "big.raw", 0, M);
+  same_bytes (im, "big.raw", 5 * G - M, M);
+  same_bytes (im, "big.raw", 3 * G - 4096, 128 * 1024);
+  same_bytes (im, "big.raw", 2047 * M - 512, 2 * M + 1024);
+  same_bytes (im, "big.raw", 4 * G, M);
+  REQUIRE (vd_image_allocated (im, &alloc) == 0);
+  /* 512 + 512 + 2 MiB + 100000 rounded up, plus the compressed 64 KiB. */
+  REQUIRE (alloc == 1024 + 2 * M + 100352 + 65536);
+  vd_image_close (im);
+}
+
+/* A chain of 20 qcow2 images (64 KiB clusters, each writing its own
+ * region) read with a chain budget of 1 MiB + 8 KiB: the budget runs out
+ * (16 L2 tables for 20 images), the deeper images then read through
+ * private tables, and every byte still equals qemu-img convert's. */
+static void
+test_chain_budget (void)
+{
+  struct vd_image *im;
+  char path[256];
+
+  sh ("cd %s && qemu-img create -q -f qcow2 c0.qcow2 24M && "
+      "qemu-io -c 'write -P 1 0 1M' c0.qcow2 >/dev/null && "
+      "for i in $(seq 1 19); do "
+      "  qemu-img create -q -f qcow2 -b c$((i-1)).qcow2 -F qcow2 c$i.qcow2 && "
+      "  qemu-io -c \"write -P $((i+1)) ${i}M 512k\" c$i.qcow2 >/dev/null "
+      "  || exit 1; done && qemu-img convert -O raw c19.qcow2 c19.raw", dir);
+  qcow2_set_cache_size (8192);
+  snprintf (path, sizeof path, "%s/c19.qcow2", dir);
+  im = vd_image_open (path, 0);
+  REQUIRE (im != NULL);
+  same_bytes (im, "c19.raw", 0, 24 << 20);
+  same_bytes (im, "c19.raw", 0, 24 << 20);       /* warm, all spent */
+  vd_image_close (im);
+  qcow2_set_cache_size (QCOW2_DEFAULT_CACHE_BYTES);
+}
+
+static void
+test_snapshot_table (void)
+{
+  struct vd_snapshot *list;
+  struct vd_image *im, *sn;
+  char path[256], name[32];
+  size_t n;
+  uint8_t b;
+  int i, k;
+
+  sh ("cd %s && qemu-img create -q -f qcow2 many.qcow2 1M && "
+      "for i in $(seq 0 99); do "
+      "  qemu-io -c \"write -P $i 0 512\" many.qcow2 >/dev/null && "
+      "  qemu-img snapshot -c s$i many.qcow2 || exit 1; done", dir);
+  snprintf (path, sizeof path, "%s/many.qcow2", dir);
+
+  for (k = 0; k < 2; k++) {
+    im = vd_image_open (path, k ? VD_OPEN_LIVE : 0);
+    REQUIRE (im != NULL);
+    __atomic_store_n (&qcow2_snapshot_table_parses, 0, __ATOMIC_RELAXED);
+    for (i = 0; i < 100; i++) {
+      snprintf (name, sizeof name, "s%d", i);
+      sn = vd_image_open_snapshot (im, name);
+      REQUIRE (sn != NULL);
+      REQUIRE (vd_image_pread (sn, &b, 1, 0) == 0 && b == i);
+      vd_image_close (sn);
+      REQUIRE (vd_image_list_snapshots (im, &list, &n) == 0);
+      REQUIRE (n == 100 && strcmp (list[i].name, name) == 0);
+      vd_snapshots_free (list, n);
+    }
+    /* Parsed at open, never again. */
+    REQUIRE (__atomic_load_n (&qcow2_snapshot_table_parses,
+                              __ATOMIC_RELAXED) == 0);
+    if (k == 1) {
+      /* Live: a new snapshot shows up, parsed once. */
+      sh ("qemu-img snapshot -c new %s", path);
+      REQUIRE (vd_image_list_snapshots (im, &list, &n) == 0);
+      REQUIRE (n == 101 && strcmp (list[100].name, "new") == 0);
+      vd_snapshots_free (list, n);
+      REQUIRE (vd_image_list_snapshots (im, &list, &n) == 0);
+      vd_snapshots_free (list, n);
+      sn = vd_image_open_snapshot (im, "new");
+      REQUIRE (sn != NULL);
+      REQUIRE (vd_image_pread (sn, &b, 1, 0) == 0 && b == 99);
+      vd_image_close (sn);
+      REQUIRE (__atomic_load_n (&qcow2_snapshot_table_parses,
+                                __ATOMIC_RELAXED) == 1);
+      sh ("qemu-img snapshot -d new %s", path);
+    }
+    vd_image_close (im);
+  }
+}
+
 int
 main (void)
 {
@@ -210,6 +356,10 @@ main (void)
 
   munmap ((void *) expect, size);
   munmap ((void *) snap_expect, snap_size);
+
+  test_lazy_l1 ();
+  test_chain_budget ();
+  test_snapshot_table ();
   sh ("rm -rf %s", dir);
   printf ("PASS\n");
   return 0;
