@@ -459,6 +459,18 @@ fs_open (fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
     d = tree_get_disk (node, true);
   if (!d && !blob) {
     int e = errno_or_eio ();
+    bool attached;
+    tree_rdlock ();
+    attached = node->attached;
+    tree_unlock ();
+    /* A disk whose image cannot be opened (removed or replaced since the
+     * scan, corrupt, a feature we refuse, a missing backing file, out of
+     * descriptors) is EIO to the reader, whatever the cause (logged by
+     * the formats library): ENOENT would tell rsync the file vanished
+     * (exit 24, often taken for success), EMFILE that the reader has too
+     * many files open.  Only a name that has left the tree is ENOENT. */
+    if (node->type == FS_NODE_DISK && e != ENOMEM)
+      e = attached ? EIO : ENOENT;
     vd_error ("%s: cannot open: %s", node->path, strerror (e));
     inode_unref (node);
     fuse_reply_err (req, e);
