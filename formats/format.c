@@ -477,3 +477,42 @@ vd_image_open_snapshot (struct vd_image *img, const char *id_or_name)
   }
   return s;
 }
+
+/* vd_image_allocated with at most max_calls block_status calls, so that
+ * a crafted image (2^40 alternating zero and unallocated clusters) cannot
+ * stall the caller.  When the walk reaches the end, *exact is true and
+ * *bytes the sum of DATA extents.  When the budget runs out at guest
+ * offset pos, *exact is false and *bytes an estimate that never claims
+ * "no data" for a range it did not see: the DATA bytes counted before
+ * pos, plus, for the rest, the image file's own allocated size (what
+ * stat reports in st_blocks; backing files are not counted), at least
+ * 512 bytes and at most the unseen rest (size - pos). */
+int
+vd_image_allocated_bounded (struct vd_image *img, uint64_t max_calls,
+                            uint64_t *bytes, bool *exact)
+{
+  uint64_t off = 0, total = 0, calls = 0, rest, host = 0;
+  struct vd_extent e;
+  struct stat st;
+
+  while (off < img->size) {
+    if (calls++ == max_calls)
+      break;
+    if (vd_image_block_status (img, off, img->size - off, &e) < 0)
+      return -1;
+    if (e.type == VD_EXTENT_DATA)
+      total += e.length;
+    off += e.length;
+  }
+  *exact = off >= img->size;
+  if (!*exact) {
+    rest = img->size - off;
+    if (stat (img->path, &st) == 0 && st.st_blocks > 0)
+      host = (uint64_t) st.st_blocks * 512;
+    if (host < 512)
+      host = 512;
+    total += host < rest ? host : rest;
+  }
+  *bytes = total;
+  return 0;
+}

@@ -342,4 +342,13 @@ int vd_read_backing (struct vd_image *backing, void *buf, uint64_t count,
  * it; return *size. */
 uint64_t vd_refresh_file_size (int fd, uint64_t *size);
 
+/* Allocated bytes with at most max_calls block_status calls (a crafted
+ * image may hold 2^40 extents).  *exact: the walk reached the end and
+ * *bytes is what vd_image_allocated gives; else *bytes is an estimate
+ * (format.c: counted so far plus the image file's own allocation for the
+ * rest, at least 512 bytes, capped at the rest): never 0 when the unseen
+ * part may hold data.  0 or -1 with errno. */
+int vd_image_allocated_bounded (struct vd_image *img, uint64_t max_calls,
+                                uint64_t *bytes, bool *exact);
+
 #endif

@@ -459,6 +459,18 @@ fs_open (fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
     d = tree_get_disk (node, true);
   if (!d && !blob) {
     int e = errno_or_eio ();
+    bool attached;
+    tree_rdlock ();
+    attached = node->attached;
+    tree_unlock ();
+    /* A disk whose image cannot be opened (removed or replaced since the
+     * scan, corrupt, a feature we refuse, a missing backing file, out of
+     * descriptors) is EIO to the reader, whatever the cause (logged by
+     * the formats library): ENOENT would tell rsync the file vanished
+     * (exit 24, often taken for success), EMFILE that the reader has too
+     * many files open.  Only a name that has left the tree is ENOENT. */
+    if (node->type == FS_NODE_DISK && e != ENOMEM)
+      e = attached ? EIO : ENOENT;
     vd_error ("%s: cannot open: %s", node->path, strerror (e));
     inode_unref (node);
     fuse_reply_err (req, e);
@@ -711,15 +723,27 @@ fs_read (fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 }
 
 /* SEEK_DATA / SEEK_HOLE from the extent map: DATA is data; ZERO and HOLE
- * are holes.  (SEEK_SET/CUR/END never reach us.) */
+ * are holes (adjacent ones make one hole).  (SEEK_SET/CUR/END never reach
+ * us.)
+ *
+ * Bounded: at most FS_EXTENT_BUDGET block_status calls per request, so
+ * that a crafted image of 2^40 extents cannot stall a thread.  When the
+ * budget runs out at pos without finding what was asked:
+ *  - SEEK_DATA answers pos: "data" a little early, which the contract
+ *    allows (the caller reads zeros there and seeks again from further
+ *    on); never ENXIO for a range not seen;
+ *  - SEEK_HOLE answers the end of the disk, the implicit hole every file
+ *    has: a hole is never reported where there is data (tools then
+ *    copy the rest as data, which is correct, only not sparse). */
 static void
 fs_lseek (fuse_req_t req, fuse_ino_t ino, off_t off, int whence,
           struct fuse_file_info *fi)
 {
   struct fs_handle *h = (struct fs_handle *) (uintptr_t) fi->fh;
   struct vd_image *img;
-  uint64_t size, pos;
+  uint64_t size, pos, calls = 0;
   struct vd_extent x;
+  bool want_data = whence == SEEK_DATA;
 
   if (whence != SEEK_DATA && whence != SEEK_HOLE) {
     fuse_reply_err (req, EINVAL);
@@ -741,15 +765,19 @@ fs_lseek (fuse_req_t req, fuse_ino_t ino, off_t off, int whence,
     return;
   }
   for (pos = off; pos < size; pos += x.length) {
+    if (calls++ == FS_EXTENT_BUDGET) {
+      fuse_reply_lseek (req, (off_t) (want_data ? pos : size));
+      return;
+    }
     if (vd_image_block_status (img, pos, size - pos, &x) < 0) {
       fuse_reply_err (req, errno_or_eio ());
       return;
     }
-    if ((x.type == VD_EXTENT_DATA) == (whence == SEEK_DATA))
+    if ((x.type == VD_EXTENT_DATA) == want_data)
       break;
   }
   if (pos >= size) {
-    if (whence == SEEK_DATA) {
+    if (want_data) {
       fuse_reply_err (req, ENXIO);
       return;
     }

@@ -10,9 +10,23 @@
  *    that is not a regular file (after following symlinks) are skipped.
  *  - A file that fails to open (corrupt header, unsupported feature) is
  *    still shown, with a zero-sized disk.raw and no snapshots; opening
- *    that disk.raw fails with the error of the open (EIO for corrupt
- *    metadata), and the failure is logged, so the administrator sees the
- *    broken image instead of silently missing it.
+ *    that disk.raw fails with EIO (ops.c: whatever the reason), and the
+ *    failure is logged, so the administrator sees the broken image
+ *    instead of silently missing it.
+ *  - Images are opened lazily, so that a directory of thousands of them
+ *    needs no more file descriptors than the files being read: a scan
+ *    opens an image, reads its virtual size and snapshot table, and
+ *    closes it; opening a disk.raw (or counting its allocation for
+ *    st_blocks) opens the image again, and the last release closes it
+ *    (every disk node has a snap_id, "" for the image itself, which is
+ *    what tells ops.c's release to close).  An open file holds its own
+ *    reference to the opened image, so reads cost what they did.  An
+ *    image that cannot be opened then (removed, replaced by a corrupt
+ *    one, EMFILE) gives EIO to the reader, with a log line; an image
+ *    that failed at the scan for lack of resources (EMFILE, ENFILE,
+ *    ENOMEM) is scanned again at the next access after a second.
+ *    The descriptor limit is raised to its hard limit at start, as in
+ *    libvirt mode, for the backing files of images read at once.
  *  - Names are escaped with vd_name_escape.  Snapshots are shown by tag; a
  *    tag that appears more than once keeps its plain name for the first of
  *    them in snapshot-table order, the others get " (id N)" appended (N is
@@ -52,6 +66,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <unistd.h>
 
 #include "vmdiskfs.h"
@@ -147,8 +162,8 @@ struct image_scan {
   char *path;
   struct stat st;
   struct fs_node *keep;               /* unchanged: the existing node    */
-  struct fs_disk *disk;               /* or NULL and err                 */
-  int err;
+  uint64_t size;                      /* virtual size, when !err         */
+  int err;                            /* the failed open's errno or 0    */
   struct vd_snapshot *snaps;
   size_t nsnaps;
   mode_t read_mode;                   /* of every file the disk reads    */
@@ -161,7 +176,6 @@ scan_free (struct image_scan *s)
   free (s->path);
   if (s->keep)
     inode_unref (s->keep);
-  fs_disk_unref (s->disk);
   vd_snapshots_free (s->snaps, s->nsnaps);
 }
 
@@ -176,7 +190,15 @@ same_file_version (const struct stat *a, const struct stat *b)
     && a->st_ctim.tv_nsec == b->st_ctim.tv_nsec;
 }
 
-/* Open the image (no lock held) and read its snapshot table. */
+/* A failed open that may work later: not the image's fault. */
+static bool
+transient_errno (int e)
+{
+  return e == EMFILE || e == ENFILE || e == ENOMEM;
+}
+
+/* Open the image (no lock held), read its virtual size and snapshot
+ * table, and close it again (images are opened lazily). */
 static void
 scan_open (struct image_scan *s)
 {
@@ -193,16 +215,13 @@ scan_open (struct image_scan *s)
     return;
   }
   s->read_mode = img->read_mode;
-  s->disk = fs_disk_new (img);
-  if (!s->disk) {
-    s->err = ENOMEM;
-    return;
-  }
+  s->size = vd_image_size (img);
   if (vd_image_list_snapshots (img, &s->snaps, &s->nsnaps) < 0) {
     vd_warn ("%s: cannot list snapshots: %m", s->path);
     s->snaps = NULL;
     s->nsnaps = 0;
   }
+  vd_image_close (img);
 }
 
 static void
@@ -351,7 +370,7 @@ apply_image (struct image_scan *s)
   CLEANUP_FREE char **names = NULL;
   bool same_file;
   size_t i, n = 0;
-  uint64_t size = s->disk ? vd_image_size (s->disk->img) : 0;
+  uint64_t size = s->err ? 0 : s->size;
 
   node = tree_get_node (FS_NODE_DIR, "/%s", s->ename);
   if (!node)
@@ -371,6 +390,11 @@ apply_image (struct image_scan *s)
   if (!ii->path)
     goto fail;
   ii->st = s->st;
+  if (transient_errno (s->err)) {
+    /* Not the image's fault: look again at the next access (after
+     * IMAGE_MIN_RESCAN_MS), as if it had changed. */
+    ii->st.st_mtim.tv_sec = -1;
+  }
   ii->scanned_ms = now_ms ();
 
   names = snapshot_names (s->path, s->snaps, s->nsnaps);
@@ -383,12 +407,15 @@ apply_image (struct image_scan *s)
 
   set_attr (&node->attr, S_IFDIR | 0555, 3, 0, &s->st,
             s->st.st_mtim.tv_sec, s->st.st_mtim.tv_nsec);
-  tree_set_disk (node, s->disk, s->err);
 
   set_attr (&disk->attr, S_IFREG | s->read_mode, 1, size,
             &s->st, s->st.st_mtim.tv_sec, s->st.st_mtim.tv_nsec);
   tree_set_image (disk, node);
-  tree_set_disk (disk, s->disk, s->err);
+  /* "": the image itself, opened on demand and closed with its last
+   * reader (see the top). */
+  if (!disk->snap_id && (disk->snap_id = strdup ("")) == NULL)
+    goto fail;
+  tree_set_disk (disk, NULL, transient_errno (s->err) ? 0 : s->err);
   tree_changed_content (disk);
 
   for (i = 0; i < s->nsnaps; i++) {
@@ -619,6 +646,7 @@ static int
 images_start (struct fs_node *root)
 {
   struct images_root *r;
+  struct rlimit rl;
   char *dir;
   struct stat st;
 
@@ -636,6 +664,13 @@ images_start (struct fs_node *root)
   }
   images_dir = dir;
   images_policy.confine = fs_config.backing_any ? NULL : images_dir;
+  /* Images are opened lazily, but a reader's image holds its backing
+   * chain open: allow as many as the hard limit lets us (as libvirt mode
+   * does). */
+  if (getrlimit (RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+    rl.rlim_cur = rl.rlim_max;
+    setrlimit (RLIMIT_NOFILE, &rl);
+  }
   r = calloc (1, sizeof *r);
   if (!r)
     return -1;
@@ -672,37 +707,42 @@ images_refresh (struct fs_node *node)
     refresh_image (node);
 }
 
-/* Open a snapshot's disk through the image's open handle. */
+/* Open the image behind a disk node: the image file itself (snap_id
+ * "") or one of its snapshots.  Opened anew for each first reader (and
+ * for counting st_blocks): nothing is kept open between them. */
 static struct fs_disk *
 images_open_disk (struct fs_node *node)
 {
-  struct fs_node *image = NULL;
-  CLEANUP_FREE char *id = NULL;
-  struct fs_disk *top, *d;
-  struct vd_image *img;
+  CLEANUP_FREE char *path = NULL, *id = NULL;
+  struct images_image *ii;
+  struct vd_image *img, *snap;
+  int err = 0;
 
   tree_rdlock ();
-  if (node->image && node->snap_id) {
-    image = inode_ref (node->image);
-    id = strdup (node->snap_id);
-  }
+  ii = node->image ? node->image->priv : NULL;
+  if (!ii || !node->snap_id)
+    err = ENOENT;               /* left the tree */
+  else if ((path = strdup (ii->path)) == NULL
+           || (id = strdup (node->snap_id)) == NULL)
+    err = ENOMEM;
   tree_unlock ();
-  if (!image || !id) {
-    if (image)
-      inode_unref (image);
-    errno = image ? ENOMEM : ENOENT;
+  if (err) {
+    errno = err;
     return NULL;
   }
-  top = tree_get_disk (image, true);
-  inode_unref (image);
-  if (!top)
-    return NULL;
-  img = vd_image_open_snapshot (top->img, id);
-  fs_disk_unref (top);
+  /* Under the same policy and format rule as the scan (logs why it
+   * fails). */
+  img = vd_image_open_policy (path, scan_format (path), 0, &images_policy);
   if (!img)
     return NULL;
-  d = fs_disk_new (img);
-  return d;
+  if (id[0]) {
+    snap = vd_image_open_snapshot (img, id);
+    vd_image_close (img);
+    if (!snap)
+      return NULL;
+    img = snap;
+  }
+  return fs_disk_new (img);              /* closes img on failure */
 }
 
 static void

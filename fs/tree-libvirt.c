@@ -1456,10 +1456,7 @@ apply_disk (struct fs_node *dom, const char *dir, const struct disk_scan *s,
     tree_changed_content (n);
     if (s->lvm_id) {
       /* A device is all data; st_blocks must not activate it. */
-      pthread_mutex_lock (&n->lock);
-      n->alloc = s->size;
-      n->alloc_valid = true;
-      pthread_mutex_unlock (&n->lock);
+      tree_set_allocated (n, s->size);
     }
   }
   if (!snapshot) {

@@ -23,6 +23,7 @@
 #include <config.h>
 
 #include <errno.h>
+#include <inttypes.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -472,7 +473,7 @@ tree_set_image (struct fs_node *node, struct fs_node *image)
 
 /* tree_lock held for writing.  The open image of node (a new reference
  * is taken) or the errno of its failed open; NULL, 0 means "open on
- * demand".  Forgets the allocation cache. */
+ * demand".  A new generation: the allocation count goes stale. */
 void
 tree_set_disk (struct fs_node *node, struct fs_disk *disk, int err)
 {
@@ -481,7 +482,6 @@ tree_set_disk (struct fs_node *node, struct fs_disk *disk, int err)
     fs_disk_unref (node->disk);
   node->disk = disk ? fs_disk_ref (disk) : NULL;
   node->disk_err = err;
-  node->alloc_valid = false;
   node->gen++;
   pthread_mutex_unlock (&node->lock);
 }
@@ -493,7 +493,6 @@ tree_changed_content (struct fs_node *node)
 {
   pthread_mutex_lock (&node->lock);
   node->gen++;
-  node->alloc_valid = false;
   pthread_mutex_unlock (&node->lock);
   notify_queue (node->ino, NULL);
 }
@@ -618,46 +617,117 @@ tree_get_disk (struct fs_node *node, bool keep)
   return d;
 }
 
-/* Allocated bytes of a disk node of apparent size size, cached:
- * vd_image_allocated walks the whole extent map.  When they cannot be
- * counted (the image or snapshot fails to open, a corrupt table) the
- * answer is size, never 0: tar --sparse takes st_blocks 0 for "all
- * holes" and would archive zeros without reading; reads still fail. */
+/* Who is counting which node's allocation (node->alloc_walking), so
+ * that a storm of stats of one disk walks its extents once per
+ * generation, not once per stat.  A leaf lock. */
+static pthread_mutex_t alloc_lock = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t alloc_cond = PTHREAD_COND_INITIALIZER;
+
+/* Allocated bytes of a disk node of apparent size size, counted once per
+ * generation of the node (node->gen: bumped when the provider saw its
+ * image change; a running VM's disk at most once a second), by one
+ * thread: others wait for it, or answer the previous generation's count
+ * while it runs.
+ *
+ * The walk is bounded (FS_EXTENT_BUDGET block_status calls): beyond it
+ * the answer is vd_image_allocated_bounded's estimate, the data counted
+ * so far plus the image file's own allocated size for the rest (at least
+ * 512 bytes, at most the rest), never "no data" for a range not seen.
+ * When they cannot be counted (the image or snapshot fails to open, a
+ * corrupt table) the answer is size, never 0: tar --sparse takes
+ * st_blocks 0 for "all holes" and would archive zeros without reading;
+ * reads still fail.  A failed open is not remembered (it may be
+ * EMFILE); a failed walk is, for the generation. */
 int
 tree_allocated (struct fs_node *node, uint64_t size, uint64_t *bytes)
 {
   struct fs_disk *d;
-  uint64_t gen, a;
+  uint64_t gen, a, old = 0;
+  bool have_old, exact = true;
+  int ret = 0;
 
+  for (;;) {
+    pthread_mutex_lock (&node->lock);
+    gen = node->gen;
+    if (node->alloc_valid && node->alloc_gen == gen) {
+      *bytes = node->alloc;
+      pthread_mutex_unlock (&node->lock);
+      return 0;
+    }
+    have_old = node->alloc_valid;
+    old = node->alloc;
+    pthread_mutex_unlock (&node->lock);
+
+    pthread_mutex_lock (&alloc_lock);
+    if (!node->alloc_walking) {
+      node->alloc_walking = true;
+      pthread_mutex_unlock (&alloc_lock);
+      break;
+    }
+    if (have_old) {
+      /* Being counted for a newer generation: the last count will do. */
+      pthread_mutex_unlock (&alloc_lock);
+      *bytes = old;
+      return 0;
+    }
+    pthread_cond_wait (&alloc_cond, &alloc_lock);
+    pthread_mutex_unlock (&alloc_lock);
+  }
+
+  /* Ours to count; it may have been counted just before we took it. */
   pthread_mutex_lock (&node->lock);
-  if (node->alloc_valid) {
+  gen = node->gen;
+  if (node->alloc_valid && node->alloc_gen == gen) {
     *bytes = node->alloc;
     pthread_mutex_unlock (&node->lock);
-    return 0;
+    goto done;
   }
-  gen = node->gen;
   pthread_mutex_unlock (&node->lock);
 
   d = tree_get_disk (node, false);
   if (!d) {
     *bytes = size;
-    return -1;
+    ret = -1;
+    goto done;
   }
-  if (vd_image_allocated (d->img, &a) < 0) {
+  if (vd_image_allocated_bounded (d->img, FS_EXTENT_BUDGET, &a, &exact) < 0) {
     /* Logged by the driver. */
-    fs_disk_unref (d);
-    *bytes = size;
-    return -1;
+    a = size;
+    ret = -1;
   }
+  else if (!exact)
+    vd_debug ("%s: extent map longer than %d calls: st_blocks is an "
+              "estimate (%" PRIu64 " bytes)", node->path, FS_EXTENT_BUDGET,
+              a);
   fs_disk_unref (d);
   pthread_mutex_lock (&node->lock);
   if (node->gen == gen) {
     node->alloc = a;
+    node->alloc_gen = gen;
     node->alloc_valid = true;
   }
   pthread_mutex_unlock (&node->lock);
   *bytes = a;
-  return 0;
+
+ done:
+  pthread_mutex_lock (&alloc_lock);
+  node->alloc_walking = false;
+  pthread_cond_broadcast (&alloc_cond);
+  pthread_mutex_unlock (&alloc_lock);
+  return ret;
+}
+
+/* tree_lock held for writing.  The allocation of node (of its current
+ * generation) is known without a walk: bytes (a block device is all
+ * data). */
+void
+tree_set_allocated (struct fs_node *node, uint64_t bytes)
+{
+  pthread_mutex_lock (&node->lock);
+  node->alloc = bytes;
+  node->alloc_gen = node->gen;
+  node->alloc_valid = true;
+  pthread_mutex_unlock (&node->lock);
 }
 
 void

@@ -24,6 +24,8 @@
  *                          attributes (fields marked "tree_lock" below)
  *   node->lock             per node: its open disk and allocation cache
  *   inode_lock (inode.c)   the inode hash table, nlookup and refs
+ *   alloc_lock (tree.c)    a leaf, held with no other lock: which disk
+ *                          node's allocation a thread is counting
  * The read path (ops.c fs_read) takes none of them: an open file holds its
  * own reference to a struct fs_disk.
  *
@@ -47,6 +49,14 @@
  * appearing in the images directory show up quickly. */
 #define FS_ENTRY_TIMEOUT 1.0
 #define FS_ATTR_TIMEOUT  1.0
+
+/* Work on one image's extent map is bounded: st_blocks (tree_allocated)
+ * and SEEK_DATA/SEEK_HOLE (ops.c fs_lseek) make at most this many
+ * vd_image_block_status calls per request.  An image of 2^40 alternating
+ * zero and unallocated qcow2 clusters answers in about 0.1 s (see
+ * tests/integration/bounded.sh); real images need far fewer calls, the
+ * driver merging runs of clusters of one kind. */
+#define FS_EXTENT_BUDGET 65536
 
 /* Options (main.c). */
 struct fs_config {
@@ -136,11 +146,16 @@ struct fs_node {
   pthread_mutex_t lock;
   struct fs_disk *disk;       /* disk nodes: the open image or NULL       */
   int disk_err;               /* errno when the image failed to open      */
-  bool alloc_valid;
-  uint64_t alloc;             /* allocated bytes, when alloc_valid        */
+  bool alloc_valid;           /* alloc holds a count (of alloc_gen)       */
+  uint64_t alloc;             /* allocated bytes (or tree_allocated's
+                                 estimate) of generation alloc_gen        */
+  uint64_t alloc_gen;         /* current when alloc_gen == gen            */
   unsigned nopen;             /* open file handles                        */
   bool removing;              /* being deleted (rmdir): open gets EBUSY   */
   uint64_t opened_gen;        /* gen at the last open (keep_cache)        */
+
+  /* alloc_lock (tree.c, a leaf lock). */
+  bool alloc_walking;         /* a thread counts alloc for this node      */
 };
 
 /* A tree provider: where the tree comes from.  start and refresh run
@@ -218,6 +233,7 @@ struct fs_blob *tree_get_blob (struct fs_node *node);
 void tree_mounted (void);
 struct fs_disk *tree_get_disk (struct fs_node *node, bool keep);
 int tree_allocated (struct fs_node *node, uint64_t size, uint64_t *bytes);
+void tree_set_allocated (struct fs_node *node, uint64_t bytes);
 void tree_notify_entry (fuse_ino_t parent, const char *name);
 void tree_notify_start (void);
 void tree_notify_stop (void);
