@@ -568,7 +568,14 @@ l1_read_run (struct qcow2_image *q, uint64_t l1_off, uint32_t l1_size,
   *limit = MIN (((l1i + 1) << cov_bits) - offset, max_len);
   need = 1 + DIV_ROUND_UP (max_len - *limit, cov);
   n = MIN (MIN ((uint64_t) l1_size - l1i, (uint64_t) LIVE_L1_MAX), need);
-  if (vd_pread_full (q->fd, l1buf, n * 8, l1_off + l1i * 8, false) < 0) {
+  /* The entry of offset first: an allocated one is all that is needed
+   * (8 bytes, not 4 KiB, per lookup: an extent walk makes one per
+   * cluster of a fragmented image); the run after an unallocated one
+   * only then. */
+  if (vd_pread_full (q->fd, l1buf, 8, l1_off + l1i * 8, false) < 0
+      || ((load_be64 (l1buf) & QCOW2_L1E_OFFSET_MASK) == 0 && n > 1
+          && vd_pread_full (q->fd, l1buf + 8, (n - 1) * 8,
+                            l1_off + (l1i + 1) * 8, false) < 0)) {
     vd_error ("qcow2: %s: cannot read the L1 table at %#" PRIx64 ": %m",
               q->img.path, l1_off);
     errno = EIO;
