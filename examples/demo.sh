@@ -2,8 +2,8 @@
 # vmdiskfs demo, from a fresh clone on Debian 12, as root: installs what is
 # needed, builds and installs vmdiskfs, then
 #  1. libvirt mode, under /srv/vmdisks: starts libvirtd if it is not
-#     running and defines two real KVM domains with disks in
-#     /var/lib/libvirt/images:
+#     running and defines two real domains (KVM; TCG, type qemu, where
+#     there is no /dev/kvm) with disks in /var/lib/libvirt/images:
 #       demo-web  a qcow2 disk with two internal snapshots made by
 #                 `virsh snapshot-create-as` ("installed", "before
 #                 upgrade"); running (idle in its firmware: no OS);
@@ -50,14 +50,21 @@ $virsh version >/dev/null || { echo "demo: libvirtd does not answer"; exit 1; }
 
 lvimgs=/var/lib/libvirt/images
 mkdir -p "$lvimgs"
-# A domain as TESTING.md says: KVM, machine pc, VNC on 127.0.0.1, no OS
+# KVM where there is /dev/kvm (tests/install-deps.sh made it usable by
+# qemu's group kvm, as udev would), else TCG: slower, the same domain.
+domtype=kvm
+if [ ! -c /dev/kvm ]; then
+  domtype=qemu
+  echo "demo: no /dev/kvm: the domains run under TCG (<domain type='qemu'>)"
+fi
+# A domain as TESTING.md says: machine pc, VNC on 127.0.0.1, no OS
 # (it sits in the firmware), one virtio disk.
 define ()                       # NAME FORMAT IMAGE
 {
   $virsh define /dev/stdin >/dev/null <<EOF
-<domain type='kvm'>
+<domain type='$domtype'>
   <name>$1</name>
-  <memory unit='MiB'>256</memory>
+  <memory unit='MiB'>128</memory>
   <vcpu>1</vcpu>
   <os><type arch='x86_64' machine='pc'>hvm</type><boot dev='hd'/></os>
   <features><acpi/></features>

@@ -242,24 +242,16 @@ sleep_ms (long ms)
 #define LOCK_WAIT_SECONDS 600
 
 struct dlock {
-  int fd;                       /* -1: not locked by the file             */
+  int fd;                       /* the lock file; -1: not locked by it    */
+  int dirfd;                    /* DS_LOCK_DIR, checked; -1: none         */
   bool mutexed;                 /* holds fallback_lock instead            */
+  char name[VIR_UUID_STRING_BUFLEN + 8];         /* "<UUID>.lock"        */
   char path[sizeof DS_LOCK_DIR + VIR_UUID_STRING_BUFLEN + 8];
 };
 
-/* Take the exclusive flock of domain dname: DS_LOCK_DIR/<UUID>.lock, so
- * that creates and deletes of one domain by different processes (a
- * vmdiskfs mount, vmdisk-snapshot from cron) do not interleave; threads
- * of one process too, as each call opens the file anew.  Waits up to
- * LOCK_WAIT_SECONDS, saying once that it waits.  The holder unlinks the
- * file before it lets go (unlock_domain), so that none pile up: a
- * waiter that then gets the lock of a file no longer at path opens it
- * anew.  0 (lk->fd -1 when the file cannot be opened at all, e.g. no
- * right to create it: a warning, and the call goes on unlocked), or -1
- * (logged) with errno EBUSY after the wait, ENOENT no such domain ... */
-/* Without the lock file (see lock_domain), threads of this process are
- * still serialized, by this mutex: callers (fs/ mkdir and rmdir) need no
- * lock of their own. */
+/* An unprivileged caller (no right to make or use root's DS_LOCK_DIR) is
+ * still serialized with the other threads of its process, by this mutex:
+ * callers (fs/ mkdir and rmdir) need no lock of their own. */
 static pthread_mutex_t fallback_lock = PTHREAD_MUTEX_INITIALIZER;
 
 static int
@@ -270,6 +262,104 @@ unlocked_fallback (struct dlock *lk)
   return 0;
 }
 
+/* Open DS_LOCK_DIR, making it 0700 when it is missing, after checking
+ * with lstat what is there: a directory (not a symbolic link) owned by
+ * the effective user, with no permission for group or others.  Anything
+ * else may be another user's (who could then hold, replace or remove our
+ * lock files): it is refused, never used, and never "repaired" (a
+ * squatter may be waiting for us to trust it).  The opened directory is
+ * checked to be the one lstat saw.  Returns its descriptor, or -1 with
+ * errno: EACCES (logged) for a directory we must not use; EPERM (not
+ * logged: the caller falls back to the mutex, with a warning) when an
+ * unprivileged caller finds root's directory or cannot make one. */
+static int
+open_lock_dir (void)
+{
+  struct stat sl, sf;
+  uid_t me = geteuid ();
+  int fd, e;
+
+  if (lstat (DS_LOCK_DIR, &sl) < 0) {
+    if (errno != ENOENT) {
+      e = errno;
+      vd_error ("lock directory %s: %m", DS_LOCK_DIR);
+      errno = e;
+      return -1;
+    }
+    if (mkdir (DS_LOCK_DIR, 0700) < 0 && errno != EEXIST) {
+      e = errno;
+      if (me != 0 && (e == EACCES || e == EPERM || e == EROFS)) {
+        errno = EPERM;
+        return -1;
+      }
+      vd_error ("cannot make the lock directory %s: %m", DS_LOCK_DIR);
+      errno = e;
+      return -1;
+    }
+    if (lstat (DS_LOCK_DIR, &sl) < 0) {
+      e = errno;
+      vd_error ("lock directory %s: %m", DS_LOCK_DIR);
+      errno = e;
+      return -1;
+    }
+  }
+  if (S_ISLNK (sl.st_mode)) {
+    vd_error ("lock directory %s is a symbolic link (owner uid %u): "
+              "refused; it must be a directory owned by uid %u, mode "
+              "0700 (remove it)", DS_LOCK_DIR, (unsigned) sl.st_uid,
+              (unsigned) me);
+    errno = EACCES;
+    return -1;
+  }
+  if (!S_ISDIR (sl.st_mode)) {
+    vd_error ("lock directory %s is not a directory (owner uid %u, mode "
+              "%04o): refused; remove it", DS_LOCK_DIR, (unsigned) sl.st_uid,
+              (unsigned) (sl.st_mode & 07777));
+    errno = EACCES;
+    return -1;
+  }
+  if (sl.st_uid != me && sl.st_uid == 0) {
+    errno = EPERM;              /* root's, and we are not root */
+    return -1;
+  }
+  if (sl.st_uid != me || (sl.st_mode & 077)) {
+    vd_error ("lock directory %s has owner uid %u and mode %04o: refused "
+              "(another user could take or remove its locks); it must be "
+              "owned by uid %u with mode 0700: remove it, it is made anew",
+              DS_LOCK_DIR, (unsigned) sl.st_uid,
+              (unsigned) (sl.st_mode & 07777), (unsigned) me);
+    errno = EACCES;
+    return -1;
+  }
+  fd = open (DS_LOCK_DIR, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+  if (fd < 0) {
+    e = errno;
+    vd_error ("lock directory %s: %m", DS_LOCK_DIR);
+    errno = e;
+    return -1;
+  }
+  if (fstat (fd, &sf) < 0 || sf.st_dev != sl.st_dev ||
+      sf.st_ino != sl.st_ino) {
+    vd_error ("lock directory %s was replaced while it was checked: "
+              "refused", DS_LOCK_DIR);
+    close (fd);
+    errno = EACCES;
+    return -1;
+  }
+  return fd;
+}
+
+/* Take the exclusive flock of domain dname: DS_LOCK_DIR/<UUID>.lock
+ * (0600, in the directory open_lock_dir checked), so that creates and
+ * deletes of one domain by different processes (a vmdiskfs mount,
+ * vmdisk-snapshot from cron) do not interleave; threads of one process
+ * too, as each call opens the file anew.  Waits up to LOCK_WAIT_SECONDS,
+ * saying once that it waits.  The holder unlinks the file before it lets
+ * go (unlock_domain), so that none pile up: a waiter that then gets the
+ * lock of a file no longer at its name opens it anew.  0; or, for an
+ * unprivileged caller without the directory, 0 holding fallback_lock
+ * (a warning); or -1 (logged) with errno EBUSY after the wait, EACCES a
+ * lock directory refused (open_lock_dir), ENOENT no such domain ... */
 static int
 lock_domain (virConnectPtr c, const char *dname, struct dlock *lk)
 {
@@ -279,8 +369,10 @@ lock_domain (virConnectPtr c, const char *dname, struct dlock *lk)
   long wait = env_seconds ("VMDISKFS_DOMSNAP_LOCK_WAIT", LOCK_WAIT_SECONDS);
   bool said = false;
   struct stat sf, sp;
+  int e;
 
   lk->fd = -1;
+  lk->dirfd = -1;
   lk->mutexed = false;
   d = virDomainLookupByName (c, dname);
   if (!d) {
@@ -293,32 +385,32 @@ lock_domain (virConnectPtr c, const char *dname, struct dlock *lk)
     return -1;
   }
   virDomainFree (d);
-  snprintf (lk->path, sizeof lk->path, "%s/%s.lock", DS_LOCK_DIR, uuid);
-  {
-    char dir[] = DS_LOCK_DIR, *p;   /* mkdir -p */
-    for (p = dir + 1; ; p++)
-      if (*p == '/' || !*p) {
-        char ch = *p;
-        *p = '\0';
-        if (mkdir (dir, 0755) < 0 && errno != EEXIST)
-          vd_debug ("mkdir %s: %m", dir);
-        if (!(*p = ch))
-          break;
-      }
+  snprintf (lk->name, sizeof lk->name, "%s.lock", uuid);
+  snprintf (lk->path, sizeof lk->path, "%s/%s", DS_LOCK_DIR, lk->name);
+  lk->dirfd = open_lock_dir ();
+  if (lk->dirfd < 0) {
+    if (errno != EPERM)
+      return -1;                /* logged */
+    vd_warn ("domain %s: %s belongs to root (or cannot be made) and this "
+             "process runs as uid %u: snapshots of the domain are not "
+             "serialized with other processes", dname, DS_LOCK_DIR,
+             (unsigned) geteuid ());
+    return unlocked_fallback (lk);
   }
   clock_gettime (CLOCK_MONOTONIC, &t0);
   for (;;) {
     if (lk->fd < 0) {
-      lk->fd = open (lk->path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW,
-                     0644);
+      lk->fd = openat (lk->dirfd, lk->name,
+                       O_RDWR | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0600);
       if (lk->fd < 0) {
-        vd_warn ("domain %s: %s: %m: snapshots of the domain are not "
-                 "serialized with other processes", dname, lk->path);
-        return unlocked_fallback (lk);
+        e = errno;
+        vd_error ("domain %s: lock file %s: %m", dname, lk->path);
+        goto fail;
       }
     }
     if (flock (lk->fd, LOCK_EX | LOCK_NB) == 0) {
-      if (fstat (lk->fd, &sf) == 0 && stat (lk->path, &sp) == 0 &&
+      if (fstat (lk->fd, &sf) == 0 &&
+          fstatat (lk->dirfd, lk->name, &sp, AT_SYMLINK_NOFOLLOW) == 0 &&
           sf.st_dev == sp.st_dev && sf.st_ino == sp.st_ino)
         return 0;
       close (lk->fd);           /* unlinked by its last holder: anew */
@@ -328,21 +420,17 @@ lock_domain (virConnectPtr c, const char *dname, struct dlock *lk)
     if (errno == EINTR)
       continue;
     if (errno != EWOULDBLOCK) {
-      vd_warn ("domain %s: flock %s: %m: snapshots of the domain are not "
-               "serialized with other processes", dname, lk->path);
-      close (lk->fd);
-      lk->fd = -1;
-      return unlocked_fallback (lk);
+      e = errno;
+      vd_error ("domain %s: flock %s: %m", dname, lk->path);
+      goto fail;
     }
     clock_gettime (CLOCK_MONOTONIC, &now);
     if (now.tv_sec - t0.tv_sec >= wait) {
       vd_error ("domain %s: another snapshot operation on it still runs "
                 "after %ld s (%s is locked): given up", dname, wait,
                 lk->path);
-      close (lk->fd);
-      lk->fd = -1;
-      errno = EBUSY;
-      return -1;
+      e = EBUSY;
+      goto fail;
     }
     if (!said) {
       vd_warn ("domain %s: waiting for another snapshot operation on it "
@@ -351,6 +439,14 @@ lock_domain (virConnectPtr c, const char *dname, struct dlock *lk)
     }
     sleep_ms (100);
   }
+ fail:
+  if (lk->fd >= 0)
+    close (lk->fd);
+  lk->fd = -1;
+  close (lk->dirfd);
+  lk->dirfd = -1;
+  errno = e;
+  return -1;
 }
 
 static void
@@ -360,11 +456,16 @@ unlock_domain (struct dlock *lk)
     lk->mutexed = false;
     pthread_mutex_unlock (&fallback_lock);
   }
-  if (lk->fd < 0)
-    return;
-  unlink (lk->path);            /* before letting go: see lock_domain */
-  close (lk->fd);
-  lk->fd = -1;
+  if (lk->fd >= 0) {
+    unlinkat (lk->dirfd, lk->name, 0);  /* before letting go: see
+                                           lock_domain */
+    close (lk->fd);
+    lk->fd = -1;
+  }
+  if (lk->dirfd >= 0) {
+    close (lk->dirfd);
+    lk->dirfd = -1;
+  }
 }
 
 /* Tests: VMDISKFS_DOMSNAP_HOLD=FILE makes ds_create and ds_delete wait,

@@ -62,14 +62,19 @@
  * killed after 5 minutes (ETIMEDOUT).
  *
  * Lock: ds_create and ds_delete hold an exclusive flock(2) on
- * DS_LOCK_DIR/<domain UUID>.lock (the directory made 0755 when missing)
- * for their whole run, so that creates and deletes of one domain by
- * different processes (a vmdiskfs mount, vmdisk-snapshot from cron) or
- * threads never interleave; the holder removes the file when it is done.
- * A second caller waits, logging once that it does, up to 10 minutes,
- * then fails EBUSY.  A lock file that cannot be opened (a user without
- * write access to DS_LOCK_DIR) gives a warning and the call goes on
- * serialized only with the other threads of this process (a mutex).
+ * DS_LOCK_DIR/<domain UUID>.lock (a file 0600) for their whole run, so
+ * that creates and deletes of one domain by different processes (a
+ * vmdiskfs mount, vmdisk-snapshot from cron) or threads never interleave;
+ * the holder removes the file when it is done.  A second caller waits,
+ * logging once that it does, up to 10 minutes, then fails EBUSY.
+ * DS_LOCK_DIR is made 0700 when missing and checked with lstat before
+ * every use: a directory, not a symbolic link, owned by the effective
+ * user, no access for group or others.  Anything else (made by another
+ * user, who could take or remove the locks) is refused: an error naming
+ * its owner and mode, and the call fails EACCES having changed nothing.
+ * Only an unprivileged caller, which cannot use root's directory, goes on
+ * with a warning, serialized only with the other threads of its process
+ * (a mutex).
  * So callers need no lock of their own.  The lock is per host: processes on other hosts sharing a
  * remote libvirt are not serialized.
  *
@@ -137,7 +142,7 @@ struct ds_create_opts {          /* zero-initialise, then set */
                                     (shut off): consistent as it is       */
 
 /* The lock directory (see "Lock" above). */
-#define DS_LOCK_DIR "/run/lock/vmdiskfs"
+#define DS_LOCK_DIR "/run/vmdiskfs"
 
 /* One snapshot of a domain, as ds_list gives it (merged by shown name
  * over libvirt's snapshots and the LVM snapshots of the LV disks). */

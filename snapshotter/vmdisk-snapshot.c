@@ -147,7 +147,9 @@ errno_text (const char *op, int e)
       "operation on it did not finish (see above)";
   case ETIMEDOUT: return "a tool did not finish in time (see above)";
   case ENOSPC: return "no room for the LVM snapshot";
-  case EACCES: return "permission denied (read-only connection?)";
+  case EACCES:
+    return "permission denied (a read-only connection, or the lock "
+      "directory refused: see above)";
   case EIO: return "failed, see above";
   default: return strerror (e);
   }

@@ -13,6 +13,7 @@ pkgs=(
   fuse3 libvirt-daemon-system libvirt-clients lvm2
   # test oracles and tools
   qemu-utils qemu-system-x86 rsync bc python3 valgrind
+  netcat-openbsd   # tests/integration/live-image.sh: talks to qemu's monitor
   qemu-guest-agent   # tests/integration/domsnap-agent.sh: runs in its guest
   xz-utils   # tests/lvm/guest.sh: the guest kernel's modules may be .ko.xz
   clang libclang-rt-14-dev
@@ -32,3 +33,16 @@ if [ ${#missing[@]} -gt 0 ]; then
   apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 modprobe fuse 2>/dev/null || true
+
+# /dev/kvm as Debian's udev rule makes it (group kvm, mode 0660), where no
+# udev runs and it is still root:root 0600: libvirt runs qemu as
+# libvirt-qemu (group kvm), and every "virsh start" of a KVM domain would
+# fail with "Could not access KVM kernel module: Permission denied".  The
+# group kvm exists once libvirt-daemon-system is installed (above).  No
+# /dev/kvm at all: the tests and the demo use TCG (<domain type='qemu'>).
+if [ -c /dev/kvm ] && getent group kvm >/dev/null &&
+   [ "$(stat -c '%G %a' /dev/kvm)" != "kvm 660" ]; then
+  echo "install-deps: /dev/kvm was $(stat -c '%U:%G %a' /dev/kvm): made it root:kvm 0660, as udev would"
+  chgrp kvm /dev/kvm
+  chmod 0660 /dev/kvm
+fi

@@ -22,8 +22,9 @@ qcow2_supported || skip "the qcow2 driver has not landed"
 
 URI=qemu:///system
 export LIBVIRT_DEFAULT_URI=$URI
+# LV_DOMTYPE: kvm, or qemu (TCG) where /dev/kvm is absent or not usable.
+. "$(dirname "$0")/libvirt-functions.sh"
 if ! virsh -q version >/dev/null 2>&1; then
-  . "$(dirname "$0")/libvirt-functions.sh"
   lv_virtlogd || skip "virtlogd does not start"
   lv_daemon libvirtd
   wait_for 10 virsh -q version >/dev/null 2>&1 || skip "no libvirtd"
@@ -49,7 +50,7 @@ domain_xml ()   # NAME DISK-ELEMENTS...
   local name=$1
   shift
   cat <<EOF
-<domain type='kvm'>
+<domain type='$LV_DOMTYPE'>
   <name>$name</name>
   <memory unit='MiB'>64</memory>
   <os><type arch='x86_64' machine='pc'>hvm</type></os>
@@ -113,7 +114,7 @@ virsh snapshot-dumpxml "$P-q" first >"$TEST_DIR/first.dump"
 compare "$TEST_DIR/first.dump" "$Q/snapshots/first/snapshot.xml"
 grep -q "<name>$P-q</name>" "$Q/snapshots/first/domain.xml" ||
   fail "snapshot's domain.xml: $(head -3 "$Q/snapshots/first/domain.xml")"
-head -1 "$Q/snapshots/first/domain.xml" | grep -q "^<domain type='kvm'" ||
+head -1 "$Q/snapshots/first/domain.xml" | grep -q "^<domain type='$LV_DOMTYPE'" ||
   fail "snapshot's domain.xml starts with $(head -1 "$Q/snapshots/first/domain.xml")"
 tail -2 "$Q/snapshots/first/domain.xml" | head -1 | grep -qx '</domain>' ||
   fail "snapshot's domain.xml ends with $(tail -2 "$Q/snapshots/first/domain.xml")"

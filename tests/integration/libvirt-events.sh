@@ -134,7 +134,7 @@ mkdir -p "$TEST_DIR/many"
 for ((i = 0; i < N; i++)); do
   n=$(printf '%s-m%03d' "$P" "$i")
   cat >"$TEST_DIR/many/$i.xml" <<EOF
-<domain type='kvm'>
+<domain type='$LV_DOMTYPE'>
   <name>$n</name>
   <uuid>$(cat /proc/sys/kernel/random/uuid)</uuid>
   <memory unit='MiB'>64</memory>

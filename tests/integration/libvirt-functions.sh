@@ -15,17 +15,24 @@
 # Variables:
 #   LV_URI        the libvirt connection (default qemu:///system)
 #   LV_PREFIX     vdt-<script name>-$$
+#   LV_DOMTYPE    the <domain type=...> of every test domain: kvm when
+#                 qemu (run by libvirt as libvirt-qemu, group kvm) can
+#                 open /dev/kvm, else qemu (TCG: slower, but the same
+#                 domain to every test).  Set here, once; tests write
+#                 <domain type='$LV_DOMTYPE'> and expect it back.
+#   LV_ACCEL      the same choice for a qemu-system-x86_64 run as root by
+#                 a test itself: kvm or tcg (-accel $LV_ACCEL)
 #   LV_MNT_DIR    where to mount vmdiskfs (set by lv_start): a shared
 #                 mount, so an unmount propagates into the mount
 #                 namespaces of VMs started meanwhile (see _lv_shared_dir)
 #
 # Functions:
-#   lv_start              skip (77) unless libvirtd, qemu and /dev/kvm are
-#                         usable: starts virtlogd/libvirtd if they are not
+#   lv_start              skip (77) unless libvirtd and qemu are usable
+#                         (without /dev/kvm, under TCG): starts virtlogd/libvirtd if they are not
 #                         running, waits until virsh answers; takes the
 #                         shared test lock (see lv_exclusive)
 #   lv_virsh ARG...       virsh -q -c "$LV_URI" ARG...
-#   lv_define NAME SPEC...  define a domain (type kvm, machine pc, 256 MiB,
+#   lv_define NAME SPEC...  define a domain (type LV_DOMTYPE, machine pc, 128 MiB,
 #                         1 vCPU, VNC on 127.0.0.1, boots from its first
 #                         disk if that has a boot sector, else sits in the
 #                         firmware).  One SPEC per disk, TYPE:TARGET:SOURCE
@@ -85,6 +92,30 @@ LV_LOCK=/run/lock/vmdiskfs-libvirt-tests.lock
 LV_MARK=/run/lock/vmdiskfs-tests-libvirtd.pid
 export LV_URI LV_PREFIX
 
+# KVM where qemu may use it, else TCG: the one place that decides.  A
+# machine without /dev/kvm (CI, nested without VT-x) runs every VM test
+# under TCG; one whose /dev/kvm is root-only 0600 (no udev: see
+# tests/install-deps.sh, which makes it root:kvm 0660) too, rather than
+# failing every "virsh start" with "Could not access KVM kernel module".
+_lv_kvm_usable ()
+{
+  local st
+  [ -c /dev/kvm ] || return 1
+  [ "${1:-libvirt}" = root ] && { [ -r /dev/kvm ] && [ -w /dev/kvm ]; return; }
+  st=$(stat -c '%G %a' /dev/kvm 2>/dev/null) || return 1
+  case $st in
+    kvm\ ?[67]?|*\ ??[67]) return 0 ;;
+  esac
+  return 1
+}
+if [ -z "${LV_DOMTYPE:-}" ]; then
+  if _lv_kvm_usable; then LV_DOMTYPE=kvm; else LV_DOMTYPE=qemu; fi
+fi
+if [ -z "${LV_ACCEL:-}" ]; then
+  if _lv_kvm_usable root; then LV_ACCEL=kvm; else LV_ACCEL=tcg; fi
+fi
+export LV_DOMTYPE LV_ACCEL
+
 _lv_domains=()
 _lv_pools=()
 _lv_loops=()
@@ -103,7 +134,8 @@ lv_start ()
 {
   require virsh qemu-img qemu-io
   [ "$(id -u)" = 0 ] || skip "libvirt tests need root"
-  [ -c /dev/kvm ] || skip "no /dev/kvm"
+  [ "$LV_DOMTYPE" = kvm ] ||
+    echo "note: /dev/kvm $( [ -c /dev/kvm ] && echo 'is not usable by the kvm group' || echo 'is absent'): domains of type qemu (TCG)"
   command -v qemu-system-x86_64 >/dev/null 2>&1 || skip "no qemu-system-x86_64"
   if ! _lv_answers; then
     command -v libvirtd >/dev/null 2>&1 || skip "no libvirtd"
@@ -312,10 +344,10 @@ lv_define ()
   shift
   # Defined already: a redefinition (same UUID).
   uuid=$(lv_virsh domuuid "$name" 2>/dev/null)
-  xml="<domain type='kvm'>
+  xml="<domain type='$LV_DOMTYPE'>
   <name>$(_lv_xml_escape "$name")</name>
 ${uuid:+  <uuid>$uuid</uuid>
-}  <memory unit='MiB'>256</memory>
+}  <memory unit='MiB'>128</memory>
   <vcpu>1</vcpu>
   <os>
     <type arch='x86_64' machine='pc'>hvm</type>

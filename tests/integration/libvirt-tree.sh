@@ -82,7 +82,7 @@ for n in "$P-per%cent" "$P-ünï cödé" "$P-dots..."; do
   o=$IMG/odd-${#odd_names[@]}.qcow2
   lv_image qcow2 "$o" 1M
   if lv_virsh define /dev/stdin >/dev/null 2>"$TEST_DIR/odd.err" <<EOF
-<domain type='kvm'><name>$n</name><memory unit='MiB'>64</memory>
+<domain type='$LV_DOMTYPE'><name>$n</name><memory unit='MiB'>64</memory>
 <os><type arch='x86_64' machine='pc'>hvm</type></os>
 <devices><disk type='file' device='disk'><driver name='qemu' type='qcow2'/>
 <source file='$o'/><target dev='vda' bus='virtio'/></disk></devices></domain>
@@ -155,7 +155,7 @@ $(diff "$TEST_DIR/dump.xml" "$MNT/$e/domain.xml" | head -20)" \
   check "$e/domain.xml: size $(stat -c %s "$MNT/$e/domain.xml"), read $(wc -c <"$MNT/$e/domain.xml")" \
     eq "$(stat -c %s "$MNT/$e/domain.xml")" "$(wc -c <"$MNT/$e/domain.xml")"
 done
-no_id () { ! grep -q "<domain type='kvm' id=" "$1"; }
+no_id () { ! grep -q "<domain type='$LV_DOMTYPE' id=" "$1"; }
 check "$RUN/domain.xml is the live XML (has an id=)" no_id "$MNT/$RUN/domain.xml"
 
 # ---- Disk bytes, sizes, holes, times. ----

@@ -275,7 +275,7 @@ ck "--quiesce frozen: KIND: $(cat "$OUT")" grep -q " frozen .* libvirt  *vmdisk-
 # first's lock (VMDISKFS_DOMSNAP_HOLD keeps the first in it until $hold
 # is gone), then both succeed, one after the other.
 uuid=$(lv_virsh domuuid "$RUN" | sed '/^$/d')
-lock=/run/lock/vmdiskfs/$uuid.lock
+lock=/run/vmdiskfs/$uuid.lock
 hold=$TEST_DIR/hold
 : >"$hold"
 : >"$TEST_DIR/lk1.err"
@@ -286,6 +286,10 @@ lk1=$!
 on_exit "rm -f '$hold'; kill $lk1 2>/dev/null"
 ck "lock: the first did not take the lock: $(cat "$TEST_DIR/lk1.err")" \
   wait_for 30 eval '[ -e "$lock" ] && ! flock -n "$lock" true'
+ck "lock: $lock is $(stat -c '%U %a' "$lock")" \
+  eq "$(stat -c '%U %a' "$lock")" "root 600"
+ck "lock: /run/vmdiskfs is $(stat -c '%U %a %F' /run/vmdiskfs)" \
+  eq "$(stat -c '%U %a %F' /run/vmdiskfs)" "root 700 directory"
 # The waiting one under valgrind, when it is installed (exit 99: errors).
 vgpre=()
 command -v valgrind >/dev/null 2>&1 &&
@@ -320,6 +324,51 @@ vs_expect 0 delete "$RUN" live2
 ck "running: after delete $R has '$(tags "$R")'" eq "$(tags "$R")" ""
 ck "running: libvirt has '$(lv_snaps "$RUN")'" eq "$(lv_snaps "$RUN")" ""
 ck "running: the domain stopped" lv_running "$RUN"
+
+# The lock directory made by another user (or a symbolic link, or open to
+# others) is refused, never used: exit 1, EACCES, a message naming it, its
+# owner and mode, nothing made, no lock file in it.  Run in a mount
+# namespace of its own with a tmpfs over /run (the host's /run/libvirt
+# bound back into it, for libvirtd's socket), so the host's /run/vmdiskfs
+# is never touched, whatever happens here, and other tests go on.
+squat ()                        # SHELL-COMMANDS-MAKING-/run/vmdiskfs
+{
+  rc=0
+  mkdir -p "$TEST_DIR/lvrun"
+  : >"$TEST_DIR/squat.ls"
+  unshare -m --propagation private sh -c '
+    set -e
+    mount --bind /run/libvirt "$1"
+    mount -t tmpfs -o mode=0755 vdt-run /run
+    mkdir /run/libvirt
+    mount --bind "$1" /run/libvirt
+    eval "$2"
+    shift 3
+    rc=0
+    "$@" || rc=$?
+    ls -A /run/vmdiskfs/ >"$0" 2>&1 || true
+    exit $rc' "$TEST_DIR/squat.ls" "$TEST_DIR/lvrun" "$1" - \
+    "$VMDISK_SNAPSHOT" -c "$LV_URI" create "$RUN" squat \
+    >"$OUT" 2>"$ERR" || rc=$?
+}
+squat_refused ()                # WHAT MESSAGE
+{
+  ck "squat $1: exit $rc, want 1: $(cat "$ERR")" eq "$rc" 1
+  ck "squat $1: no message '$2': $(cat "$ERR")" has "$ERR" "$2"
+  ck "squat $1: not EACCES: $(cat "$ERR")" has "$ERR" "(EACCES)"
+  ck "squat $1: $R has '$(tags "$R")'" eq "$(tags "$R")" ""
+  ck "squat $1: libvirt has '$(lv_snaps "$RUN")'" eq "$(lv_snaps "$RUN")" ""
+  ck "squat $1: made in the directory: $(cat "$TEST_DIR/squat.ls")" \
+    eq "$(cat "$TEST_DIR/squat.ls")" ""
+}
+squat 'mkdir /run/vmdiskfs; chown nobody: /run/vmdiskfs; chmod 0777 /run/vmdiskfs'
+squat_refused "by nobody, 0777" \
+  "lock directory /run/vmdiskfs has owner uid $(id -u nobody) and mode 0777: refused"
+squat 'mkdir -m 0700 /run/elsewhere; ln -s elsewhere /run/vmdiskfs'
+squat_refused "a symlink" "lock directory /run/vmdiskfs is a symbolic link"
+squat 'mkdir -m 0755 /run/vmdiskfs'
+squat_refused "by root, 0755" \
+  "lock directory /run/vmdiskfs has owner uid 0 and mode 0755: refused"
 
 # --quiesce without an agent, on the own path (a disk left out of
 # snapshots): a warning on stderr, exit 0.
