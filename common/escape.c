@@ -62,3 +62,21 @@ vd_name_unescape (const char *fname)
   out[j] = '\0';
   return out;
 }
+
+void
+vd_mountinfo_unescape (char *s)
+{
+  char *src, *dst;
+
+  for (src = dst = s; *src; ) {
+    if (src[0] == '\\' && src[1] >= '0' && src[1] <= '3'
+        && src[2] >= '0' && src[2] <= '7' && src[3] >= '0' && src[3] <= '7') {
+      *dst++ = (char) ((src[1] - '0') * 64 + (src[2] - '0') * 8
+                       + (src[3] - '0'));
+      src += 4;
+    }
+    else
+      *dst++ = *src++;
+  }
+  *dst = '\0';
+}

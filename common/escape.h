@@ -12,4 +12,8 @@
 char *vd_name_escape (const char *name);
 char *vd_name_unescape (const char *fname);
 
+/* Undo, in place, the octal escapes the kernel writes into the paths of
+ * /proc/self/mountinfo (\040 for a space, \011, \012, \134). */
+void vd_mountinfo_unescape (char *s);
+
 #endif

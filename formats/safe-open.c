@@ -53,6 +53,7 @@
 #include "safe-open.h"
 #include "log.h"
 #include "cleanup.h"
+#include "escape.h"
 
 #define MAX_SYMLINKS 40
 
@@ -72,25 +73,6 @@ vd_forbid_mount (const char *path, dev_t dev)
   }
   forbidden_dev = dev;
   pthread_mutex_unlock (&forbid_lock);
-}
-
-/* Undo mountinfo's octal escapes (\040 for a space ...) in place. */
-static void
-unescape_mountinfo (char *s)
-{
-  char *src, *dst;
-
-  for (src = dst = s; *src; ) {
-    if (src[0] == '\\' && src[1] >= '0' && src[1] <= '3'
-        && src[2] >= '0' && src[2] <= '7' && src[3] >= '0' && src[3] <= '7') {
-      *dst++ = (char) ((src[1] - '0') * 64 + (src[2] - '0') * 8
-                       + (src[3] - '0'));
-      src += 4;
-    }
-    else
-      *dst++ = *src++;
-  }
-  *dst = '\0';
 }
 
 /* Our mount points, canonical: the one given to vd_forbid_mount and every
@@ -156,7 +138,7 @@ mounts_get (struct mounts *m)
     if (makedev (a, b) != dev)
       continue;
     line[at + strcspn (line + at, " \n")] = '\0';
-    unescape_mountinfo (line + at);
+    vd_mountinfo_unescape (line + at);
     if (mounts_add (m, line + at) < 0) {
       r = -1;
       break;
@@ -342,6 +324,20 @@ refuse (const char *image, const char *what, const char *path,
   errno = EIO;
 }
 
+/* Log why name (named by image, or a top image) cannot be opened; errno
+ * kept. */
+static void
+cannot_open (const char *image, const char *what, const char *name)
+{
+  int e = errno;
+
+  if (image)
+    vd_error ("%s: %s %s: cannot open: %s", image, what, name, strerror (e));
+  else
+    vd_error ("%s: cannot open: %s", name, strerror (e));
+  errno = e;
+}
+
 int
 vd_open_checked (const char *path, unsigned flags,
                  const struct vd_policy *pol, unsigned depth,
@@ -355,17 +351,10 @@ vd_open_checked (const char *path, unsigned flags,
 
   canon = resolve (path, &lst, &why);
   if (!canon) {
-    int e = errno;
     if (why)
       refuse (image, what, path, path, why);
-    else {
-      if (image)
-        vd_error ("%s: %s %s: cannot open: %s", image, what, path,
-                  strerror (e));
-      else
-        vd_error ("%s: cannot open: %s", path, strerror (e));
-      errno = e;
-    }
+    else
+      cannot_open (image, what, path);
     return -1;
   }
   if (!S_ISREG (lst.st_mode) && !S_ISBLK (lst.st_mode)) {
@@ -407,13 +396,7 @@ vd_open_checked (const char *path, unsigned flags,
     | O_NOFOLLOW | O_NONBLOCK | O_NOCTTY | O_CLOEXEC;
   fd = open_nofollow (canon, fl);
   if (fd < 0) {
-    int e = errno;
-    if (image)
-      vd_error ("%s: %s %s: cannot open: %s", image, what, canon,
-                strerror (e));
-    else
-      vd_error ("%s: cannot open: %s", path, strerror (e));
-    errno = e;
+    cannot_open (image, what, image ? canon : path);
     return -1;
   }
   if (fstat (fd, st) < 0 || st->st_dev != lst.st_dev
@@ -423,8 +406,8 @@ vd_open_checked (const char *path, unsigned flags,
     refuse (image, what, path, canon, "it changed while being opened");
     return -1;
   }
-  if (fcntl (fd, F_SETFL, fl & ~O_NONBLOCK & ~O_ACCMODE & ~O_CLOEXEC
-             & ~O_NOFOLLOW & ~O_NOCTTY) < 0) {
+  fl = fcntl (fd, F_GETFL);
+  if (fl < 0 || fcntl (fd, F_SETFL, fl & ~O_NONBLOCK) < 0) {
     int e = errno;
     vd_error ("%s: fcntl: %s", canon, strerror (e));
     close (fd);

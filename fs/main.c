@@ -32,6 +32,7 @@
 #include "qcow2.h"            /* qcow2_set_cache_size */
 #include "cleanup.h"
 #include "log.h"
+#include "escape.h"
 
 struct fs_config fs_config;
 struct fuse_session *fs_session;
@@ -155,23 +156,12 @@ mount_dev (unsigned *maj, unsigned *min)
   if (!fp)
     return -1;
   while (getline (&line, &cap, fp) > 0) {
-    char mp[PATH_MAX + 1], *src, *dst;
+    char mp[PATH_MAX + 1];
     unsigned a, b;
 
     if (sscanf (line, "%*u %*u %u:%u %*s %4096s", &a, &b, mp) != 3)
       continue;
-    /* Undo the octal escapes of spaces, tabs, newlines, backslashes. */
-    for (src = dst = mp; *src; ) {
-      if (src[0] == '\\' && src[1] >= '0' && src[1] <= '3'
-          && src[2] >= '0' && src[2] <= '7' && src[3] >= '0' && src[3] <= '7') {
-        *dst++ = (char) ((src[1] - '0') * 64 + (src[2] - '0') * 8
-                         + (src[3] - '0'));
-        src += 4;
-      }
-      else
-        *dst++ = *src++;
-    }
-    *dst = '\0';
+    vd_mountinfo_unescape (mp);
     if (strcmp (mp, mountpoint) == 0) {
       *maj = a;
       *min = b;

@@ -30,6 +30,9 @@
 #                             returns 1 after SECONDS
 #   qcow2_supported           true if the formats library reads qcow2
 #                             (the driver has landed)
+#   read_errno FILE           read all of FILE: prints "ok", the errno's
+#                             name (EIO ...) or TIMEOUT after 20 s (a
+#                             hang; needs python3 and timeout)
 #   data_ranges FILE          "START END" per data range of FILE, by
 #                             SEEK_DATA/SEEK_HOLE (needs python3)
 #   qemu_data_ranges IMAGE    the same from `qemu-img map -U` of IMAGE
@@ -209,6 +212,21 @@ qcow2_supported ()
   fi
   rm -f "$img"
   return $rc
+}
+
+read_errno ()
+{
+  timeout 20 python3 - "$1" <<'EOF'
+import errno, sys
+try:
+    with open(sys.argv[1], "rb") as f:
+        while f.read(1 << 20):
+            pass
+    print("ok")
+except OSError as e:
+    print(errno.errorcode.get(e.errno, e.errno))
+EOF
+  [ $? -ne 124 ] || echo "TIMEOUT"
 }
 
 data_ranges ()

@@ -20,24 +20,6 @@ MNT=$TEST_DIR/mnt
 # Other users must reach the mount points (allow_other part).
 chmod 0755 "$TEST_DIR"
 mkdir -p "$DIR" "$OUT" "$MNT"
-KiB=1024
-
-# errno of reading (all of) PATH, "ok" when it reads; never waits longer
-# than 20 s (a hang is a failure).
-read_errno ()
-{
-  timeout 20 python3 - "$1" <<'EOF'
-import errno, sys
-try:
-    with open(sys.argv[1], "rb") as f:
-        while f.read(1 << 20):
-            pass
-    print("ok")
-except OSError as e:
-    print(errno.errorcode.get(e.errno, e.errno))
-EOF
-  [ $? -ne 124 ] || echo "TIMEOUT"
-}
 
 alive ()
 {

@@ -21,21 +21,6 @@ IMG=$TEST_DIR/img
 mkdir -p "$IMG"
 cd "$IMG" || fail "cd $IMG"
 
-read_errno ()                   # PATH -> "ok", an errno name or TIMEOUT
-{
-  timeout 20 python3 - "$1" <<'EOF'
-import errno, sys
-try:
-    with open(sys.argv[1], "rb") as f:
-        while f.read(1 << 20):
-            pass
-    print("ok")
-except OSError as e:
-    print(errno.errorcode.get(e.errno, e.errno))
-EOF
-  [ $? -ne 124 ] || echo "TIMEOUT"
-}
-
 qemu-img create -q -f qcow2 base1.qcow2 1M
 qemu-io -f qcow2 -c "write -P 0xb1 0 256k" base1.qcow2 >/dev/null
 qemu-img create -q -f qcow2 base2.qcow2 1M

@@ -62,6 +62,15 @@ main (void)
   check_invalid ("..");
   check_invalid ("a%2");
   check_invalid ("a%41");
+  {
+    /* /proc/self/mountinfo's octal escapes. */
+    char m[] = "/srv/my\\040disks\\011x\\134y\\12z\\0";
+    vd_mountinfo_unescape (m);
+    if (strcmp (m, "/srv/my disks\tx\\y\\12z\\0") != 0) {
+      fprintf (stderr, "FAIL: vd_mountinfo_unescape: %s\n", m);
+      failures++;
+    }
+  }
   if (failures)
     return 1;
   printf ("test-escape: all passed\n");
