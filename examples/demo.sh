@@ -53,9 +53,9 @@ mkdir -p "$lvimgs"
 # KVM where there is /dev/kvm (tests/install-deps.sh made it usable by
 # qemu's group kvm, as udev would), else TCG: slower, the same domain.
 domtype=kvm
-if [ ! -c /dev/kvm ]; then
+if [ ! -c /dev/kvm ] || ! ( exec 3<>/dev/kvm ) 2>/dev/null; then
   domtype=qemu
-  echo "demo: no /dev/kvm: the domains run under TCG (<domain type='qemu'>)"
+  echo "demo: no usable /dev/kvm: the domains run under TCG (<domain type='qemu'>)"
 fi
 # A domain as TESTING.md says: machine pc, VNC on 127.0.0.1, no OS
 # (it sits in the firmware), one virtio disk.

@@ -101,6 +101,8 @@ _lv_kvm_usable ()
 {
   local st
   [ -c /dev/kvm ] || return 1
+  # A node whose driver is not there (no VT-x, a container): ENXIO.
+  ( exec 3<>/dev/kvm ) 2>/dev/null || return 1
   [ "${1:-libvirt}" = root ] && { [ -r /dev/kvm ] && [ -w /dev/kvm ]; return; }
   st=$(stat -c '%G %a' /dev/kvm 2>/dev/null) || return 1
   case $st in
