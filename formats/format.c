@@ -255,7 +255,9 @@ open_chain (const char *path, const char *format, unsigned flags,
                         parent ? parent->path : NULL, "backing file", &st);
   if (fd < 0)
     return NULL;
-  modes = st.st_mode & 0444;
+  self.uid = parent ? parent->uid : st.st_uid;
+  self.gid = parent ? parent->gid : st.st_gid;
+  modes = vd_read_bits (&st, self.uid, self.gid);
   self.next = parent;
   self.dev = st.st_dev;
   self.ino = st.st_ino;
@@ -308,6 +310,10 @@ open_chain (const char *path, const char *format, unsigned flags,
     img->flags = flags;
     /* Backing and data files opened by fmt->open ANDed theirs in. */
     img->read_mode = modes;
+    img->dev = st.st_dev;
+    img->ino = st.st_ino;
+    img->uid = st.st_uid;
+    img->gid = st.st_gid;
     if (parent)
       *parent->modes &= modes;
     if ((!img->path && (img->path = strdup (path)) == NULL)
@@ -318,6 +324,15 @@ open_chain (const char *path, const char *format, unsigned flags,
     }
   }
   return img;
+}
+
+mode_t
+vd_read_bits (const struct stat *st, uid_t uid, gid_t gid)
+{
+  mode_t m = st->st_mode, o = m & 0004;
+
+  return o | (st->st_gid == gid ? m & 0040 : o << 3)
+    | (st->st_uid == uid ? m & 0400 : o << 6);
 }
 
 struct vd_image *
@@ -468,7 +483,13 @@ vd_image_open_snapshot (struct vd_image *img, const char *id_or_name)
   if (s) {
     s->fmt = img->fmt;
     s->flags = img->flags & ~(VD_OPEN_RDWR | VD_OPEN_LIVE);
-    s->read_mode = img->read_mode;
+    /* The driver set the bits of the files the snapshot reopened (0 if
+     * it did not: refused); those of the image it comes from too. */
+    s->read_mode &= img->read_mode;
+    s->dev = img->dev;
+    s->ino = img->ino;
+    s->uid = img->uid;
+    s->gid = img->gid;
     if (img->policy && (s->policy = vd_policy_dup (img->policy)) == NULL) {
       vd_image_close (s);
       errno = ENOMEM;
@@ -507,7 +528,7 @@ vd_image_allocated_bounded (struct vd_image *img, uint64_t max_calls,
   *exact = off >= img->size;
   if (!*exact) {
     rest = img->size - off;
-    if (stat (img->path, &st) == 0 && st.st_blocks > 0)
+    if (vd_stat_checked (img->path, NULL, &st) == 0 && st.st_blocks > 0)
       host = (uint64_t) st.st_blocks * 512;
     if (host < 512)
       host = 512;

@@ -392,6 +392,9 @@ qcow2_open_snapshot (struct vd_image *img, const char *id_or_name)
   self.depth = 0;
   self.path = img->path;
   self.policy = img->policy;
+  self.uid = st.st_uid;
+  self.gid = st.st_gid;
+  modes = st.st_mode & 0444;
   self.modes = &modes;
   self.budget = q->budget;      /* a snapshot of the chain: its budget */
   errno = 0;
@@ -399,5 +402,10 @@ qcow2_open_snapshot (struct vd_image *img, const char *id_or_name)
   s = qcow2_open_image (img->path, fd,
                         img->flags & ~(VD_OPEN_RDWR | VD_OPEN_LIVE), &self,
                         &sn);
-  return s ? &s->img : NULL;
+  if (!s)
+    return NULL;
+  /* The files reopened for it (backing, data) may not be the ones the
+   * image was opened with: their bits, not the image's. */
+  s->img.read_mode = modes;
+  return &s->img;
 }

@@ -128,7 +128,7 @@ mounts_get (struct mounts *m)
 
   fp = fopen ("/proc/self/mountinfo", "re");
   if (!fp)
-    return 0;
+    return -1;                  /* cannot tell: refuse (fail closed) */
   while (getline (&line, &cap, fp) > 0) {
     unsigned a, b;
     int at = 0;
@@ -163,8 +163,20 @@ is_our_mount (const struct mounts *m, const char *path)
  * canonical path without symlinks, touching nothing inside our mounts.
  * *st: lstat of the result.  malloc'd, or NULL with errno (ELOOP with
  * *why set for a path into our mount). */
+/* Is path (canonical) dir or one of its ancestors? */
+static bool
+ancestor_of (const char *path, const char *dir)
+{
+  size_t n = strlen (path);
+
+  return strncmp (dir, path, n) == 0 && (dir[n] == '/' || dir[n] == '\0');
+}
+
+static bool inside (const char *path, const char *dir);
+
 static char *
-resolve (const char *path, struct stat *st, const char **why)
+resolve (const char *path, const char *confine, struct stat *st,
+         const char **why, char **at)
 {
   char res[PATH_MAX];           /* resolved so far; "" is "/" */
   CLEANUP_FREE char *todo = NULL;
@@ -176,7 +188,8 @@ resolve (const char *path, struct stat *st, const char **why)
 
   *why = NULL;
   if (mounts_get (&m) < 0) {
-    errno = ENOMEM;
+    *why = "our mounts cannot be listed";
+    errno = EIO;
     return NULL;
   }
   if (path[0] == '/')
@@ -220,6 +233,15 @@ resolve (const char *path, struct stat *st, const char **why)
     cand[len] = '/';
     memcpy (cand + len + 1, comp, clen);
     cand[len + 1 + clen] = '\0';
+    /* Confined: never touch anything but the way to DIR and DIR itself
+     * (an automounter or another FUSE mount elsewhere could hang us). */
+    if (confine && !ancestor_of (cand, confine) && !inside (cand, confine)) {
+      *why = "outside";
+      if (at)
+        *at = strdup (cand);
+      errno = EACCES;
+      return NULL;
+    }
     if (is_our_mount (&m, cand)) {
       *why = "it is inside this vmdiskfs mount";
       errno = ELOOP;
@@ -306,7 +328,77 @@ open_nofollow (const char *path, int flags)
   if (fd >= 0 || errno != ENOSYS)
     return (int) fd;
 #endif
-  return open (path, flags);
+  {
+    /* No openat2 (Linux < 5.6): walk the canonical path one directory
+     * at a time, following no symlink, so that a directory swapped for
+     * a symlink meanwhile fails instead of leading elsewhere. */
+    CLEANUP_FREE char *copy = strdup (path);
+    char *p, *slash;
+    int dfd, nfd;
+
+    if (!copy)
+      return -1;
+    if ((dfd = open ("/", O_PATH | O_DIRECTORY | O_CLOEXEC)) < 0)
+      return -1;
+    for (p = copy + 1; (slash = strchr (p, '/')) != NULL; p = slash + 1) {
+      *slash = '\0';
+      nfd = openat (dfd, p, O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+      close (dfd);
+      if (nfd < 0)
+        return -1;
+      dfd = nfd;
+    }
+    nfd = openat (dfd, p, flags | O_NOFOLLOW);
+    close (dfd);
+    return nfd;
+  }
+}
+
+/* A loop device's backing file, when it has one: a loop device over a
+ * file inside our mount would make every read a request to ourselves.
+ * 0 when dev is no loop device or its file is fine, -1 with *why. */
+static int
+check_loop (const struct stat *st, const char **why)
+{
+  char sys[96], file[PATH_MAX];
+  CLEANUP_FREE char *canon = NULL;
+  const char *w = NULL;
+  struct stat fst;
+  ssize_t n;
+  int fd;
+
+  if (!S_ISBLK (st->st_mode) || major (st->st_rdev) != 7)   /* loop */
+    return 0;
+  snprintf (sys, sizeof sys, "/sys/dev/block/%u:%u/loop/backing_file",
+            major (st->st_rdev), minor (st->st_rdev));
+  fd = open (sys, O_RDONLY | O_CLOEXEC);
+  if (fd < 0)
+    return 0;                   /* not bound to a file */
+  n = read (fd, file, sizeof file - 1);
+  close (fd);
+  if (n <= 0)
+    return 0;
+  file[n] = '\0';
+  file[strcspn (file, "\n")] = '\0';
+  canon = resolve (file, NULL, &fst, &w, NULL);
+  if (!canon && w) {
+    *why = "a loop device over a file inside this vmdiskfs mount";
+    return -1;
+  }
+  return 0;
+}
+
+/* A copy of s with control characters as '?' (NULL: "?"). */
+static char *
+printable (const char *s)
+{
+  char *c = strdup (s ? s : "?"), *p;
+
+  if (c)
+    for (p = c; *p; p++)
+      if ((unsigned char) *p < 0x20 || *p == 0x7f)
+        *p = '?';
+  return c;
 }
 
 /* Log a refusal: one line naming the image and the refused file (for a
@@ -315,12 +407,17 @@ static void
 refuse (const char *image, const char *what, const char *path,
         const char *name, const char *why)
 {
+  /* Names come from images: no control characters into the log, where
+   * a newline could forge a line. */
+  CLEANUP_FREE char *n = printable (name);
+  CLEANUP_FREE char *w = printable (why);
+
   if (image)
-    vd_error ("%s: %s %s refused: %s", image, what, name, why);
+    vd_error ("%s: %s %s refused: %s", image, what, n, w);
   else if (strcmp (path, name) != 0)
-    vd_error ("%s: %s refused: %s", path, name, why);
+    vd_error ("%s: %s refused: %s", path, n, w);
   else
-    vd_error ("%s refused: %s", name, why);
+    vd_error ("%s refused: %s", n, w);
   errno = EIO;
 }
 
@@ -330,11 +427,12 @@ static void
 cannot_open (const char *image, const char *what, const char *name)
 {
   int e = errno;
+  CLEANUP_FREE char *n = printable (name);
 
   if (image)
-    vd_error ("%s: %s %s: cannot open: %s", image, what, name, strerror (e));
+    vd_error ("%s: %s %s: cannot open: %s", image, what, n, strerror (e));
   else
-    vd_error ("%s: cannot open: %s", name, strerror (e));
+    vd_error ("%s: cannot open: %s", n, strerror (e));
   errno = e;
 }
 
@@ -345,13 +443,21 @@ vd_open_checked (const char *path, unsigned flags,
 {
   CLEANUP_FREE char *canon = NULL;
   CLEANUP_FREE char *why_buf = NULL;
+  CLEANUP_FREE char *at = NULL;
   const char *why;
   struct stat lst;
   int fd, fl;
 
-  canon = resolve (path, &lst, &why);
+  canon = resolve (path, pol ? pol->confine : NULL, &lst, &why, &at);
   if (!canon) {
-    if (why)
+    if (at) {
+      if (asprintf (&why_buf, "outside %s (it leads to %s; -o backing=any "
+                    "follows it)", pol->confine, at) < 0)
+        why_buf = NULL;
+      refuse (image, what, path, path,
+              why_buf ? why_buf : "outside the directory");
+    }
+    else if (why)
       refuse (image, what, path, path, why);
     else
       cannot_open (image, what, path);
@@ -359,6 +465,15 @@ vd_open_checked (const char *path, unsigned flags,
   }
   if (!S_ISREG (lst.st_mode) && !S_ISBLK (lst.st_mode)) {
     refuse (image, what, path, canon, "not a regular file or block device");
+    return -1;
+  }
+  /* Images mode names no devices: only a file of DIR may be named. */
+  if (S_ISBLK (lst.st_mode) && image && pol && pol->confine) {
+    refuse (image, what, path, canon, "a block device");
+    return -1;
+  }
+  if (check_loop (&lst, &why) < 0) {
+    refuse (image, what, path, canon, why);
     return -1;
   }
   if (pol && pol->confine && !inside (canon, pol->confine)) {
@@ -375,7 +490,7 @@ vd_open_checked (const char *path, unsigned flags,
       const char *ewhy;
       struct stat est;
 
-      ecanon = resolve (exp, &est, &ewhy);
+      ecanon = resolve (exp, NULL, &est, &ewhy, NULL);
       if (!ecanon || est.st_dev != lst.st_dev || est.st_ino != lst.st_ino) {
         if (asprintf (&why_buf, "the domain XML's <backingStore> names %s",
                       exp) < 0)
@@ -424,7 +539,7 @@ vd_stat_checked (const char *path, const struct vd_policy *pol,
   CLEANUP_FREE char *canon = NULL;
   const char *why;
 
-  canon = resolve (path, st, &why);
+  canon = resolve (path, pol ? pol->confine : NULL, st, &why, NULL);
   if (!canon)
     return -1;
   if (pol && pol->confine && !inside (canon, pol->confine)) {
@@ -451,7 +566,7 @@ vd_open_named_file (const char *driver, const char *image_path,
   fd = vd_open_checked (full, 0, chain ? chain->policy : NULL, 0,
                         image_path, what, &st);
   if (fd >= 0 && chain && chain->modes)
-    *chain->modes &= st.st_mode & 0444;
+    *chain->modes &= vd_read_bits (&st, chain->uid, chain->gid);
   return fd;
 }
 

@@ -161,9 +161,17 @@ struct vd_image {
   uint64_t size;              /* guest-visible (virtual) size in bytes    */
   unsigned flags;             /* VD_OPEN_*                                */
   /* The read bits (0444 at most) that every file the image reads through
-   * grants: the image file, its backing files and data file.  Set by
-   * format.c after the driver's open. */
+   * grants to the owner, group and others of the image file: a file of
+   * the chain owned by another user grants the image's owner only what it
+   * grants others (vd_read_bits).  Set by format.c after the driver's
+   * open. */
   mode_t read_mode;
+  /* The image file as opened (fstat): who owns it, and which file it is
+   * (a caller that scanned it before can tell it was replaced). */
+  dev_t dev;
+  ino_t ino;
+  uid_t uid;
+  gid_t gid;
   /* Top images (and snapshots opened from them): the policy they were
    * opened with, owned; NULL for backing files and without a policy. */
   struct vd_policy *policy;
@@ -181,6 +189,8 @@ struct vd_chain {
   const struct vd_policy *policy;  /* of the top image, or NULL          */
   mode_t *modes;                 /* this image's read bits so far: files
                                     it opens (backing, data) AND theirs  */
+  uid_t uid;                     /* the top image file's owner and group */
+  gid_t gid;
   struct vd_budget *budget;      /* metadata memory of the whole chain:
                                     set by vd_image_open_chain for a top
                                     image, inherited by backing files and
@@ -304,6 +314,9 @@ int vd_pread_full (int fd, void *buf, size_t count, uint64_t offset,
 /* Resolve a file name found inside an image (backing file, data file)
  * against the directory of the image that names it. malloc'd. */
 char *vd_resolve_relative (const char *image_path, const char *name);
+/* The read bits (0444 at most) that the file st describes grants to the
+ * owner uid, the group gid and others of a top image. */
+mode_t vd_read_bits (const struct stat *st, uid_t uid, gid_t gid);
 /* Read the len-byte file name (backing file, data file) stored at off in
  * fd, the caller having checked the range; fails EIO when it cannot be
  * read or holds a NUL byte, logged as "driver: path: what ...".

@@ -119,9 +119,10 @@ usage (FILE *fp, const char *prog)
 "    -o probe=no            images mode: a file not named *.qcow2, *.qed or\n"
 "                           *.qcow is raw, never probed (a guest can write\n"
 "                           an image header into its raw disk)\n"
-"    -o backing=any         images mode: follow backing and data files\n"
-"                           outside DIR too (DANGEROUS unless every image\n"
-"                           in DIR is trusted: see vmdiskfs(1))\n"
+"    -o backing=any         images mode: follow backing and data files,\n"
+"                           and symlinks in DIR, outside DIR too\n"
+"                           (DANGEROUS unless every image in DIR is\n"
+"                           trusted: see vmdiskfs(1))\n"
 "    -o snapsize=N%%|SIZE    copy-on-write space of the classic LVM\n"
 "                           snapshots mkdir makes: N%% (1-100) of the\n"
 "                           origin LV, or SIZE bytes (K/M/G/T suffixes);\n"
@@ -225,6 +226,16 @@ fs_write_pidfile (void)
     vd_error ("pidfile %s: %m", pidfile);
     unlink (tmp);
   }
+}
+
+/* Is path dir, or inside it (both canonical)? */
+static bool
+within (const char *path, const char *dir)
+{
+  size_t n = strlen (dir);
+
+  return strcmp (dir, "/") == 0
+    || (strncmp (path, dir, n) == 0 && (path[n] == '/' || path[n] == '\0'));
 }
 
 /* "64M" -> bytes; 0 on a malformed size. */
@@ -396,6 +407,14 @@ main (int argc, char **argv)
     free (fs_config.images);
     fs_config.images = abs;
     source = fs_config.images;
+    /* Scanning DIR must never look at the mount itself. */
+    if (fs_config.mountpoint && (within (fs_config.mountpoint, abs)
+                                 || within (abs, fs_config.mountpoint))) {
+      fprintf (stderr, "vmdiskfs: the mount point %s and -o images=%s "
+               "must not be inside one another\n", fs_config.mountpoint,
+               abs);
+      goto out_args;
+    }
   }
   else {
     provider = &tree_libvirt_provider;

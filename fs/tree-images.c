@@ -716,6 +716,8 @@ images_open_disk (struct fs_node *node)
   CLEANUP_FREE char *path = NULL, *id = NULL;
   struct images_image *ii;
   struct vd_image *img, *snap;
+  struct stat scanned;
+  mode_t shown = 0;
   int err = 0;
 
   tree_rdlock ();
@@ -725,6 +727,10 @@ images_open_disk (struct fs_node *node)
   else if ((path = strdup (ii->path)) == NULL
            || (id = strdup (node->snap_id)) == NULL)
     err = ENOMEM;
+  else {
+    scanned = ii->st;
+    shown = node->attr.st_mode & 0444;
+  }
   tree_unlock ();
   if (err) {
     errno = err;
@@ -741,6 +747,11 @@ images_open_disk (struct fs_node *node)
     if (!snap)
       return NULL;
     img = snap;
+  }
+  if (fs_disk_changed (img, &scanned, shown)) {
+    vd_image_close (img);
+    errno = EIO;
+    return NULL;
   }
   return fs_disk_new (img);              /* closes img on failure */
 }

@@ -782,6 +782,21 @@ image_info (struct build *b, const char *path, const char *format,
 }
 
 static bool
+same_policy (const struct vd_policy *a, const struct vd_policy *b)
+{
+  size_t i;
+
+  if (!a || !b)
+    return a == b;
+  if (a->nexpect != b->nexpect || a->expect_end != b->expect_end)
+    return false;
+  for (i = 0; i < a->nexpect; i++)
+    if (strcmp (a->expect[i], b->expect[i]) != 0)
+      return false;
+  return true;
+}
+
+static bool
 is_disk_device (const struct domxml_disk *d)
 {
   return !d->device || strcmp (d->device, "disk") == 0;
@@ -1238,6 +1253,7 @@ build_libvirt_snapshot (struct build *b, const struct lv_snap *ls,
   struct fs_blob *px = fs_blob_plain (ls->xml);
   CLEANUP_FREE char *dx = NULL;
   size_t dxlen = 0, i, j;
+  const struct domxml_disk *rec;
   int ret = -1;
 
   if (!px)
@@ -1300,11 +1316,18 @@ build_libvirt_snapshot (struct build *b, const struct lv_snap *ls,
     ds = add_disk (&ss->disks, &ss->ndisks);
     if (!ds)
       goto out;
+    /* An internal snapshot of the current disk's image: the chain the
+     * current definition records applies to it too. */
+    rec = NULL;
+    if (strcmp (mode, "internal") == 0)
+      for (j = 0; j < ncur; j++)
+        if (streq (cur[j].target, d->target) && streq (cur[j].source, path))
+          rec = &cur[j];
     /* External: the file the domain used then, now the backing file of
      * the overlay the snapshot created; it no longer changes. */
     if (fill_disk (b, ds, d->target, path, format,
                    strcmp (mode, "internal") == 0 ? ls->name : NULL,
-                   false, NULL) < 0)
+                   false, rec) < 0)
       goto out;
     ds->sec = ss->sec;
   }
@@ -1420,6 +1443,18 @@ apply_disk (struct fs_node *dom, const char *dir, const struct disk_scan *s,
     && streq (k->lvm_id, s->lvm_id)
     && k->live == s->live && k->err == s->err && k->size == s->size
     && same_stat (&k->st, &s->st);
+  if (unchanged && !same_policy (k->policy, s->policy)) {
+    /* The <backingStore> record changed, not the image: the open image
+     * (checked against the old record) is dropped. */
+    struct vd_policy *np = vd_policy_dup (s->policy);
+    if (s->policy && !np) {
+      inode_unref (n);
+      return NULL;
+    }
+    vd_policy_free (k->policy);
+    k->policy = np;
+    tree_set_disk (n, NULL, s->err);     /* reopened under the new one */
+  }
   if (!unchanged) {
     struct lv_disk *nk = calloc (1, sizeof *nk);
     char *sid = strdup (s->snap_id ? s->snap_id : "");
@@ -2136,6 +2171,8 @@ libvirt_open_disk (struct fs_node *node)
   CLEANUP_FREE char *lvm_id = NULL;
   struct vd_policy *pol = NULL;
   unsigned lvm_flags = 0;
+  struct stat scanned;
+  mode_t shown = 0;
   struct lv_disk *k;
   struct vd_image *img, *s;
   unsigned flags = 0;
@@ -2154,6 +2191,8 @@ libvirt_open_disk (struct fs_node *node)
     lvm_id = k->lvm_id ? strdup (k->lvm_id) : NULL;
     lvm_flags = k->lvm_flags;
     pol = vd_policy_dup (k->policy);
+    scanned = k->st;
+    shown = node->attr.st_mode & 0444;
     if (!path || !format || (k->snap_id && !snap) || (k->lvm_id && !lvm_id)
         || (k->policy && !pol))
       err = ENOMEM;
@@ -2183,6 +2222,11 @@ libvirt_open_disk (struct fs_node *node)
     if (!s)
       return NULL;
     img = s;
+  }
+  if (!lvm_id && fs_disk_changed (img, &scanned, shown)) {
+    vd_image_close (img);
+    errno = EIO;
+    return NULL;
   }
   return fs_disk_new (img);
 }

@@ -41,6 +41,25 @@ static struct fs_node *root;
 
 /* ---- Shared open images. ---- */
 
+bool
+fs_disk_changed (const struct vd_image *img, const struct stat *scanned,
+                 mode_t shown)
+{
+  if (scanned->st_ino != 0
+      && (img->dev != scanned->st_dev || img->ino != scanned->st_ino)) {
+    vd_error ("%s: replaced since it was scanned: refused until it is "
+              "scanned again", img->path);
+    return true;
+  }
+  if (shown & ~img->read_mode) {
+    vd_error ("%s: its backing chain grants less than it did when it was "
+              "scanned (%03o, not %03o): refused until it is scanned again",
+              img->path, (unsigned) img->read_mode, (unsigned) shown);
+    return true;
+  }
+  return false;
+}
+
 struct fs_disk *
 fs_disk_new (struct vd_image *img)
 {

@@ -88,6 +88,12 @@ struct fs_disk {
   struct vd_image *img;
 };
 struct fs_disk *fs_disk_new (struct vd_image *img);
+/* An image opened again for a disk node (providers open lazily): is it
+ * not the file scanned (scanned->st_ino 0: unknown), or does its chain
+ * grant less than the read bits shown, which the kernel checked?  Then
+ * true, after a log line: the caller refuses it (EIO) until a rescan. */
+bool fs_disk_changed (const struct vd_image *img, const struct stat *scanned,
+                      mode_t shown);
 struct fs_disk *fs_disk_ref (struct fs_disk *d);
 void fs_disk_unref (struct fs_disk *d);
 

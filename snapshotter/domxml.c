@@ -130,6 +130,17 @@ domxml_disks_free (struct domxml_disk *disks, size_t n)
   free (disks);
 }
 
+static bool
+has_element_child (const xmlNode *n)
+{
+  const xmlNode *c;
+
+  for (c = n->children; c; c = c->next)
+    if (c->type == XML_ELEMENT_NODE)
+      return true;
+  return false;
+}
+
 /* Deeper <backingStore> nesting is not followed (vdformat.h's
  * VD_MAX_CHAIN_DEPTH refuses such chains anyway). */
 #define MAX_BACKING_DEPTH 64
@@ -153,7 +164,7 @@ parse_backing (const xmlNode *n, struct domxml_disk *d)
     const xmlNode *src = child (bs, "source");
     char *path, **t;
 
-    if (!src && !bs->children) {
+    if (!src && !has_element_child (bs)) {
       d->backing_end = true;            /* <backingStore/> */
       break;
     }

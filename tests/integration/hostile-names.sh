@@ -72,7 +72,11 @@ qemu-img create -q -f qcow2 -u -b "$OUT/secret.raw" -F raw victim2.raw 64K
 qemu-img create -q -f raw private.raw 64K
 chmod 0600 private.raw
 qemu-img create -q -f qcow2 -u -b private.raw -F raw mixed.qcow2 64K
-chmod 0644 mixed.qcow2 good.qcow2 base.raw
+# Another user's image over root's 0600 file: that user gets nothing of
+# it (the owner's bits of a file owned by someone else do not count).
+qemu-img create -q -f qcow2 -u -b private.raw -F raw theirs.qcow2 64K
+chown 65534:65534 theirs.qcow2
+chmod 0644 mixed.qcow2 good.qcow2 base.raw theirs.qcow2
 cd / || fail "cd /"
 
 # ---- Default policy: confined to DIR. ----
@@ -93,18 +97,20 @@ alive "$MNT"
 # One log line each, naming the image and the refused file.
 grep -q "abs.qcow2: backing file $OUT/secret.raw refused: outside $DIR" \
   "$LOG" || fail "no log line for abs.qcow2: $(grep abs.qcow2 "$LOG")"
-grep -q "rel.qcow2: backing file $OUT/secret.raw refused: outside" "$LOG" ||
-  fail "no log line for rel.qcow2 naming the resolved path"
-grep -q "link.qcow2: backing file $OUT/secret.raw refused" "$LOG" ||
+# Refused before anything outside DIR is touched (an automounter there
+# could hang us), naming where the name leads.
+grep -q "rel.qcow2: backing file $DIR/../outside/secret.raw refused: outside $DIR (it leads to $OUT;" "$LOG" ||
+  fail "no log line for rel.qcow2 naming where it leads"
+grep -q "link.qcow2: backing file $DIR/.inlink refused: outside $DIR (it leads to $OUT;" "$LOG" ||
   fail "no log line for link.qcow2 naming where the symlink leads"
 grep -q "data.qcow2: external data file $OUT/data.raw refused" "$LOG" ||
   fail "no log line for data.qcow2"
-grep -q "linked-out.qcow2: $OUT/other.qcow2 refused: outside" "$LOG" ||
+grep -q "linked-out.qcow2 refused: outside $DIR (it leads to $OUT;" "$LOG" ||
   fail "no log line for linked-out.qcow2"
-grep -q "selfref.qcow2: backing file .* refused: it is inside this vmdiskfs mount" \
+# (The mount is outside DIR: refused as such; backing=any below shows the
+# check that refuses the mount itself.)
+grep -q "selfref.qcow2: backing file $MNT/good.qcow2/disk.raw refused: outside" \
   "$LOG" || fail "no log line for selfref.qcow2"
-grep -q "selflink.qcow2: backing file .* refused: it is inside this vmdiskfs mount" \
-  "$LOG" || fail "no log line for selflink.qcow2"
 
 # The guest's fake header naming an image of DIR is followed when probing
 # (the documented risk of the default) ...
@@ -114,6 +120,8 @@ cmp -s "$MNT/victim.raw/disk.raw" "$TEST_DIR/good.expect" ||
 compare "$MNT/good.qcow2/disk.raw" "$TEST_DIR/good.expect"
 [ "$(stat -c %a "$MNT/good.qcow2/disk.raw")" = 444 ] ||
   fail "good.qcow2/disk.raw: mode $(stat -c %a "$MNT/good.qcow2/disk.raw")"
+[ "$(stat -c %a "$MNT/theirs.qcow2/disk.raw")" = 0 ] ||
+  fail "theirs.qcow2/disk.raw: mode $(stat -c %a "$MNT/theirs.qcow2/disk.raw"), want 0 (owned by nobody, over root's 0600 file)"
 [ "$(stat -c %a "$MNT/mixed.qcow2/disk.raw")" = 400 ] ||
   fail "mixed.qcow2/disk.raw: mode $(stat -c %a "$MNT/mixed.qcow2/disk.raw"), want 400 (its backing file is 0600)"
 [ "$(stat -c %a "$MNT")" = "$(printf '%o' $(( 0$(stat -c %a "$DIR") & 0555 )))" ] ||
@@ -146,6 +154,10 @@ grep -q "fifo.qcow2: backing file $DIR/.fifo refused: not a regular file or bloc
   "$LOG" || fail "no log line for the FIFO"
 grep -q "tty.qcow2: backing file /dev/ptmx refused: not a regular file" \
   "$LOG" || fail "no log line for /dev/ptmx"
+grep -q "selfref.qcow2: backing file $MNT/good.qcow2/disk.raw refused: it is inside this vmdiskfs mount" \
+  "$LOG" || fail "no log line for selfref.qcow2 under backing=any"
+grep -q "selflink.qcow2: backing file $DIR/.selflink refused: it is inside this vmdiskfs mount" \
+  "$LOG" || fail "no log line for selflink.qcow2 under backing=any"
 alive "$MNT"
 compare "$MNT/good.qcow2/disk.raw" "$TEST_DIR/good.expect"
 stop_vmdiskfs "$MNT" || fail "unmount"
@@ -157,6 +169,15 @@ fi
 if "$VMDISKFS" -o images="$DIR",probe=maybe "$MNT" 2>/dev/null; then
   fail "probe=maybe accepted"
 fi
+# A mount point inside DIR: scanning DIR would look at the mount.
+mkdir -p "$DIR/.inside"
+if "$VMDISKFS" -f -o images="$DIR" "$DIR/.inside" 2>"$TEST_DIR/inside.err"; then
+  fusermount3 -u "$DIR/.inside"
+  fail "a mount point inside DIR accepted"
+fi
+grep -q "must not be inside one another" "$TEST_DIR/inside.err" ||
+  fail "no clear message for a mount point inside DIR: $(cat "$TEST_DIR/inside.err")"
+rmdir "$DIR/.inside"
 
 # ---- allow_other: another user sees only what the host lets them. ----
 
@@ -169,6 +190,9 @@ grep -q " $MNT fuse[^ ]* [^ ]*default_permissions" /proc/self/mounts ||
 compare "$TEST_DIR/nobody.out" "$TEST_DIR/good.expect"
 if "${NOBODY[@]}" cat "$MNT/mixed.qcow2/disk.raw" >/dev/null 2>&1; then
   fail "another user read a disk whose backing file is 0600"
+fi
+if "${NOBODY[@]}" cat "$MNT/theirs.qcow2/disk.raw" >/dev/null 2>&1; then
+  fail "a user read root's 0600 file as the backing file of their own image"
 fi
 stop_vmdiskfs "$MNT" || fail "unmount"
 
