@@ -23,8 +23,9 @@
 # The kernel, busybox and initramfs are prepared once, cached under
 # /var/tmp/vmdiskfs-lvm-guest/KERNELVERSION/ (remove it to rebuild).
 #
-# Environment: VD_GUEST_TIMEOUT (seconds, default 600: a loaded 2-CPU
-# machine makes TCG several times slower), VD_GUEST_MEM (MiB,
+# Environment: VD_GUEST_TIMEOUT (seconds, default 1200: a loaded 2-CPU
+# machine makes TCG several times slower, and the libvirt tests beside
+# it run TCG guests too where there is no /dev/kvm), VD_GUEST_MEM (MiB,
 # default 1024), VD_GUEST_CPUS (default 1), VD_GUEST_CACHE (default
 # /var/tmp/vmdiskfs-lvm-guest).
 #
@@ -35,7 +36,7 @@ set -u
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 : "${abs_top_srcdir:=$(cd "$here/../.." && pwd)}"
 : "${abs_top_builddir:=$abs_top_srcdir}"
-timeout_s=${VD_GUEST_TIMEOUT:-600}
+timeout_s=${VD_GUEST_TIMEOUT:-1200}
 mem=${VD_GUEST_MEM:-1024}
 cpus=${VD_GUEST_CPUS:-1}
 cache=${VD_GUEST_CACHE:-/var/tmp/vmdiskfs-lvm-guest}
