@@ -91,10 +91,14 @@ main (void)
   CHECK (errno == ETIMEDOUT);
   CHECK (waitpid (-1, NULL, WNOHANG) == -1 && errno == ECHILD);
 
-  /* Four at once. */
-  for (i = 0; i < 4; i++)
-    CHECK (pthread_create (&t[i], NULL, thread, NULL) == 0);
-  for (i = 0; i < 4; i++) {
+  /* Four at once.  Not under valgrind (tests/unit/valgrind.sh sets
+   * VD_UNDER_VALGRIND): a helper forked while another thread holds a
+   * buffer in a register sees that buffer "definitely lost" at its exit,
+   * and valgrind makes the child exit with its error code. */
+  if (!getenv ("VD_UNDER_VALGRIND"))
+    for (i = 0; i < 4; i++)
+      CHECK (pthread_create (&t[i], NULL, thread, NULL) == 0);
+  for (i = 0; i < 4 && !getenv ("VD_UNDER_VALGRIND"); i++) {
     void *r;
     pthread_join (t[i], &r);
     CHECK (r == NULL);

@@ -42,6 +42,9 @@ cleanup () {
 }
 trap cleanup EXIT
 
+# Tests skip what valgrind cannot judge (test-lvm-helper: helpers forked
+# from several threads at once).
+export VD_UNDER_VALGRIND=1
 vg=(valgrind -q --leak-check=full --show-leak-kinds=definite,indirect
     --errors-for-leak-kinds=definite,indirect --error-exitcode=99
     --track-origins=yes --num-callers=30)
