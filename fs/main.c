@@ -24,6 +24,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/sysmacros.h>
 #include <unistd.h>
@@ -453,6 +454,17 @@ main (int argc, char **argv)
         || fuse_opt_add_arg (&args, "-o") < 0
         || fuse_opt_add_arg (&args, o) < 0)
       goto out_args;
+  }
+
+  /* Every open file holds its own image and backing chain open (both
+   * providers): allow as many descriptors as the hard limit lets us. */
+  {
+    struct rlimit rl;
+
+    if (getrlimit (RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+      rl.rlim_cur = rl.rlim_max;
+      setrlimit (RLIMIT_NOFILE, &rl);
+    }
   }
 
   inode_init ();

@@ -25,8 +25,8 @@
  *    one, EMFILE) gives EIO to the reader, with a log line; an image
  *    that failed at the scan for lack of resources (EMFILE, ENFILE,
  *    ENOMEM) is scanned again at the next access after a second.
- *    The descriptor limit is raised to its hard limit at start, as in
- *    libvirt mode, for the backing files of images read at once.
+ *    main.c raises the descriptor limit to its hard limit at start,
+ *    for the backing files of images read at once.
  *  - Names are escaped with vd_name_escape.  Snapshots are shown by tag; a
  *    tag that appears more than once keeps its plain name for the first of
  *    them in snapshot-table order, the others get " (id N)" appended (N is
@@ -66,7 +66,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/resource.h>
 #include <unistd.h>
 
 #include "vmdiskfs.h"
@@ -646,7 +645,6 @@ static int
 images_start (struct fs_node *root)
 {
   struct images_root *r;
-  struct rlimit rl;
   char *dir;
   struct stat st;
 
@@ -664,13 +662,6 @@ images_start (struct fs_node *root)
   }
   images_dir = dir;
   images_policy.confine = fs_config.backing_any ? NULL : images_dir;
-  /* Images are opened lazily, but a reader's image holds its backing
-   * chain open: allow as many as the hard limit lets us (as libvirt mode
-   * does). */
-  if (getrlimit (RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
-    rl.rlim_cur = rl.rlim_max;
-    setrlimit (RLIMIT_NOFILE, &rl);
-  }
   r = calloc (1, sizeof *r);
   if (!r)
     return -1;

@@ -119,7 +119,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/resource.h>
 #include <unistd.h>
 
 #include <libvirt/libvirt.h>
@@ -2051,7 +2050,6 @@ libvirt_start (struct fs_node *root)
   const char *u = fs_config.connect;
   struct lv_root *r;
   virConnectPtr c;
-  struct rlimit rl;
   time_t now = time (NULL);
 
   if (!u || !*u)
@@ -2092,12 +2090,6 @@ libvirt_start (struct fs_node *root)
   if (remote_uri (uri))
     fprintf (stderr, "vmdiskfs: warning: %s names another host: the disk "
              "paths it gives are opened on this one (shared storage)\n", uri);
-
-  /* Open images of many domains (each open file holds its own). */
-  if (getrlimit (RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
-    rl.rlim_cur = rl.rlim_max;
-    setrlimit (RLIMIT_NOFILE, &rl);
-  }
 
   r = calloc (1, sizeof *r);
   if (!r)
