@@ -280,11 +280,14 @@ check "delete own shut off: no tags" eval '[ -z "$(tags "$D/ma.qcow2")$(tags "$D
 
 # A failure half-way is undone: vdc's image is held by qemu-io, so its
 # qemu-img snapshot fails after vda's was made.
-qemu-io -f qcow2 -c "sleep 60000" "$D/mc.qcow2" >/dev/null 2>&1 &
+# Whether qemu-io holds the image is asked with F_OFD_GETLK, which takes
+# no lock: a probe by qemu-img info would take qemu's shared lock itself,
+# and a qemu-io that opens in that moment fails and exits.
+qemu-io -f qcow2 -c "sleep 120000" "$D/mc.qcow2" >/dev/null 2>"$D/holder.err" &
 holder=$!
 on_exit "kill $holder 2>/dev/null; wait $holder 2>/dev/null"
-wait_for 30 eval '! qemu-img info "$D/mc.qcow2" >/dev/null 2>&1' ||
-  fail "qemu-io does not hold $D/mc.qcow2"
+wait_for 60 eval 'kill -0 $holder 2>/dev/null && image_locked "$D/mc.qcow2"' ||
+  fail "qemu-io does not hold $D/mc.qcow2: $(cat "$D/holder.err")"
 check "half-way: EIO" ds_err EIO create "$M" half
 check "half-way: no tag vda" no_tag "$D/ma.qcow2" half
 check "half-way: no tag vdc" no_tag "$D/mc.qcow2" half

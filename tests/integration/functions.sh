@@ -35,6 +35,9 @@
 #                             hang; needs python3 and timeout)
 #   data_ranges FILE          "START END" per data range of FILE, by
 #                             SEEK_DATA/SEEK_HOLE (needs python3)
+#   image_locked FILE         true if a process holds one of qemu's image
+#                             locks on FILE (asked by F_OFD_GETLK, which
+#                             takes none; needs python3)
 #   qemu_data_ranges IMAGE    the same from `qemu-img map -U` of IMAGE
 #                             (adjacent data extents merged; needs
 #                             qemu-img and python3)
@@ -198,6 +201,24 @@ wait_for ()
     sleep 0.1
   done
   return 1
+}
+
+# Does another process hold one of qemu's image locks on FILE (bytes
+# 100-299, docs/interop: "perm" and "shared perm" bytes)?  F_OFD_GETLK
+# asks without taking a lock, so a qemu opening FILE meanwhile is not
+# disturbed.
+image_locked ()                 # FILE
+{
+  python3 - "$1" <<'EOF'
+import fcntl, os, struct, sys
+F_OFD_GETLK = 36
+fd = os.open(sys.argv[1], os.O_RDONLY)
+for byte in range(100, 300):
+    lk = struct.pack("hh4xqqi4x", fcntl.F_WRLCK, os.SEEK_SET, byte, 1, 0)
+    if struct.unpack("hh4xqqi4x", fcntl.fcntl(fd, F_OFD_GETLK, lk))[0] != fcntl.F_UNLCK:
+        sys.exit(0)
+sys.exit(1)
+EOF
 }
 
 qcow2_supported ()
