@@ -4,7 +4,7 @@
 # One qcow2 image (VSIZE virtual, 64 KiB clusters, DATA_MB of random data
 # written with qemu-io in 64 MiB pieces at every other 128 MiB, the rest
 # holes) is read through
-#   vmdiskfs             vmdiskfs -f -o images=DIR MNT   -> MNT/bench.qcow2/disk.raw
+#   vmdiskfs             vmdiskfs -f -o images=DIR MNT   -> MNT/bench.qcow2/disk.img
 #   qemu-storage-daemon  its FUSE export of the qcow2 node on a regular file
 #   qcowmount            libqcow-utils, MNT/qcow1 (often slow: capped)
 #   raw                  the same bytes converted to a raw file and read
@@ -120,7 +120,7 @@ start_vmdiskfs () {   # start_vmdiskfs DIR-WITH-IMAGE MNT
   "$VMDISKFS" -f -o images="$1" "$2" > "$WORK/vmdiskfs.log" 2>&1 &
   pid[vmdiskfs]=$!
   mounts+=("$2")
-  wait_for "$2/$(ls "$1" | head -1)/disk.raw" "$2" "${pid[vmdiskfs]}"
+  wait_for "$2/$(ls "$1" | head -1)/disk.img" "$2" "${pid[vmdiskfs]}"
 }
 
 start_qsd () {   # start_qsd IMAGE EXPORT-FILE
@@ -253,7 +253,7 @@ for p in $PEERS; do
   case $p in
     vmdiskfs)
       start_vmdiskfs "$WORK/images" "$WORK/mnt/vmdiskfs" &&
-        file[$p]=$WORK/mnt/vmdiskfs/bench.qcow2/disk.raw backing[$p]=$img ;;
+        file[$p]=$WORK/mnt/vmdiskfs/bench.qcow2/disk.img backing[$p]=$img ;;
     qsd)
       start_qsd "$img" "$WORK/qsd-export" &&
         file[$p]=$WORK/qsd-export backing[$p]=$img ;;
@@ -339,7 +339,7 @@ print("    SEEK_DATA walk: %d data extents, %d MiB" % (n, total >> 20))
   }
   echo "memory: 2 TiB sparse qcow2"
   if [ -x "$VMDISKFS" ] && start_vmdiskfs "$big/images" "$big/mnt"; then
-    walk "$big/mnt/big.qcow2/disk.raw"
+    walk "$big/mnt/big.qcow2/disk.img"
     rss_vmdiskfs=$(hwm "${pid[vmdiskfs]}")
     echo "  vmdiskfs VmHWM: $rss_vmdiskfs"
     stop_all

@@ -107,7 +107,7 @@ t=$(date +%s%N)
 files=$(find "$MNT/$P"-* -type f | wc -l)
 echo "many-domains: find: $files files under our domains (want $((N * (2 + S * 3)))) in $(ms "$t") ms; $(mem)"
 t=$(date +%s%N)
-cat "$MNT/$P-0000/snapshots/s$S/vda.raw" "$MNT/$(printf '%s-%04d' "$P" $((N - 1)))/snapshots/s1/vda.raw" >/dev/null
+cat "$MNT/$P-0000/snapshots/s$S/vda.img" "$MNT/$(printf '%s-%04d' "$P" $((N - 1)))/snapshots/s1/vda.img" >/dev/null
 echo "many-domains: read two snapshot disks in $(ms "$t") ms"
 
 if [ "${KEEP:-0}" = 1 ]; then

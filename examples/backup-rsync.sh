@@ -3,7 +3,7 @@
 #   1. take a snapshot of all its disks (vmdisk-snapshot create, or mkdir
 #      in the mount with --mkdir),
 #   2. rsync -a --sparse the snapshot's directory (domain.xml,
-#      snapshot.xml, one TARGET.raw per disk) from the mount to TARGET,
+#      snapshot.xml, one TARGET.img per disk) from the mount to TARGET,
 #   3. delete the snapshot again, also when a step failed or the script
 #      is interrupted.
 # A domain that is running keeps running; its disks are copied as they
@@ -12,7 +12,7 @@
 # (shared with backup-tar.sh), which must be next to this file.
 #
 # Restore (the domain shut off, the mount read-write):
-#   rsync -a --sparse --inplace --no-whole-file TARGET/vda.raw /srv/vmdisks/DOMAIN/vda.raw
+#   rsync -a --sparse --inplace --no-whole-file TARGET/vda.img /srv/vmdisks/DOMAIN/vda.img
 #
 # SPDX-License-Identifier: GPL-3.0-or-later
 set -euo pipefail

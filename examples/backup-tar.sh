@@ -3,7 +3,7 @@
 #   1. take a snapshot of all its disks (vmdisk-snapshot create, or mkdir
 #      in the mount with --mkdir),
 #   2. tar -cS the snapshot's directory (domain.xml, snapshot.xml, one
-#      TARGET.raw per disk) from the mount into ARCHIVE (compressed after
+#      TARGET.img per disk) from the mount into ARCHIVE (compressed after
 #      its suffix: .tar.gz, .tar.zst, ...; written to ARCHIVE.part and
 #      renamed when complete),
 #   3. delete the snapshot again, also when a step failed or the script
@@ -15,7 +15,7 @@
 #
 # Restore (the domain shut off, the mount read-write):
 #   mkdir /tmp/r && tar -xSf ARCHIVE -C /tmp/r
-#   cp --sparse=always /tmp/r/vda.raw /srv/vmdisks/DOMAIN/vda.raw
+#   cp --sparse=always /tmp/r/vda.img /srv/vmdisks/DOMAIN/vda.img
 #
 # SPDX-License-Identifier: GPL-3.0-or-later
 set -euo pipefail
@@ -30,7 +30,7 @@ usage: $prog [OPTIONS] DOMAIN ARCHIVE
 
 Snapshot DOMAIN, archive the snapshot from the vmdiskfs mount into the
 file ARCHIVE with tar -cS (members ./domain.xml ./snapshot.xml
-./TARGET.raw), delete the snapshot.
+./TARGET.img), delete the snapshot.
 
 $(backup_usage_options)
 

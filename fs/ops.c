@@ -62,7 +62,7 @@
  * and of the page cache. */
 static char zeros[FS_MAX_READ];
 
-/* An open disk.raw, or an in-memory file (domain.xml ...). */
+/* An open disk.img, or an in-memory file (domain.xml ...). */
 struct fs_handle {
   struct fs_disk *disk;         /* own reference: survives rescans */
   struct fs_blob *blob;         /* file nodes instead: own reference */

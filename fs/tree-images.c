@@ -1,22 +1,22 @@
 /* vmdiskfs - the images provider (-o images=DIR): every regular file of
  * DIR is an image shown as a directory:
  *
- *   /<image file name>/disk.raw                     the guest disk
- *   /<image file name>/snapshots/<tag>/disk.raw     each internal snapshot
+ *   /<image file name>/disk.img                     the guest disk
+ *   /<image file name>/snapshots/<tag>/disk.img     each internal snapshot
  *
  * Choices (documented in vmdiskfs.1 too):
  *  - Every regular, non-hidden file is shown; anything that matches no
  *    other format is a raw image.  Hidden files (".name") and everything
  *    that is not a regular file (after following symlinks) are skipped.
  *  - A file that fails to open (corrupt header, unsupported feature) is
- *    still shown, with a zero-sized disk.raw and no snapshots; opening
- *    that disk.raw fails with EIO (ops.c: whatever the reason), and the
+ *    still shown, with a zero-sized disk.img and no snapshots; opening
+ *    that disk.img fails with EIO (ops.c: whatever the reason), and the
  *    failure is logged, so the administrator sees the broken image
  *    instead of silently missing it.
  *  - Images are opened lazily, so that a directory of thousands of them
  *    needs no more file descriptors than the files being read: a scan
  *    opens an image, reads its virtual size and snapshot table, and
- *    closes it; opening a disk.raw (or counting its allocation for
+ *    closes it; opening a disk.img (or counting its allocation for
  *    st_blocks) opens the image again, and the last release closes it
  *    (every disk node has a snap_id, "" for the image itself, which is
  *    what tells ops.c's release to close).  An open file holds its own
@@ -32,7 +32,7 @@
  *    them in snapshot-table order, the others get " (id N)" appended (N is
  *    the snapshot id); an empty tag is shown as "(id N)".
  *  - Modes: the root has DIR's mode less the write bits (an image in a
- *    0700 DIR stays root's), other directories 0555; a disk.raw has the
+ *    0700 DIR stays root's), other directories 0555; a disk.img has the
  *    read bits every file of its chain grants (vd_image's read_mode:
  *    image, backing and data files; 0444 at most), so that with
  *    allow_other (which implies default_permissions, main.c) a user who
@@ -42,9 +42,9 @@
  *    without the kernel following symlinks (entry_stat), so a symlink into
  *    our own mount is never a request to ourselves.  -o probe=no: only
  *    files named *.qcow2, *.qed, *.qcow are probed, all else is raw.
- *  - Times: an image directory, its disk.raw and snapshots/ have the image
+ *  - Times: an image directory, its disk.img and snapshots/ have the image
  *    file's mtime (as atime, mtime and ctime); a snapshot directory and
- *    its disk.raw have the snapshot's date; the root has DIR's times.
+ *    its disk.img have the snapshot's date; the root has DIR's times.
  *
  * Changes in DIR show without remount: the root is rescanned when DIR's
  * mtime or ctime changed, an image when its file's identity, size, mtime
@@ -209,7 +209,7 @@ scan_open (struct image_scan *s)
                               &images_policy);
   if (!img) {
     s->err = errno ? errno : EIO;
-    vd_error ("%s: cannot open as an image: %s (its disk.raw is shown "
+    vd_error ("%s: cannot open as an image: %s (its disk.img is shown "
               "empty and fails to open)", s->path, strerror (s->err));
     return;
   }
@@ -309,7 +309,7 @@ snapshot_names (const char *path, const struct vd_snapshot *snaps, size_t n)
   return NULL;
 }
 
-/* tree_lock held for writing.  The snapshot directory and its disk.raw;
+/* tree_lock held for writing.  The snapshot directory and its disk.img;
  * a reference to the directory, or NULL. */
 static struct fs_node *
 apply_snapshot (struct fs_node *image, const struct image_scan *s,
@@ -322,7 +322,7 @@ apply_snapshot (struct fs_node *image, const struct image_scan *s,
   dir = tree_get_node (FS_NODE_DIR, "/%s/snapshots/%s", s->ename, name);
   if (!dir)
     return NULL;
-  disk = tree_get_node (FS_NODE_DISK, "/%s/snapshots/%s/disk.raw",
+  disk = tree_get_node (FS_NODE_DISK, "/%s/snapshots/%s/disk.img",
                         s->ename, name);
   kids = malloc (sizeof *kids);
   if (!disk || !kids) {
@@ -397,7 +397,7 @@ apply_image (struct image_scan *s)
   ii->scanned_ms = now_ms ();
 
   names = snapshot_names (s->path, s->snaps, s->nsnaps);
-  disk = tree_get_node (FS_NODE_DISK, "/%s/disk.raw", s->ename);
+  disk = tree_get_node (FS_NODE_DISK, "/%s/disk.img", s->ename);
   sdir = tree_get_node (FS_NODE_DIR, "/%s/snapshots", s->ename);
   kids = calloc (2, sizeof *kids);
   snapkids = calloc (s->nsnaps ? s->nsnaps : 1, sizeof *snapkids);

@@ -2,10 +2,10 @@
  * one directory per persistent domain, running or shut off:
  *
  *   /<domain>/domain.xml                     virsh dumpxml --inactive
- *   /<domain>/<target>.raw                   each <disk device='disk'>
+ *   /<domain>/<target>.img                   each <disk device='disk'>
  *   /<domain>/snapshots/<snapshot>/domain.xml   the definition stored with
  *   /<domain>/snapshots/<snapshot>/snapshot.xml the snapshot, its XML
- *   /<domain>/snapshots/<snapshot>/<target>.raw that disk at the snapshot
+ *   /<domain>/snapshots/<snapshot>/<target>.img that disk at the snapshot
  *
  * Disks: type file and block are opened at their <source> with the
  * format of <driver type> (raw when absent; never probed: a raw disk
@@ -17,7 +17,7 @@
  * fails to open with EIO.
  *
  * Snapshots: every libvirt snapshot (virDomainListAllSnapshots).  For a
- * disk it took internally, <target>.raw is the qcow2 snapshot of the same
+ * disk it took internally, <target>.img is the qcow2 snapshot of the same
  * name in that disk's image (the path from the snapshot's own domain
  * XML, else the current one), at the size recorded in it; for a disk
  * it took externally, the file the domain used before (now the overlay's
@@ -632,7 +632,7 @@ struct img_info {
   size_t nsnaps;
 };
 
-/* One <target>.raw to show. */
+/* One <target>.img to show. */
 struct disk_scan {
   char *fname;
   char *path;                       /* NULL: no source          */
@@ -846,7 +846,7 @@ fill_disk (struct build *b, struct disk_scan *s, const char *target,
   size_t i;
 
   memset (s, 0, sizeof *s);
-  if (!et || asprintf (&s->fname, "%s.raw", et) < 0) {
+  if (!et || asprintf (&s->fname, "%s.img", et) < 0) {
     s->fname = NULL;
     return -1;
   }

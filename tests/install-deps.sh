@@ -13,6 +13,7 @@ pkgs=(
   fuse3 libvirt-daemon-system libvirt-clients lvm2
   # test oracles and tools
   qemu-utils qemu-system-x86 rsync bc python3 valgrind
+  libglib2.0-bin shared-mime-info   # gio: the type a file manager sees
   netcat-openbsd   # tests/integration/live-image.sh: talks to qemu's monitor
   qemu-guest-agent   # tests/integration/domsnap-agent.sh: runs in its guest
   xz-utils   # tests/lvm/guest.sh: the guest kernel's modules may be .ko.xz

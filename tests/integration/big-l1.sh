@@ -119,7 +119,7 @@ start_vmdiskfs "$MNT" -o images="$DIR"
 pid=$(vmdiskfs_pid "$MNT")
 
 for i in 0 1 2 3 4 5 6 7; do
-  d=$MNT/big$i.qcow2/disk.raw
+  d=$MNT/big$i.qcow2/disk.img
   sz=$(stat -c %s "$d") || fail "stat $d"
   [ "$sz" = "${SIZE[$i]}" ] || fail "$d: size $sz, want ${SIZE[$i]}"
   blocks=$(stat -c %b "$d") || fail "stat $d"
@@ -135,12 +135,12 @@ for i in 0 1 2 3 4 5 6 7; do
   expect_mib "${CB[$i]}" $((0xe0 + i)) last >"$TEST_DIR/want"
   compare "$TEST_DIR/last" "$TEST_DIR/want"
 done
-stat "$MNT"/*/disk.raw "$MNT"/*/snapshots >/dev/null 2>&1
+stat "$MNT"/*/disk.img "$MNT"/*/snapshots >/dev/null 2>&1
 
 # The QCOW1 image with an L1 over the cap: EIO, logged, daemon alive.
 hwm=$(awk '/^VmHWM:/ { print $2 }' "/proc/$pid/status")
 echo "daemon peak RSS (VmHWM) after the qcow2 images: $hwm kB"
-if dd if="$MNT/hugel1.qcow/disk.raw" of=/dev/null bs=1M count=1 \
+if dd if="$MNT/hugel1.qcow/disk.img" of=/dev/null bs=1M count=1 \
       status=none 2>"$TEST_DIR/err"; then
   fail "hugel1.qcow read without error"
 fi
@@ -149,9 +149,9 @@ grep -q "Input/output error" "$TEST_DIR/err" ||
 grep -q "hugel1.qcow.*L1" "$(vmdiskfs_log "$MNT")" ||
   fail "no log line names hugel1.qcow and its L1"
 kill -0 "$pid" || fail "the daemon died"
-compare "$MNT/good.qcow/disk.raw" "$TEST_DIR/good.raw"
+compare "$MNT/good.qcow/disk.img" "$TEST_DIR/good.raw"
 for i in 0 7; do
-  dd if="$MNT/big$i.qcow2/disk.raw" of="$TEST_DIR/first" bs=1M count=1 \
+  dd if="$MNT/big$i.qcow2/disk.img" of="$TEST_DIR/first" bs=1M count=1 \
      status=none || fail "reread big$i"
   expect_mib "${CB[$i]}" $((0x10 + i)) first >"$TEST_DIR/want"
   compare "$TEST_DIR/first" "$TEST_DIR/want"

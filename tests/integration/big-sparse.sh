@@ -6,7 +6,7 @@
 # count the allocated bytes only, and SEEK_DATA/SEEK_HOLE must report the
 # unallocated ranges, or tar reads 2 TiB of zeros.  The image has data at
 # the start, 300 GiB, 1 TiB, 1.5 TiB (compressed) and the end, and a
-# snapshot; both disk.raw files are archived.  Checks: tar finishes in
+# snapshot; both disk.img files are archived.  Checks: tar finishes in
 # seconds (FAIL over 60 s), the archive is a few MiB (FAIL over 64 MiB),
 # st_blocks*512 of each is a few MiB, the extracted files equal the image
 # and the snapshot (qemu-img compare, and qemu-io read -P of the patterned
@@ -87,8 +87,8 @@ qemu-img snapshot -a before "$T/snapcopy.qcow2"
 
 echo "== mounting"
 mx_start 240 -o images="$DIR"
-D=big.qcow2/disk.raw
-S=big.qcow2/snapshots/before/disk.raw
+D=big.qcow2/disk.img
+S=big.qcow2/snapshots/before/disk.img
 
 for f in "$D" "$S"; do
   got=$(stat -c %s "$MNT/$f")

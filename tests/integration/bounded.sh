@@ -70,7 +70,7 @@ qemu-img convert -O raw "$DIR/normal.qcow2" "$TEST_DIR/normal.raw"
 start_vmdiskfs "$MNT" -o images="$DIR"
 pid=$(vmdiskfs_pid "$MNT")
 
-python3 - "$MNT/crafted.qcow2/disk.raw" <<'EOF' || fail "crafted image: see above"
+python3 - "$MNT/crafted.qcow2/disk.img" <<'EOF' || fail "crafted image: see above"
 import errno, os, sys, time
 path = sys.argv[1]
 size = 1 << 61
@@ -135,11 +135,11 @@ if bad:
     sys.exit("\n".join(bad))
 EOF
 kill -0 "$pid" 2>/dev/null || fail "the daemon died"
-compare "$MNT/normal.qcow2/disk.raw" "$TEST_DIR/normal.raw"
-[ "$(data_ranges "$MNT/normal.qcow2/disk.raw")" = \
+compare "$MNT/normal.qcow2/disk.img" "$TEST_DIR/normal.raw"
+[ "$(data_ranges "$MNT/normal.qcow2/disk.img")" = \
   "$(qemu_data_ranges "$DIR/normal.qcow2")" ] ||
   fail "normal image: SEEK_DATA/SEEK_HOLE differ from qemu-img map"
-blocks=$(stat -c %b "$MNT/normal.qcow2/disk.raw")
+blocks=$(stat -c %b "$MNT/normal.qcow2/disk.img")
 [ "$blocks" -gt 0 ] && [ $((blocks * 512)) -le $((5 * MiB)) ] ||
   fail "normal image: st_blocks $blocks"
 stop_vmdiskfs "$MNT" || fail "the daemon exited with an error"
@@ -184,29 +184,29 @@ nfd=$(ls "/proc/$pid/fd" | wc -l)
 echo "  1,100 images shown; the daemon holds $nfd descriptors"
 [ "$nfd" -lt 100 ] || fail "the daemon holds $nfd descriptors after the scan"
 for i in 0 1 517 1099; do
-  [ "$(stat -c %s "$MNT/img$i.qcow2/disk.raw")" -eq $((4 * MiB)) ] ||
-    fail "img$i: size $(stat -c %s "$MNT/img$i.qcow2/disk.raw")"
+  [ "$(stat -c %s "$MNT/img$i.qcow2/disk.img")" -eq $((4 * MiB)) ] ||
+    fail "img$i: size $(stat -c %s "$MNT/img$i.qcow2/disk.img")"
   [ "$(ls "$MNT/img$i.qcow2/snapshots")" = snap1 ] ||
     fail "img$i: snapshots: $(ls "$MNT/img$i.qcow2/snapshots")"
-  compare "$MNT/img$i.qcow2/disk.raw" "$TEST_DIR/one.raw"
-  compare "$MNT/img$i.qcow2/snapshots/snap1/disk.raw" "$TEST_DIR/one-snap1.raw"
+  compare "$MNT/img$i.qcow2/disk.img" "$TEST_DIR/one.raw"
+  compare "$MNT/img$i.qcow2/snapshots/snap1/disk.img" "$TEST_DIR/one-snap1.raw"
 done
 echo "  reading all [${SECONDS} s]"
 python3 - "$MNT" "$TEST_DIR/one.raw" <<'EOF' || fail "reading all 1,100 disks"
 import sys
 want = open(sys.argv[2], "rb").read()
 for i in range(1100):
-    with open("%s/img%d.qcow2/disk.raw" % (sys.argv[1], i), "rb") as f:
+    with open("%s/img%d.qcow2/disk.img" % (sys.argv[1], i), "rb") as f:
         if f.read() != want:
             sys.exit("img%d: content differs" % i)
 EOF
 # st_blocks of every disk (each counted once: opened, walked, closed).
-blocks=$(stat -c %b "$MNT"/img*.qcow2/disk.raw | sort -u)
+blocks=$(stat -c %b "$MNT"/img*.qcow2/disk.img | sort -u)
 [ "$blocks" = $((64 * 1024 / 512)) ] || fail "st_blocks: $blocks"
 # Many open at once: each holds its image open, within the limit.
 python3 - "$MNT" <<'EOF' || fail "900 disks open at once"
 import os, sys
-fds = [os.open("%s/img%d.qcow2/disk.raw" % (sys.argv[1], i), os.O_RDONLY)
+fds = [os.open("%s/img%d.qcow2/disk.img" % (sys.argv[1], i), os.O_RDONLY)
        for i in range(900)]
 for fd in fds:
     assert os.pread(fd, 16, 0) == b"\x22" * 16
@@ -232,10 +232,10 @@ cp "$DIR/corrupt.qcow2" "$DIR/good.qcow2"
 start_vmdiskfs "$MNT" -o images="$DIR"
 pid=$(vmdiskfs_pid "$MNT")
 for f in corrupt overlay removed good; do
-  [ "$(stat -c %s "$MNT/$f.qcow2/disk.raw")" -eq $((4 * MiB)) ] ||
+  [ "$(stat -c %s "$MNT/$f.qcow2/disk.img")" -eq $((4 * MiB)) ] ||
     fail "$f: not scanned"
 done
-[ "$(head -c 4096 "$MNT/overlay.qcow2/disk.raw" | tr -d '\104' | wc -c)" -eq 0 ] ||
+[ "$(head -c 4096 "$MNT/overlay.qcow2/disk.img" | tr -d '\104' | wc -c)" -eq 0 ] ||
   fail "overlay.qcow2 does not read its backing file's bytes"
 
 # After the scan: a corrupt header (an L1 table offset that is not
@@ -262,18 +262,18 @@ except OSError as e:
 EOF
 }
 for f in corrupt overlay; do
-  e=$(read_errno "$MNT/$f.qcow2/disk.raw")
-  [ "$e" = EIO ] || fail "$f.qcow2/disk.raw: $e, want EIO"
+  e=$(read_errno "$MNT/$f.qcow2/disk.img")
+  [ "$e" = EIO ] || fail "$f.qcow2/disk.img: $e, want EIO"
 done
 # Removed: its name leaves the tree (a vanished file: ENOENT is the
 # truth), and a name still listed never gives ENOENT.
-e=$(read_errno "$MNT/removed.qcow2/disk.raw")
+e=$(read_errno "$MNT/removed.qcow2/disk.img")
 if [ "$e" = ENOENT ]; then
   ls "$MNT" | grep -qx removed.qcow2 && fail "removed.qcow2: ENOENT but still listed"
 else
-  [ "$e" = EIO ] || fail "removed.qcow2/disk.raw: $e, want EIO (or gone)"
+  [ "$e" = EIO ] || fail "removed.qcow2/disk.img: $e, want EIO (or gone)"
 fi
-[ "$(read_errno "$MNT/good.qcow2/disk.raw")" = OK ] || fail "good.qcow2 fails"
+[ "$(read_errno "$MNT/good.qcow2/disk.img")" = OK ] || fail "good.qcow2 fails"
 grep -q 'corrupt.qcow2' "$(vmdiskfs_log "$MNT")" ||
   fail "no log line for corrupt.qcow2"
 kill -0 "$pid" 2>/dev/null || fail "the daemon died"

@@ -10,7 +10,7 @@
 # backing file, broken snapshot table entries, garbled zlib/zstd compressed
 # clusters and compressed clusters running past EOF, broken QED and QCOW1
 # headers, and a copy of a good image with 0xff... written into each qcow2
-# header field in turn.  For each: reading its disk.raw (under `timeout 20`: no endless
+# header field in turn.  For each: reading its disk.img (under `timeout 20`: no endless
 # loops) must fail with EIO (ENOTSUP for features we refuse, ELOOP for a
 # cycle, ENOENT for a missing backing file), or the image not be listed,
 # and the daemon's log must name the image.  Where qemu itself reads the
@@ -156,7 +156,7 @@ echo "   template: $tmpl_size bytes, L1 at $l1, L2[0] at $l2"
 
 # --- corrupt images -----------------------------------------------------------
 # mx_case NAME ACCEPT WHY: NAME is in DIR; ACCEPT is one of
-#   err          reading disk.raw must fail (EIO; ENOTSUP/ELOOP/ENOENT where
+#   err          reading disk.img must fail (EIO; ENOTSUP/ELOOP/ENOENT where
 #                noted by the errno list in the 4th argument)
 #   err|qemu     fail, or read exactly what qemu-img convert reads
 #   err|nosnap   fail, or read the template's disk with no snapshot listed
@@ -371,12 +371,12 @@ mx_check_goods () # WHEN
 {
   local g got
   for g in "${goods[@]}"; do
-    if ! timeout 20 cmp -s "$MNT/$g/disk.raw" "$EXP/$g.raw"; then
-      mx_fail "good:$g" "$1: disk.raw differs from qemu-img convert"
+    if ! timeout 20 cmp -s "$MNT/$g/disk.img" "$EXP/$g.raw"; then
+      mx_fail "good:$g" "$1: disk.img differs from qemu-img convert"
       mx_check_alive "good:$g"
     fi
   done
-  if ! timeout 20 cmp -s "$MNT/good.qcow2/snapshots/snap/disk.raw" "$EXP/good.qcow2.snap.raw"; then
+  if ! timeout 20 cmp -s "$MNT/good.qcow2/snapshots/snap/disk.img" "$EXP/good.qcow2.snap.raw"; then
     mx_fail "good:good.qcow2@snap" "$1: snapshot differs from qemu-img"
   fi
 }
@@ -395,7 +395,7 @@ for i in "${!c_names[@]}"; do
     # not listed: accepted, but the log must say why
     out="not listed"
   else
-    out=$(timeout 20 "$mx_python" "$T/mx.py" readall "$d/disk.raw" 2>&1) ||
+    out=$(timeout 20 "$mx_python" "$T/mx.py" readall "$d/disk.img" 2>&1) ||
       out="TIMEOUT/CRASH ($?): $out"
     if [[ $out == TIMEOUT* ]]; then
       mx_check_alive "$n"
@@ -420,7 +420,7 @@ for i in "${!c_names[@]}"; do
         if [ ! -e "$d/snapshots/tsnap" ]; then
           verdict="ok (disk reads, snapshot not listed)"
         else
-          sout=$(timeout 20 "$mx_python" "$T/mx.py" readall "$d/snapshots/tsnap/disk.raw" 2>&1) ||
+          sout=$(timeout 20 "$mx_python" "$T/mx.py" readall "$d/snapshots/tsnap/disk.img" 2>&1) ||
             sout="TIMEOUT/CRASH ($?): $sout"
           if [ "$sout" = "ERR EIO" ]; then
             verdict="ok (disk reads, snapshot gives EIO)"
@@ -461,7 +461,7 @@ for i in "${!c_names[@]}"; do
   fi
   printf '   %-36s qemu %-7s vmdiskfs: %-16s %s\n' "$n" "$qemu" "${out:0:16}" "$verdict"
   if [[ $verdict == FAIL* ]]; then
-    mx_fail "$n" "${verdict#FAIL: } ($why; qemu $qemu; cat $d/disk.raw)"
+    mx_fail "$n" "${verdict#FAIL: } ($why; qemu $qemu; cat $d/disk.img)"
   fi
   if ! kill -0 "$PID" 2>/dev/null; then
     break
@@ -470,7 +470,7 @@ done
 
 # Walk everything (stat, readdir, snapshot reads) under a timeout.
 echo "== walking the whole tree ($SECONDS s)"
-if ! timeout 60 find "$MNT" -name disk.raw -exec cat {} + >/dev/null 2>"$T/find.err"; then
+if ! timeout 60 find "$MNT" -name disk.img -exec cat {} + >/dev/null 2>"$T/find.err"; then
   if grep -qv 'Input/output error\|Operation not supported\|Too many levels\|No such file' "$T/find.err"; then
     mx_fail "walk" "find/cat over the tree: $(grep -v 'Input/output error' "$T/find.err" | head -3 | tr '\n' ' ')"
   fi

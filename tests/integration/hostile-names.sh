@@ -59,9 +59,9 @@ qemu-img create -q -f qcow2 -u -b .fifo -F raw fifo.qcow2 64K
 qemu-img create -q -f qcow2 -u -b /dev/ptmx -F raw tty.qcow2 64K
 qemu-img create -q -f qcow2 -u -b /dev/tty -F raw tty2.qcow2 64K
 # A file inside the mount itself, named and through a symlink.
-qemu-img create -q -f qcow2 -u -b "$MNT/good.qcow2/disk.raw" -F raw \
+qemu-img create -q -f qcow2 -u -b "$MNT/good.qcow2/disk.img" -F raw \
   selfref.qcow2 64K
-ln -s "$MNT/good.qcow2/disk.raw" .selflink
+ln -s "$MNT/good.qcow2/disk.img" .selflink
 qemu-img create -q -f qcow2 -u -b .selflink -F raw selflink.qcow2 64K
 ln -s "$MNT/good.qcow2" into-mount.qcow2
 # A raw disk whose guest wrote a qcow2 header into it: naming another
@@ -85,11 +85,11 @@ start_vmdiskfs "$MNT" -o images="$DIR"
 LOG=$(vmdiskfs_log "$MNT")
 
 for img in abs rel link data fifo tty tty2 selfref selflink; do
-  got=$(read_errno "$MNT/$img.qcow2/disk.raw")
+  got=$(read_errno "$MNT/$img.qcow2/disk.img")
   [ "$got" = EIO ] || fail "$img.qcow2: read gave $got, want EIO"
 done
 for img in linked-out.qcow2 into-mount.qcow2 victim2.raw; do
-  got=$(read_errno "$MNT/$img/disk.raw")
+  got=$(read_errno "$MNT/$img/disk.img")
   [ "$got" = EIO ] || fail "$img: read gave $got, want EIO"
 done
 alive "$MNT"
@@ -109,21 +109,21 @@ grep -q "linked-out.qcow2 refused: outside $DIR (it leads to $OUT;" "$LOG" ||
   fail "no log line for linked-out.qcow2"
 # (The mount is outside DIR: refused as such; backing=any below shows the
 # check that refuses the mount itself.)
-grep -q "selfref.qcow2: backing file $MNT/good.qcow2/disk.raw refused: outside" \
+grep -q "selfref.qcow2: backing file $MNT/good.qcow2/disk.img refused: outside" \
   "$LOG" || fail "no log line for selfref.qcow2"
 
 # The guest's fake header naming an image of DIR is followed when probing
 # (the documented risk of the default) ...
-cmp -s "$MNT/victim.raw/disk.raw" "$TEST_DIR/good.expect" ||
+cmp -s "$MNT/victim.raw/disk.img" "$TEST_DIR/good.expect" ||
   fail "victim.raw: probing a qcow2 header inside DIR no longer follows it"
 # ... and the good image still reads right, with its modes.
-compare "$MNT/good.qcow2/disk.raw" "$TEST_DIR/good.expect"
-[ "$(stat -c %a "$MNT/good.qcow2/disk.raw")" = 444 ] ||
-  fail "good.qcow2/disk.raw: mode $(stat -c %a "$MNT/good.qcow2/disk.raw")"
-[ "$(stat -c %a "$MNT/theirs.qcow2/disk.raw")" = 0 ] ||
-  fail "theirs.qcow2/disk.raw: mode $(stat -c %a "$MNT/theirs.qcow2/disk.raw"), want 0 (owned by nobody, over root's 0600 file)"
-[ "$(stat -c %a "$MNT/mixed.qcow2/disk.raw")" = 400 ] ||
-  fail "mixed.qcow2/disk.raw: mode $(stat -c %a "$MNT/mixed.qcow2/disk.raw"), want 400 (its backing file is 0600)"
+compare "$MNT/good.qcow2/disk.img" "$TEST_DIR/good.expect"
+[ "$(stat -c %a "$MNT/good.qcow2/disk.img")" = 444 ] ||
+  fail "good.qcow2/disk.img: mode $(stat -c %a "$MNT/good.qcow2/disk.img")"
+[ "$(stat -c %a "$MNT/theirs.qcow2/disk.img")" = 0 ] ||
+  fail "theirs.qcow2/disk.img: mode $(stat -c %a "$MNT/theirs.qcow2/disk.img"), want 0 (owned by nobody, over root's 0600 file)"
+[ "$(stat -c %a "$MNT/mixed.qcow2/disk.img")" = 400 ] ||
+  fail "mixed.qcow2/disk.img: mode $(stat -c %a "$MNT/mixed.qcow2/disk.img"), want 400 (its backing file is 0600)"
 [ "$(stat -c %a "$MNT")" = "$(printf '%o' $(( 0$(stat -c %a "$DIR") & 0555 )))" ] ||
   fail "the root's mode $(stat -c %a "$MNT") is not DIR's $(stat -c %a "$DIR") less write bits"
 alive "$MNT"
@@ -132,9 +132,9 @@ stop_vmdiskfs "$MNT" || fail "unmount"
 # ---- -o probe=no: only *.qcow2, *.qed, *.qcow are probed. ----
 
 start_vmdiskfs "$MNT" -o images="$DIR",probe=no
-compare "$MNT/victim.raw/disk.raw" "$DIR/victim.raw"
-compare "$MNT/victim2.raw/disk.raw" "$DIR/victim2.raw"
-compare "$MNT/good.qcow2/disk.raw" "$TEST_DIR/good.expect"
+compare "$MNT/victim.raw/disk.img" "$DIR/victim.raw"
+compare "$MNT/victim2.raw/disk.img" "$DIR/victim2.raw"
+compare "$MNT/good.qcow2/disk.img" "$TEST_DIR/good.expect"
 stop_vmdiskfs "$MNT" || fail "unmount"
 
 # ---- -o backing=any: trusted directories, today's behaviour, but the
@@ -143,23 +143,23 @@ stop_vmdiskfs "$MNT" || fail "unmount"
 start_vmdiskfs "$MNT" -o images="$DIR",backing=any
 LOG=$(vmdiskfs_log "$MNT")
 head -c 65536 "$OUT/secret.raw" >"$TEST_DIR/secret.64k"
-compare "$MNT/abs.qcow2/disk.raw" "$TEST_DIR/secret.64k"
-compare "$MNT/rel.qcow2/disk.raw" "$TEST_DIR/secret.64k"
-compare "$MNT/link.qcow2/disk.raw" "$TEST_DIR/secret.64k"
+compare "$MNT/abs.qcow2/disk.img" "$TEST_DIR/secret.64k"
+compare "$MNT/rel.qcow2/disk.img" "$TEST_DIR/secret.64k"
+compare "$MNT/link.qcow2/disk.img" "$TEST_DIR/secret.64k"
 for img in fifo tty tty2 selfref selflink; do
-  got=$(read_errno "$MNT/$img.qcow2/disk.raw")
+  got=$(read_errno "$MNT/$img.qcow2/disk.img")
   [ "$got" = EIO ] || fail "backing=any: $img.qcow2: read gave $got, want EIO"
 done
 grep -q "fifo.qcow2: backing file $DIR/.fifo refused: not a regular file or block device" \
   "$LOG" || fail "no log line for the FIFO"
 grep -q "tty.qcow2: backing file /dev/ptmx refused: not a regular file" \
   "$LOG" || fail "no log line for /dev/ptmx"
-grep -q "selfref.qcow2: backing file $MNT/good.qcow2/disk.raw refused: it is inside this vmdiskfs mount" \
+grep -q "selfref.qcow2: backing file $MNT/good.qcow2/disk.img refused: it is inside this vmdiskfs mount" \
   "$LOG" || fail "no log line for selfref.qcow2 under backing=any"
 grep -q "selflink.qcow2: backing file $DIR/.selflink refused: it is inside this vmdiskfs mount" \
   "$LOG" || fail "no log line for selflink.qcow2 under backing=any"
 alive "$MNT"
-compare "$MNT/good.qcow2/disk.raw" "$TEST_DIR/good.expect"
+compare "$MNT/good.qcow2/disk.img" "$TEST_DIR/good.expect"
 stop_vmdiskfs "$MNT" || fail "unmount"
 
 # Bad option values are refused.
@@ -185,13 +185,13 @@ NOBODY=(setpriv --reuid=65534 --regid=65534 --clear-groups)
 start_vmdiskfs "$MNT" -o images="$DIR",allow_other
 grep -q " $MNT fuse[^ ]* [^ ]*default_permissions" /proc/self/mounts ||
   fail "allow_other without default_permissions: $(grep " $MNT " /proc/self/mounts)"
-"${NOBODY[@]}" cat "$MNT/good.qcow2/disk.raw" >"$TEST_DIR/nobody.out" ||
+"${NOBODY[@]}" cat "$MNT/good.qcow2/disk.img" >"$TEST_DIR/nobody.out" ||
   fail "another user cannot read a world-readable disk"
 compare "$TEST_DIR/nobody.out" "$TEST_DIR/good.expect"
-if "${NOBODY[@]}" cat "$MNT/mixed.qcow2/disk.raw" >/dev/null 2>&1; then
+if "${NOBODY[@]}" cat "$MNT/mixed.qcow2/disk.img" >/dev/null 2>&1; then
   fail "another user read a disk whose backing file is 0600"
 fi
-if "${NOBODY[@]}" cat "$MNT/theirs.qcow2/disk.raw" >/dev/null 2>&1; then
+if "${NOBODY[@]}" cat "$MNT/theirs.qcow2/disk.img" >/dev/null 2>&1; then
   fail "a user read root's 0600 file as the backing file of their own image"
 fi
 stop_vmdiskfs "$MNT" || fail "unmount"
@@ -206,10 +206,10 @@ start_vmdiskfs "$MNT" -o images="$PRIV",allow_other
 if "${NOBODY[@]}" ls "$MNT" >/dev/null 2>&1; then
   fail "another user lists a 0700 directory"
 fi
-if "${NOBODY[@]}" cat "$MNT/disk.img/disk.raw" >/dev/null 2>&1; then
+if "${NOBODY[@]}" cat "$MNT/disk.img/disk.img" >/dev/null 2>&1; then
   fail "another user reads an image in a 0700 directory"
 fi
-cat "$MNT/disk.img/disk.raw" | cmp -s - "$DIR/base.raw" ||
+cat "$MNT/disk.img/disk.img" | cmp -s - "$DIR/base.raw" ||
   fail "root cannot read its own 0700 directory's image"
 stop_vmdiskfs "$MNT" || fail "unmount"
 

@@ -10,7 +10,7 @@
 
 . "$(dirname "$0")/functions.sh"
 set -u
-require python3 qemu-img cmp stat find
+require python3 qemu-img cmp stat find gio
 
 DIR=$TEST_DIR/images
 MNT=$TEST_DIR/mnt
@@ -74,7 +74,7 @@ dd if=/dev/urandom of="$DIR/sparse disk.img" bs=1M count=1 seek=1023 \
 name3='per%cent ü–ñ.img'
 esc3='per%25cent ü–ñ.img'
 head -c $((1 * MiB)) /dev/urandom >"$DIR/$name3"
-chmod 0640 "$DIR/$name3"        # disk.raw keeps the read bits: 0440
+chmod 0640 "$DIR/$name3"        # disk.img keeps the read bits: 0440
 # Not shown: hidden files, directories, fifos.
 head -c 4096 /dev/urandom >"$DIR/.hidden.raw"
 mkdir "$DIR/subdir"
@@ -119,39 +119,41 @@ $got
 expected
 $expected"
 for d in "plain.raw" "sparse disk.img" "$esc3"; do
-  [ "$(cd "$MNT/$d" && ls -1 | tr '\n' ' ')" = "disk.raw snapshots " ] ||
+  [ "$(cd "$MNT/$d" && ls -1 | tr '\n' ' ')" = "disk.img snapshots " ] ||
     fail "$d holds $(ls "$MNT/$d")"
   [ -z "$(ls -A "$MNT/$d/snapshots")" ] || fail "$d: raw image with snapshots"
   [ "$(stat -c %A "$MNT/$d")" = dr-xr-xr-x ] || fail "$d: mode $(stat -c %A "$MNT/$d")"
   want=-r--r--r--
   [ "$d" = "$esc3" ] && want=-r--r-----
-  [ "$(stat -c %A "$MNT/$d/disk.raw")" = $want ] ||
-    fail "$d/disk.raw: mode $(stat -c %A "$MNT/$d/disk.raw"), want $want"
+  [ "$(stat -c %A "$MNT/$d/disk.img")" = $want ] ||
+    fail "$d/disk.img: mode $(stat -c %A "$MNT/$d/disk.img"), want $want"
 done
-[ "$(stat -c %U "$MNT/plain.raw/disk.raw")" = "$(stat -c %U "$DIR/plain.raw")" ] ||
+[ "$(stat -c %U "$MNT/plain.raw/disk.img")" = "$(stat -c %U "$DIR/plain.raw")" ] ||
   fail "owner differs"
 
 # ---- Bytes, sizes, blocks, holes. ----
 
-compare "$MNT/plain.raw/disk.raw" "$DIR/plain.raw"
-compare "$MNT/$esc3/disk.raw" "$DIR/$name3"
-compare "$MNT/sparse disk.img/disk.raw" "$DIR/sparse disk.img"
-[ "$(stat -c %s "$MNT/plain.raw/disk.raw")" = $((4 * MiB + 512)) ] ||
-  fail "plain.raw size $(stat -c %s "$MNT/plain.raw/disk.raw")"
-[ "$(stat -c %s "$MNT/sparse disk.img/disk.raw")" = $((1024 * MiB)) ] ||
+compare "$MNT/plain.raw/disk.img" "$DIR/plain.raw"
+t=$(gio info -a standard::content-type "$MNT/plain.raw/disk.img" | sed -n 's/^ *standard::content-type: //p')
+[ "$t" = application/x-raw-disk-image ] || fail "gio: disk.img is '$t'"
+compare "$MNT/$esc3/disk.img" "$DIR/$name3"
+compare "$MNT/sparse disk.img/disk.img" "$DIR/sparse disk.img"
+[ "$(stat -c %s "$MNT/plain.raw/disk.img")" = $((4 * MiB + 512)) ] ||
+  fail "plain.raw size $(stat -c %s "$MNT/plain.raw/disk.img")"
+[ "$(stat -c %s "$MNT/sparse disk.img/disk.img")" = $((1024 * MiB)) ] ||
   fail "sparse size"
 # Allocation as the raw file's data ranges say.
 alloc=$(data_ranges "$DIR/sparse disk.img" | awk '{ s += $2 - $1 } END { print s / 512 }')
-blocks=$(stat -c %b "$MNT/sparse disk.img/disk.raw")
+blocks=$(stat -c %b "$MNT/sparse disk.img/disk.img")
 [ "$blocks" = "$alloc" ] || fail "sparse st_blocks $blocks, expected $alloc"
-[ "$(data_ranges "$MNT/sparse disk.img/disk.raw")" = "$(data_ranges "$DIR/sparse disk.img")" ] ||
-  fail "SEEK_DATA/SEEK_HOLE of the sparse image: $(data_ranges "$MNT/sparse disk.img/disk.raw")"
-cp --sparse=always "$MNT/sparse disk.img/disk.raw" "$TEST_DIR/sparse.copy"
+[ "$(data_ranges "$MNT/sparse disk.img/disk.img")" = "$(data_ranges "$DIR/sparse disk.img")" ] ||
+  fail "SEEK_DATA/SEEK_HOLE of the sparse image: $(data_ranges "$MNT/sparse disk.img/disk.img")"
+cp --sparse=always "$MNT/sparse disk.img/disk.img" "$TEST_DIR/sparse.copy"
 compare "$TEST_DIR/sparse.copy" "$DIR/sparse disk.img"
 [ "$(du -k "$TEST_DIR/sparse.copy" | cut -f1)" -le 8192 ] ||
   fail "cp --sparse=always copied holes: $(du -k "$TEST_DIR/sparse.copy")"
 # Reads at and past the end are short.
-python3 - "$MNT/plain.raw/disk.raw" $((4 * MiB + 512)) <<'EOF' || fail "read at EOF"
+python3 - "$MNT/plain.raw/disk.img" $((4 * MiB + 512)) <<'EOF' || fail "read at EOF"
 import os, sys
 fd = os.open(sys.argv[1], os.O_RDONLY)
 size = int(sys.argv[2])
@@ -167,14 +169,14 @@ EOF
 
 if $have_qcow2; then
   qemu-img convert -O raw "$Q" "$TEST_DIR/vm.raw"
-  compare "$MNT/vm.qcow2/disk.raw" "$TEST_DIR/vm.raw"
-  [ "$(stat -c %s "$MNT/vm.qcow2/disk.raw")" = $((96 * MiB)) ] || fail "vm size"
-  [ "$(data_ranges "$MNT/vm.qcow2/disk.raw")" = "$(qemu_data_ranges "$Q")" ] ||
-    fail "qcow2 data ranges $(data_ranges "$MNT/vm.qcow2/disk.raw" | tr '\n' ,) vs qemu-img map $(qemu_data_ranges "$Q" | tr '\n' ,)"
+  compare "$MNT/vm.qcow2/disk.img" "$TEST_DIR/vm.raw"
+  [ "$(stat -c %s "$MNT/vm.qcow2/disk.img")" = $((96 * MiB)) ] || fail "vm size"
+  [ "$(data_ranges "$MNT/vm.qcow2/disk.img")" = "$(qemu_data_ranges "$Q")" ] ||
+    fail "qcow2 data ranges $(data_ranges "$MNT/vm.qcow2/disk.img" | tr '\n' ,) vs qemu-img map $(qemu_data_ranges "$Q" | tr '\n' ,)"
   alloc=$(qemu_data_ranges "$Q" | awk '{ s += $2 - $1 } END { print s / 512 }')
-  [ "$(stat -c %b "$MNT/vm.qcow2/disk.raw")" = "$alloc" ] ||
-    fail "vm st_blocks $(stat -c %b "$MNT/vm.qcow2/disk.raw"), expected $alloc"
-  cp --sparse=always "$MNT/vm.qcow2/disk.raw" "$TEST_DIR/vm.copy"
+  [ "$(stat -c %b "$MNT/vm.qcow2/disk.img")" = "$alloc" ] ||
+    fail "vm st_blocks $(stat -c %b "$MNT/vm.qcow2/disk.img"), expected $alloc"
+  cp --sparse=always "$MNT/vm.qcow2/disk.img" "$TEST_DIR/vm.copy"
   compare "$TEST_DIR/vm.copy" "$TEST_DIR/vm.raw"
 
   # Snapshots: names escaped, duplicates disambiguated by id.
@@ -199,7 +201,7 @@ EOF
       dirname="$dirname (id $id)"
     fi
     seen[${dirname%% (id *}]=1
-    f="$MNT/vm.qcow2/snapshots/$dirname/disk.raw"
+    f="$MNT/vm.qcow2/snapshots/$dirname/disk.img"
     [ -f "$f" ] || fail "no $f"
     cp "$Q" "$TEST_DIR/revert.qcow2"
     qemu-img snapshot -a "$id" "$TEST_DIR/revert.qcow2"
@@ -226,7 +228,7 @@ for d in "plain.raw" "sparse disk.img" "$esc3"; do
   src=$d
   [ "$d" = "$esc3" ] && src=$name3
   m=$(stat -c %Y "$DIR/$src")
-  for f in "$MNT/$d" "$MNT/$d/disk.raw" "$MNT/$d/snapshots"; do
+  for f in "$MNT/$d" "$MNT/$d/disk.img" "$MNT/$d/snapshots"; do
     [ "$(stat -c %Y "$f")" = "$m" ] || fail "$f: mtime $(stat -c %Y "$f"), image $m"
   done
 done
@@ -234,7 +236,7 @@ done
 
 # ---- Read-only. ----
 
-f="$MNT/plain.raw/disk.raw"
+f="$MNT/plain.raw/disk.img"
 expect_errno EROFS 'os.open(path, os.O_WRONLY)' "$f" || fail "write open"
 expect_errno EROFS 'os.open(path, os.O_RDWR)' "$f" || fail "rdwr open"
 expect_errno EROFS 'os.truncate(path, 0)' "$f" || fail "truncate"
@@ -266,12 +268,12 @@ not_in_root () { ! ls -1 "$MNT" | grep -qxF "$1"; }
 
 cp "$DIR/plain.raw" "$DIR/added.raw"
 wait_for 5 in_root added.raw || fail "a new image did not appear"
-compare "$MNT/added.raw/disk.raw" "$DIR/plain.raw"
+compare "$MNT/added.raw/disk.img" "$DIR/plain.raw"
 # An open file keeps reading after its image is removed.
-exec 7<"$MNT/added.raw/disk.raw"
+exec 7<"$MNT/added.raw/disk.img"
 rm "$DIR/added.raw"
 wait_for 5 not_in_root added.raw || fail "a removed image did not disappear"
-[ ! -e "$MNT/added.raw/disk.raw" ] || fail "removed image still reachable"
+[ ! -e "$MNT/added.raw/disk.img" ] || fail "removed image still reachable"
 cmp <(cat <&7) "$DIR/plain.raw" || fail "reading an open file of a removed image"
 exec 7<&-
 # An image rewritten in place: new size and bytes.
@@ -281,35 +283,35 @@ wait_for 5 size_is "$f" $((2 * MiB)) || fail "rewritten image keeps its size"
 compare "$f" "$DIR/plain.raw"
 
 if $have_qcow2; then
-  has_snap () { [ -f "$MNT/vm.qcow2/snapshots/$1/disk.raw" ]; }
+  has_snap () { [ -f "$MNT/vm.qcow2/snapshots/$1/disk.img" ]; }
   no_snap () { ! ls -1 "$MNT/vm.qcow2/snapshots" | grep -qxF "$1"; }
   qemu-img snapshot -c later "$Q"
   wait_for 5 has_snap later || fail "a new snapshot did not appear"
   qemu-img snapshot -d first "$Q"
   wait_for 5 no_snap first || fail "a deleted snapshot did not disappear"
   qemu-img convert -O raw "$Q" "$TEST_DIR/vm.raw"
-  compare "$MNT/vm.qcow2/snapshots/later/disk.raw" "$TEST_DIR/vm.raw"
+  compare "$MNT/vm.qcow2/snapshots/later/disk.img" "$TEST_DIR/vm.raw"
 fi
 
 # ---- A corrupt image: EIO on read, a log line, the others still work. ----
 
 { printf 'QFI\xfb\0\0\0\3'; head -c 4096 /dev/urandom; } >"$DIR/broken.qcow2"
 wait_for 5 in_root broken.qcow2 || fail "the corrupt image is not shown"
-if cat "$MNT/broken.qcow2/disk.raw" >/dev/null 2>"$TEST_DIR/broken.err"; then
+if cat "$MNT/broken.qcow2/disk.img" >/dev/null 2>"$TEST_DIR/broken.err"; then
   fail "reading a corrupt image succeeded"
 fi
 grep -q 'Input/output error' "$TEST_DIR/broken.err" ||
   fail "corrupt image: $(cat "$TEST_DIR/broken.err")"
 grep -q 'broken.qcow2' "$(vmdiskfs_log "$MNT")" || fail "no log line about broken.qcow2"
-compare "$MNT/$esc3/disk.raw" "$DIR/$name3"
-compare "$MNT/sparse disk.img/disk.raw" "$DIR/sparse disk.img"
-$have_qcow2 && compare "$MNT/vm.qcow2/disk.raw" "$TEST_DIR/vm.raw"
+compare "$MNT/$esc3/disk.img" "$DIR/$name3"
+compare "$MNT/sparse disk.img/disk.img" "$DIR/sparse disk.img"
+$have_qcow2 && compare "$MNT/vm.qcow2/disk.img" "$TEST_DIR/vm.raw"
 
 # ---- Parallel readers. ----
 
 pids=()
 for i in 1 2 3 4; do
-  cmp "$MNT/sparse disk.img/disk.raw" "$DIR/sparse disk.img" &
+  cmp "$MNT/sparse disk.img/disk.img" "$DIR/sparse disk.img" &
   pids+=($!)
 done
 for p in "${pids[@]}"; do
@@ -325,12 +327,12 @@ if [ "$(id -u)" = 0 ] && command -v runuser >/dev/null && id nobody >/dev/null 2
   chmod 0755 "$TEST_DIR"
   chmod 0600 "$DIR/plain.raw"
   start_vmdiskfs "$MNT" -o allow_other,default_permissions,images="$DIR"
-  runuser -u nobody -- cat "$MNT/sparse disk.img/disk.raw" >/dev/null ||
+  runuser -u nobody -- cat "$MNT/sparse disk.img/disk.img" >/dev/null ||
     fail "nobody cannot read a 0644 image's disk"
-  if runuser -u nobody -- cat "$MNT/plain.raw/disk.raw" >/dev/null 2>&1; then
+  if runuser -u nobody -- cat "$MNT/plain.raw/disk.img" >/dev/null 2>&1; then
     fail "nobody can read a 0600 image's disk"
   fi
-  cat "$MNT/plain.raw/disk.raw" >/dev/null || fail "root cannot read"
+  cat "$MNT/plain.raw/disk.img" >/dev/null || fail "root cannot read"
   stop_vmdiskfs "$MNT" || fail "the daemon exited with $?"
   chmod 0644 "$DIR/plain.raw"
   chmod 0700 "$TEST_DIR"
@@ -341,7 +343,7 @@ fi
 # ---- Single-threaded. ----
 
 start_vmdiskfs "$MNT" -s -o images="$DIR"
-compare "$MNT/sparse disk.img/disk.raw" "$DIR/sparse disk.img"
+compare "$MNT/sparse disk.img/disk.img" "$DIR/sparse disk.img"
 stop_vmdiskfs "$MNT" || fail "the single-threaded daemon exited with $?"
 
 # ---- Detached (no -f): nothing on stdout, the pidfile once it answers. ----
@@ -353,7 +355,7 @@ pidfile=$TEST_DIR/daemon.pid
 on_exit "mountpoint -q '$MNT' && fusermount3 -u '$MNT'"
 wait_for 30 test -s "$pidfile" || fail "no pidfile from the detached daemon"
 pid=$(cat "$pidfile")
-compare "$MNT/$esc3/disk.raw" "$DIR/$name3"
+compare "$MNT/$esc3/disk.img" "$DIR/$name3"
 [ ! -s "$TEST_DIR/daemon.out" ] || fail "the daemon wrote to stdout: $(cat "$TEST_DIR/daemon.out")"
 fusermount3 -u "$MNT" || fail "unmount of the detached daemon"
 gone () { ! kill -0 "$pid" 2>/dev/null; }

@@ -32,7 +32,7 @@ done
 qemu-img convert -O raw agree.qcow2 "$TEST_DIR/agree.expect"
 mkfifo "$IMG/fifo"
 qemu-img create -q -f qcow2 -u -b "$IMG/fifo" -F raw fifo.qcow2 1M
-qemu-img create -q -f qcow2 -u -b "$MNT/$P-agree/vda.raw" -F raw \
+qemu-img create -q -f qcow2 -u -b "$MNT/$P-agree/vda.img" -F raw \
   self.qcow2 1M
 qemu-img create -q -f raw private.raw 1M
 chmod 0600 private.raw
@@ -79,10 +79,10 @@ lv_virsh dumpxml --inactive "$P-disagree" | grep -q "base2.qcow2" ||
 lv_mount "$MNT"
 LOG=$(vmdiskfs_log "$MNT")
 
-compare "$MNT/$P-agree/vda.raw" "$TEST_DIR/agree.expect"
-compare "$MNT/$P-unrecorded/vda.raw" "$TEST_DIR/agree.expect"
+compare "$MNT/$P-agree/vda.img" "$TEST_DIR/agree.expect"
+compare "$MNT/$P-unrecorded/vda.img" "$TEST_DIR/agree.expect"
 for d in disagree ends fifo self; do
-  got=$(read_errno "$MNT/$P-$d/vda.raw")
+  got=$(read_errno "$MNT/$P-$d/vda.img")
   [ "$got" = EIO ] || fail "$d: read gave $got, want EIO"
 done
 lv_alive "$MNT"
@@ -94,11 +94,11 @@ grep -q "fifo.qcow2: backing file $IMG/fifo refused: not a regular file or block
   "$LOG" || fail "no log line for the FIFO"
 grep -q "self.qcow2: backing file .* refused: it is inside this vmdiskfs mount" \
   "$LOG" || fail "no log line for the backing file inside the mount"
-[ "$(stat -c %a "$MNT/$P-mixed/vda.raw")" = 400 ] ||
-  fail "mixed: mode $(stat -c %a "$MNT/$P-mixed/vda.raw"), want 400 (its backing file is 0600)"
-[ "$(stat -c %a "$MNT/$P-agree/vda.raw")" = 444 ] ||
-  fail "agree: mode $(stat -c %a "$MNT/$P-agree/vda.raw")"
-compare "$MNT/$P-agree/vda.raw" "$TEST_DIR/agree.expect"
+[ "$(stat -c %a "$MNT/$P-mixed/vda.img")" = 400 ] ||
+  fail "mixed: mode $(stat -c %a "$MNT/$P-mixed/vda.img"), want 400 (its backing file is 0600)"
+[ "$(stat -c %a "$MNT/$P-agree/vda.img")" = 444 ] ||
+  fail "agree: mode $(stat -c %a "$MNT/$P-agree/vda.img")"
+compare "$MNT/$P-agree/vda.img" "$TEST_DIR/agree.expect"
 lv_alive "$MNT"
 
 echo "PASS: libvirt backing chains"

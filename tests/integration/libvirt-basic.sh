@@ -17,7 +17,7 @@ set -u
 {
 
 . "$(dirname "$0")/functions.sh"
-require virsh qemu-img qemu-io
+require virsh qemu-img qemu-io gio
 qcow2_supported || skip "the qcow2 driver has not landed"
 
 URI=qemu:///system
@@ -95,15 +95,15 @@ start_vmdiskfs "$MNT" -o connect=$URI
 Q=$MNT/$P-q
 R=$MNT/$P-r
 [ -d "$Q" ] && [ -d "$R" ] || fail "domains missing: $(ls "$MNT")"
-[ "$(ls "$Q" | tr '\n' ' ')" = "domain.xml snapshots vda.raw " ] ||
+[ "$(ls "$Q" | tr '\n' ' ')" = "domain.xml snapshots vda.img " ] ||
   fail "$Q: $(ls "$Q" | tr '\n' ' ') (the CD-ROM must not be shown)"
-[ "$(ls "$R" | tr '\n' ' ')" = "domain.xml snapshots vdb.raw vdc.raw " ] ||
+[ "$(ls "$R" | tr '\n' ' ')" = "domain.xml snapshots vdb.img vdc.img " ] ||
   fail "$R: $(ls "$R" | tr '\n' ' ')"
 [ "$(ls "$Q/snapshots" | tr '\n' ' ')" = "by%2Fqemu-img first " ] ||
   fail "$Q/snapshots: $(ls "$Q/snapshots" | tr '\n' ' ')"
-[ "$(ls "$Q/snapshots/first" | tr '\n' ' ')" = "domain.xml snapshot.xml vda.raw " ] ||
+[ "$(ls "$Q/snapshots/first" | tr '\n' ' ')" = "domain.xml snapshot.xml vda.img " ] ||
   fail "$Q/snapshots/first: $(ls "$Q/snapshots/first" | tr '\n' ' ')"
-[ "$(ls "$Q/snapshots/by%2Fqemu-img")" = "vda.raw" ] ||
+[ "$(ls "$Q/snapshots/by%2Fqemu-img")" = "vda.img" ] ||
   fail "qemu-img snapshot: $(ls "$Q/snapshots/by%2Fqemu-img")"
 
 # ---- XML. ----
@@ -120,7 +120,7 @@ tail -2 "$Q/snapshots/first/domain.xml" | head -1 | grep -qx '</domain>' ||
   fail "snapshot's domain.xml ends with $(tail -2 "$Q/snapshots/first/domain.xml")"
 ctime=$(sed -n 's|.*<creationTime>\([0-9]*\)</creationTime>.*|\1|p' \
           "$TEST_DIR/first.dump")
-for f in "$Q/snapshots/first" "$Q/snapshots/first/vda.raw" \
+for f in "$Q/snapshots/first" "$Q/snapshots/first/vda.img" \
          "$Q/snapshots/first/snapshot.xml"; do
   [ "$(stat -c %Y "$f")" = "$ctime" ] ||
     fail "$f: mtime $(stat -c %Y "$f"), snapshot created at $ctime"
@@ -129,29 +129,36 @@ done
 # ---- Bytes. ----
 
 qemu-img convert -O raw "$IMG/q.qcow2" "$TEST_DIR/q.expect"
-compare "$TEST_DIR/q.expect" "$Q/vda.raw"
-[ "$(stat -c %Y "$Q/vda.raw")" = "$(stat -c %Y "$IMG/q.qcow2")" ] ||
-  fail "vda.raw's mtime is not its image's"
-compare "$IMG/r.raw" "$R/vdb.raw"
+compare "$TEST_DIR/q.expect" "$Q/vda.img"
+# A file manager takes TARGET.img for a raw disk image (shared-mime-info's
+# *.img), and so opens it with the disk image mounter; *.raw would be a
+# camera photo (image/x-panasonic-rw).
+for f in "$Q/vda.img" "$Q/snapshots/first/vda.img"; do
+  t=$(gio info -a standard::content-type "$f" | sed -n 's/^ *standard::content-type: //p')
+  [ "$t" = application/x-raw-disk-image ] || fail "gio: $f is '$t'"
+done
+[ "$(stat -c %Y "$Q/vda.img")" = "$(stat -c %Y "$IMG/q.qcow2")" ] ||
+  fail "vda.img's mtime is not its image's"
+compare "$IMG/r.raw" "$R/vdb.img"
 for tag in first by/qemu-img; do
   cp "$IMG/q.qcow2" "$TEST_DIR/copy.qcow2"
   qemu-img snapshot -a "$tag" "$TEST_DIR/copy.qcow2"
   qemu-img convert -O raw "$TEST_DIR/copy.qcow2" "$TEST_DIR/snap.expect"
-  compare "$TEST_DIR/snap.expect" "$Q/snapshots/${tag//\//%2F}/vda.raw"
+  compare "$TEST_DIR/snap.expect" "$Q/snapshots/${tag//\//%2F}/vda.img"
 done
-cmp -s "$TEST_DIR/q.expect" "$Q/snapshots/first/vda.raw" &&
+cmp -s "$TEST_DIR/q.expect" "$Q/snapshots/first/vda.img" &&
   fail "the snapshot reads as the current disk"
 
 # A missing image: shown, logged, EIO.
-[ "$(stat -c %s "$R/vdc.raw")" = 0 ] || fail "missing disk has a size"
-if cat "$R/vdc.raw" >/dev/null 2>"$TEST_DIR/eio"; then
+[ "$(stat -c %s "$R/vdc.img")" = 0 ] || fail "missing disk has a size"
+if cat "$R/vdc.img" >/dev/null 2>"$TEST_DIR/eio"; then
   fail "reading a missing disk succeeded"
 fi
 grep -q 'Input/output error' "$TEST_DIR/eio" || fail "not EIO: $(cat "$TEST_DIR/eio")"
 grep -q "missing.qcow2" "$(vmdiskfs_log "$MNT")" || fail "missing disk not logged"
 
 # Writes the mount refuses: the disk (until restore lands), mkdir outside snapshots/.
-if touch "$Q/vda.raw" 2>/dev/null || mkdir "$Q/new" 2>/dev/null; then
+if touch "$Q/vda.img" 2>/dev/null || mkdir "$Q/new" 2>/dev/null; then
   fail "a write succeeded"
 fi
 
@@ -171,9 +178,9 @@ domain_xml "$P-new" \
   >"$TEST_DIR/new.xml"
 ls "$MNT" >/dev/null
 virsh -q define "$TEST_DIR/new.xml" >/dev/null || fail "define $P-new"
-wait_for 3 test -f "$MNT/$P-new/sda.raw" ||
+wait_for 3 test -f "$MNT/$P-new/sda.img" ||
   fail "$P-new did not show up within 3 s"
-compare "$IMG/r.raw" "$MNT/$P-new/sda.raw"
+compare "$IMG/r.raw" "$MNT/$P-new/sda.img"
 virsh -q undefine "$P-new" >/dev/null || fail "undefine $P-new"
 wait_for 3 test ! -e "$MNT/$P-new" || fail "$P-new still shown after 3 s"
 

@@ -67,14 +67,14 @@ within3 "define: $D appears" listed "$MNT" "$D"
 virsh -c "$LV_URI" dumpxml --inactive "$D" >"$TEST_DIR/d.xml"
 check "$D/domain.xml differs from virsh dumpxml --inactive" same_bytes "$MNT/$D/domain.xml" "$TEST_DIR/d.xml"
 
-# Redefined with a second disk: domain.xml and vdb.raw follow.
+# Redefined with a second disk: domain.xml and vdb.img follow.
 lv_define "$D" qcow2:vda:"$Q" qcow2:vdb:"$Q3"
 virsh -c "$LV_URI" dumpxml --inactive "$D" >"$TEST_DIR/d.xml"
 has_file () { [ -f "$1" ]; }
-within3 "redefine: $D/vdb.raw appears" has_file "$MNT/$D/vdb.raw"
+within3 "redefine: $D/vdb.img appears" has_file "$MNT/$D/vdb.img"
 within3 "redefine: $D/domain.xml follows" same_bytes "$MNT/$D/domain.xml" "$TEST_DIR/d.xml"
 lv_raw_oracle "$Q3" "$TEST_DIR/q3.raw"
-check "$D/vdb.raw differs from qemu-img convert" same_bytes "$MNT/$D/vdb.raw" "$TEST_DIR/q3.raw"
+check "$D/vdb.img differs from qemu-img convert" same_bytes "$MNT/$D/vdb.img" "$TEST_DIR/q3.raw"
 lv_raw_oracle "$Q2" "$TEST_DIR/q2.raw"
 
 lv_virsh start "$D" >/dev/null || fail "virsh start $D"
@@ -83,9 +83,9 @@ sleep 1
 check "start: $D vanished" listed "$MNT" "$D"
 check "start: $D/domain.xml is no longer the inactive definition" same_dump "$D" "$MNT/$D/domain.xml"
 lv_raw_oracle "$Q" "$TEST_DIR/q.raw"
-check "start: $D/vda.raw differs from qemu-img convert -U" same_bytes "$MNT/$D/vda.raw" "$TEST_DIR/q.raw"
+check "start: $D/vda.img differs from qemu-img convert -U" same_bytes "$MNT/$D/vda.img" "$TEST_DIR/q.raw"
 
-has_snap () { [ -f "$MNT/$1/snapshots/$2/vda.raw" ]; }
+has_snap () { [ -f "$MNT/$1/snapshots/$2/vda.img" ]; }
 no_snap () { not_listed "$MNT/$1/snapshots" "$2"; }
 lv_virsh snapshot-create-as "$D" running-snap >/dev/null || fail "snapshot-create-as $D running-snap"
 within3 "snapshot-create (running): $D/snapshots/running-snap appears" has_snap "$D" running-snap
@@ -98,8 +98,8 @@ check "destroy: $D/domain.xml changed" same_dump "$D" "$MNT/$D/domain.xml"
 lv_virsh snapshot-create-as "$D" off-snap >/dev/null || fail "snapshot-create-as $D off-snap"
 within3 "snapshot-create (shut off): $D/snapshots/off-snap appears" has_snap "$D" off-snap
 lv_raw_oracle "$Q" "$TEST_DIR/snap.raw" off-snap
-check "$D/snapshots/off-snap/vda.raw differs from the reverted copy" \
-  same_bytes "$MNT/$D/snapshots/off-snap/vda.raw" "$TEST_DIR/snap.raw"
+check "$D/snapshots/off-snap/vda.img differs from the reverted copy" \
+  same_bytes "$MNT/$D/snapshots/off-snap/vda.img" "$TEST_DIR/snap.raw"
 lv_virsh snapshot-delete "$D" running-snap >/dev/null || fail "snapshot-delete $D running-snap"
 within3 "snapshot-delete: $D/snapshots/running-snap disappears" no_snap "$D" running-snap
 check "snapshot-delete took off-snap too" has_snap "$D" off-snap
@@ -120,7 +120,7 @@ check "domrename: $D2 lost its snapshot" has_snap_off
 lv_virsh undefine "$D2" --snapshots-metadata >/dev/null || fail "undefine $D2"
 within3 "undefine: $D2 disappears" not_listed "$MNT" "$D2"
 check "undefine of another domain took $KEEP away" listed "$MNT" "$KEEP"
-check "$KEEP/vdb.raw differs" same_bytes "$MNT/$KEEP/vdb.raw" "$TEST_DIR/q2.raw"
+check "$KEEP/vdb.img differs" same_bytes "$MNT/$KEEP/vdb.img" "$TEST_DIR/q2.raw"
 
 # ---- 50 domains, 3 snapshots each. ----
 
@@ -179,7 +179,7 @@ check "ls -R of $N domains took more than 10 s" test $(( (t1 - t0) / 1000000 )) 
 n=$(grep -c '^s[123]$' "$TEST_DIR/many/ls1")
 check "ls -R shows $n snapshots named s1..s3, want at least $((N * 3))" test "$n" -ge $((N * 3))
 lv_raw_oracle "$S" "$TEST_DIR/s2.raw" s2
-check "$P-m007/snapshots/s2/vda.raw differs" same_bytes "$MNT/$P-m007/snapshots/s2/vda.raw" "$TEST_DIR/s2.raw"
+check "$P-m007/snapshots/s2/vda.img differs" same_bytes "$MNT/$P-m007/snapshots/s2/vda.img" "$TEST_DIR/s2.raw"
 check "$P-m007/snapshots/s2: mtime $(stat -c %Y "$MNT/$P-m007/snapshots/s2")" \
   eq "$(stat -c %Y "$MNT/$P-m007/snapshots/s2")" 1600000002
 for ((i = 0; i < N; i++)); do
@@ -199,7 +199,7 @@ else
   old=$(pgrep -x -o libvirtd)
   sha=$(sha256sum <"$TEST_DIR/q2.raw" | cut -d' ' -f1)
   # A slow reader: 8 MiB in 64 KiB pieces over about 6 s.
-  python3 - "$MNT/$KEEP/vdb.raw" >"$TEST_DIR/reader.out" 2>&1 <<'EOF' &
+  python3 - "$MNT/$KEEP/vdb.img" >"$TEST_DIR/reader.out" 2>&1 <<'EOF' &
 import hashlib, os, sys, time
 fd = os.open(sys.argv[1], os.O_RDONLY)
 h = hashlib.sha256()

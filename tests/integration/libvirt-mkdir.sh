@@ -7,7 +7,7 @@
 #    (a copy reverted with qemu-img snapshot -a, converted), still equal
 #    after the disks are written; virsh snapshot-list shows it;
 #  - mkdir on a running domain whose guest keeps writing
-#    (writer-bootsector.S): the snapshot's vda.raw read twice while the
+#    (writer-bootsector.S): the snapshot's vda.img read twice while the
 #    guest writes, both equal to each other and to qemu-img's reading of
 #    the snapshot in a copy of the image taken afterwards;
 #  - EEXIST for a libvirt snapshot and for a tag made by qemu-img only;
@@ -120,7 +120,7 @@ check "mkdir $s/nightly failed" mkdir "$s/nightly"
 echo "mkdir of a shut-off domain's snapshot took $(echo "$(date +%s.%N) - $t0" | bc) s"
 # At once: no waiting.
 check "$s/nightly holds $(listing "$s/nightly") right after mkdir" \
-  eq "$(listing "$s/nightly")" "domain.xml snapshot.xml vda.raw vdb.raw "
+  eq "$(listing "$s/nightly")" "domain.xml snapshot.xml vda.img vdb.img "
 check "virsh snapshot-list $OFF: $(vsnaps "$OFF")" has_vsnap "$OFF" nightly
 check "$A has no tag nightly: $(tags "$A")" has_tag "$A" nightly
 check "$B has no tag nightly: $(tags "$B")" has_tag "$B" nightly
@@ -129,14 +129,14 @@ check "snapshot.xml differs from virsh snapshot-dumpxml:
 $(diff "$TEST_DIR/snap.xml" "$s/nightly/snapshot.xml" | head -10)" \
   same_bytes "$TEST_DIR/snap.xml" "$s/nightly/snapshot.xml"
 check "domain.xml has no <domain>" grep -q '<domain' "$s/nightly/domain.xml"
-check_snap_disk "$s/nightly/vda.raw" "$A" nightly
-check_snap_disk "$s/nightly/vdb.raw" "$B" nightly
-cp "$s/nightly/vda.raw" "$TEST_DIR/before.raw"
+check_snap_disk "$s/nightly/vda.img" "$A" nightly
+check_snap_disk "$s/nightly/vdb.img" "$B" nightly
+cp "$s/nightly/vda.img" "$TEST_DIR/before.raw"
 # Frozen: the disks change, the snapshot does not.
 qemu-io -f qcow2 -c "write -P 0x13 0 3M" -c "write -z 60M 512k" "$A" >/dev/null
 sleep 1.1                       # past the kernel's attribute cache
-check "nightly/vda.raw changed when the disk was written" \
-  same_bytes "$s/nightly/vda.raw" "$TEST_DIR/before.raw"
+check "nightly/vda.img changed when the disk was written" \
+  same_bytes "$s/nightly/vda.img" "$TEST_DIR/before.raw"
 rm -f "$TEST_DIR/before.raw"
 
 # EEXIST: by us, by virsh, by qemu-img only (libvirt does not know it).
@@ -159,9 +159,9 @@ check "bad names reached libvirt: $(vsnaps "$OFF")" eq "$(vsnaps "$OFF")" "by-vi
 for n in 'with space' 'snïmök ✓'; do
   check "mkdir '$s/$n' failed" mkdir "$s/$n"
   check "'$n' is not in virsh snapshot-list: $(vsnaps "$OFF")" has_vsnap "$OFF" "$n"
-  check "'$n'/vda.raw missing" test -f "$s/$n/vda.raw"
+  check "'$n'/vda.img missing" test -f "$s/$n/vda.img"
 done
-check_snap_disk "$s/snïmök ✓/vdb.raw" "$B" 'snïmök ✓'
+check_snap_disk "$s/snïmök ✓/vdb.img" "$B" 'snïmök ✓'
 
 # Elsewhere: EPERM; an existing name: EEXIST.
 expect EPERM mkdir "$MNT/newdomain"
@@ -171,7 +171,7 @@ expect EEXIST mkdir "$d/snapshots"
 expect EPERM rmdir "$d/snapshots"
 expect EPERM rmdir "$d"
 expect ENOENT rmdir "$s/no-such-snapshot"
-expect ENOTDIR rmdir "$s/nightly/vda.raw"
+expect ENOTDIR rmdir "$s/nightly/vda.img"
 
 # Only root and the user who mounted (allow_other lets others in).
 if command -v setpriv >/dev/null 2>&1; then
@@ -193,9 +193,9 @@ check "ENOTSUP left a directory" test ! -e "$MNT/$RAWD/snapshots/nope"
 ns=$MNT/$NOD/snapshots
 check "mkdir $ns/part failed (snapshot='no' disk)" mkdir "$ns/part"
 check "$ns/part holds $(listing "$ns/part")" \
-  eq "$(listing "$ns/part")" "domain.xml snapshot.xml vda.raw "
+  eq "$(listing "$ns/part")" "domain.xml snapshot.xml vda.img "
 check "part not in virsh: $(vsnaps "$NOD")" has_vsnap "$NOD" part
-check_snap_disk "$ns/part/vda.raw" "$NA" part
+check_snap_disk "$ns/part/vda.img" "$NA" part
 check "rmdir $ns/part failed" rmdir "$ns/part"
 check "part still in $NA: $(tags "$NA")" eq "$(tags "$NA")" ""
 check "part still in virsh: $(vsnaps "$NOD")" eq "$(vsnaps "$NOD")" ""
@@ -216,10 +216,10 @@ check "'with space' still in $A: $(tags "$A")" eq "$(has_tag "$A" 'with space' &
 check "'with space' still in $B: $(tags "$B")" eq "$(has_tag "$B" 'with space' && echo yes)" ""
 
 # rmdir with a file open under it: EBUSY, then fine once it is closed.
-exec 7<"$s/nightly/vdb.raw"
+exec 7<"$s/nightly/vdb.img"
 expect EBUSY rmdir "$s/nightly"
 check "nightly went away while busy" has_vsnap "$OFF" nightly
-check "nightly/vdb.raw unreadable while rmdir was refused" \
+check "nightly/vdb.img unreadable while rmdir was refused" \
   eq "$(head -c 1M <&7 | wc -c)" $MiB
 exec 7<&-
 check "rmdir $s/nightly after close failed" rmdir "$s/nightly"
@@ -231,12 +231,12 @@ check "rmdir 'snïmök ✓' failed" rmdir "$s/snïmök ✓"
 # The same name again, while the kernel may still remember the files of
 # the deleted one: they open and read the new snapshot.
 check "mkdir $s/nightly again failed" mkdir "$s/nightly"
-check_snap_disk "$s/nightly/vda.raw" "$A" nightly
+check_snap_disk "$s/nightly/vda.img" "$A" nightly
 # rmdir while a reader keeps opening a file in it: every read that
 # succeeded read the snapshot; then the directory is gone.
-head -c 1M "$s/nightly/vda.raw" >"$TEST_DIR/expect.1m"
+head -c 1M "$s/nightly/vda.img" >"$TEST_DIR/expect.1m"
 ( for ((i = 0; i < 200; i++)); do
-    head -c 1M "$s/nightly/vda.raw" >"$TEST_DIR/one.1m" 2>/dev/null &&
+    head -c 1M "$s/nightly/vda.img" >"$TEST_DIR/one.1m" 2>/dev/null &&
       { cmp -s "$TEST_DIR/one.1m" "$TEST_DIR/expect.1m" && echo good || echo BAD; }
   done >"$TEST_DIR/reads" ) &
 reader=$!
@@ -272,26 +272,26 @@ echo "mkdir of a running domain's snapshot took $(echo "$(date +%s.%N) - $t0" | 
 lv_running "$W" || fail "$W stopped after the snapshot"
 echo "note: the running domain's snapshot: $(lv_virsh snapshot-info "$W" live | grep -i '^state' | tr -s ' ')"
 check "$ws/live holds $(listing "$ws/live")" \
-  eq "$(listing "$ws/live")" "domain.xml snapshot.xml vda.raw vdb.raw "
+  eq "$(listing "$ws/live")" "domain.xml snapshot.xml vda.img vdb.img "
 fb=$(stat -c '%y %b' "$WA")
-cp "$ws/live/vda.raw" "$TEST_DIR/live1.raw"
+cp "$ws/live/vda.img" "$TEST_DIR/live1.raw"
 sleep 2
-cp "$ws/live/vda.raw" "$TEST_DIR/live2.raw"
+cp "$ws/live/vda.img" "$TEST_DIR/live2.raw"
 fa=$(stat -c '%y %b' "$WA")
 [ "$fa" != "$fb" ] || fail "the guest stopped writing while the snapshot was read"
-check "two reads of live/vda.raw differ while the guest writes" \
+check "two reads of live/vda.img differ while the guest writes" \
   same_bytes "$TEST_DIR/live1.raw" "$TEST_DIR/live2.raw"
 # The oracle, afterwards, from a copy of the image qemu is writing.
 cp --sparse=always "$WA" "$TEST_DIR/wa-copy.qcow2"
 qemu-img convert -U -f qcow2 -l snapshot.name=live -O raw "$TEST_DIR/wa-copy.qcow2" \
   "$TEST_DIR/live-oracle.raw" || fail "qemu-img convert -U -l snapshot.name=live"
-check "live/vda.raw differs from qemu-img's reading of the snapshot" \
+check "live/vda.img differs from qemu-img's reading of the snapshot" \
   same_bytes "$TEST_DIR/live1.raw" "$TEST_DIR/live-oracle.raw"
-check "live/vda.raw: size $(stat -c %s "$ws/live/vda.raw")" \
-  eq "$(stat -c %s "$ws/live/vda.raw")" $((128 * MiB))
+check "live/vda.img: size $(stat -c %s "$ws/live/vda.img")" \
+  eq "$(stat -c %s "$ws/live/vda.img")" $((128 * MiB))
 rm -f "$TEST_DIR"/live*.raw "$TEST_DIR/wa-copy.qcow2"
 lv_raw_oracle "$WB" "$TEST_DIR/wb.raw"
-check "live/vdb.raw differs from $WB (never written)" same_bytes "$ws/live/vdb.raw" "$TEST_DIR/wb.raw"
+check "live/vdb.img differs from $WB (never written)" same_bytes "$ws/live/vdb.img" "$TEST_DIR/wb.raw"
 rm -f "$TEST_DIR/wb.raw"
 check "rmdir $ws/live failed (running domain)" rmdir "$ws/live"
 check "live still shown" test ! -e "$ws/live"

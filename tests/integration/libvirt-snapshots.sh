@@ -151,33 +151,33 @@ want=$( { echo first; echo "$S2"; [ -n "$S3" ] && lv_escape "$S3"; echo qimg; } 
 check "$OFF/snapshots holds $(listing "$d/snapshots"), want $want" \
   eq "$(listing "$d/snapshots")" "$want"
 for s in first "$S2" ${S3:+"$S3"}; do
-  check_snapshot "$OFF" "$s" "domain.xml snapshot.xml vda.raw vdb.raw "
+  check_snapshot "$OFF" "$s" "domain.xml snapshot.xml vda.img vdb.img "
   e=$(lv_escape "$s")
-  check_snapshot_disk "$d/snapshots/$e/vda.raw" "$A" "$s"
-  check_snapshot_disk "$d/snapshots/$e/vdb.raw" "$B" "$s"
+  check_snapshot_disk "$d/snapshots/$e/vda.img" "$A" "$s"
+  check_snapshot_disk "$d/snapshots/$e/vdb.img" "$B" "$s"
   size=$((64 * MiB))
   [ "$s" = "$S3" ] && size=$((80 * MiB))       # taken after the resize
-  check "$s/vda.raw: size $(stat -c %s "$d/snapshots/$e/vda.raw"), the snapshot was of $size" \
-    eq "$(stat -c %s "$d/snapshots/$e/vda.raw")" $size
+  check "$s/vda.img: size $(stat -c %s "$d/snapshots/$e/vda.img"), the snapshot was of $size" \
+    eq "$(stat -c %s "$d/snapshots/$e/vda.img")" $size
 done
 # The qemu-img snapshot: its disk, its time (qemu-img's date).
 q=$d/snapshots/qimg
-check "qimg has no vda.raw: $(listing "$q")" test -f "$q/vda.raw"
-check "qimg shows vdb.raw, which has no such snapshot" test ! -e "$q/vdb.raw"
+check "qimg has no vda.img: $(listing "$q")" test -f "$q/vda.img"
+check "qimg shows vdb.img, which has no such snapshot" test ! -e "$q/vdb.img"
 echo "note: snapshots/qimg holds $(listing "$q")"
-check_snapshot_disk "$q/vda.raw" "$A" qimg
+check_snapshot_disk "$q/vda.img" "$A" qimg
 qd=$(snap_field "$A" qimg 3)
-check "qimg/vda.raw: mtime $(stat -c %Y "$q/vda.raw"), qemu-img says $qd" \
-  eq "$(stat -c %Y "$q/vda.raw")" "$qd"
-check "qimg/vda.raw: size $(stat -c %s "$q/vda.raw")" eq "$(stat -c %s "$q/vda.raw")" $((80 * MiB))
+check "qimg/vda.img: mtime $(stat -c %Y "$q/vda.img"), qemu-img says $qd" \
+  eq "$(stat -c %Y "$q/vda.img")" "$qd"
+check "qimg/vda.img: size $(stat -c %s "$q/vda.img")" eq "$(stat -c %s "$q/vda.img")" $((80 * MiB))
 # The active disks: today's size.
 lv_raw_oracle "$A" "$TEST_DIR/a.raw"
-check "$OFF/vda.raw differs from qemu-img convert" same_bytes "$d/vda.raw" "$TEST_DIR/a.raw"
+check "$OFF/vda.img differs from qemu-img convert" same_bytes "$d/vda.img" "$TEST_DIR/a.raw"
 rm -f "$TEST_DIR/a.raw"
 # cp --sparse of a snapshot keeps the bytes.
-cp --sparse=always "$d/snapshots/first/vdb.raw" "$TEST_DIR/copy.raw"
+cp --sparse=always "$d/snapshots/first/vdb.img" "$TEST_DIR/copy.raw"
 lv_raw_oracle "$B" "$TEST_DIR/oracle.raw" first
-check "cp --sparse of first/vdb.raw differs" same_bytes "$TEST_DIR/copy.raw" "$TEST_DIR/oracle.raw"
+check "cp --sparse of first/vdb.img differs" same_bytes "$TEST_DIR/copy.raw" "$TEST_DIR/oracle.raw"
 rm -f "$TEST_DIR/copy.raw" "$TEST_DIR/oracle.raw"
 
 # ---- THE LIVE TEST: a guest that writes. ----
@@ -217,7 +217,7 @@ vmstate=$(snap_field "$WA" live 4)
 echo "VM state in $WA: ${vmstate:-none} bytes"
 [ "${vmstate:-0}" -gt 0 ] || [ "$(snap_field "$WB" live 4)" -gt 0 ] ||
   fail "the running snapshot saved no VM state (is the test still testing that?)"
-has_live () { [ -f "$MNT/$W/snapshots/live/vda.raw" ]; }
+has_live () { [ -f "$MNT/$W/snapshots/live/vda.img" ]; }
 wait_for 4 has_live || fail "snapshots/live did not appear within 4 s"
 
 # The oracle, from the image qemu is writing (force-share).  The guest
@@ -229,16 +229,16 @@ qemu-img convert -U -f qcow2 -l snapshot.name=live -O raw "$WB" "$TEST_DIR/live-
 check "the live oracle is not 256 MiB: VM state in it?" \
   eq "$(stat -c %s "$TEST_DIR/live-a.raw")" $((256 * MiB))
 ls=$MNT/$W/snapshots/live
-check_snapshot "$W" live "domain.xml snapshot.xml vda.raw vdb.raw "
+check_snapshot "$W" live "domain.xml snapshot.xml vda.img vdb.img "
 for pass in 1 2 3; do
   [ "$pass" = 1 ] || sleep 5
   fb=$(file_state "$WA")
-  check "live pass $pass: vda.raw differs from the oracle (the guest writes meanwhile)" \
-    same_bytes "$ls/vda.raw" "$TEST_DIR/live-a.raw"
-  check "live pass $pass: vdb.raw differs from the oracle" \
-    same_bytes "$ls/vdb.raw" "$TEST_DIR/live-b.raw"
-  check "live pass $pass: vda.raw size $(stat -c %s "$ls/vda.raw")" \
-    eq "$(stat -c %s "$ls/vda.raw")" $((256 * MiB))
+  check "live pass $pass: vda.img differs from the oracle (the guest writes meanwhile)" \
+    same_bytes "$ls/vda.img" "$TEST_DIR/live-a.raw"
+  check "live pass $pass: vdb.img differs from the oracle" \
+    same_bytes "$ls/vdb.img" "$TEST_DIR/live-b.raw"
+  check "live pass $pass: vda.img size $(stat -c %s "$ls/vda.img")" \
+    eq "$(stat -c %s "$ls/vda.img")" $((256 * MiB))
   fa=$(file_state "$WA")
   echo "live pass $pass: $WA went from ${fb#* } to ${fa#* } blocks while it ran"
   [ "$fa" != "$fb" ] || fail "the guest stopped writing during pass $pass (mtime and blocks of $WA unchanged)"
@@ -250,28 +250,28 @@ check "qemu-img convert -U of the snapshot changed while the guest wrote (oracle
 rm -f "$TEST_DIR/live-a2.raw"
 
 # The active disk of the running domain: crash-consistent, no errors.
-n=$(cat "$MNT/$W/vda.raw" | wc -c) || true
-check "reading the running domain's active vda.raw gave $n bytes, want $((256 * MiB))" \
+n=$(cat "$MNT/$W/vda.img" | wc -c) || true
+check "reading the running domain's active vda.img gave $n bytes, want $((256 * MiB))" \
   eq "$n" $((256 * MiB))
-check "the running domain's vda.raw: size $(stat -c %s "$MNT/$W/vda.raw")" \
-  eq "$(stat -c %s "$MNT/$W/vda.raw")" $((256 * MiB))
+check "the running domain's vda.img: size $(stat -c %s "$MNT/$W/vda.img")" \
+  eq "$(stat -c %s "$MNT/$W/vda.img")" $((256 * MiB))
 lv_raw_oracle "$WB" "$TEST_DIR/wb.raw"
-check "the running domain's vdb.raw (not written) differs from qemu-img convert -U" \
-  same_bytes "$MNT/$W/vdb.raw" "$TEST_DIR/wb.raw"
+check "the running domain's vdb.img (not written) differs from qemu-img convert -U" \
+  same_bytes "$MNT/$W/vdb.img" "$TEST_DIR/wb.raw"
 
 # Stopped: the snapshot against the reverted copy, the active disk exact.
 lv_virsh destroy "$W" >/dev/null || fail "virsh destroy $W"
-check_snapshot_disk "$ls/vda.raw" "$WA" live
-check "after the guest stopped, snapshots/live/vda.raw differs from the live oracle" \
-  same_bytes "$ls/vda.raw" "$TEST_DIR/live-a.raw"
+check_snapshot_disk "$ls/vda.img" "$WA" live
+check "after the guest stopped, snapshots/live/vda.img differs from the live oracle" \
+  same_bytes "$ls/vda.img" "$TEST_DIR/live-a.raw"
 rm -f "$TEST_DIR"/live-*.raw "$TEST_DIR/wb.raw"
 lv_raw_oracle "$WA" "$TEST_DIR/wa.raw"
 for i in 1 2 3 4; do            # the daemon rescans a changed image
-  same_bytes "$MNT/$W/vda.raw" "$TEST_DIR/wa.raw" && break
+  same_bytes "$MNT/$W/vda.img" "$TEST_DIR/wa.raw" && break
   sleep 1
 done
-check "$W/vda.raw differs from qemu-img convert after the guest stopped" \
-  same_bytes "$MNT/$W/vda.raw" "$TEST_DIR/wa.raw"
+check "$W/vda.img differs from qemu-img convert after the guest stopped" \
+  same_bytes "$MNT/$W/vda.img" "$TEST_DIR/wa.raw"
 rm -f "$TEST_DIR/wa.raw"
 
 stop_vmdiskfs "$MNT" || fail "the daemon exited with $?"

@@ -127,17 +127,17 @@ check "defined domains not shown: $(cat "$TEST_DIR/notshown")" eq "$(cat "$TEST_
 
 listing () { (cd "$1" && ls -1A | LC_ALL=C sort | tr '\n' ' '); }
 check "$OFF holds $(listing "$MNT/$OFF")" \
-  eq "$(listing "$MNT/$OFF")" "domain.xml snapshots vda.raw vdb.raw vdc.raw vdd.raw vde.raw "
+  eq "$(listing "$MNT/$OFF")" "domain.xml snapshots vda.img vdb.img vdc.img vdd.img vde.img "
 check "$RUN holds $(listing "$MNT/$RUN")" \
-  eq "$(listing "$MNT/$RUN")" "domain.xml sdb.raw snapshots vda.raw "
+  eq "$(listing "$MNT/$RUN")" "domain.xml sdb.img snapshots vda.img "
 check "$MISS holds $(listing "$MNT/$MISS")" \
-  eq "$(listing "$MNT/$MISS")" "domain.xml snapshots vda.raw vdb.raw "
+  eq "$(listing "$MNT/$MISS")" "domain.xml snapshots vda.img vdb.img "
 for d in "$OFF" "$RUN" "$MISS"; do
   check "$d/snapshots is not empty: $(listing "$MNT/$d/snapshots")" \
     eq "$(listing "$MNT/$d/snapshots")" ""
   check "$d is not a directory" test -d "$MNT/$d"
   check "$d/snapshots is not a directory" test -d "$MNT/$d/snapshots"
-  for f in "$MNT/$d"/*.raw "$MNT/$d/domain.xml"; do
+  for f in "$MNT/$d"/*.img "$MNT/$d/domain.xml"; do
     check "$f is not a regular file" test -f "$f"
   done
 done
@@ -185,34 +185,34 @@ disk_ok ()                      # MOUNTED-FILE IMAGE-OR-DEVICE
   rm -f "$TEST_DIR/oracle.raw"
 }
 
-disk_ok "$MNT/$OFF/vda.raw" "$Q"
-disk_ok "$MNT/$OFF/vdb.raw" "$R"
-disk_ok "$MNT/$OFF/vdc.raw" "$E"
-disk_ok "$MNT/$OFF/vdd.raw" "$LOOP"
-disk_ok "$MNT/$OFF/vde.raw" "$V"
-disk_ok "$MNT/$MISS/vdb.raw" "$small"
+disk_ok "$MNT/$OFF/vda.img" "$Q"
+disk_ok "$MNT/$OFF/vdb.img" "$R"
+disk_ok "$MNT/$OFF/vdc.img" "$E"
+disk_ok "$MNT/$OFF/vdd.img" "$LOOP"
+disk_ok "$MNT/$OFF/vde.img" "$V"
+disk_ok "$MNT/$MISS/vdb.img" "$small"
 # The running domain: qemu holds its images (read with -U by the oracle).
 lv_running "$RUN" || fail "$RUN is not running"
-disk_ok "$MNT/$RUN/vda.raw" "$Q2"
-disk_ok "$MNT/$RUN/sdb.raw" "$R2"
-cp --sparse=always "$MNT/$OFF/vda.raw" "$TEST_DIR/copy.raw"
+disk_ok "$MNT/$RUN/vda.img" "$Q2"
+disk_ok "$MNT/$RUN/sdb.img" "$R2"
+cp --sparse=always "$MNT/$OFF/vda.img" "$TEST_DIR/copy.raw"
 lv_raw_oracle "$Q" "$TEST_DIR/oracle.raw"
-check "cp --sparse of $OFF/vda.raw differs" same_bytes "$TEST_DIR/copy.raw" "$TEST_DIR/oracle.raw"
-check "cp --sparse of $OFF/vda.raw copied holes: $(du -k "$TEST_DIR/copy.raw")" \
+check "cp --sparse of $OFF/vda.img differs" same_bytes "$TEST_DIR/copy.raw" "$TEST_DIR/oracle.raw"
+check "cp --sparse of $OFF/vda.img copied holes: $(du -k "$TEST_DIR/copy.raw")" \
   test "$(du -k "$TEST_DIR/copy.raw" | cut -f1)" -le 8192
 rm -f "$TEST_DIR/copy.raw" "$TEST_DIR/oracle.raw"
 
 # ---- A missing source: shown, EIO on read, a log line. ----
 
-if cat "$MNT/$MISS/vda.raw" >/dev/null 2>"$TEST_DIR/miss.err"; then
-  echo "FAIL: reading $MISS/vda.raw (source $MISSING does not exist) succeeded" >&2
+if cat "$MNT/$MISS/vda.img" >/dev/null 2>"$TEST_DIR/miss.err"; then
+  echo "FAIL: reading $MISS/vda.img (source $MISSING does not exist) succeeded" >&2
   failures=$((failures + 1))
 else
-  check "$MISS/vda.raw: $(cat "$TEST_DIR/miss.err"), want Input/output error" \
+  check "$MISS/vda.img: $(cat "$TEST_DIR/miss.err"), want Input/output error" \
     grep -q 'Input/output error' "$TEST_DIR/miss.err"
 fi
 check "no log line naming $MISSING" grep -qF "$MISSING" "$(vmdiskfs_log "$MNT")"
-disk_ok "$MNT/$MISS/vdb.raw" "$small"
+disk_ok "$MNT/$MISS/vdb.img" "$small"
 
 # ---- Read-only mount, inode numbers stable across a remount. ----
 
@@ -224,14 +224,14 @@ start_vmdiskfs "$MNT" vmdiskfs -o ro,connect="$LV_URI"
 check "inode numbers changed across a remount:
 $(diff "$TEST_DIR/inodes1" "$TEST_DIR/inodes2" | head)" \
   cmp -s "$TEST_DIR/inodes1" "$TEST_DIR/inodes2"
-check "ro mount: $OFF/vdb.raw differs" same_bytes "$MNT/$OFF/vdb.raw" "$R"
+check "ro mount: $OFF/vdb.img differs" same_bytes "$MNT/$OFF/vdb.img" "$R"
 
 # ---- Parallel readers on several disks. ----
 
 pids=()
-cmp "$MNT/$OFF/vdb.raw" "$R" & pids+=($!)
-cmp "$MNT/$OFF/vdd.raw" "$LOOP" & pids+=($!)
-cmp "$MNT/$RUN/sdb.raw" "$R2" & pids+=($!)
+cmp "$MNT/$OFF/vdb.img" "$R" & pids+=($!)
+cmp "$MNT/$OFF/vdd.img" "$LOOP" & pids+=($!)
+cmp "$MNT/$RUN/sdb.img" "$R2" & pids+=($!)
 for p in "${pids[@]}"; do
   wait "$p" || { echo "FAIL: a parallel reader failed" >&2; failures=$((failures + 1)); }
 done

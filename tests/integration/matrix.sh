@@ -683,7 +683,7 @@ qemu-img create -q -f qed -b ch-mid.qcow2 -F qcow2 over-qcow2.qed
 mx_qio over-qcow2.qed qed -c "write -P 0xc7 3M 4k"
 mx_add over-qcow2.qed qed
 
-# raw with a size that is not a multiple of 512 (its disk.raw is the file,
+# raw with a size that is not a multiple of 512 (its disk.img is the file,
 # byte for byte; qemu rounds a raw image up to 512), and an overlay on it
 head -c 1000001 "$T/text.bin" > odd-size.raw
 mx_add odd-size.raw raw
@@ -820,7 +820,7 @@ for i in "${!mx_names[@]}"; do
   f0=$mx_failures
   n=${mx_names[$i]} flags=" ${mx_flags[$i]} "
   e=$(mx_esc "$n")
-  m=$MNT/$e/disk.raw
+  m=$MNT/$e/disk.img
   vsize=$(mx_vsize "$n")
   mx_check_disk "$n" "$m" "$EXP/$n.raw" "$vsize" "$(stat -c %Y "$n")" || continue
 
@@ -879,11 +879,11 @@ for i in "${!mx_names[@]}"; do
   while IFS=$'\t' read -r _ id date vms tag _tag; do
     o=$EXP/$n.snap.$id.raw
     sd=$MNT/$e/snapshots/$(mx_esc "$tag")
-    mx_check_disk "$n@$tag" "$sd/disk.raw" "$o" "$(stat -c %s "$o")" "$date" ||
+    mx_check_disk "$n@$tag" "$sd/disk.img" "$o" "$(stat -c %s "$o")" "$date" ||
       continue
     got=$(ls -A "$sd" | tr '\n' ' ')
-    if [ "$got" = "disk.raw " ]; then mx_ok
-    else mx_fail "$n@$tag" "snapshot directory holds [$got], expected only disk.raw"; fi
+    if [ "$got" = "disk.img " ]; then mx_ok
+    else mx_fail "$n@$tag" "snapshot directory holds [$got], expected only disk.img"; fi
   done < <(grep '^snap' "$EXP/$n.info" || true)
   nsnap=$(grep -c '^snap' "$EXP/$n.info" || true)
   if [ $mx_failures -eq $f0 ]; then
@@ -896,11 +896,11 @@ done
 # Explicit claims, beyond the generic loop.
 m=$MNT/resize.qcow2
 for t in small:$((4 * MiB)) big:$((8 * MiB)); do
-  got=$(stat -c %s "$m/snapshots/${t%%:*}/disk.raw" 2>/dev/null || echo missing)
+  got=$(stat -c %s "$m/snapshots/${t%%:*}/disk.img" 2>/dev/null || echo missing)
   if [ "$got" = "${t#*:}" ]; then mx_ok
   else mx_fail "resize.qcow2@${t%%:*}" "st_size $got, expected ${t#*:} (size at snapshot time)"; fi
 done
-for f in "$MNT"/vmstate-*/disk.raw "$MNT"/vmstate-*/snapshots/*/disk.raw; do
+for f in "$MNT"/vmstate-*/disk.img "$MNT"/vmstate-*/snapshots/*/disk.img; do
   if LC_ALL=C grep -q "$(printf '\x77\x77\x77\x77\x77\x77\x77\x77')" "$f"; then
     mx_fail "vmstate" "$f contains the VM-state pattern 0x77"
   else
@@ -911,7 +911,7 @@ done
 # cp --sparse=always through the mount: same bytes, small copy
 for n in sparse.qcow2 empty.qcow2 sparse.qed sparse.raw; do
   rm -f "$T/cp.raw"
-  if timeout 60 cp --sparse=always "$MNT/$n/disk.raw" "$T/cp.raw" &&
+  if timeout 60 cp --sparse=always "$MNT/$n/disk.img" "$T/cp.raw" &&
      cmp -s "$T/cp.raw" "$EXP/$n.raw"; then
     kib=$(du -k "$T/cp.raw" | cut -f1)
     if [ "$kib" -le 4096 ]; then mx_ok
@@ -928,9 +928,9 @@ echo "== concurrent random reads (${SECONDS}s)"
 for i in "${!mx_names[@]}"; do
   n=${mx_names[$i]}
   e=$(mx_esc "$n")
-  printf '%s\t%s\n' "$MNT/$e/disk.raw" "$EXP/$n.raw"
+  printf '%s\t%s\n' "$MNT/$e/disk.img" "$EXP/$n.raw"
   while IFS=$'\t' read -r _ id date vms tag _tag; do
-    printf '%s\t%s\n' "$MNT/$e/snapshots/$(mx_esc "$tag")/disk.raw" "$EXP/$n.snap.$id.raw"
+    printf '%s\t%s\n' "$MNT/$e/snapshots/$(mx_esc "$tag")/disk.img" "$EXP/$n.snap.$id.raw"
   done < <(grep '^snap' "$EXP/$n.info" || true)
 done > "$T/stress.list"
 if out=$(timeout 60 "$mx_python" "$T/mx.py" stress "$T/stress.list" 8 8 2>&1); then
@@ -942,9 +942,9 @@ else
 fi
 
 # read-only: writing gives EROFS
-got=$(mx_py erofs "$MNT/v1.1.qcow2/disk.raw" 2>&1)
+got=$(mx_py erofs "$MNT/v1.1.qcow2/disk.img" 2>&1)
 if [ "$got" = EROFS ]; then mx_ok
-else mx_fail "erofs" "opening disk.raw for writing gave $got, expected EROFS"; fi
+else mx_fail "erofs" "opening disk.img for writing gave $got, expected EROFS"; fi
 
 # --- unmount; nothing changed ------------------------------------------------
 if ! kill -0 "$PID" 2>/dev/null; then

@@ -597,13 +597,13 @@ rc=0
   >"$OUT" 2>"$ERR" || rc=$?
 ck "backup-rsync.sh: exit $rc: $(cat "$ERR")" eq "$rc" 0
 ck "backup-rsync.sh: files $(cd "$out" 2>/dev/null && ls | tr '\n' ' ')" \
-  eq "$(cd "$out" 2>/dev/null && ls | tr '\n' ' ')" "domain.xml snapshot.xml vda.raw vdb.raw "
-ck "backup-rsync.sh: vda.raw differs from the oracle" \
-  same_bytes "$out/vda.raw" "$TEST_DIR/oracle-a.raw"
-ck "backup-rsync.sh: vdb.raw differs from the oracle" \
-  same_bytes "$out/vdb.raw" "$TEST_DIR/oracle-b.raw"
-ck "backup-rsync.sh: vda.raw not sparse ($(allocated "$out/vda.raw") bytes)" \
-  test "$(allocated "$out/vda.raw")" -le $((8 * 1024 * 1024))
+  eq "$(cd "$out" 2>/dev/null && ls | tr '\n' ' ')" "domain.xml snapshot.xml vda.img vdb.img "
+ck "backup-rsync.sh: vda.img differs from the oracle" \
+  same_bytes "$out/vda.img" "$TEST_DIR/oracle-a.raw"
+ck "backup-rsync.sh: vdb.img differs from the oracle" \
+  same_bytes "$out/vdb.img" "$TEST_DIR/oracle-b.raw"
+ck "backup-rsync.sh: vda.img not sparse ($(allocated "$out/vda.img") bytes)" \
+  test "$(allocated "$out/vda.img")" -le $((8 * 1024 * 1024))
 ck "backup-rsync.sh: the snapshot is left: $(tags "$B1") / $(lv_snaps "$BK")" \
   wait_for 10 gone nightly
 ck "backup-rsync.sh: the domain stopped" lv_running "$BK"
@@ -615,13 +615,13 @@ rc=0
 ck "backup-tar.sh: exit $rc: $(cat "$ERR")" eq "$rc" 0
 ck "backup-tar.sh: members $(tar -tf "$arch" | LC_ALL=C sort | tr '\n' ' ')" \
   eq "$(tar -tf "$arch" | LC_ALL=C sort | tr '\n' ' ')" \
-  "./ ./domain.xml ./snapshot.xml ./vda.raw ./vdb.raw "
+  "./ ./domain.xml ./snapshot.xml ./vda.img ./vdb.img "
 mkdir -p "$TEST_DIR/untar"
 tar -xSf "$arch" -C "$TEST_DIR/untar" || bad "tar -x $arch"
-ck "backup-tar.sh: vda.raw differs from the oracle" \
-  same_bytes "$TEST_DIR/untar/vda.raw" "$TEST_DIR/oracle-a.raw"
-ck "backup-tar.sh: vdb.raw differs from the oracle" \
-  same_bytes "$TEST_DIR/untar/vdb.raw" "$TEST_DIR/oracle-b.raw"
+ck "backup-tar.sh: vda.img differs from the oracle" \
+  same_bytes "$TEST_DIR/untar/vda.img" "$TEST_DIR/oracle-a.raw"
+ck "backup-tar.sh: vdb.img differs from the oracle" \
+  same_bytes "$TEST_DIR/untar/vdb.img" "$TEST_DIR/oracle-b.raw"
 ck "backup-tar.sh: the archive stores the holes ($(stat -c %s "$arch") bytes)" \
   test "$(stat -c %s "$arch")" -le $((8 * 1024 * 1024))
 ck "backup-tar.sh: the snapshot is left: $(tags "$B1") / $(lv_snaps "$BK")" \
@@ -678,8 +678,8 @@ ck "backup-rsync.sh, shut off: exit $rc: $(cat "$ERR")" eq "$rc" 0
 if [ -f "$TEST_DIR/bo-at-snapshot.qcow2" ]; then
   lv_raw_oracle "$TEST_DIR/bo-at-snapshot.qcow2" "$TEST_DIR/oracle-bo.raw" snap
   lv_raw_oracle "$BO1" "$TEST_DIR/oracle-bo-now.raw"
-  ck "backup-rsync.sh, shut off: vda.raw is not the snapshot's" \
-    same_bytes "$TEST_DIR/bo/vda.raw" "$TEST_DIR/oracle-bo.raw"
+  ck "backup-rsync.sh, shut off: vda.img is not the snapshot's" \
+    same_bytes "$TEST_DIR/bo/vda.img" "$TEST_DIR/oracle-bo.raw"
   ck "backup-rsync.sh, shut off: the image did not change after the snapshot" \
     not same_bytes "$TEST_DIR/oracle-bo.raw" "$TEST_DIR/oracle-bo-now.raw"
 else
@@ -695,8 +695,8 @@ rc=0
 ck "backup-tar.sh --mkdir: exit $rc: $(cat "$ERR")" eq "$rc" 0
 rm -rf "$TEST_DIR/untar" && mkdir "$TEST_DIR/untar"
 tar -xzSf "$TEST_DIR/m.tar.gz" -C "$TEST_DIR/untar" 2>/dev/null || bad "tar -xz"
-ck "backup-tar.sh --mkdir: vda.raw differs from the oracle" \
-  same_bytes "$TEST_DIR/untar/vda.raw" "$TEST_DIR/oracle-a.raw"
+ck "backup-tar.sh --mkdir: vda.img differs from the oracle" \
+  same_bytes "$TEST_DIR/untar/vda.img" "$TEST_DIR/oracle-a.raw"
 ck "backup-tar.sh --mkdir: the snapshot is left: $(tags "$B1")" \
   wait_for 10 gone bymkdir
 lv_alive "$MNT"

@@ -7,7 +7,7 @@
 #
 #  - cls: one classic LV: the snapshot LV <origin>-<name> with the tags,
 #    its copy-on-write size from -o snapsize=25%, --cow-size 12M and 30%,
-#    the bytes of the moment in snapshots/<name>/vda.raw, rmdir/delete;
+#    the bytes of the moment in snapshots/<name>/vda.img, rmdir/delete;
 #  - thn: one thin LV: a thin snapshot, inactive until read, rmdir;
 #  - mix: thin LV, qcow2 (on the guest's tmpfs), classic LV: shut off,
 #    then RUNNING (TCG inside TCG) a guest that writes a counter to the
@@ -162,8 +162,8 @@ lv_info vg0/cls-s25
 has_tags vmdiskfs
 [ "$size" = $((80 * M)) ] || fail "cls-s25: COW $size, want 25% of 320M"
 put cls-v2 /dev/vg0/cls
-same $mnt/cls/snapshots/s25/vda.raw cls-v1
-same $mnt/cls/vda.raw cls-v2
+same $mnt/cls/snapshots/s25/vda.img cls-v1
+same $mnt/cls/vda.img cls-v2
 ok "classic by mkdir, snapsize=25%"
 
 vsnap create --cow-size 12M cls fixed
@@ -174,10 +174,10 @@ vsnap create --cow-size 30% cls pct
 lv_info vg0/cls-pct
 [ "$size" = $((96 * M)) ] || fail "cls-pct: COW $size, want 30% of 320M"
 put cls-v3 /dev/vg0/cls
-appears $mnt/cls/snapshots/fixed/vda.raw
-same $mnt/cls/snapshots/fixed/vda.raw cls-v2
-same $mnt/cls/snapshots/s25/vda.raw cls-v1
-same $mnt/cls/vda.raw cls-v3
+appears $mnt/cls/snapshots/fixed/vda.img
+same $mnt/cls/snapshots/fixed/vda.img cls-v2
+same $mnt/cls/snapshots/s25/vda.img cls-v1
+same $mnt/cls/vda.img cls-v3
 mkdir $mnt/cls/snapshots/fixed 2>/tmp/err && fail "mkdir of an existing name worked"
 grep -q "File exists" /tmp/err || fail "mkdir fixed again: $(cat /tmp/err)"
 "$VSNAP" create cls s25 2>/tmp/err && fail "create of an existing name worked"
@@ -199,10 +199,10 @@ lv_info vg0/thin-t1
 has_tags vmdiskfs
 [ -z "$active" ] || fail "thin-t1 active before reading"
 put thin-v2 /dev/vg0/thin
-same $mnt/thn/snapshots/t1/vda.raw thin-v1
+same $mnt/thn/snapshots/t1/vda.img thin-v1
 lv_info vg0/thin-t1
 [ "$active" = active ] || fail "thin-t1 not active after reading"
-same $mnt/thn/vda.raw thin-v2
+same $mnt/thn/vda.img thin-v2
 run rmdir $mnt/thn/snapshots/t1
 lv_exists vg0/thin-t1 && fail "LV thin-t1 still there after rmdir"
 vsnap create --cow-size 8M thn t2
@@ -230,10 +230,10 @@ grep -q '<description>vmdiskfs' /tmp/off1.xml || fail "off1 not marked vmdiskfs'
 put mixa-v2 /dev/vg0/mixa
 put mixc-v2 /dev/vg0/mixc
 qput mixb-v2 /tmp/img/mix.qcow2
-same $mnt/mix/snapshots/off1/vda.raw mixa-v1
-same $mnt/mix/snapshots/off1/vdb.raw mixb-v1
-same $mnt/mix/snapshots/off1/vdc.raw mixc-v1
-same $mnt/mix/vdb.raw mixb-v2
+same $mnt/mix/snapshots/off1/vda.img mixa-v1
+same $mnt/mix/snapshots/off1/vdb.img mixb-v1
+same $mnt/mix/snapshots/off1/vdc.img mixc-v1
+same $mnt/mix/vdb.img mixb-v2
 run rmdir $mnt/mix/snapshots/off1
 lvs0=$(lv_names)   # cls-s25 from now on
 nothing_left off1 "$lvs0"
@@ -308,10 +308,10 @@ check_paused () {   # NAME: pause events around every part of snapshot NAME
 consistent () {
   local d out magic drv c lines=
   for d in vda vdb vdc; do
-    out=$(od -A n -t u4 -j $((4096 * 512)) -N 12 "$mnt/mix/snapshots/$1/$d.raw") ||
-      fail "reading $1/$d.raw"
+    out=$(od -A n -t u4 -j $((4096 * 512)) -N 12 "$mnt/mix/snapshots/$1/$d.img") ||
+      fail "reading $1/$d.img"
     read -r magic drv c <<< "$out"
-    [ "$magic" = $((0x43544456)) ] || fail "$1/$d.raw: no counter of the guest ($out)"
+    [ "$magic" = $((0x43544456)) ] || fail "$1/$d.img: no counter of the guest ($out)"
     lines="$lines$drv $c $d"$'\n'
   done
   lines=$(printf %s "$lines" | sort -n)
@@ -342,11 +342,11 @@ for c in "write -P 0x33 0 1M" flush; do
     "qemu-io -d /machine/peripheral/virtio-disk1/virtio-backend \"$c\""
 done
 
-same $mnt/mix/snapshots/run1/vda.raw mixa-v2
-same $mnt/mix/snapshots/run1/vdb.raw mixb-v2
-same $mnt/mix/snapshots/run1/vdc.raw mixc-v2
-cmp <(head -c 1M $mnt/mix/vdb.raw) <(head -c 1M /dev/zero | tr '\0' '\063') ||
-  fail "vdb.raw does not hold what the running domain wrote"
+same $mnt/mix/snapshots/run1/vda.img mixa-v2
+same $mnt/mix/snapshots/run1/vdb.img mixb-v2
+same $mnt/mix/snapshots/run1/vdc.img mixc-v2
+cmp <(head -c 1M $mnt/mix/vdb.img) <(head -c 1M /dev/zero | tr '\0' '\063') ||
+  fail "vdb.img does not hold what the running domain wrote"
 ok "mixed, running, by mkdir"
 
 # --quiesce without a guest agent (none in this domain): a warning, then
@@ -363,12 +363,12 @@ vsnap list mix > /tmp/list
 cat /tmp/list
 grep -q "^mix *run2 .* both *vmdisk-snapshot *$" /tmp/list || fail "list: run2"
 grep -q "^mix *run1 .* both *vmdiskfs *$" /tmp/list || fail "list: run1"
-appears $mnt/mix/snapshots/run2/vdc.raw
-same $mnt/mix/snapshots/run2/vda.raw mixa-v3
-cmp <(head -c 1M $mnt/mix/snapshots/run2/vdb.raw) <(head -c 1M /dev/zero | tr '\0' '\063') ||
-  fail "run2/vdb.raw"
-same $mnt/mix/snapshots/run2/vdc.raw mixc-v3
-same $mnt/mix/snapshots/run1/vda.raw mixa-v2
+appears $mnt/mix/snapshots/run2/vdc.img
+same $mnt/mix/snapshots/run2/vda.img mixa-v3
+cmp <(head -c 1M $mnt/mix/snapshots/run2/vdb.img) <(head -c 1M /dev/zero | tr '\0' '\063') ||
+  fail "run2/vdb.img"
+same $mnt/mix/snapshots/run2/vdc.img mixc-v3
+same $mnt/mix/snapshots/run1/vda.img mixa-v2
 V snapshot-dumpxml mix run1 > /tmp/run1.xml || fail "snapshot-dumpxml mix run1"
 run rmdir $mnt/mix/snapshots/run1
 vsnap delete mix run2

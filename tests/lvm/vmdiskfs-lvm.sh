@@ -4,7 +4,7 @@
 # libvirtd of the guest's own, a domain whose disks are a linear LV with a
 # classic snapshot and a thin LV with a thin snapshot (type='block'), and
 # the linear LV again as a volume of a logical storage pool.  The
-# mount must show snapshots/<name>/<target>.raw for both with the bytes of
+# mount must show snapshots/<name>/<target>.img for both with the bytes of
 # the time of each snapshot, activate the thin snapshot to read it, and
 # deactivate it again when the daemon exits.
 # SPDX-License-Identifier: GPL-3.0-or-later
@@ -67,28 +67,28 @@ D=/tmp/mnt/lvmdom
 ls -lR "$D"
 [ "$(ls "$D/snapshots" | tr '\n' ' ')" = "nightly weekly " ] ||
   fail "snapshots: $(ls "$D/snapshots" | tr '\n' ' ')"
-same "$D/vda.raw" lin-v2
-same "$D/vdb.raw" thin-v2
-[ "$(ls "$D/snapshots/nightly" | tr '\n' ' ')" = "vda.raw vdc.raw " ] ||
+same "$D/vda.img" lin-v2
+same "$D/vdb.img" thin-v2
+[ "$(ls "$D/snapshots/nightly" | tr '\n' ' ')" = "vda.img vdc.img " ] ||
   fail "nightly: $(ls "$D/snapshots/nightly" | tr '\n' ' ')"
-same "$D/vdc.raw" lin-v2
-[ "$(ls "$D/snapshots/weekly")" = vdb.raw ] || fail "weekly: $(ls "$D/snapshots/weekly")"
-[ "$(stat -c %s "$D/snapshots/weekly/vdb.raw")" = $((32 << 20)) ] ||
-  fail "weekly size $(stat -c %s "$D/snapshots/weekly/vdb.raw")"
+same "$D/vdc.img" lin-v2
+[ "$(ls "$D/snapshots/weekly")" = vdb.img ] || fail "weekly: $(ls "$D/snapshots/weekly")"
+[ "$(stat -c %s "$D/snapshots/weekly/vdb.img")" = $((32 << 20)) ] ||
+  fail "weekly size $(stat -c %s "$D/snapshots/weekly/vdb.img")"
 [ "$(lv_field vg0/thin-weekly lv_active)" = active ] &&
   fail "listing activated the thin snapshot"
-same "$D/snapshots/nightly/vda.raw" lin-v1
-same "$D/snapshots/nightly/vdc.raw" lin-v1
-same "$D/snapshots/weekly/vdb.raw" thin-v1
+same "$D/snapshots/nightly/vda.img" lin-v1
+same "$D/snapshots/nightly/vdc.img" lin-v1
+same "$D/snapshots/weekly/vdb.img" thin-v1
 [ "$(lv_field vg0/thin-weekly lv_active)" = active ] ||
   fail "thin snapshot not active after reading"
 echo "ok: bytes of both snapshots"
 
 # A snapshot made by lvcreate meanwhile shows up within a few seconds.
 run lvcreate -q -s -L 8M -n disk-later vg0/disk
-for i in $(seq 60); do [ -e "$D/snapshots/later/vda.raw" ] && break; sleep 0.1; done
-[ -e "$D/snapshots/later/vda.raw" ] || fail "snapshot later not shown after 6 s"
-same "$D/snapshots/later/vda.raw" lin-v2
+for i in $(seq 60); do [ -e "$D/snapshots/later/vda.img" ] && break; sleep 0.1; done
+[ -e "$D/snapshots/later/vda.img" ] || fail "snapshot later not shown after 6 s"
+same "$D/snapshots/later/vda.img" lin-v2
 echo "ok: a new LVM snapshot shows up after $i tenths of a second"
 
 umount /tmp/mnt || fail "umount"

@@ -183,17 +183,17 @@ if [ -x "$VMDISKFS" ] && "$VMDISKFS" --version >/dev/null 2>&1 &&
   daemon_pid=$!
   # Valgrind on a loaded 2-CPU machine: give it three minutes.
   for _ in $(seq 360); do
-    mounted && [ -e "$mnt/snap.qcow2/disk.raw" ] && break
+    mounted && [ -e "$mnt/snap.qcow2/disk.img" ] && break
     kill -0 "$daemon_pid" 2>/dev/null || break
     sleep 0.5
   done
-  if [ -e "$mnt/snap.qcow2/disk.raw" ]; then
+  if [ -e "$mnt/snap.qcow2/disk.img" ]; then
     for f in snap.qcow2 zstd.qcow2 top.qcow2 top.qed; do
-      cmp -s "$mnt/$f/disk.raw" "$tmp/$f.expect" ||
+      cmp -s "$mnt/$f/disk.img" "$tmp/$f.expect" ||
         { echo "FAIL (daemon output differs from qemu-img): $f"; status=1; }
     done
     ls -lR "$mnt" > /dev/null
-    cmp -s "$mnt/snap.qcow2/snapshots/first/disk.raw" \
+    cmp -s "$mnt/snap.qcow2/snapshots/first/disk.img" \
         "$tmp/snap.qcow2.first.expect" ||
       { echo "FAIL (daemon output differs from qemu-img): snapshot first"
         status=1; }
