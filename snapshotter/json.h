@@ -8,6 +8,17 @@
  * tests/fuzz/fuzz-json.c fuzzes it.  No state outside a call
  * (thread-safe).
  *
+ * Why not json-c (issue 8; measured with Debian's 0.16, strict mode,
+ * json_tokener_new_ex depth 65): it has no budget of values, and its
+ * empty object costs 792 bytes (16-entry hash table) against 42 here, so
+ * the 64 MiB an LVM report may have, as "[{},{},...", would take 17.7 GB
+ * (2 million objects: 1.58 GB, 13.6 s; "[0,0,..." of 64 MiB: 2.4 GB,
+ * 54 s); and it accepts what this reader refuses: lone surrogates (made
+ * U+FFFD), control bytes inside strings, \u0000 (in a key, the key is cut
+ * there: {"lv_name\u0000x":..} is lv_name), NaN, integers beyond 64 bits
+ * (clamped).  Keeping that off needs a scan of our own before it, of
+ * strings, escapes and counts: the riskiest half of this file.
+ *
  * SPDX-License-Identifier: GPL-3.0-or-later
  */
 #ifndef VD_JSON_H

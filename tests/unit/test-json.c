@@ -119,6 +119,29 @@ main (void)
     CHECK (!parses ("[1\0]", 4));
   }
 
+  /* What json-c 0.16 would let through (json.h says why it is not used):
+   * a NUL cutting a key short, NaN, a lone surrogate, a control byte in
+   * a key; integers are kept as they were written, never clamped; of a
+   * repeated key, the first is found. */
+  {
+    static const char *const bad[] = {
+      "{\"lv_name\\u0000x\":\"evil\"}", "[NaN]", "[-Infinity]",
+      "{\"a\\ud800\":1}", "{\"a\tb\":1}",
+    };
+    static const char big[] =
+      "{\"a\":18446744073709551616,\"b\":-0,\"a\":1}";
+    for (i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+      CHECK (!parses (bad[i], strlen (bad[i])));
+      if (parses (bad[i], strlen (bad[i])))
+        fprintf (stderr, "accepted: %s\n", bad[i]);
+    }
+    REQUIRE (vd_json_parse (big, strlen (big), &v, &err, NULL) == 0);
+    CHECK (vd_json_get (&v, "a")->t == VD_JSON_NUM &&
+           strcmp (vd_json_get (&v, "a")->s, "18446744073709551616") == 0);
+    CHECK (strcmp (vd_json_get (&v, "b")->s, "-0") == 0);
+    vd_json_free (&v);
+  }
+
   deep = malloc (2 * 1000 + 1);
   REQUIRE (deep);
   memset (deep, '[', 1000);
