@@ -16,8 +16,9 @@
  * refusing would lock the user out of the data they want to rescue.
  *
  * Threads: open and close run alone; after open, every field here is
- * read-only except what qcow2-cluster.c says (L2 cache, file sizes,
- * budget) and the snapshot table cache (qcow2-snapshot.c, sn_lock).
+ * read-only except the L2 cache (qcow2-cache.c), the cached file sizes
+ * and the budget (qcow2-cluster.c) and the snapshot table cache
+ * (qcow2-snapshot.c, sn_lock).
  * With VD_OPEN_LIVE the active image keeps no L1 copy (one of at most
  * QCOW2_L1_COPY_MAX is read and validated at open, then dropped): see
  * qcow2-cluster.c.  Only the L1 entries the virtual size needs are used;
