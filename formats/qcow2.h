@@ -160,12 +160,7 @@ int qcow2_read (struct vd_image *img, void *buf, size_t count,
 int qcow2_block_status (struct vd_image *img, uint64_t offset,
                         uint64_t length, struct vd_extent *e);
 
-/* qcow2-cache.c */
-/* Bound of each image's L2 cache, for images opened afterwards (default
- * QCOW2_DEFAULT_CACHE_BYTES); the daemon's -o l2_cache.  Also sets the
- * chain budget (vdformat.h) to bytes + QCOW2_L1_COPY_MAX. */
-#define HAVE_QCOW2_SET_CACHE_SIZE 1
-void qcow2_set_cache_size (uint64_t bytes);
+/* qcow2-cache.c (and qcow2_set_cache_size, in vdformat.h) */
 struct qcow2_l2_cache *qcow2_cache_new (const struct qcow2_image *q);
 void qcow2_cache_free (struct qcow2_l2_cache *cache);
 /* Unique per open image: the key of inflated clusters (qcow2-compress.c). */

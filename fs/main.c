@@ -30,7 +30,6 @@
 #include <unistd.h>
 
 #include "vmdiskfs.h"
-#include "qcow2.h"            /* qcow2_set_cache_size */
 #include "cleanup.h"
 #include "log.h"
 #include "escape.h"
