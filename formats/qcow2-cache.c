@@ -6,14 +6,15 @@
  * (qcow2-cluster.c) pins a table with qcow2_cache_get, reads its entries
  * and unpins it with qcow2_cache_put.
  *
- * This file is also where the write path's caches go: the refcount-block
- * cache beside the L2 cache, and the write-back of dirty tables.  Its rule
- * (DESIGN.md) is "refcounts before L2 before L1": a cluster's refcount
- * reaches the disk before the L2 entry that points to it, and an L2 table
- * before the L1 entry that points to it, so that a crash in between leaks
- * clusters at worst and never leaves an entry pointing to a cluster that
- * is free.  The flush that writes dirty tables back enforces that order in
- * one function here; nothing else writes cached metadata.
+ * The write path (the next issue) puts its caches here too: the
+ * refcount-block cache beside the L2 cache, and the write-back of dirty
+ * tables.  The rule they will follow (DESIGN.md) is "refcounts before L2
+ * before L1": a cluster's refcount reaches the disk before the L2 entry
+ * that points to it, and an L2 table before the L1 entry that points to
+ * it, so that a crash in between leaks clusters at worst and never leaves
+ * an entry pointing to a free cluster.  One function here, the write-back,
+ * will enforce that order; nothing else will write cached metadata.
+ * Today the cache is read-only: nothing is dirty, nothing written.
  *
  * Threads: qcow2_cache_get and qcow2_cache_put run concurrently (the FUSE
  * daemon's worker threads).  The cache is split into shards chosen by a
