@@ -10,24 +10,20 @@
 #include <string.h>
 
 #include "buf.h"
+#include "vec.h"
 
 bool
 vd_buf_add (struct vd_buf *b, const char *s, size_t n)
 {
   if (b->oom)
     return false;
-  if (b->len + n + 1 > b->cap) {
-    size_t cap = b->cap ? b->cap : 64;
-    char *t;
-    while (cap < b->len + n + 1)
-      cap *= 2;
-    t = realloc (b->s, cap);
+  if (b->cap - b->len < n + 1) {
+    char *t = vd_vec_grow (b->s, &b->cap, b->len, n + 1, 1);
     if (!t) {
       b->oom = true;
       return false;
     }
     b->s = t;
-    b->cap = cap;
   }
   if (n)
     memcpy (b->s + b->len, s, n);

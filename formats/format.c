@@ -14,8 +14,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/ioctl.h>
 #include <sys/stat.h>
 #include <unistd.h>
+#include <linux/fs.h>
 
 #include "vdformat.h"
 #include "safe-open.h"
@@ -215,14 +217,34 @@ vd_read_backing (struct vd_image *backing, void *buf, uint64_t count,
   return 0;
 }
 
+int64_t
+vd_fd_size (int fd)
+{
+  struct stat st;
+  uint64_t bytes;
+
+  if (fstat (fd, &st) < 0)
+    return -1;
+  /* A block device's st_size is 0: ask the device. */
+  if (S_ISBLK (st.st_mode)) {
+    if (ioctl (fd, BLKGETSIZE64, &bytes) < 0)
+      return -1;
+    if (bytes > INT64_MAX) {
+      errno = EOVERFLOW;
+      return -1;
+    }
+    return (int64_t) bytes;
+  }
+  return st.st_size;
+}
+
 uint64_t
 vd_refresh_file_size (int fd, uint64_t *size)
 {
-  struct stat st;
+  int64_t end = vd_fd_size (fd);
 
-  if (fstat (fd, &st) == 0
-      && (uint64_t) st.st_size > __atomic_load_n (size, __ATOMIC_RELAXED))
-    __atomic_store_n (size, (uint64_t) st.st_size, __ATOMIC_RELAXED);
+  if (end >= 0 && (uint64_t) end > __atomic_load_n (size, __ATOMIC_RELAXED))
+    __atomic_store_n (size, (uint64_t) end, __ATOMIC_RELAXED);
   return __atomic_load_n (size, __ATOMIC_RELAXED);
 }
 

@@ -490,7 +490,7 @@ libqcow_open (const char *path, int fd, unsigned flags,
   struct libqcow_image *l;
   uint64_t size, l1_off, i;
   uint32_t crypt;
-  struct stat st;
+  int64_t end;
 
   l = calloc (1, sizeof *l);
   if (!l) {
@@ -501,11 +501,11 @@ libqcow_open (const char *path, int fd, unsigned flags,
   l->fd = fd;
   pthread_mutex_init (&l->lock, NULL);
 
-  if (fstat (fd, &st) < 0) {
-    vd_error ("qcow: %s: fstat: %m", path);
+  if ((end = vd_fd_size (fd)) < 0) {
+    vd_error ("qcow: %s: cannot find the file size: %m", path);
     goto fail;
   }
-  l->file_size = st.st_size;
+  l->file_size = end;
   if (vd_pread_full (fd, hdr, sizeof hdr, 0, false) < 0) {
     vd_error ("qcow: %s: cannot read the header: %m", path);
     errno = EIO;

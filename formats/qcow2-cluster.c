@@ -1,30 +1,22 @@
-/* vmdiskfs - qcow2 driver (read side): cluster mapping, the L2 table
- * cache, read and block_status.
+/* vmdiskfs - qcow2 driver (read side): cluster mapping, read and
+ * block_status.
  *
  * Guest offset -> L1 entry -> L2 table -> (sub)cluster descriptor
  * (== Cluster mapping == and == Extended L2 Entries == in qemu's
  * docs/interop/qcow2.txt).  map_piece() turns a guest range inside one L2
  * table into the longest run of one kind (unallocated, zero, data at
  * contiguous host offsets, one compressed cluster); read and block_status
- * loop over pieces.
+ * loop over pieces.  L2 tables come from the cache (qcow2-cache.c),
+ * compressed clusters are inflated by qcow2-compress.c.
  *
  * Threads: read and block_status run concurrently on one image (the FUSE
  * daemon's worker threads), and with VD_OPEN_LIVE another process (the VM)
  * writes the file meanwhile: then no L1 copy and no L2 cache are used,
  * every piece reads its metadata afresh (map_piece_live, below) and keeps
  * nothing.  Otherwise the L1 table and all geometry are read-only after
- * open.  The L2 cache is split into shards chosen by a hash of the
- * L2 table's file offset, each with its own mutex, so threads only
- * contend when they want tables of the same shard (at least 16 shards
- * when the cache has 16 slots, about 16 slots per shard); a table is read
- * from the file with its shard's mutex held (a page-cache copy of one
- * cluster).  A table in use is pinned (slot->pins, under the shard mutex)
- * and never evicted; when every slot of a shard is pinned the reader uses
- * a private copy instead.  Data, zero and backing reads take no lock.
- * Compressed clusters are inflated into per-thread buffers (thread-local,
- * freed at thread exit, at most 1 MiB kept between calls), which also
- * remember the last cluster inflated (clusters up to 256 KiB) so that
- * sequential small reads do not inflate it again.
+ * open, and an L2 table is pinned in the cache while its entries are read
+ * (the cache's locking: qcow2-cache.c).  Data, zero and backing reads
+ * take no lock.
  *
  * Memory bound (images are untrusted input; the daemon runs as root).
  * Only the L1 entries the disk size needs are used (l1_size), also for
@@ -35,21 +27,14 @@
  * 4 KiB, validated then) with the same helper as live images
  * (l1_read_run), so a crafted 32 MiB L1 costs nothing held.  Small
  * tables keep the in-memory path: normal images read as fast as before.
- * Each image's cache has at most min(L2 tables the L1 table can
- * reference, cache_bytes / cluster_size) slots (at least one); a slot's
- * table is allocated on first use and charged to the chain's budget
- * (vdformat.h: the top image, its backing files and the snapshots opened
- * from it share one, default cache_bytes + 1 MiB = 9 MiB).  When the
- * budget is spent an image reuses its own least recently used table, or
- * reads a private copy for the one request.  So a chain holds at most
- * its budget in L1 copies and L2 tables, however deep (64 images do not
- * cost 64 x 8 MiB), plus per image its slot array (32 bytes a slot).
- * cache_bytes defaults to 8 MiB and is set process-wide with
- * qcow2_set_cache_size() before images are opened.  Besides: per reading
- * thread, at most 1 MiB of inflate buffers kept between calls (plus a
- * zstd context), up to three clusters while one call inflates a big
- * cluster, and a private L2 table while its shard is all pinned or the
- * budget spent.
+ * L2 tables are held by the cache (qcow2-cache.c), charged to the same
+ * budget (vdformat.h: the top image, its backing files and the snapshots
+ * opened from it share one, default cache_bytes + 1 MiB = 9 MiB).  So a
+ * chain holds at most its budget in L1 copies and L2 tables, however
+ * deep (64 images do not cost 64 x 8 MiB), plus per image its slot array
+ * (32 bytes a slot).  Besides: per reading thread, the inflate buffers
+ * (qcow2-compress.c), and a private L2 table while its cache shard is all
+ * pinned or the budget spent.
  *
  * Every descriptor is validated before use: offsets cluster aligned,
  * outside the header cluster (unless in an external data file), starting
@@ -64,233 +49,16 @@
 
 #include <errno.h>
 #include <inttypes.h>
-#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
-
-#include <zlib.h>
-#include <zstd.h>
 
 #include "vdformat.h"
 #include "qcow2.h"
 #include "log.h"
 #include "endian.h"
 #include "cleanup.h"
-
-/* ---- L2 cache ---- */
-
-static uint64_t cache_bytes = QCOW2_DEFAULT_CACHE_BYTES;   /* atomic */
-static uint64_t next_cache_id = 1;                          /* atomic */
-
-/* The cache is set-associative: a table's shard is its set.  At least
- * MIN_SHARDS shards (when there are that many slots) so that threads
- * rarely meet on one mutex, and at most WAYS slots per shard beyond that
- * so that a lookup scans few slots (512-byte clusters give 16384 slots in
- * 8 MiB: 1024 shards of 16). */
-#define MIN_SHARDS 16
-#define WAYS 16
-
-struct l2_slot {
-  uint64_t offset;              /* file offset of the table; 0 = empty    */
-  uint8_t *table;               /* cluster_size bytes, on-disk order      */
-  unsigned pins;                /* readers using table right now          */
-  uint64_t stamp;               /* last use, for LRU eviction             */
-};
-
-struct l2_shard {
-  pthread_mutex_t lock;         /* protects everything in the shard       */
-  struct l2_slot *slots;
-  unsigned nslots;
-  uint64_t clock;
-} __attribute__ ((aligned (64)));
-
-struct qcow2_l2_cache {
-  uint64_t id;                  /* unique per open image (decompress key) */
-  struct vd_budget *budget;     /* the image's (it holds the reference)   */
-  size_t table_bytes;
-  unsigned nshards;
-  struct l2_shard *shards;
-};
-
-/* A pinned L2 table. */
-struct l2_ref {
-  const uint8_t *table;
-  struct l2_shard *shard;       /* NULL: private copy in table            */
-  struct l2_slot *slot;
-};
-
-void
-qcow2_set_cache_size (uint64_t bytes)
-{
-  __atomic_store_n (&cache_bytes, bytes, __ATOMIC_RELAXED);
-  vd_set_chain_budget (bytes + QCOW2_L1_COPY_MAX);
-}
-
-struct qcow2_l2_cache *
-qcow2_cache_new (const struct qcow2_image *q)
-{
-  struct qcow2_l2_cache *c;
-  uint64_t limit = __atomic_load_n (&cache_bytes, __ATOMIC_RELAXED);
-  uint64_t nslots = limit >> q->cluster_bits;
-  unsigned i, per, extra;
-
-  nslots = MIN (nslots, q->nr_l2_tables);
-  if (nslots == 0)
-    nslots = 1;
-  c = calloc (1, sizeof *c);
-  if (!c)
-    return NULL;
-  c->id = __atomic_fetch_add (&next_cache_id, 1, __ATOMIC_RELAXED);
-  c->budget = q->budget;
-  c->table_bytes = q->cluster_size;
-  c->nshards = nslots <= MIN_SHARDS ? nslots : MAX (MIN_SHARDS, nslots / WAYS);
-  /* Shards are cache-line aligned (no false sharing between mutexes):
-   * calloc does not promise that alignment. */
-  if (posix_memalign ((void **) &c->shards, 64,
-                      c->nshards * sizeof *c->shards) != 0) {
-    free (c);
-    return NULL;
-  }
-  memset (c->shards, 0, c->nshards * sizeof *c->shards);
-  per = nslots / c->nshards;
-  extra = nslots % c->nshards;
-  for (i = 0; i < c->nshards; i++) {
-    struct l2_shard *s = &c->shards[i];
-
-    pthread_mutex_init (&s->lock, NULL);
-    s->nslots = per + (i < extra);
-    s->slots = calloc (s->nslots, sizeof *s->slots);
-    if (!s->slots) {
-      c->nshards = i + 1;
-      qcow2_cache_free (c);
-      return NULL;
-    }
-  }
-  return c;
-}
-
-void
-qcow2_cache_free (struct qcow2_l2_cache *c)
-{
-  unsigned i, j;
-
-  if (!c)
-    return;
-  for (i = 0; i < c->nshards; i++) {
-    struct l2_shard *s = &c->shards[i];
-
-    for (j = 0; s->slots && j < s->nslots; j++)
-      if (s->slots[j].table) {
-        free (s->slots[j].table);
-        vd_budget_release (c->budget, c->table_bytes);
-      }
-    free (s->slots);
-    pthread_mutex_destroy (&s->lock);
-  }
-  free (c->shards);
-  free (c);
-}
-
-static int
-read_l2 (struct qcow2_image *q, uint64_t l2_off, uint8_t *table)
-{
-  /* l2_off was validated with the L1 table: aligned, inside the file. */
-  if (vd_pread_full (q->fd, table, q->cluster_size, l2_off, false) < 0) {
-    vd_error ("qcow2: %s: cannot read L2 table at %#" PRIx64 ": %m",
-              q->img.path, l2_off);
-    errno = EIO;
-    return -1;
-  }
-  return 0;
-}
-
-static int
-l2_get (struct qcow2_image *q, uint64_t l2_off, struct l2_ref *ref)
-{
-  struct qcow2_l2_cache *c = q->cache;
-  uint64_t h = (l2_off >> q->cluster_bits) * 0x9e3779b97f4a7c15ULL;
-  struct l2_shard *s = &c->shards[(h >> 32) % c->nshards];
-  struct l2_slot *victim = NULL, *empty = NULL;
-  unsigned i;
-  uint8_t *priv;
-
-  pthread_mutex_lock (&s->lock);
-  s->clock++;
-  for (i = 0; i < s->nslots; i++) {
-    struct l2_slot *sl = &s->slots[i];
-
-    if (sl->offset == l2_off) {
-      sl->pins++;
-      sl->stamp = s->clock;
-      pthread_mutex_unlock (&s->lock);
-      ref->table = sl->table;
-      ref->shard = s;
-      ref->slot = sl;
-      return 0;
-    }
-    if (sl->pins != 0)
-      continue;
-    if (!sl->table) {
-      if (!empty)
-        empty = sl;
-    }
-    else if (!victim || sl->stamp < victim->stamp)
-      victim = sl;
-  }
-  /* A new table while the chain's budget allows, else the least
-   * recently used of ours, else a private copy. */
-  if (empty && vd_budget_charge (c->budget, c->table_bytes)) {
-    if ((empty->table = malloc (c->table_bytes)) == NULL) {
-      vd_budget_release (c->budget, c->table_bytes);
-      pthread_mutex_unlock (&s->lock);
-      return -1;
-    }
-    victim = empty;
-  }
-  if (victim) {
-    victim->offset = 0;
-    if (read_l2 (q, l2_off, victim->table) < 0) {
-      pthread_mutex_unlock (&s->lock);
-      return -1;
-    }
-    victim->offset = l2_off;
-    victim->pins = 1;
-    victim->stamp = s->clock;
-    pthread_mutex_unlock (&s->lock);
-    ref->table = victim->table;
-    ref->shard = s;
-    ref->slot = victim;
-    return 0;
-  }
-  pthread_mutex_unlock (&s->lock);
-
-  /* Every slot of the shard is in use: a private copy. */
-  priv = malloc (c->table_bytes);
-  if (!priv)
-    return -1;
-  if (read_l2 (q, l2_off, priv) < 0) {
-    free (priv);
-    return -1;
-  }
-  ref->table = priv;
-  ref->shard = NULL;
-  ref->slot = NULL;
-  return 0;
-}
-
-static void
-l2_put (struct l2_ref *ref)
-{
-  if (ref->shard) {
-    pthread_mutex_lock (&ref->shard->lock);
-    ref->slot->pins--;
-    pthread_mutex_unlock (&ref->shard->lock);
-  }
-  else
-    free ((void *) ref->table);
-}
 
 /* ---- L1 table ---- */
 
@@ -743,7 +511,7 @@ map_piece (struct qcow2_image *q, uint64_t offset, uint64_t max_len,
   uint64_t l1i = offset >> cov_bits;
   uint64_t limit = ((l1i + 1) << cov_bits) - offset;
   uint64_t l2_off;
-  struct l2_ref ref;
+  struct qcow2_l2_ref ref;
   size_t idx;
   int r;
 
@@ -788,177 +556,13 @@ map_piece (struct qcow2_image *q, uint64_t offset, uint64_t max_len,
   }
   else
     l2_off = q->l1[l1i];
-  if (l2_get (q, l2_off, &ref) < 0)
+  if (qcow2_cache_get (q, l2_off, &ref) < 0)
     return -1;
   idx = (offset >> q->cluster_bits) & ((1ULL << q->l2_bits) - 1);
   r = walk_l2 (q, ref.table + idx * q->l2_entry_bytes, offset,
                offset + limit, p);
-  l2_put (&ref);
+  qcow2_cache_put (&ref);
   return r;
-}
-
-/* ---- Compressed clusters ---- */
-
-/* Per-thread buffers; also remembers the last cluster inflated. */
-struct zbuf {
-  uint8_t *in, *out;
-  size_t in_size, out_size;
-  uint64_t cache_id, coff;      /* key of the cluster in out (0: none)    */
-  ZSTD_DCtx *zstd;
-};
-
-static pthread_key_t zbuf_key;
-static pthread_once_t zbuf_once = PTHREAD_ONCE_INIT;
-
-static void
-zbuf_free (void *p)
-{
-  struct zbuf *z = p;
-
-  if (z) {
-    free (z->in);
-    free (z->out);
-    ZSTD_freeDCtx (z->zstd);
-    free (z);
-  }
-}
-
-static void
-zbuf_init (void)
-{
-  pthread_key_create (&zbuf_key, zbuf_free);
-}
-
-static struct zbuf *
-zbuf_get (size_t in_size, size_t out_size)
-{
-  struct zbuf *z;
-
-  pthread_once (&zbuf_once, zbuf_init);
-  z = pthread_getspecific (zbuf_key);
-  if (!z) {
-    z = calloc (1, sizeof *z);
-    if (!z || pthread_setspecific (zbuf_key, z) != 0) {
-      free (z);
-      return NULL;
-    }
-  }
-  if (z->in_size < in_size) {
-    free (z->in);
-    z->in_size = 0;
-    if ((z->in = malloc (in_size)) == NULL)
-      return NULL;
-    z->in_size = in_size;
-  }
-  if (z->out_size < out_size) {
-    free (z->out);
-    z->out_size = 0;
-    z->cache_id = 0;
-    if ((z->out = malloc (out_size)) == NULL)
-      return NULL;
-    z->out_size = out_size;
-  }
-  return z;
-}
-
-/* Keep at most ZBUF_KEEP bytes of buffers per thread between calls (a
- * daemon has many threads): clusters up to 256 KiB stay cached; bigger
- * ones are inflated into buffers freed right after use. */
-#define ZBUF_KEEP (1U << 20)
-
-static void
-zbuf_trim (struct zbuf *z)
-{
-  if (z->in_size + z->out_size > ZBUF_KEEP) {
-    free (z->in);
-    free (z->out);
-    z->in = z->out = NULL;
-    z->in_size = z->out_size = 0;
-    z->cache_id = 0;
-  }
-}
-
-static int
-inflate_zlib (const uint8_t *in, size_t in_len, uint8_t *out, size_t out_len)
-{
-  z_stream s;
-  int r;
-
-  memset (&s, 0, sizeof s);
-  /* Raw deflate.  qemu writes with a 4 KiB window (-12); -15 accepts that
-   * and any larger window another writer might have used. */
-  if (inflateInit2 (&s, -15) != Z_OK)
-    return -1;
-  s.next_in = (Bytef *) in;
-  s.avail_in = in_len;
-  s.next_out = out;
-  s.avail_out = out_len;
-  r = inflate (&s, Z_FINISH);
-  inflateEnd (&s);
-  /* A full cluster is success even if the stream goes on: the extent is
-   * rounded up to sectors and may hold the start of the next one. */
-  if (s.avail_out == 0 && (r == Z_STREAM_END || r == Z_OK || r == Z_BUF_ERROR))
-    return 0;
-  return -1;
-}
-
-static int
-inflate_zstd (struct zbuf *z, const uint8_t *in, size_t in_len,
-              uint8_t *out, size_t out_len)
-{
-  size_t frame, r;
-
-  if (!z->zstd && (z->zstd = ZSTD_createDCtx ()) == NULL)
-    return -1;
-  /* The extent is rounded up to sectors: find the frame's real end. */
-  frame = ZSTD_findFrameCompressedSize (in, in_len);
-  if (ZSTD_isError (frame))
-    return -1;
-  r = ZSTD_decompressDCtx (z->zstd, out, out_len, in, frame);
-  if (ZSTD_isError (r) || r != out_len)
-    return -1;
-  return 0;
-}
-
-/* Copy guest bytes [offset, offset+len) of the compressed cluster p to buf. */
-static int
-read_compressed (struct qcow2_image *q, const struct piece *p, void *buf,
-                 uint64_t offset, uint64_t len)
-{
-  size_t cs = q->cluster_size;
-  struct zbuf *z = zbuf_get (p->csize, cs);
-  int r;
-
-  if (!z)
-    return -1;
-  /* Live: the extent at coff may have been freed and rewritten since. */
-  if (q->live || z->cache_id != q->cache->id || z->coff != p->coff) {
-    z->cache_id = 0;
-    if (vd_pread_full (q->fd, z->in, p->csize, p->coff, false) < 0) {
-      zbuf_trim (z);
-      vd_error ("qcow2: %s: cannot read compressed cluster at %#" PRIx64
-                ": %m", q->img.path, p->coff);
-      errno = EIO;
-      return -1;
-    }
-    if (q->compression == QCOW2_COMPRESS_ZSTD)
-      r = inflate_zstd (z, z->in, p->csize, z->out, cs);
-    else
-      r = inflate_zlib (z->in, p->csize, z->out, cs);
-    if (r < 0) {
-      vd_error ("qcow2: %s: compressed cluster at %#" PRIx64 " (%" PRIu64
-                " bytes, guest offset %#" PRIx64 ") does not decompress",
-                q->img.path, p->coff, p->csize, offset);
-      zbuf_trim (z);
-      errno = EIO;
-      return -1;
-    }
-    z->cache_id = q->cache->id;
-    z->coff = p->coff;
-  }
-  memcpy (buf, z->out + (offset & (cs - 1)), len);
-  zbuf_trim (z);
-  return 0;
 }
 
 /* ---- read ---- */
@@ -1007,7 +611,7 @@ qcow2_read (struct vd_image *img, void *buf, size_t count, uint64_t offset)
       }
       break;
     case P_COMPRESSED:
-      if (read_compressed (q, &p, b, offset, p.len) < 0)
+      if (qcow2_read_compressed (q, p.coff, p.csize, b, offset, p.len) < 0)
         return -1;
       break;
     }
@@ -1091,3 +695,4 @@ qcow2_block_status (struct vd_image *img, uint64_t offset, uint64_t length,
   e->length = pos - offset;
   return 0;
 }
+

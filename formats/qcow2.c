@@ -16,8 +16,9 @@
  * refusing would lock the user out of the data they want to rescue.
  *
  * Threads: open and close run alone; after open, every field here is
- * read-only except what qcow2-cluster.c says (L2 cache, file sizes,
- * budget) and the snapshot table cache (qcow2-snapshot.c, sn_lock).
+ * read-only except the L2 cache (qcow2-cache.c), the cached file sizes
+ * and the budget (qcow2-cluster.c) and the snapshot table cache
+ * (qcow2-snapshot.c, sn_lock).
  * With VD_OPEN_LIVE the active image keeps no L1 copy (one of at most
  * QCOW2_L1_COPY_MAX is read and validated at open, then dropped): see
  * qcow2-cluster.c.  Only the L1 entries the virtual size needs are used;
@@ -33,9 +34,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/ioctl.h>
-#include <sys/stat.h>
-#include <linux/fs.h>
 #include <unistd.h>
 
 #include "vdformat.h"
@@ -52,25 +50,6 @@ qcow2_probe (const uint8_t *buf, size_t len)
   return len >= 8 && load_be32 (buf) == QCOW2_MAGIC && load_be32 (buf + 4) >= 2;
 }
 
-/* Size of a regular file or block device, without touching the file
- * position (lseek would: callers may splice from these fds).  -1 on
- * error. */
-static int64_t
-fd_size (int fd)
-{
-  struct stat st;
-  uint64_t bytes;
-
-  if (fstat (fd, &st) < 0)
-    return -1;
-  if (S_ISBLK (st.st_mode)) {
-    if (ioctl (fd, BLKGETSIZE64, &bytes) < 0)
-      return -1;
-    return bytes > INT64_MAX ? -1 : (int64_t) bytes;
-  }
-  return st.st_size;
-}
-
 uint64_t
 qcow2_file_size (struct qcow2_image *q, bool data, bool refresh)
 {
@@ -78,7 +57,7 @@ qcow2_file_size (struct qcow2_image *q, bool data, bool refresh)
   int fd = data ? q->data_fd : q->fd;
   int64_t end;
 
-  if (refresh && fd >= 0 && (end = fd_size (fd)) >= 0)
+  if (refresh && fd >= 0 && (end = vd_fd_size (fd)) >= 0)
     __atomic_store_n (p, (uint64_t) end, __ATOMIC_RELAXED);
   return __atomic_load_n (p, __ATOMIC_RELAXED);
 }
@@ -309,7 +288,7 @@ qcow2_open_image (const char *path, int fd, unsigned flags,
     goto fail;
   path = q->img.path;
 
-  end = fd_size (fd);
+  end = vd_fd_size (fd);
   if (end < 0) {
     vd_error ("qcow2: %s: cannot find the file size: %m", path);
     goto fail;

@@ -1,13 +1,14 @@
 /* vmdiskfs - qcow2 driver (read side): internal definitions shared by
- * qcow2.c (header, open/close), qcow2-cluster.c (L1/L2 mapping, L2 cache,
- * read, block_status, compressed clusters, extended L2) and
- * qcow2-snapshot.c (snapshot table, list_snapshots, open_snapshot).
+ * qcow2.c (header, open/close), qcow2-cluster.c (L1/L2 mapping, read,
+ * block_status, extended L2), qcow2-cache.c (the L2 table cache),
+ * qcow2-compress.c (compressed clusters) and qcow2-snapshot.c (snapshot
+ * table, list_snapshots, open_snapshot).  Prototypes are grouped per file.
  *
  * Written from the specification, qemu's docs/interop/qcow2.txt; section
  * names below ("== Header ==" ...) refer to that document.
  *
  * Threads: everything in struct qcow2_image is set at open and read-only
- * afterwards, except the L2 cache (qcow2-cluster.c, one mutex per shard),
+ * afterwards, except the L2 cache (qcow2-cache.c, one mutex per shard),
  * the cached file sizes (atomic loads/stores, refreshed with fstat when
  * an offset looks beyond the end of a growing file), the chain budget
  * (atomic, vdformat.h) and the parsed snapshot table (qcow2-snapshot.c,
@@ -152,19 +153,36 @@ struct qcow2_image *qcow2_open_image (const char *path, int fd,
 uint64_t qcow2_file_size (struct qcow2_image *q, bool data, bool refresh);
 
 /* qcow2-cluster.c */
-/* Bound of each image's L2 cache, for images opened afterwards (default
- * QCOW2_DEFAULT_CACHE_BYTES); the daemon's -o l2_cache.  Also sets the
- * chain budget (vdformat.h) to bytes + QCOW2_L1_COPY_MAX. */
-#define HAVE_QCOW2_SET_CACHE_SIZE 1
-void qcow2_set_cache_size (uint64_t bytes);
 int qcow2_load_l1 (struct qcow2_image *q, uint64_t offset, uint32_t entries,
                    const char *what);
-struct qcow2_l2_cache *qcow2_cache_new (const struct qcow2_image *q);
-void qcow2_cache_free (struct qcow2_l2_cache *cache);
 int qcow2_read (struct vd_image *img, void *buf, size_t count,
                 uint64_t offset);
 int qcow2_block_status (struct vd_image *img, uint64_t offset,
                         uint64_t length, struct vd_extent *e);
+
+/* qcow2-cache.c (and qcow2_set_cache_size, in vdformat.h) */
+struct qcow2_l2_cache *qcow2_cache_new (const struct qcow2_image *q);
+void qcow2_cache_free (struct qcow2_l2_cache *cache);
+/* Unique per open image: the key of inflated clusters (qcow2-compress.c). */
+uint64_t qcow2_cache_id (const struct qcow2_l2_cache *cache);
+/* A pinned L2 table: qcow2_cache_get pins the table at file offset l2_off
+ * (validated by the caller) of q's cache, qcow2_cache_put unpins it. */
+struct qcow2_l2_ref {
+  const uint8_t *table;         /* cluster_size bytes, on-disk order      */
+  struct l2_shard *shard;       /* NULL: private copy in table            */
+  struct l2_slot *slot;
+};
+int qcow2_cache_get (struct qcow2_image *q, uint64_t l2_off,
+                     struct qcow2_l2_ref *ref);
+void qcow2_cache_put (struct qcow2_l2_ref *ref);
+
+/* qcow2-compress.c */
+/* Copy guest bytes [offset, offset+len) (inside one cluster) of the
+ * compressed cluster stored in the host extent [coff, coff+csize) to buf.
+ * 0, or -1 with errno (EIO: unreadable, does not decompress). */
+int qcow2_read_compressed (struct qcow2_image *q, uint64_t coff,
+                           uint64_t csize, void *buf, uint64_t offset,
+                           uint64_t len);
 
 /* qcow2-snapshot.c */
 /* Parse the table the header points to now; key gets header bytes 60..71

@@ -472,7 +472,7 @@ qed_open (const char *path, int fd, unsigned flags,
   uint32_t cluster_size, table_size, header_size;
   uint64_t features, l1_off, image_size, max_bits, i;
   struct qed_image *q;
-  struct stat st;
+  int64_t end;
 
   q = calloc (1, sizeof *q);
   if (!q) {
@@ -482,11 +482,11 @@ qed_open (const char *path, int fd, unsigned flags,
   }
   q->fd = fd;
 
-  if (fstat (fd, &st) < 0) {
-    vd_error ("qed: %s: fstat: %m", path);
+  if ((end = vd_fd_size (fd)) < 0) {
+    vd_error ("qed: %s: cannot find the file size: %m", path);
     goto fail;
   }
-  q->file_size = st.st_size;
+  q->file_size = end;
   if (vd_pread_full (fd, hdr, sizeof hdr, 0, false) < 0) {
     vd_error ("qed: %s: cannot read the header: %m", path);
     errno = EIO;

@@ -17,10 +17,8 @@
 #include <inttypes.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/ioctl.h>
 #include <sys/stat.h>
 #include <unistd.h>
-#include <linux/fs.h>
 
 #include "vdformat.h"
 #include "log.h"
@@ -44,6 +42,7 @@ raw_open (const char *path, int fd, unsigned flags,
 {
   struct raw_image *r;
   struct stat st;
+  int64_t size;
 
   if (fstat (fd, &st) < 0) {
     vd_error ("raw: %s: fstat: %m", path);
@@ -53,25 +52,19 @@ raw_open (const char *path, int fd, unsigned flags,
   if (!r)
     goto fail;
   r->fd = fd;
-  if (S_ISBLK (st.st_mode)) {
-    uint64_t sz;
-    if (ioctl (fd, BLKGETSIZE64, &sz) < 0) {
-      vd_error ("raw: %s: BLKGETSIZE64: %m", path);
-      free (r);
-      goto fail;
-    }
-    r->img.size = sz;
-  }
-  else if (S_ISREG (st.st_mode)) {
-    r->img.size = st.st_size;
-    r->seek_holes = true;
-  }
-  else {
+  if (!S_ISBLK (st.st_mode) && !S_ISREG (st.st_mode)) {
     vd_error ("raw: %s: not a regular file or block device", path);
     free (r);
     errno = EINVAL;
     goto fail;
   }
+  if ((size = vd_fd_size (fd)) < 0) {
+    vd_error ("raw: %s: cannot find the size: %m", path);
+    free (r);
+    goto fail;
+  }
+  r->img.size = size;
+  r->seek_holes = S_ISREG (st.st_mode);
   return &r->img;
 
  fail:

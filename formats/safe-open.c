@@ -54,6 +54,7 @@
 #include "log.h"
 #include "cleanup.h"
 #include "escape.h"
+#include "vec.h"
 
 #define MAX_SYMLINKS 40
 
@@ -78,32 +79,27 @@ vd_forbid_mount (const char *path, dev_t dev)
 /* Our mount points, canonical: the one given to vd_forbid_mount and every
  * mount of its device in /proc/self/mountinfo.  Read once per name
  * resolved. */
-struct mounts {
-  char **v;
-  size_t n;
-};
+VD_VECTOR (mounts, char *);
 
 static void
 mounts_free (struct mounts *m)
 {
   size_t i;
 
-  for (i = 0; i < m->n; i++)
-    free (m->v[i]);
-  free (m->v);
+  for (i = 0; i < m->len; i++)
+    free (m->ptr[i]);
+  free (m->ptr);
 }
 
 static int
 mounts_add (struct mounts *m, const char *path)
 {
-  char **t = realloc (m->v, (m->n + 1) * sizeof *t);
+  char *s = strdup (path);
 
-  if (!t)
+  if (!s || mounts_append (m, s) < 0) {
+    free (s);
     return -1;
-  m->v = t;
-  if ((m->v[m->n] = strdup (path)) == NULL)
-    return -1;
-  m->n++;
+  }
   return 0;
 }
 
@@ -116,8 +112,8 @@ mounts_get (struct mounts *m)
   FILE *fp;
   int r = 0;
 
-  m->v = NULL;
-  m->n = 0;
+  m->ptr = NULL;
+  m->len = m->cap = 0;
   pthread_mutex_lock (&forbid_lock);
   if (forbidden_path)
     r = mounts_add (m, forbidden_path);
@@ -153,8 +149,8 @@ is_our_mount (const struct mounts *m, const char *path)
 {
   size_t i;
 
-  for (i = 0; i < m->n; i++)
-    if (strcmp (m->v[i], path) == 0)
+  for (i = 0; i < m->len; i++)
+    if (strcmp (m->ptr[i], path) == 0)
       return true;
   return false;
 }

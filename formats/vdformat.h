@@ -24,8 +24,8 @@
  *
  * SPDX-License-Identifier: GPL-3.0-or-later
  */
-#ifndef VD_FORMAT_H
-#define VD_FORMAT_H
+#ifndef VD_VDFORMAT_H
+#define VD_VDFORMAT_H
 
 #include <stdbool.h>
 #include <stddef.h>
@@ -34,7 +34,12 @@
 #include <sys/types.h>
 
 /* Flags of vd_image_open. */
-#define VD_OPEN_RDWR        0x1  /* open for writing (not used yet)      */
+#define VD_OPEN_RDWR        0x1  /* reserved for the write path (the
+                                    next issue): the image file is opened
+                                    O_RDWR (safe-open.c), but no driver
+                                    writes (struct vd_format has no write
+                                    op) and nothing passes it yet; backing
+                                    files and snapshots open read-only */
 #define VD_OPEN_NO_BACKING  0x2  /* do not open backing / data files:
                                     fuzzers; reads needing them fail EIO */
 #define VD_OPEN_LIVE        0x4  /* the image may change under us (a
@@ -274,6 +279,13 @@ extern const struct vd_format qcow2_format;
 extern const struct vd_format qed_format;
 extern const struct vd_format libqcow_format;   /* QCOW version 1 only */
 
+/* Bound of each qcow2 image's L2 cache, for images opened afterwards
+ * (default 8 MiB, QCOW2_DEFAULT_CACHE_BYTES in qcow2.h); the daemon's
+ * -o l2_cache.  Also sets the chain budget (vd_set_chain_budget) to
+ * bytes + 1 MiB (one L1 table copy, QCOW2_L1_COPY_MAX).  qcow2-cache.c. */
+#define HAVE_QCOW2_SET_CACHE_SIZE 1
+void qcow2_set_cache_size (uint64_t bytes);
+
 /* Open path, probing its format (raw when nothing else matches). */
 struct vd_image *vd_image_open (const char *path, unsigned flags);
 /* Open path as format (NULL: probe) as a top image whose named files obey
@@ -350,6 +362,11 @@ struct vd_image *vd_open_backing (const char *driver, const char *image_path,
  * backing (NULL: none) as far as it reaches, zeros beyond. */
 int vd_read_backing (struct vd_image *backing, void *buf, uint64_t count,
                      uint64_t offset);
+/* Size of a regular file or block device (BLKGETSIZE64: fstat says 0),
+ * other files their st_size, without touching the file position (lseek
+ * would: callers may splice from these fds).  -1 with errno on error.
+ * Every driver's one way to size its files. */
+int64_t vd_fd_size (int fd);
 /* The file behind fd may have grown since *size was stored (a running VM
  * writes it): raise *size (atomic, relaxed) to its size now, never lower
  * it; return *size. */

@@ -30,10 +30,10 @@
 #include <unistd.h>
 
 #include "vmdiskfs.h"
-#include "qcow2.h"            /* qcow2_set_cache_size */
 #include "cleanup.h"
 #include "log.h"
 #include "escape.h"
+#include "size.h"
 
 struct fs_config fs_config;
 struct fuse_session *fs_session;
@@ -131,7 +131,7 @@ usage (FILE *fp, const char *prog)
 "    -o pidfile=PATH        write the daemon's pid to PATH once the mount\n"
 "                           answers\n"
 "    -o l2_cache=SIZE       bound of each qcow2 image's L2 cache (bytes,\n"
-"                           K/M/G suffixes)\n"
+"                           K/M/G/T suffixes)\n"
 "    -V   --version         print version\n"
 "    -h   --help            print help\n"
 "\n", prog);
@@ -239,50 +239,21 @@ within (const char *path, const char *dir)
     || (strncmp (path, dir, n) == 0 && (path[n] == '/' || path[n] == '\0'));
 }
 
-/* "64M" -> bytes; 0 on a malformed size. */
-static uint64_t
-parse_size (const char *s)
-{
-  char *end;
-  unsigned long long v;
-
-  errno = 0;
-  v = strtoull (s, &end, 0);
-  if (errno || end == s)
-    return 0;
-  switch (*end) {
-  case 'k': case 'K': v <<= 10; end++; break;
-  case 'm': case 'M': v <<= 20; end++; break;
-  case 'g': case 'G': v <<= 30; end++; break;
-  default: break;
-  }
-  if (*end == 'i' || *end == 'B')
-    end++;
-  if (*end == 'B')
-    end++;
-  return *end ? 0 : v;
-}
-
-/* -o snapsize=N% (1-100) or SIZE (decimal, optional K, M, G or T
- * suffix, powers of 1024, at least 1 MiB) into fs_config.  0, or -1
- * after a message. */
+/* -o snapsize=N% (1-100) or SIZE (size.h, at least 1 MiB) into
+ * fs_config.  0, or -1 after a message. */
 static int
 parse_snapsize (const char *s)
 {
-  unsigned long long v;
-  const char *p;
-  char *end;
-  int shift = 0;
+  uint64_t v;
+  bool percent;
 
-  for (p = s; *p >= '0' && *p <= '9'; p++)
-    ;
-  if (p == s)
-    goto bad;
-  errno = 0;
-  v = strtoull (s, &end, 10);
-  if (errno || end != p)
-    goto bad;
-  if (strcmp (p, "%") == 0) {
+  if (vd_parse_size_or_percent (s, &v, &percent) < 0) {
+    if (errno != ERANGE)
+      goto bad;
+    fprintf (stderr, "vmdiskfs: -o snapsize=%s: too large\n", s);
+    return -1;
+  }
+  if (percent) {
     if (v < 1 || v > 100) {
       fprintf (stderr, "vmdiskfs: -o snapsize=%s: a percentage is 1%% to "
                "100%% of the origin\n", s);
@@ -291,21 +262,6 @@ parse_snapsize (const char *s)
     fs_config.cow_percent = (unsigned) v;
     return 0;
   }
-  switch (*p) {
-  case '\0': break;
-  case 'k': case 'K': shift = 10; p++; break;
-  case 'm': case 'M': shift = 20; p++; break;
-  case 'g': case 'G': shift = 30; p++; break;
-  case 't': case 'T': shift = 40; p++; break;
-  default: goto bad;
-  }
-  if (*p)
-    goto bad;
-  if (v > (UINT64_MAX >> shift)) {
-    fprintf (stderr, "vmdiskfs: -o snapsize=%s: too large\n", s);
-    return -1;
-  }
-  v <<= shift;
   if (v < (1ULL << 20)) {
     fprintf (stderr, "vmdiskfs: -o snapsize=%s: less than 1M of "
              "copy-on-write space would overflow at once\n", s);
@@ -317,7 +273,7 @@ parse_snapsize (const char *s)
  bad:
   fprintf (stderr, "vmdiskfs: -o snapsize=%s: want a percentage of the "
            "origin (N%%, 1-100) or a size (digits with an optional K, M, G "
-           "or T suffix)\n", s);
+           "or T suffix, or KiB, MiB, GiB, TiB)\n", s);
   return -1;
 }
 
@@ -436,8 +392,8 @@ main (int argc, char **argv)
     fs_config.pidfile = p;
   }
   if (fs_config.l2_cache) {
-    uint64_t bytes = parse_size (fs_config.l2_cache);
-    if (bytes == 0) {
+    uint64_t bytes;
+    if (vd_parse_size (fs_config.l2_cache, &bytes) < 0 || bytes == 0) {
       fprintf (stderr, "vmdiskfs: -o l2_cache=%s: not a size\n",
                fs_config.l2_cache);
       goto out_args;

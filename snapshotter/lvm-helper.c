@@ -45,6 +45,8 @@
 #include "lvm.h"
 #include "log.h"
 #include "cleanup.h"
+#include "clock.h"
+#include "vec.h"
 
 #define MAX_OUTPUT (64 << 20)   /* a report larger than this is refused */
 
@@ -82,14 +84,6 @@ child (const char *cmdline, int msg_fd, int rep_fd)
   _exit (r == LVM2_COMMAND_SUCCEEDED ? 0 : (r > 0 && r < 100 ? r : 99));
 }
 
-static int64_t
-now_ms (void)
-{
-  struct timespec ts;
-  clock_gettime (CLOCK_MONOTONIC, &ts);
-  return (int64_t) ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 struct out {
   char *s;
   size_t len, cap;
@@ -102,17 +96,15 @@ drain (int fd, struct out *o)
   for (;;) {
     ssize_t r;
     if (o->cap - o->len < 4096) {
-      size_t cap = o->cap ? o->cap * 2 : 16384;
       char *t;
-      if (cap > MAX_OUTPUT + 1) {
+      if (o->len > MAX_OUTPUT - 4096) {
         errno = EFBIG;
         return -1;
       }
-      t = realloc (o->s, cap);
+      t = vd_vec_grow (o->s, &o->cap, o->len, 4096, 1);
       if (!t)
         return -1;
       o->s = t;
-      o->cap = cap;
       o->s[o->len] = '\0';
     }
     r = read (fd, o->s + o->len, o->cap - o->len - 1);
@@ -190,14 +182,14 @@ lvm_helper_run (const char *cmdline, int timeout_ms, char **report)
   fcntl (msg[0], F_SETFL, O_NONBLOCK);
   fcntl (rep[0], F_SETFL, O_NONBLOCK);
 
-  deadline = now_ms () + timeout_ms;
+  deadline = (int64_t) vd_now_ms () + timeout_ms;
   open_fds = 2;
   while (open_fds > 0) {
     struct pollfd pfd[2] = {
       { .fd = msg[0], .events = POLLIN },
       { .fd = rep[0], .events = POLLIN },
     };
-    int64_t left = deadline - now_ms ();
+    int64_t left = deadline - (int64_t) vd_now_ms ();
     int i, r;
 
     if (left <= 0) {
@@ -248,9 +240,9 @@ lvm_helper_run (const char *cmdline, int timeout_ms, char **report)
     w = waitpid (pid, &status, WNOHANG);
     if (w == pid || (w < 0 && errno != EINTR))
       break;
-    if (now_ms () > deadline + 5000) {
+    if ((int64_t) vd_now_ms () > deadline + 5000) {
       kill (pid, SIGKILL);
-      deadline = now_ms ();
+      deadline = (int64_t) vd_now_ms ();
     }
     usleep (1000);
   }

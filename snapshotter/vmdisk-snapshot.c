@@ -35,6 +35,7 @@
 #include "domsnap.h"
 #include "log.h"
 #include "retention.h"
+#include "size.h"
 
 #define PROG "vmdisk-snapshot"
 
@@ -290,41 +291,28 @@ parse_count (const char *opt, const char *s)
   return (unsigned) v;
 }
 
-/* --cow-size: bytes with an optional K, M, G, T suffix (powers of 1024,
- * optionally followed by "iB" or "B"), or N% of the origin (1-100). */
+/* --cow-size: SIZE (size.h), or N% of the origin (1-100). */
 static void
 parse_cow_size (const char *s, struct ds_create_opts *o)
 {
-  char *end;
-  unsigned long long v;
-  unsigned shift = 0;
+  uint64_t v;
+  bool percent;
 
-  errno = 0;
-  v = strtoull (s, &end, 10);
-  if (errno || end == s || *s == '-')
+  if (vd_parse_size_or_percent (s, &v, &percent) < 0) {
+    if (errno == ERANGE)
+      usage_error ("--cow-size: '%s' is too big", s);
     usage_error ("--cow-size: '%s' is not a size", s);
-  if (strcmp (end, "%") == 0) {
+  }
+  if (percent) {
     if (v < 1 || v > 100)
       usage_error ("--cow-size: '%s': a percentage is 1%% to 100%%", s);
     o->cow_percent = (unsigned) v;
     o->cow_bytes = 0;
     return;
   }
-  switch (*end) {
-  case 'k': case 'K': shift = 10; end++; break;
-  case 'm': case 'M': shift = 20; end++; break;
-  case 'g': case 'G': shift = 30; end++; break;
-  case 't': case 'T': shift = 40; end++; break;
-  case '\0': break;
-  default: usage_error ("--cow-size: '%s' is not a size", s);
-  }
-  if (shift && (strcmp (end, "iB") == 0 || strcmp (end, "B") == 0))
-    end += strlen (end);
-  if (*end || v == 0)
+  if (v == 0)
     usage_error ("--cow-size: '%s' is not a size", s);
-  if (shift && v > (UINT64_MAX >> shift))
-    usage_error ("--cow-size: '%s' is too big", s);
-  o->cow_bytes = (uint64_t) v << shift;
+  o->cow_bytes = v;
   o->cow_percent = 0;
 }
 

@@ -39,6 +39,12 @@ main (void)
   for (int i = 0; i < 8; i++)
     REQUIRE (pwrite (fd, buf, sizeof buf, 512 * 1024 + i * 8192) == sizeof buf);
   REQUIRE (ftruncate (fd, 1024 * 1024) == 0);
+  /* vd_fd_size: a regular file's size, the position untouched; a bad fd
+   * fails.  (A block device's BLKGETSIZE64 needs root and a loop device.) */
+  REQUIRE (lseek (fd, 100, SEEK_SET) == 100);
+  REQUIRE (vd_fd_size (fd) == 1024 * 1024);
+  REQUIRE (lseek (fd, 0, SEEK_CUR) == 100);
+  REQUIRE (vd_fd_size (-1) == -1 && errno == EBADF);
   close (fd);
 
   img = vd_image_open (path, 0);
