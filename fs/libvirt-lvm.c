@@ -165,7 +165,7 @@ struct lvm_active {
 static pthread_mutex_t act_lock = PTHREAD_MUTEX_INITIALIZER;
 static struct lvm_active *active;
 static size_t nactive;
-static int idle_timer = -1;
+static int idle_timer = -1;        /* mounted and stop (one thread) */
 
 /* Make an LVM snapshot readable for node (open_disk).  0 or -1. */
 int

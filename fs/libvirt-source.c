@@ -63,6 +63,7 @@ int virt_root_dirty;               /* a domain was defined or undefined  */
 static int events_on;              /* the event loop runs                */
 static int event_quit;
 
+/* The event thread: mounted and stop (one thread, in turn). */
 static pthread_t event_thread;
 static bool event_started;
 
