@@ -259,13 +259,14 @@ may_change (fuse_req_t req)
 }
 
 /* The errno of mkdir/rmdir in a file system that cannot make any
- * directory: EROFS when read-only (-o ro, and images mode, which has no
- * writing at all in this version), else EPERM, which is what mkdir(2)
- * and rmdir(2) give where a file system does not support it. */
+ * directory: EROFS when read-only (-o ro, and a provider that writes
+ * nothing at all, as images mode in this version), else EPERM, which is
+ * what mkdir(2) and rmdir(2) give where a file system does not support
+ * it. */
 static int
 no_dirs_errno (void)
 {
-  return fs_config.ro || fs_config.images ? EROFS : EPERM;
+  return fs_config.ro || tree_provider ()->read_only ? EROFS : EPERM;
 }
 
 /* mkdir <domain>/snapshots/<name> makes a snapshot (the provider's
@@ -882,16 +883,18 @@ fs_releasedir (fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 static void
 fs_statfs (fuse_req_t req, fuse_ino_t ino)
 {
+  const struct fs_provider *p = tree_provider ();
   struct statvfs sv;
 
-  /* The space of the images directory's file system, read-only; none
-   * in libvirt mode (the disks live in many places), which is writable
-   * (snapshots by mkdir) unless -o ro. */
-  if (!fs_config.images || statvfs (fs_config.images, &sv) < 0)
+  /* The space the provider gives (images mode: the images directory's
+   * file system), else none (libvirt mode: the disks live in many
+   * places); read-only with -o ro or a provider that writes nothing
+   * (libvirt mode makes snapshots by mkdir). */
+  if (!p->statfs || p->statfs (&sv) < 0)
     memset (&sv, 0, sizeof sv);
   sv.f_namemax = 255;
   sv.f_flag &= ~ST_RDONLY;
-  if (fs_config.ro || fs_config.images)
+  if (fs_config.ro || p->read_only)
     sv.f_flag |= ST_RDONLY;
   fuse_reply_statfs (req, &sv);
 }

@@ -747,6 +747,13 @@ images_open_disk (struct fs_node *node)
   return fs_disk_new (img);              /* closes img on failure */
 }
 
+/* statfs: the images directory's file system. */
+static int
+images_statfs (struct statvfs *sv)
+{
+  return statvfs (images_dir, sv);
+}
+
 static void
 images_stop (void)
 {
@@ -762,4 +769,6 @@ const struct fs_provider tree_images_provider = {
   .stale = images_stale,
   .open_disk = images_open_disk,
   .stop = images_stop,
+  .statfs = images_statfs,
+  .read_only = true,              /* no writing at all in this version */
 };

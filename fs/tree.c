@@ -15,8 +15,8 @@
  *
  * Threads: tree_lock (rwlock) protects the shape of the tree and node
  * attributes; refresh_lock serializes rescans; node->lock protects a
- * node's open disk and allocation cache; notify_lock the queue.  Order:
- * refresh_lock, tree_lock, node->lock, inode_lock; notify_lock is a leaf.
+ * node's open disk and allocation cache; notify_lock the queue.  Their
+ * order is vmdiskfs.h's.
  *
  * SPDX-License-Identifier: GPL-3.0-or-later
  */

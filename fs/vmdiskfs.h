@@ -11,28 +11,41 @@
  *   tree.c         the generic tree (children, detach, revalidation
  *                  dispatch, deferred kernel invalidations)
  *   tree-images.c  the images provider (-o images=DIR)
- *   tree-libvirt.c the libvirt provider (default; -o connect=URI), with
- *                  domxml.c reading disks out of libvirt's XML
+ *   tree-libvirt.c the libvirt provider (default; -o connect=URI), in
+ *                  libvirt-*.c (libvirt-priv.h says which does what),
+ *                  with snapshotter/domxml.c reading libvirt's XML
  *
- * Locks, in the order they are taken (never the other way round):
- *   snapshot lock          per domain (tree-libvirt.c): serializes mkdir
- *                          and rmdir of its snapshots; held across the
- *                          libvirt calls (seconds) and the refresh after
+ * Locks, in the order they are taken (a thread holding one takes only
+ * those below it, never one above):
  *   refresh_lock (tree.c)  serializes the providers' rescans; held across
  *                          their I/O so two threads never rescan at once
+ *   conn_lock              the libvirt connection (libvirt-source.c),
+ *                          held across connecting; under refresh_lock or
+ *                          alone, never with the tree lock
+ *   act_lock               the LVM snapshots activated (libvirt-lvm.c),
+ *                          held across lvm runs; taken with no lock above
+ *                          it held (open_disk, the idle timer)
  *   tree_lock (tree.c)     rwlock: the shape of the tree and node
  *                          attributes (fields marked "tree_lock" below)
  *   node->lock             per node: its open disk and allocation cache
  *   inode_lock (inode.c)   the inode hash table, nlookup and refs
- *   alloc_lock (tree.c)    a leaf, held with no other lock: which disk
- *                          node's allocation a thread is counting
+ * and leaves, held with no other lock taken under them:
+ *   dirty_lock             the domains named by libvirt events
+ *                          (libvirt-source.c); under tree_lock too
+ *   notify_lock (tree.c)   the queue of kernel invalidations
+ *   alloc_lock (tree.c)    which disk node's allocation a thread counts
+ * Outside them all, the per-domain snapshot lock: a flock on
+ * /run/vmdiskfs/<uuid>.lock (snapshotter/domsnap.c, DESIGN.md) that
+ * ds_create and ds_delete hold for a snapshot's create or delete, across
+ * processes (a mount, vmdisk-snapshot); fs/ calls them from mkdir and
+ * rmdir with no lock held, and refreshes after they let it go.
  * The read path (ops.c fs_read) takes none of them: an open file holds its
  * own reference to a struct fs_disk.
  *
  * SPDX-License-Identifier: GPL-3.0-or-later
  */
-#ifndef VMDISKFS_H
-#define VMDISKFS_H
+#ifndef VD_VMDISKFS_H
+#define VD_VMDISKFS_H
 
 #define FUSE_USE_VERSION 312
 
@@ -41,6 +54,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <time.h>
 
 #include "vdformat.h"
@@ -195,6 +209,12 @@ struct fs_provider {
   /* Optional (NULL: EPERM): remove the directory node, the child name of
    * dir, and everything in it.  0, or -1 with errno.  No lock held. */
   int (*rmdir) (struct fs_node *dir, const char *name, struct fs_node *node);
+  /* Optional (NULL: none, all zeros): fill statfs's answer (ops.c sets
+   * f_namemax and f_flag's ST_RDONLY after).  0, or -1: none. */
+  int (*statfs) (struct statvfs *sv);
+  /* Nothing in the tree is ever written, made or removed, -o ro or not:
+   * mkdir and rmdir fail with EROFS, statfs says ST_RDONLY. */
+  bool read_only;
 };
 extern const struct fs_provider tree_images_provider;
 extern const struct fs_provider tree_libvirt_provider;
@@ -248,4 +268,4 @@ void tree_notify_stop (void);
 /* ops.c */
 extern const struct fuse_lowlevel_ops fs_ops;
 
-#endif
+#endif /* VD_VMDISKFS_H */

@@ -1,0 +1,247 @@
+/* vmdiskfs - the libvirt provider's private header: its state and the
+ * doors between its files.
+ *
+ *   tree-libvirt.c    the provider (its ops), refresh, rebuild
+ *   libvirt-source.c  the connection, events, the dirty set, fetches
+ *   libvirt-scan.c    domain XML and image info -> a model (struct build);
+ *                     no locks, no libvirt call (tests/unit/test-libvirt-scan)
+ *   libvirt-apply.c   the model into the tree, under tree_lock
+ *   libvirt-lvm.c     LVM's answer cache, activation, the idle timer
+ *   libvirt-dirs.c    mkdir and rmdir of snapshot directories
+ *
+ * Every field below says what protects it; the lock order is in
+ * vmdiskfs.h.
+ *
+ * SPDX-License-Identifier: GPL-3.0-or-later
+ */
+#ifndef VD_LIBVIRT_PRIV_H
+#define VD_LIBVIRT_PRIV_H
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+
+#include <libvirt/libvirt.h>
+#include <libvirt/virterror.h>
+
+#include "vmdiskfs.h"
+#include "domxml.h"
+#include "snapshotter.h"
+
+#define ROOT_RECHECK_MS     2000
+#define DOM_RECHECK_MS      3000
+#define LOCAL_RECHECK_MS    600000
+#define DISK_MIN_RESCAN_MS  1000
+#define LVM_IDLE_MS         60000  /* deactivate a snapshot idle so long */
+#define LVM_CACHE_MS        3000   /* LVM's answers are kept so long     */
+
+/* ---- State: what protects what. ---- */
+
+/* root->priv; tree_lock. */
+struct virt_root {
+  bool scanned;
+  uint64_t listed_ms;
+};
+
+/* A file whose stat tells whether a domain's disks changed (part of
+ * struct virt_dom: tree_lock). */
+struct virt_watch {
+  char *path;
+  struct stat st;
+  int err;
+};
+
+/* A libvirt snapshot as fetched: immutable once made; the array of a
+ * domain is refresh_lock's (struct virt_dom). */
+struct virt_snap {
+  char *name;
+  struct fs_blob *xml;
+};
+
+/* priv of a domain directory. */
+struct virt_dom {
+  char *name;                      /* constant */
+
+  /* tree_lock (read by stale()). */
+  bool scanned;
+  unsigned epoch;                  /* epoch of the last fetch            */
+  uint64_t checked_ms;             /* last look at libvirt               */
+  uint64_t disks_ms;               /* last reopening of the disks        */
+  struct virt_watch *watch;
+  size_t nwatch;
+  struct virt_watch meta;          /* qemu:///system: snapshot metadata  */
+  bool on_lvm;                     /* a disk is an LV: poll its snapshots */
+
+  /* refresh_lock: libvirt's data, kept for rebuilds. */
+  virDomainPtr dom;
+  unsigned dom_epoch;
+  struct fs_blob *xml;             /* NULL: never fetched                */
+  bool running;
+  struct virt_snap *snaps;         /* sorted by name                     */
+  size_t nsnaps;
+  int64_t first_seen;              /* when xml last changed              */
+};
+
+/* priv of a disk node: how to open it; tree_lock. */
+struct virt_disk {
+  char *path;
+  char *format;
+  char *snap_id;                   /* qcow2 snapshot id, or NULL         */
+  bool live;                       /* a running domain's active disk     */
+  char *lvm_id;                    /* LVM snapshot needing activation    */
+  unsigned lvm_flags;
+  struct stat st;                  /* the image file at the last scan    */
+  int err;
+  uint64_t size;
+  struct vd_policy *policy;        /* the <backingStore> record, or NULL */
+};
+
+/* ---- The model of a domain's tree (libvirt-scan.c), built from
+ * libvirt's data and its images.  One build is owned by the thread that
+ * makes it (refresh_lock's holder, or a test): no lock. ---- */
+
+/* An image file opened during a build: its size and snapshot table. */
+struct img_info {
+  char *path;
+  char *format;
+  int err;
+  struct stat st;
+  bool have_st;
+  uint64_t size;
+  mode_t read_mode;
+  struct vd_snapshot *snaps;
+  size_t nsnaps;
+};
+
+/* One <target>.img to show. */
+struct disk_scan {
+  char *fname;
+  char *path;                       /* NULL: no source          */
+  char *format;
+  char *snap_id;
+  bool live;
+  char *lvm_id;                     /* LVM snapshot to activate */
+  unsigned lvm_flags;
+  struct stat st;
+  bool have_st;
+  int err;
+  uint64_t size;
+  mode_t read_mode;                 /* of every file it reads   */
+  struct vd_policy *policy;         /* <backingStore>, or NULL  */
+  int64_t sec;                      /* times (snapshots)        */
+  long nsec;
+};
+
+/* One snapshots/<name>/. */
+struct snap_scan {
+  char *ename;
+  const char *name;                 /* unescaped (libvirt's or the tag) */
+  int64_t sec;
+  long nsec;
+  struct fs_blob *domxml, *snapxml; /* NULL for qemu-img snapshots */
+  struct disk_scan *disks;
+  size_t ndisks;
+};
+
+struct build {
+  const char *dname;                /* domain name, for messages */
+  bool on_lvm;                      /* a disk is a logical volume */
+  virConnectPtr c;                  /* NULL when disconnected    */
+  /* The path of a volume disk (pool and volume set) through c, or NULL
+   * (logged); NULL: volume disks have no source. */
+  char *(*volume_path) (struct build *b, const struct domxml_disk *d);
+  bool log;                         /* log skipped disks (fetches) */
+  struct img_info *imgs;
+  size_t nimgs;
+  struct disk_scan *disks;
+  size_t ndisks;
+  struct snap_scan *snaps;
+  size_t nsnaps;
+};
+
+/* ---- Small helpers (each has copies elsewhere, to be shared). ---- */
+
+static inline uint64_t
+now_ms (void)
+{
+  struct timespec ts;
+
+  clock_gettime (CLOCK_MONOTONIC, &ts);
+  return (uint64_t) ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static inline bool
+same_stat (const struct stat *a, const struct stat *b)
+{
+  return a->st_dev == b->st_dev && a->st_ino == b->st_ino
+    && a->st_size == b->st_size && a->st_mode == b->st_mode
+    && a->st_mtim.tv_sec == b->st_mtim.tv_sec
+    && a->st_mtim.tv_nsec == b->st_mtim.tv_nsec
+    && a->st_ctim.tv_sec == b->st_ctim.tv_sec
+    && a->st_ctim.tv_nsec == b->st_ctim.tv_nsec;
+}
+
+static inline bool
+streq (const char *a, const char *b)
+{
+  return a == b || (a && b && strcmp (a, b) == 0);
+}
+
+/* ---- libvirt-source.c ---- */
+extern char *virt_uri;             /* constant after start               */
+extern bool virt_system_uri;       /* constant: qemu:///system           */
+extern unsigned virt_epoch;        /* atomic: bumped, all is refetched   */
+extern int virt_root_dirty;        /* atomic: a domain was (un)defined   */
+void virt_silent (void *opaque, virErrorPtr e);
+void virt_error (const char *fmt, ...)
+  __attribute__ ((format (printf, 1, 2)));
+int virt_last_code (void);
+void virt_mark_dirty (const char *name);
+bool virt_is_dirty (const char *name, bool take);
+void virt_prune_dirty (struct fs_node *root);
+void virt_dirty_clear (void);
+int virt_events_start (void);
+void virt_events_stop (void);
+int virt_check_connect (void);
+virConnectPtr virt_get_conn_mode (bool *ro);
+virConnectPtr virt_get_conn (void);
+void virt_conn_close (void);
+char *virt_volume_path (struct build *b, const struct domxml_disk *d);
+void virt_snaps_free (struct virt_snap *s, size_t n);
+int virt_fetch_snapshots (struct virt_dom *d, bool xml, bool refetch,
+                          struct virt_snap **out, size_t *nout);
+bool virt_same_names (const struct virt_dom *d, const struct virt_snap *v,
+                      size_t n);
+int virt_fetch_domain (struct virt_dom *d, bool refetch);
+
+/* ---- libvirt-scan.c ---- */
+bool scan_inside_mount (const char *path);
+struct fs_blob *scan_virsh_blob (const char *x, size_t n);
+int scan_domain (struct build *b, const struct domxml_disk *cur, size_t ncur,
+                 bool running, const struct virt_snap *snaps, size_t nsnaps);
+int scan_lvm_snapshots (struct build *b, const char *fname, const char *path,
+                        const struct snap_list *l, int err);
+void scan_free (struct build *b);
+
+/* ---- libvirt-apply.c ---- */
+void apply_domain (struct fs_node *node, struct virt_dom *d, struct build *b,
+                   int64_t dsec);
+
+/* ---- libvirt-lvm.c ---- */
+const struct snap_list *lvm_cache_snaps (const char *path);
+void lvm_cache_flush (void);
+void lvm_cache_clear (void);
+int lvm_use (const char *id, unsigned flags, fuse_ino_t ino);
+void lvm_idle_start (void);
+void lvm_idle_stop (void);
+void lvm_active_stop (void);
+
+/* ---- libvirt-dirs.c ---- */
+int libvirt_mkdir (struct fs_node *dir, const char *ename,
+                   struct fs_node **out);
+int libvirt_rmdir (struct fs_node *dir, const char *ename,
+                   struct fs_node *sn);
+
+#endif /* VD_LIBVIRT_PRIV_H */

@@ -1,0 +1,319 @@
+/* vmdiskfs - unit test of the libvirt provider's model (fs/libvirt-scan.c):
+ * a domain's XML, libvirt's snapshots, the images' own snapshot tables
+ * (real qcow2 images made by qemu-img) and LVM's answer to the disks and
+ * snapshot directories the provider shows, with no libvirt connection.
+ *
+ * SPDX-License-Identifier: GPL-3.0-or-later
+ */
+#include <config.h>
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "libvirt-priv.h"
+#include "cleanup.h"
+#include "test.h"
+
+static int failures;
+static char dir[] = "/tmp/vd-test-scan-XXXXXX";
+
+static int
+eq (const char *a, const char *b)
+{
+  return a && b ? strcmp (a, b) == 0 : a == b;
+}
+
+static void
+run (const char *fmt, const char *arg)
+{
+  char cmd[512];
+
+  snprintf (cmd, sizeof cmd, fmt, arg, arg);
+  if (system (cmd) != 0) {
+    fprintf (stderr, "FAIL: %s\n", cmd);
+    exit (1);
+  }
+}
+
+static struct virt_snap *
+snap (const char *name, const char *xml)
+{
+  struct virt_snap *s = calloc (1, sizeof *s);
+
+  REQUIRE (s != NULL);
+  s->name = strdup (name);
+  s->xml = scan_virsh_blob (xml, strlen (xml));
+  REQUIRE (s->name && s->xml);
+  return s;
+}
+
+static const struct snap_scan *
+find_snap (const struct build *b, const char *ename)
+{
+  size_t i;
+
+  for (i = 0; i < b->nsnaps; i++)
+    if (strcmp (b->snaps[i].ename, ename) == 0)
+      return &b->snaps[i];
+  return NULL;
+}
+
+static const struct disk_scan *
+find_disk (const struct disk_scan *v, size_t n, const char *fname)
+{
+  size_t i;
+
+  for (i = 0; i < n; i++)
+    if (strcmp (v[i].fname, fname) == 0)
+      return &v[i];
+  return NULL;
+}
+
+/* The domain: a qcow2 disk with internal snapshots, a raw one, a volume
+ * (no connection: no source), a missing file, a CD-ROM and a network
+ * disk (neither shown). */
+static char *
+domain_xml (void)
+{
+  char *x;
+
+  REQUIRE (asprintf (&x,
+    "<domain type='kvm'>\n"
+    "  <name>web</name>\n"
+    "  <devices>\n"
+    "    <disk type='file' device='disk'>\n"
+    "      <driver name='qemu' type='qcow2'/>\n"
+    "      <source file='%s/vda.qcow2'/>\n"
+    "      <target dev='vda'/>\n"
+    "    </disk>\n"
+    "    <disk type='file' device='disk'>\n"
+    "      <source file='%s/vdb.raw'/>\n"
+    "      <target dev='vdb'/>\n"
+    "    </disk>\n"
+    "    <disk type='volume' device='disk'>\n"
+    "      <source pool='default' volume='db.img'/>\n"
+    "      <target dev='vdc'/>\n"
+    "    </disk>\n"
+    "    <disk type='file' device='disk'>\n"
+    "      <driver name='qemu' type='qcow2'/>\n"
+    "      <source file='%s/missing.qcow2'/>\n"
+    "      <target dev='vdd'/>\n"
+    "    </disk>\n"
+    "    <disk type='file' device='cdrom'>\n"
+    "      <source file='%s/vdb.raw'/>\n"
+    "      <target dev='hdc'/>\n"
+    "    </disk>\n"
+    "    <disk type='network' device='disk'>\n"
+    "      <source protocol='rbd' name='pool/img'/>\n"
+    "      <target dev='vde'/>\n"
+    "    </disk>\n"
+    "  </devices>\n"
+    "</domain>", dir, dir, dir, dir) >= 0);
+  return x;
+}
+
+/* libvirt's snapshot s1: vda internal, vdb not taken. */
+static char *
+snapshot_xml (void)
+{
+  char *x;
+
+  REQUIRE (asprintf (&x,
+    "<domainsnapshot>\n"
+    "  <name>s1</name>\n"
+    "  <creationTime>1700000000</creationTime>\n"
+    "  <disks>\n"
+    "    <disk name='vda' snapshot='internal'/>\n"
+    "    <disk name='vdb' snapshot='no'/>\n"
+    "  </disks>\n"
+    "  <domain type='kvm'>\n"
+    "    <name>web</name>\n"
+    "    <devices>\n"
+    "      <disk type='file' device='disk'>\n"
+    "        <driver name='qemu' type='qcow2'/>\n"
+    "        <source file='%s/vda.qcow2'/>\n"
+    "        <target dev='vda'/>\n"
+    "      </disk>\n"
+    "    </devices>\n"
+    "  </domain>\n"
+    "</domainsnapshot>", dir) >= 0);
+  return x;
+}
+
+static void
+test_domain (void)
+{
+  CLEANUP_FREE char *dx = domain_xml (), *sx = snapshot_xml ();
+  struct build b = { .dname = "web", .log = true };
+  struct domxml_disk *cur = NULL;
+  struct virt_snap *s1 = snap ("s1", sx);
+  const struct disk_scan *d;
+  const struct snap_scan *ss;
+  size_t ncur = 0;
+
+  REQUIRE (domxml_parse_domain (dx, strlen (dx), &cur, &ncur) == 0);
+  REQUIRE (scan_domain (&b, cur, ncur, true, s1, 1) == 0);
+
+  /* The current disks: vda, vdb, vdc without source, vdd missing. */
+  CHECK (b.ndisks == 4);
+  d = find_disk (b.disks, b.ndisks, "vda.img");
+  REQUIRE (d != NULL);
+  CHECK (eq (d->format, "qcow2") && d->err == 0 && d->live);
+  CHECK (d->size == 16 << 20);
+  CHECK (d->snap_id == NULL && d->have_st);
+  CHECK (d->read_mode == (d->st.st_mode & 0444));
+  d = find_disk (b.disks, b.ndisks, "vdb.img");
+  REQUIRE (d != NULL);
+  CHECK (eq (d->format, "raw") && d->err == 0 && d->size == 4 << 20);
+  d = find_disk (b.disks, b.ndisks, "vdc.img");
+  REQUIRE (d != NULL);
+  CHECK (d->path == NULL && d->err == EIO);
+  d = find_disk (b.disks, b.ndisks, "vdd.img");
+  REQUIRE (d != NULL);
+  CHECK (d->path != NULL && d->err == EIO && !d->have_st && d->size == 0);
+  CHECK (find_disk (b.disks, b.ndisks, "hdc.img") == NULL);
+  CHECK (find_disk (b.disks, b.ndisks, "vde.img") == NULL);
+
+  /* libvirt's s1, then the qcow2 snapshots libvirt does not know: the
+   * first "tagonly" as is, the second with its id. */
+  CHECK (b.nsnaps == 3);
+  ss = find_snap (&b, "s1");
+  REQUIRE (ss != NULL);
+  CHECK (ss == &b.snaps[0]);
+  CHECK (eq (ss->name, "s1") && ss->sec == 1700000000);
+  CHECK (ss->snapxml != NULL && ss->domxml != NULL);
+  CHECK (ss->ndisks == 1);
+  d = find_disk (ss->disks, ss->ndisks, "vda.img");
+  REQUIRE (d != NULL);
+  CHECK (eq (d->snap_id, "1") && !d->live && d->size == 16 << 20);
+  CHECK (d->sec == 1700000000);
+  ss = find_snap (&b, "tagonly");
+  REQUIRE (ss != NULL);
+  CHECK (eq (ss->name, "tagonly") && ss->snapxml == NULL);
+  CHECK (ss->sec > 1600000000);
+  CHECK (ss->ndisks == 1 && eq (ss->disks[0].snap_id, "2"));
+  CHECK (eq (ss->disks[0].fname, "vda.img"));
+  ss = find_snap (&b, "tagonly (id 3)");
+  REQUIRE (ss != NULL);
+  CHECK (ss->ndisks == 1 && eq (ss->disks[0].snap_id, "3"));
+  CHECK (!b.on_lvm);
+
+  /* LVM's answer for vdb: merged with s1 by name, a thin one to
+   * activate, an invalid one shown empty. */
+  {
+    CLEANUP_FREE char *dev = NULL;
+    struct snap_info si[3] = {
+      { .name = (char *) "s1", .id = (char *) "vg/vdb-s1",
+        .ctime_sec = 1700000100, .size = 4 << 20 },
+      { .name = (char *) "thin", .id = (char *) "vg/vdb-thin",
+        .device = (char *) "/dev/vg/vdb-thin", .ctime_sec = 1700000200,
+        .size = 4 << 20, .flags = SNAP_NEEDS_ACTIVATION },
+      { .name = (char *) "bad", .id = (char *) "vg/vdb-bad",
+        .device = (char *) "/dev/vg/vdb-bad", .size = 4 << 20,
+        .flags = SNAP_INVALID },
+    };
+    struct snap_list l = { .snaps = si, .n = 3 };
+    struct snap_info dup = {
+      .name = (char *) "tagonly", .id = (char *) "vg/vda-tagonly",
+      .device = (char *) "/dev/vg/vda-tagonly", .size = 1,
+    };
+    struct snap_list l2 = { .snaps = &dup, .n = 1 };
+
+    REQUIRE (asprintf (&dev, "%s/vdb.raw", dir) >= 0);
+    si[0].device = dev;
+    CHECK (scan_lvm_snapshots (&b, "vdb.img", "/dev/vg/vdb", NULL,
+                               ENOTSUP) == 0);
+    CHECK (!b.on_lvm && b.nsnaps == 3);
+    CHECK (scan_lvm_snapshots (&b, "vdb.img", "/dev/vg/vdb", &l, 0) == 0);
+    CHECK (b.on_lvm);
+    CHECK (b.nsnaps == 5);
+    ss = find_snap (&b, "s1");
+    REQUIRE (ss != NULL);
+    CHECK (ss->ndisks == 2);
+    d = find_disk (ss->disks, ss->ndisks, "vdb.img");
+    REQUIRE (d != NULL);
+    CHECK (eq (d->format, "raw") && eq (d->path, dev) && d->lvm_id == NULL);
+    CHECK (d->have_st && d->size == 4 << 20 && d->err == 0);
+    CHECK (d->sec == 1700000000);       /* the directory's time */
+    ss = find_snap (&b, "thin");
+    REQUIRE (ss != NULL);
+    CHECK (ss->name == NULL && ss->sec == 1700000200 && ss->ndisks == 1);
+    CHECK (eq (ss->disks[0].lvm_id, "vg/vdb-thin"));
+    CHECK (ss->disks[0].lvm_flags == SNAP_NEEDS_ACTIVATION);
+    CHECK (!ss->disks[0].have_st);
+    ss = find_snap (&b, "bad");
+    REQUIRE (ss != NULL);
+    CHECK (ss->disks[0].err == EIO && ss->disks[0].size == 0);
+
+    /* A name whose directory has that disk already: not shown. */
+    CHECK (scan_lvm_snapshots (&b, "vda.img", "/dev/vg/vda", &l2, 0) == 0);
+    ss = find_snap (&b, "tagonly");
+    REQUIRE (ss != NULL);
+    CHECK (ss->ndisks == 1 && eq (ss->disks[0].snap_id, "2"));
+  }
+
+  scan_free (&b);
+  domxml_disks_free (cur, ncur);
+  virt_snaps_free (s1, 1);
+}
+
+/* A disk inside our own mount is not opened (ELOOP, shown with EIO). */
+static void
+test_inside_mount (void)
+{
+  CLEANUP_FREE char *dx = domain_xml ();
+  struct build b = { .dname = "web", .log = false };
+  struct domxml_disk *cur = NULL;
+  const struct disk_scan *d;
+  size_t ncur = 0;
+
+  fs_config.mountpoint = dir;
+  CHECK (scan_inside_mount (dir));
+  CHECK (!scan_inside_mount ("/nowhere/vda.qcow2"));
+  REQUIRE (domxml_parse_domain (dx, strlen (dx), &cur, &ncur) == 0);
+  REQUIRE (scan_domain (&b, cur, ncur, false, NULL, 0) == 0);
+  d = find_disk (b.disks, b.ndisks, "vda.img");
+  REQUIRE (d != NULL);
+  CHECK (d->err == EIO && !d->live);
+  CHECK (b.nimgs >= 1 && b.imgs[0].err == ELOOP);
+  CHECK (b.nsnaps == 0);
+  fs_config.mountpoint = NULL;
+  scan_free (&b);
+  domxml_disks_free (cur, ncur);
+}
+
+int
+main (void)
+{
+  struct fs_blob *bl;
+
+  if (system ("qemu-img --version >/dev/null 2>&1") != 0) {
+    fprintf (stderr, "qemu-img not found: skipped\n");
+    return 77;
+  }
+  REQUIRE (mkdtemp (dir) != NULL);
+  run ("qemu-img create -q -f qcow2 %s/vda.qcow2 16M", dir);
+  run ("qemu-img snapshot -c s1 %s/vda.qcow2", dir);
+  run ("qemu-img snapshot -c tagonly %s/vda.qcow2", dir);
+  run ("qemu-img snapshot -c tagonly %s/vda.qcow2", dir);
+  run ("truncate -s 4M %s/vdb.raw", dir);
+  domxml_init ();
+
+  bl = scan_virsh_blob ("<x/>", 4);
+  REQUIRE (bl != NULL);
+  CHECK (bl->len == 5 && memcmp (bl->data, "<x/>\n", 5) == 0);
+  fs_blob_unref (bl);
+
+  test_domain ();
+  test_inside_mount ();
+
+  run ("rm -rf %s", dir);
+  if (failures) {
+    fprintf (stderr, "%d failures\n", failures);
+    return 1;
+  }
+  return 0;
+}
