@@ -901,3 +901,13 @@ ds_delete (virConnectPtr c, const char *domain, const char *name)
   return r;
 }
 
+
+/* ---- The provider. ---- */
+
+const struct vd_snapshotter libvirt_snapshotter = {
+  .name = "libvirt",
+  .dom_list = ds_list,
+  .dom_list_free = ds_list_free,
+  .dom_create = ds_create,
+  .dom_delete = ds_delete,
+};
