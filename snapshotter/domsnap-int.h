@@ -6,6 +6,8 @@
  *   domsnap-dom.c   the domain model: the domain, its XML, its disks
  *                   classified (domxml_disk_classify), their LVM
  *                   snapshots; internal snapshot tags read from images
+ *   domsnap-meta.c  the libvirt part's <domainsnapshot> XML
+ *   domsnap-guest.c freeze and thaw through the guest agent
  *   domsnap-lock.c  the per-domain flock in DS_LOCK_DIR (domsnap.h)
  *   qmp.c           QMP with the domain's running qemu
  *   qemu-img.c      qemu-img snapshot on a shut-off domain's image
@@ -20,6 +22,7 @@
 #include <limits.h>
 #include <stdbool.h>
 #include <stddef.h>
+#include <time.h>
 
 #include <libvirt/libvirt.h>
 
@@ -84,6 +87,33 @@ long ds_env_seconds (const char *var, long dflt);
 void ds_sleep_ms (long ms);
 /* s escaped for XML text and attribute values. */
 void ds_buf_xml (struct vd_buf *b, const char *s);
+
+/* ---- domsnap-meta.c: the libvirt part. ---- */
+
+/* The <description>: who made it (BY_CLI, BY_MOUNT) on its first line,
+ * then opts->description.  malloc'd ("" for none), NULL on ENOMEM. */
+char *ds_meta_description (const struct ds_create_opts *opts);
+/* The libvirt path: the snapshot made by libvirt, or NULL (logged). */
+virDomainSnapshotPtr ds_meta_create (struct dom *m, const char *name,
+                                     const char *desc);
+/* The own path, before its tags are made: *dxml the definition to store
+ * with it, *parent the current snapshot's name or NULL (malloc'd).  0,
+ * or -1 (logged). */
+int ds_meta_prepare (struct dom *m, char **dxml, char **parent);
+/* The own path, once its tags are made: register them with libvirt
+ * (redefine, made current).  The snapshot, or NULL (logged). */
+virDomainSnapshotPtr ds_meta_redefine (struct dom *m, const char *name,
+                                       const char *desc, const char *dxml,
+                                       const char *parent, time_t now);
+
+/* ---- domsnap-guest.c: the guest agent. ---- */
+
+/* Freeze the guest's filesystems: 0, or -1 with libvirt's error set
+ * (the caller warns). */
+int guest_freeze (const struct dom *m);
+/* Thaw them (tried thrice): 0, or -1 (logged; when says when: "after
+ * snapshot NAME", "undo"). */
+int guest_thaw (const struct dom *m, const char *when);
 
 /* ---- domsnap-lock.c: the per-domain lock. ---- */
 

@@ -152,70 +152,12 @@ inject_failure (const char *dname, const char *step)
   return true;
 }
 
-/* Freeze and thaw the guest's filesystems through its agent.  The agent
- * answers only while the guest runs: freeze before pausing, thaw after
- * resuming.  Tests: VMDISKFS_DOMSNAP_FAKE_FREEZE=1 pretends the agent
- * froze them (no agent is asked, a warning says so) and checks, as an
- * agent would fail, that the domain runs when they are thawed. */
-static bool
-fake_freeze (void)
-{
-  const char *e = getenv ("VMDISKFS_DOMSNAP_FAKE_FREEZE");
-
-  return e && strcmp (e, "1") == 0;
-}
-
-/* 0, or -1 with libvirt's error set (the caller warns). */
-static int
-guest_freeze (const struct dom *m)
-{
-  if (fake_freeze ()) {
-    vd_warn ("domain %s: filesystems frozen (fake: "
-             "VMDISKFS_DOMSNAP_FAKE_FREEZE, no agent asked)", m->name);
-    return 0;
-  }
-  return virDomainFSFreeze (m->d, NULL, 0, 0) < 0 ? -1 : 0;
-}
-
-/* 0, or -1 (logged; when: "after snapshot NAME", "undo"). */
-static int
-guest_thaw (const struct dom *m, const char *when)
-{
-  int i;
-
-  if (fake_freeze ()) {
-    int st = VIR_DOMAIN_NOSTATE, reason;
-    if (virDomainGetState (m->d, &st, &reason, 0) < 0 ||
-        st != VIR_DOMAIN_RUNNING) {
-      vd_error ("domain %s: %s: thawing its filesystems: the domain does "
-                "not run (state %d): a guest agent could not answer "
-                "(VMDISKFS_DOMSNAP_FAKE_FREEZE)", m->name, when, st);
-      return -1;
-    }
-    vd_warn ("domain %s: filesystems thawed (fake: "
-             "VMDISKFS_DOMSNAP_FAKE_FREEZE, no agent asked)", m->name);
-    return 0;
-  }
-  /* A guest left frozen blocks every write in it: try thrice. */
-  for (i = 0; virDomainFSThaw (m->d, NULL, 0, 0) < 0; i++) {
-    if (i == 2) {
-      virt_fail (VIRT_ALL, "domain %s: %s: thawing its filesystems (they may stay "
-               "frozen: virsh domfsthaw %s)", m->name, when, m->name);
-      return -1;
-    }
-    vd_warn ("domain %s: thawing its filesystems failed (%s), trying "
-             "again", m->name, virGetLastErrorMessage ());
-    ds_sleep_ms (1000);
-  }
-  return 0;
-}
-
 struct create {
   struct dom m;
   bool opened;                  /* m was opened (ds_dom_open)             */
   const char *name;
   const struct ds_create_opts *opts;
-  char *desc;                   /* the <description> (description ())     */
+  char *desc;                   /* the <description>                      */
   bool own;                     /* the own path (domsnap.h)               */
   bool memory;                  /* the libvirt part holds VM state        */
   unsigned dn;                  /* DS_DONE_* so far                       */
@@ -273,107 +215,25 @@ undo (struct create *cr)
   errno = e;
 }
 
-static char *
-description (const struct ds_create_opts *opts)
-{
-  struct vd_buf b = { 0 };
-  enum ds_by by = opts ? opts->by : DS_BY_OTHER;
-  const char *more = opts ? opts->description : NULL;
-
-  vd_buf_add (&b, "", 0);
-  if (by == DS_BY_CLI)
-    vd_buf_str (&b, BY_CLI);
-  else if (by == DS_BY_MOUNT)
-    vd_buf_str (&b, BY_MOUNT);
-  if (more && *more) {
-    if (b.len)
-      vd_buf_str (&b, "\n");
-    vd_buf_str (&b, more);
-  }
-  return vd_buf_take (&b);
-}
-
 /* The libvirt path: libvirt makes the internal snapshots itself. */
 static int
-create_libvirt (struct create *cr, const char *desc)
+create_libvirt (struct create *cr)
 {
-  struct dom *m = &cr->m;
-  struct vd_buf b = { 0 };
-  CLEANUP_FREE char *xml = NULL;
-
-  vd_buf_str (&b, "<domainsnapshot>\n  <name>");
-  ds_buf_xml (&b, cr->name);
-  vd_buf_str (&b, "</name>\n");
-  if (*desc) {
-    vd_buf_str (&b, "  <description>");
-    ds_buf_xml (&b, desc);
-    vd_buf_str (&b, "</description>\n");
-  }
-  vd_buf_str (&b, "</domainsnapshot>\n");
-  xml = vd_buf_take (&b);
-  if (!xml)
-    return -1;
-  cr->snap = virDomainSnapshotCreateXML (m->d, xml, 0);
-  if (!cr->snap) {
-    virt_fail (VIRT_ALL, "domain %s: creating snapshot %s", m->name, cr->name);
-    return -1;
-  }
-  return 0;
-}
-
-/* May a shut-off domain's snapshot be redefined with state shutoff?
- * libvirt checks such a snapshot as one it would make itself: every disk
- * listed snapshot='no' must be 'no' in the definition too (marked so, or
- * read-only, which libvirt takes as 'no'; empty drives do not matter).
- * Else (a logical volume, a shareable disk) the state is disk-snapshot,
- * which libvirt does not check that way. */
-static bool
-offline_ok (const struct dom *m)
-{
-  size_t i;
-
-  for (i = 0; i < m->nxd; i++) {
-    const struct domxml_disk *x = m->dk[i].x;
-    struct domxml_class dc;
-
-    domxml_disk_classify (x, &dc);
-    if (m->dk[i].kind == DK_QCOW2 || !x->target || !dc.written ||
-        dc.snapshot_no)
-      continue;
-    return false;
-  }
-  return true;
+  cr->snap = ds_meta_create (&cr->m, cr->name, cr->desc);
+  return cr->snap ? 0 : -1;
 }
 
 /* The own path: tags by qemu-img or QMP, then the metadata. */
 static int
-create_own (struct create *cr, const char *desc)
+create_own (struct create *cr)
 {
   struct dom *m = &cr->m;
-  struct vd_buf b = { 0 };
-  CLEANUP_FREE char *xml = NULL, *dxml = NULL, *parent = NULL;
-  virDomainSnapshotPtr cur;
+  CLEANUP_FREE char *dxml = NULL, *parent = NULL;
   time_t now = time (NULL);
   size_t i;
 
-  /* The definition stored with it, as libvirt stores its own (secure
-   * parts included: a revert needs them). */
-  dxml = virDomainGetXMLDesc (m->d, VIR_DOMAIN_XML_SECURE);
-  if (!dxml) {
-    virt_fail (VIRT_ALL, "domain %s: XML", m->name);
+  if (ds_meta_prepare (m, &dxml, &parent) < 0)
     return -1;
-  }
-  cur = virDomainSnapshotCurrent (m->d, 0);
-  if (cur) {
-    const char *pn = virDomainSnapshotGetName (cur);
-    parent = pn ? strdup (pn) : NULL;
-    virDomainSnapshotFree (cur);
-  }
-  else if (virt_last_code () != VIR_ERR_NO_DOMAIN_SNAPSHOT) {
-    virt_fail (VIRT_ALL, "domain %s: current snapshot", m->name);
-    return -1;
-  }
-
   if (m->active) {
     if (qmp_find_nodes (m, NULL) < 0 || qmp_create_tags (m, cr->name) < 0)
       return -1;
@@ -389,46 +249,9 @@ create_own (struct create *cr, const char *desc)
     }
   if (inject_failure (m->name, "tags"))
     return -1;
-
-  vd_buf_str (&b, "<domainsnapshot>\n  <name>");
-  ds_buf_xml (&b, cr->name);
-  vd_buf_str (&b, "</name>\n");
-  if (*desc) {
-    vd_buf_str (&b, "  <description>");
-    ds_buf_xml (&b, desc);
-    vd_buf_str (&b, "</description>\n");
-  }
-  vd_buf_fmt (&b, "  <state>%s</state>\n",
-           m->active || !offline_ok (m) ? "disk-snapshot" : "shutoff");
-  if (parent) {
-    vd_buf_str (&b, "  <parent>\n    <name>");
-    ds_buf_xml (&b, parent);
-    vd_buf_str (&b, "</name>\n  </parent>\n");
-  }
-  vd_buf_fmt (&b, "  <creationTime>%lld</creationTime>\n", (long long) now);
-  vd_buf_str (&b, "  <memory snapshot='no'/>\n  <disks>\n");
-  for (i = 0; i < m->nxd; i++) {
-    if (!m->dk[i].x->target)
-      continue;
-    vd_buf_str (&b, "    <disk name='");
-    ds_buf_xml (&b, m->dk[i].x->target);
-    vd_buf_fmt (&b, "' snapshot='%s'/>\n",
-             m->dk[i].kind == DK_QCOW2 ? "internal" : "no");
-  }
-  vd_buf_str (&b, "  </disks>\n");
-  vd_buf_str (&b, dxml);
-  vd_buf_str (&b, "</domainsnapshot>\n");
-  xml = vd_buf_take (&b);
-  if (!xml)
+  cr->snap = ds_meta_redefine (m, cr->name, cr->desc, dxml, parent, now);
+  if (!cr->snap)
     return -1;
-  cr->snap = virDomainSnapshotCreateXML (m->d, xml,
-                                         VIR_DOMAIN_SNAPSHOT_CREATE_REDEFINE |
-                                         VIR_DOMAIN_SNAPSHOT_CREATE_CURRENT);
-  if (!cr->snap) {
-    virt_fail (VIRT_ALL, "domain %s: registering snapshot %s with libvirt (redefine)", m->name,
-             cr->name);
-    return -1;
-  }
   cr->snap_redefined = true;
   return 0;
 }
@@ -451,7 +274,7 @@ create_check_args (struct create *cr, const char *domain)
     errno = EINVAL;
     return -1;
   }
-  cr->desc = description (cr->opts);
+  cr->desc = ds_meta_description (cr->opts);
   return cr->desc ? 0 : -1;
 }
 
@@ -636,8 +459,7 @@ create_qcow2 (struct create *cr)
 
   if (m->nqcow2 == 0)
     return 0;
-  if ((cr->own ? create_own (cr, cr->desc)
-       : create_libvirt (cr, cr->desc)) < 0)
+  if ((cr->own ? create_own (cr) : create_libvirt (cr)) < 0)
     return -1;
   for (i = 0; i < m->nxd; i++) {
     int t;
@@ -740,167 +562,217 @@ ds_create (virConnectPtr c, const char *domain, const char *name,
 
 /* ---- Delete. ---- */
 
-int
-ds_delete (virConnectPtr c, const char *domain, const char *name)
-{
+struct del {
   struct dom m;
-  virDomainSnapshotPtr snap = NULL;
-  struct domxml_snapshot sx = { 0 };
-  bool *tagdisk = NULL, any_tag = false;
-  size_t i, j, nlvm = 0;
-  struct ds_lock lock;
-  int r = -1, e = 0;
+  const char *name;
+  virDomainSnapshotPtr snap;    /* the libvirt part, or NULL              */
+  struct domxml_snapshot sx;    /* its XML                                */
+  bool *tagdisk;                /* m.nxd: the qcow2 disks with its tag    */
+  bool any_tag;
+  size_t nlvm;                  /* LV snapshots of that shown name        */
+};
 
-  if (ds_lock_take (c, domain, &lock) < 0)
+/* Phase 1: the libvirt part and the disks its tags are in: by target
+ * among today's qcow2 disks (where libvirt looks for them too). */
+static int
+delete_find_libvirt (struct del *dl)
+{
+  struct dom *m = &dl->m;
+  const char *name = dl->name;
+  CLEANUP_FREE char *xml = NULL;
+  size_t i, j;
+
+  dl->snap = virDomainSnapshotLookupByName (m->d, name, 0);
+  if (!dl->snap && virt_last_code () != VIR_ERR_NO_DOMAIN_SNAPSHOT) {
+    virt_fail (VIRT_ALL, "domain %s: looking up snapshot %s", m->name,
+               name);
     return -1;
-  ds_hold_for_tests (domain);
-  if (ds_dom_open (c, domain, false, &m) < 0) {
-    e = errno;
-    ds_lock_release (&lock);
-    errno = e;
+  }
+  if (!dl->snap)
+    return 0;
+  xml = virDomainSnapshotGetXMLDesc (dl->snap, 0);
+  if (!xml) {
+    virt_fail (VIRT_ALL, "domain %s: snapshot %s: XML", m->name, name);
     return -1;
   }
-  tagdisk = calloc (m.nxd ? m.nxd : 1, sizeof *tagdisk);
-  if (!tagdisk) {
-    errno = ENOMEM;
-    goto out;
+  if (domxml_parse_snapshot (xml, strlen (xml), &dl->sx) < 0) {
+    vd_error ("domain %s: snapshot %s: its XML cannot be parsed", m->name,
+              name);
+    errno = EIO;
+    return -1;
   }
-
-  snap = virDomainSnapshotLookupByName (m.d, name, 0);
-  if (!snap && virt_last_code () != VIR_ERR_NO_DOMAIN_SNAPSHOT) {
-    virt_fail (VIRT_ALL, "domain %s: looking up snapshot %s", domain, name);
-    goto out;
+  for (i = 0; i < dl->sx.nsnapdisks; i++) {
+    const struct domxml_disk *sd = &dl->sx.snapdisks[i];
+    if (!sd->snapshot || strcmp (sd->snapshot, "internal") != 0 ||
+        !sd->target)
+      continue;
+    for (j = 0; j < m->nxd; j++)
+      if (m->dk[j].kind == DK_QCOW2 &&
+          strcmp (m->dk[j].target, sd->target) == 0)
+        break;
+    if (j == m->nxd) {
+      vd_warn ("domain %s: snapshot %s: its disk %s is no qcow2 disk of "
+               "the domain now: its internal snapshot is not looked for",
+               m->name, name, sd->target);
+      continue;
+    }
+    dl->tagdisk[j] = true;
+    dl->any_tag = true;
   }
-  if (snap) {
-    CLEANUP_FREE char *xml = virDomainSnapshotGetXMLDesc (snap, 0);
-    if (!xml) {
-      virt_fail (VIRT_ALL, "domain %s: snapshot %s: XML", domain, name);
-      goto out;
-    }
-    if (domxml_parse_snapshot (xml, strlen (xml), &sx) < 0) {
-      vd_error ("domain %s: snapshot %s: its XML cannot be parsed", domain,
-                name);
-      errno = EIO;
-      goto out;
-    }
-    /* The qcow2 disks whose tags go with it: by target among today's
-     * disks (where libvirt looks for them too). */
-    for (i = 0; i < sx.nsnapdisks; i++) {
-      const struct domxml_disk *sd = &sx.snapdisks[i];
-      if (!sd->snapshot || strcmp (sd->snapshot, "internal") != 0 ||
-          !sd->target)
-        continue;
-      for (j = 0; j < m.nxd; j++)
-        if (m.dk[j].kind == DK_QCOW2 &&
-            strcmp (m.dk[j].target, sd->target) == 0)
-          break;
-      if (j == m.nxd) {
-        vd_warn ("domain %s: snapshot %s: its disk %s is no qcow2 disk of "
-                 "the domain now: its internal snapshot is not looked for",
-                 domain, name, sd->target);
-        continue;
-      }
-      tagdisk[j] = true;
-      any_tag = true;
+  return 0;
+}
+
+/* Phase 2: something to delete?  ENOENT when nothing has that name;
+ * ENOTSUP when only a qcow2 tag has it, unknown to libvirt. */
+static int
+delete_check_found (struct del *dl)
+{
+  struct dom *m = &dl->m;
+  size_t i, j;
+
+  for (i = 0; i < m->nxd; i++)
+    for (j = 0; m->dk[i].kind == DK_LVM && j < m->dk[i].nlvm_snaps; j++)
+      if (strcmp (m->dk[i].lvm_snaps[j].name, dl->name) == 0)
+        dl->nlvm++;
+  if (dl->snap || dl->nlvm > 0)
+    return 0;
+  for (i = 0; i < m->nxd; i++) {
+    int t;
+    if (m->dk[i].kind != DK_QCOW2)
+      continue;
+    t = ds_tag_exists (m, &m->dk[i], dl->name);
+    if (t < 0)
+      return -1;
+    if (t) {
+      vd_error ("domain %s: snapshot %s exists only as an internal "
+                "snapshot of disk %s (%s), unknown to libvirt: not "
+                "deleted (use qemu-img snapshot -d)", m->name, dl->name,
+                m->dk[i].target, m->dk[i].path);
+      errno = ENOTSUP;
+      return -1;
     }
   }
-  for (i = 0; i < m.nxd; i++)
-    for (j = 0; m.dk[i].kind == DK_LVM && j < m.dk[i].nlvm_snaps; j++)
-      if (strcmp (m.dk[i].lvm_snaps[j].name, name) == 0)
-        nlvm++;
+  vd_error ("domain %s: no snapshot %s", m->name, dl->name);
+  errno = ENOENT;
+  return -1;
+}
 
-  if (!snap && nlvm == 0) {
-    for (i = 0; i < m.nxd; i++) {
-      int t;
-      if (m.dk[i].kind != DK_QCOW2)
-        continue;
-      t = ds_tag_exists (&m, &m.dk[i], name);
-      if (t < 0)
-        goto out;
-      if (t) {
-        vd_error ("domain %s: snapshot %s exists only as an internal "
-                  "snapshot of disk %s (%s), unknown to libvirt: not "
-                  "deleted (use qemu-img snapshot -d)", domain, name,
-                  m.dk[i].target, m.dk[i].path);
-        errno = ENOTSUP;
-        goto out;
-      }
-    }
-    vd_error ("domain %s: no snapshot %s", domain, name);
-    errno = ENOENT;
-    goto out;
-  }
+/* Phase 3: the LV snapshots of that shown name; every one is tried. */
+static int
+delete_lvm (struct del *dl)
+{
+  struct dom *m = &dl->m;
+  size_t i, j;
+  int e = 0;
 
-  /* Every part found before anything goes: a running domain's tags are
-   * deleted through qemu, by node name. */
-  if (m.active && any_tag && qmp_find_nodes (&m, tagdisk) < 0)
-    goto out;
-
-  for (i = 0; i < m.nxd; i++)
-    for (j = 0; m.dk[i].kind == DK_LVM && j < m.dk[i].nlvm_snaps; j++) {
-      const struct snap_info *s = &m.dk[i].lvm_snaps[j];
-      if (strcmp (s->name, name) != 0)
+  for (i = 0; i < m->nxd; i++)
+    for (j = 0; m->dk[i].kind == DK_LVM && j < m->dk[i].nlvm_snaps; j++) {
+      const struct snap_info *s = &m->dk[i].lvm_snaps[j];
+      if (strcmp (s->name, dl->name) != 0)
         continue;
       if (lvm_snapshotter.remove (s) < 0) {
         int le = errno;
         vd_error ("domain %s: disk %s: LVM snapshot %s (%s) not deleted: "
-                  "%s", domain, m.dk[i].target, name, s->id, strerror (le));
+                  "%s", m->name, m->dk[i].target, dl->name, s->id,
+                  strerror (le));
         if (!e)
           e = le == ENOSPC ? ENOSPC : le == EACCES ? EACCES : EIO;
       }
     }
   if (e) {
     errno = e;
+    return -1;
+  }
+  return 0;
+}
+
+/* Phase 4: the libvirt part.  libvirt deletes the tags of snapshots it
+ * made; of one redefined while running (state disk-snapshot) only the
+ * metadata: the tags left are deleted here. */
+static int
+delete_libvirt (struct del *dl)
+{
+  struct dom *m = &dl->m;
+  size_t i;
+  int e = 0;
+
+  if (!dl->snap)
+    return 0;
+  if (virDomainSnapshotDelete (dl->snap, 0) < 0) {
+    virt_fail (VIRT_ALL, "domain %s: deleting snapshot %s", m->name,
+               dl->name);
+    return -1;
+  }
+  for (i = 0; i < m->nxd; i++) {
+    int t;
+    if (!dl->tagdisk[i])
+      continue;
+    t = ds_tag_exists (m, &m->dk[i], dl->name);
+    if (t > 0) {
+      vd_debug ("domain %s: disk %s: deleting internal snapshot %s",
+                m->name, m->dk[i].target, dl->name);
+      if (delete_tag (m, &m->dk[i], dl->name) < 0)
+        t = -1;
+      else if ((t = ds_tag_exists (m, &m->dk[i], dl->name)) > 0) {
+        vd_error ("domain %s: disk %s (%s): internal snapshot %s is "
+                  "still there after deleting it", m->name,
+                  m->dk[i].target, m->dk[i].path, dl->name);
+        t = -1;
+      }
+    }
+    if (t < 0 && !e)
+      e = EIO;
+  }
+  if (e) {
+    errno = e;
+    return -1;
+  }
+  return 0;
+}
+
+int
+ds_delete (virConnectPtr c, const char *domain, const char *name)
+{
+  struct del dl = { .name = name };
+  struct ds_lock lock;
+  int r = -1, e;
+
+  if (ds_lock_take (c, domain, &lock) < 0)
+    return -1;
+  ds_hold_for_tests (domain);
+  if (ds_dom_open (c, domain, false, &dl.m) < 0) {
+    e = errno;
+    ds_lock_release (&lock);
+    errno = e;
+    return -1;
+  }
+  dl.tagdisk = calloc (dl.m.nxd ? dl.m.nxd : 1, sizeof *dl.tagdisk);
+  if (!dl.tagdisk) {
+    errno = ENOMEM;
     goto out;
   }
-
-  if (snap) {
-    if (virDomainSnapshotDelete (snap, 0) < 0) {
-      virt_fail (VIRT_ALL, "domain %s: deleting snapshot %s", domain, name);
-      goto out;
-    }
-    /* libvirt deletes the tags of snapshots it made; of one redefined
-     * while running (state disk-snapshot) only the metadata. */
-    for (i = 0; i < m.nxd; i++) {
-      int t;
-      if (!tagdisk[i])
-        continue;
-      t = ds_tag_exists (&m, &m.dk[i], name);
-      if (t > 0) {
-        vd_debug ("domain %s: disk %s: deleting internal snapshot %s",
-                  domain, m.dk[i].target, name);
-        if (delete_tag (&m, &m.dk[i], name) < 0)
-          t = -1;
-        else if ((t = ds_tag_exists (&m, &m.dk[i], name)) > 0) {
-          vd_error ("domain %s: disk %s (%s): internal snapshot %s is "
-                    "still there after deleting it", domain, m.dk[i].target,
-                    m.dk[i].path, name);
-          t = -1;
-        }
-      }
-      if (t < 0 && !e)
-        e = EIO;
-    }
-    if (e) {
-      errno = e;
-      goto out;
-    }
-  }
+  if (delete_find_libvirt (&dl) < 0 || delete_check_found (&dl) < 0)
+    goto out;
+  /* Every part found before anything goes: a running domain's tags are
+   * deleted through qemu, by node name. */
+  if (dl.m.active && dl.any_tag && qmp_find_nodes (&dl.m, dl.tagdisk) < 0)
+    goto out;
+  if (delete_lvm (&dl) < 0 || delete_libvirt (&dl) < 0)
+    goto out;
   vd_info ("domain %s: snapshot %s deleted", domain, name);
   r = 0;
 
  out:
   e = errno;
-  if (snap)
-    virDomainSnapshotFree (snap);
-  domxml_snapshot_clear (&sx);
-  free (tagdisk);
-  ds_dom_close (&m);
+  if (dl.snap)
+    virDomainSnapshotFree (dl.snap);
+  domxml_snapshot_clear (&dl.sx);
+  free (dl.tagdisk);
+  ds_dom_close (&dl.m);
   ds_lock_release (&lock);
   errno = e;
   return r;
 }
-
 
 /* ---- The provider. ---- */
 
