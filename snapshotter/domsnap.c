@@ -108,7 +108,6 @@ ds_default_name (int64_t t)
   return strdup (buf);
 }
 
-
 /* ---- Internal snapshot tags. ---- */
 
 /* Delete the tag name of disk k however the domain runs now. */
@@ -131,7 +130,6 @@ delete_tag (struct dom *m, struct dk *k, const char *name)
   }
   return qemu_img_snapshot (m, k, "-d", name);
 }
-
 
 /* ---- Create. ---- */
 
@@ -165,7 +163,6 @@ struct create {
   bool snap_redefined;          /* made by redefine: metadata only        */
   bool paused, frozen;
 };
-
 
 static void
 undo (struct create *cr)

@@ -21,7 +21,6 @@
 #include "log.h"
 #include "cleanup.h"
 
-
 /* qemu-img gets this long (VMDISKFS_DOMSNAP_QEMU_IMG_TIMEOUT overrides
  * it, for tests): one stuck on a hung NFS server or a lock must not
  * hang mkdir forever. */
