@@ -64,8 +64,9 @@ guest_thaw (const struct dom *m, const char *when)
   /* A guest left frozen blocks every write in it: try thrice. */
   for (i = 0; virDomainFSThaw (m->d, NULL, 0, 0) < 0; i++) {
     if (i == 2) {
-      virt_fail (VIRT_ALL, "domain %s: %s: thawing its filesystems (they may stay "
-               "frozen: virsh domfsthaw %s)", m->name, when, m->name);
+      virt_fail (VIRT_ALL, "domain %s: %s: thawing its filesystems (they "
+                 "may stay frozen: virsh domfsthaw %s)", m->name, when,
+                 m->name);
       return -1;
     }
     vd_warn ("domain %s: thawing its filesystems failed (%s), trying "

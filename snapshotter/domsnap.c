@@ -181,7 +181,8 @@ undo (struct create *cr)
          virDomainSnapshotDelete (cr->snap,
                                   VIR_DOMAIN_SNAPSHOT_DELETE_METADATA_ONLY)
          < 0))
-      virt_fail (VIRT_ALL, "domain %s: undo: deleting snapshot %s", m->name, cr->name);
+      virt_fail (VIRT_ALL, "domain %s: undo: deleting snapshot %s", m->name,
+                 cr->name);
     virDomainSnapshotFree (cr->snap);
     cr->snap = NULL;
   }

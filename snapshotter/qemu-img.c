@@ -107,7 +107,8 @@ qemu_img_snapshot (const struct dom *m, const struct dk *k, const char *op,
 
   vd_buf_str (&b, "driver=qcow2,file.filename=");
   for (p = k->path; *p; p++)
-    vd_buf_add (&b, p, *p == ',' ? 0 : 1), vd_buf_str (&b, *p == ',' ? ",," : "");
+    vd_buf_add (&b, p, *p == ',' ? 0 : 1),
+      vd_buf_str (&b, *p == ',' ? ",," : "");
   opts = vd_buf_take (&b);
   if (!opts)
     return -1;

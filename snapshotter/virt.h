@@ -3,15 +3,15 @@
  *
  * The table (virt_errno), libvirt's code -> errno:
  *
- *   VIR_ERR_NO_DOMAIN, VIR_ERR_NO_DOMAIN_SNAPSHOT          ENOENT  VIRT_NOENT
- *   VIR_ERR_OPERATION_INVALID (the domain's state)         EBUSY   VIRT_BUSY
+ *   VIR_ERR_NO_DOMAIN, VIR_ERR_NO_DOMAIN_SNAPSHOT     ENOENT  VIRT_NOENT
+ *   VIR_ERR_OPERATION_INVALID (the domain's state)    EBUSY   VIRT_BUSY
  *   VIR_ERR_OPERATION_DENIED, VIR_ERR_AUTH_FAILED,
- *   VIR_ERR_ACCESS_DENIED (read-only connection ...)        EACCES  VIRT_ACCES
+ *   VIR_ERR_ACCESS_DENIED (read-only connection ...)  EACCES  VIRT_ACCES
  *   VIR_ERR_NO_SUPPORT, VIR_ERR_ARGUMENT_UNSUPPORTED,
- *   VIR_ERR_CONFIG_UNSUPPORTED, VIR_ERR_OPERATION_UNSUPPORTED
- *                                                           ENOTSUP VIRT_NOTSUP
- *   VIR_ERR_NO_MEMORY                                       ENOMEM  VIRT_NOMEM
- *   anything else, or a row the caller did not ask for     EIO
+ *   VIR_ERR_CONFIG_UNSUPPORTED,
+ *   VIR_ERR_OPERATION_UNSUPPORTED                     ENOTSUP VIRT_NOTSUP
+ *   VIR_ERR_NO_MEMORY                                 ENOMEM  VIRT_NOMEM
+ *   anything else, or a row the caller did not ask   EIO
  *
  * A caller names the rows it tells apart (which): the snapshot code
  * (domsnap) all of them, VIRT_ALL, as domsnap.h promises; the FUSE
