@@ -44,6 +44,20 @@ ds_meta_description (const struct ds_create_opts *opts)
   return vd_buf_take (&b);
 }
 
+/* "<domainsnapshot>", its name and description. */
+static void
+xml_head (struct vd_buf *b, const char *name, const char *desc)
+{
+  vd_buf_str (b, "<domainsnapshot>\n  <name>");
+  ds_buf_xml (b, name);
+  vd_buf_str (b, "</name>\n");
+  if (*desc) {
+    vd_buf_str (b, "  <description>");
+    ds_buf_xml (b, desc);
+    vd_buf_str (b, "</description>\n");
+  }
+}
+
 /* The libvirt path: libvirt makes the internal snapshots itself. */
 virDomainSnapshotPtr
 ds_meta_create (struct dom *m, const char *name, const char *desc)
@@ -52,14 +66,7 @@ ds_meta_create (struct dom *m, const char *name, const char *desc)
   CLEANUP_FREE char *xml = NULL;
   virDomainSnapshotPtr snap;
 
-  vd_buf_str (&b, "<domainsnapshot>\n  <name>");
-  ds_buf_xml (&b, name);
-  vd_buf_str (&b, "</name>\n");
-  if (*desc) {
-    vd_buf_str (&b, "  <description>");
-    ds_buf_xml (&b, desc);
-    vd_buf_str (&b, "</description>\n");
-  }
+  xml_head (&b, name, desc);
   vd_buf_str (&b, "</domainsnapshot>\n");
   xml = vd_buf_take (&b);
   if (!xml)
@@ -133,14 +140,7 @@ ds_meta_redefine (struct dom *m, const char *name, const char *desc,
   virDomainSnapshotPtr snap;
   size_t i;
 
-  vd_buf_str (&b, "<domainsnapshot>\n  <name>");
-  ds_buf_xml (&b, name);
-  vd_buf_str (&b, "</name>\n");
-  if (*desc) {
-    vd_buf_str (&b, "  <description>");
-    ds_buf_xml (&b, desc);
-    vd_buf_str (&b, "</description>\n");
-  }
+  xml_head (&b, name, desc);
   vd_buf_fmt (&b, "  <state>%s</state>\n",
            m->active || !offline_ok (m) ? "disk-snapshot" : "shutoff");
   if (parent) {
