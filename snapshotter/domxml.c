@@ -484,3 +484,30 @@ domxml_snapshot_domain (const char *xml, size_t len, size_t *outlen)
   *outlen = o - out;
   return out;
 }
+
+void
+domxml_disk_classify (const struct domxml_disk *d, struct domxml_class *c)
+{
+  memset (c, 0, sizeof *c);
+  c->is_disk = !d->device || strcmp (d->device, "disk") == 0;
+  c->type = d->type ? d->type : "file";
+  c->format = d->driver_type ? d->driver_type : "raw";
+  if (strcmp (c->type, "file") == 0)
+    c->src = DOMXML_SRC_FILE;
+  else if (strcmp (c->type, "block") == 0)
+    c->src = DOMXML_SRC_BLOCK;
+  else if (strcmp (c->type, "volume") == 0)
+    c->src = DOMXML_SRC_VOLUME;
+  else
+    c->src = DOMXML_SRC_OTHER;
+  if (c->src == DOMXML_SRC_FILE || c->src == DOMXML_SRC_BLOCK)
+    c->path = d->source;
+  c->has_source = d->source || d->volume || d->name;
+  c->written = c->has_source && !d->readonly;
+  c->snapshot_no = d->snapshot && strcmp (d->snapshot, "no") == 0;
+  c->left_out = d->shareable || c->snapshot_no;
+  c->qcow2 = strcmp (c->format, "qcow2") == 0;
+  c->lvm_candidate = (c->src == DOMXML_SRC_BLOCK ||
+                      c->src == DOMXML_SRC_VOLUME) &&
+    strcmp (c->format, "raw") == 0;
+}

@@ -1,5 +1,6 @@
 /* vmdiskfs - reading <disk> elements and snapshot facts out of libvirt's
- * domain and snapshot XML (libxml2), for tree-libvirt.c and domsnap.c.
+ * domain and snapshot XML (libxml2), for tree-libvirt.c and domsnap, and
+ * what a disk is (domxml_disk_classify).
  *
  * The XML comes from libvirtd, possibly over the network (qemu+ssh://):
  * treated as untrusted bytes, fuzzed by tests/fuzz/fuzz-domxml.c.
@@ -8,8 +9,8 @@
  *
  * SPDX-License-Identifier: GPL-3.0-or-later
  */
-#ifndef VMDISKFS_DOMXML_H
-#define VMDISKFS_DOMXML_H
+#ifndef VD_DOMXML_H
+#define VD_DOMXML_H
 
 #include <stdbool.h>
 #include <stddef.h>
@@ -52,6 +53,38 @@ struct domxml_snapshot {
                                      disk-snapshot ...; NULL when absent */
   char *description;              /* <description>, NULL when absent     */
 };
+
+/* What a <disk> is, from its XML alone: the one classification behind
+ * fs/ (which disks are shown, read from where, in which format) and
+ * domsnap (which disks a snapshot takes, and how).  Nothing is asked of
+ * libvirt or LVM: a type='volume' disk's path must be asked of its pool
+ * (ds_volume_path), and whether a raw block or volume disk is a logical
+ * volume, of LVM (lvm_snapshotter.list). */
+enum domxml_src {
+  DOMXML_SRC_FILE,    /* type file (or no type): source is the path     */
+  DOMXML_SRC_BLOCK,   /* type block: source is the path                 */
+  DOMXML_SRC_VOLUME,  /* type volume: pool and volume name the path     */
+  DOMXML_SRC_OTHER,   /* network, dir, nvme ...: no path on this host   */
+};
+struct domxml_class {
+  bool is_disk;       /* device 'disk' (or no device): not cdrom, floppy,
+                         lun                                              */
+  enum domxml_src src;
+  const char *type;   /* d->type, "file" when absent                     */
+  const char *format; /* d->driver_type, "raw" when absent               */
+  const char *path;   /* file and block: d->source (NULL without one);
+                         NULL for the others                              */
+  bool has_source;    /* a source of any kind (file, dev, volume, name)  */
+  bool written;       /* has_source and not <readonly/>: the guest writes
+                         it (a snapshot takes it unless left out)         */
+  bool snapshot_no;   /* snapshot='no'                                   */
+  bool left_out;      /* <shareable/> or snapshot_no: never snapshotted  */
+  bool qcow2;         /* format qcow2: internal snapshots                */
+  bool lvm_candidate; /* raw, of type block or volume: a logical volume
+                         when LVM knows its path                          */
+};
+void domxml_disk_classify (const struct domxml_disk *d,
+                           struct domxml_class *c);
 
 void domxml_init (void);
 /* The <disk> elements of a <domain> document.  0, or -1 with errno

@@ -85,6 +85,16 @@ valid_tag (const char *t)
   return strlen (t) <= 1024 && valid_chars (t, "/=!:&#");
 }
 
+bool
+lvm_snapshot_name_ok (const char *name)
+{
+  CLEANUP_FREE char *tag = NULL;
+
+  if (asprintf (&tag, TAG_NAME "%s", name) < 0)
+    return false;
+  return valid_tag (tag);
+}
+
 /* lvs for every visible LV.  Times as seconds since the epoch, whatever
  * the host's lvm.conf says (report/time_format). */
 static int
@@ -208,7 +218,7 @@ find_disk (const char *disk, const struct lvm_lv *lvs, size_t n)
 }
 
 static void
-lv_id (const struct lvm_lv *lv, char **id)
+lvm_id_of (const struct lvm_lv *lv, char **id)
 {
   if (asprintf (id, "%s/%s", lv->f[LVM_F_VG_NAME], lv->f[LVM_F_LV_NAME]) < 0)
     *id = NULL;
@@ -233,8 +243,8 @@ fill_info (struct snap_info *s, const struct lvm_lv *lv,
     else
       s->name = strdup (name);
   }
-  lv_id (lv, &s->id);
-  lv_id (o, &s->origin);
+  lvm_id_of (lv, &s->id);
+  lvm_id_of (o, &s->origin);
   s->device = *lv->f[LVM_F_LV_PATH] ? strdup (lv->f[LVM_F_LV_PATH])
     : NULL;
   if (!s->device && asprintf (&s->device, "/dev/%s/%s", lv->f[LVM_F_VG_NAME],
@@ -437,7 +447,7 @@ lvm_deactivate (struct snap_info *s)
 }
 
 static bool
-lv_exists (const struct lvm_lv *lvs, size_t n, const char *vg,
+lvm_lv_exists (const struct lvm_lv *lvs, size_t n, const char *vg,
            const char *lv)
 {
   size_t i;
@@ -551,12 +561,12 @@ lvm_create (const char *disk, const char *name,
   thin = strcmp (o->f[LVM_F_SEGTYPE], "thin") == 0;
   if (asprintf (&lvname, "%s-%s", o->f[LVM_F_LV_NAME], name) < 0)
     goto out;
-  if (lv_exists (lvs, nl, o->f[LVM_F_VG_NAME], lvname) ||
+  if (lvm_lv_exists (lvs, nl, o->f[LVM_F_VG_NAME], lvname) ||
       !valid_chars (name, NULL) || strlen (lvname) > LVM_NAME_MAX) {
     unsigned k;
     if (asprintf (&name_tag, TAG_NAME "%s", name) < 0)
       goto out;
-    if (!valid_tag (name_tag)) {
+    if (!lvm_snapshot_name_ok (name)) {
       vd_error ("lvm: snapshot name \"%s\": not possible as an LVM tag "
                 "(letters, digits and +_.-/=!:&# only)", name);
       errno = EINVAL;
@@ -571,7 +581,7 @@ lvm_create (const char *disk, const char *name,
         lvname = NULL;
         goto out;
       }
-      if (!lv_exists (lvs, nl, o->f[LVM_F_VG_NAME], lvname))
+      if (!lvm_lv_exists (lvs, nl, o->f[LVM_F_VG_NAME], lvname))
         break;
     }
   }

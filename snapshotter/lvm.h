@@ -11,7 +11,15 @@
 #ifndef VD_LVM_H
 #define VD_LVM_H
 
+#include <stdbool.h>
 #include <stddef.h>
+
+/* ---- lvm.c: LVM's name rules, here only. ---- */
+
+/* Can name be the shown name of an LV snapshot?  It goes into the tag
+ * vmdiskfs-name:NAME (lvm.c), so LVM's tag rules: at most 1024 bytes
+ * with the prefix; letters, digits and +_.-/=!:&# only. */
+bool lvm_snapshot_name_ok (const char *name);
 
 /* The report fields we ask for, in the order of the -o list. */
 enum lvm_field {

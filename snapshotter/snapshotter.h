@@ -1,13 +1,20 @@
 /* vmdiskfs - snapshot providers: public API and provider ops table.
  *
- * A provider knows the snapshots that live outside the image file, in the
- * storage under a disk: today LVM (lvm.c: classic and thin snapshots of a
- * logical volume); the libvirt provider for internal qcow2 snapshots comes
- * with libvirt mode.  fs/ asks a provider for the snapshots of a domain's
- * disk, shows each as snapshots/<name>/<target>.raw and reads it through
- * the formats library (raw driver) from snap_info.device, after
- * activate() when SNAP_NEEDS_ACTIVATION is set; it calls deactivate()
- * when the snapshot has been idle for a while.
+ * A provider knows snapshots that the formats library cannot find in an
+ * image file by itself:
+ *   - lvm_snapshotter (lvm.c): the snapshots in the storage under a disk,
+ *     classic and thin snapshots of a logical volume.  fs/ asks it for
+ *     the snapshots of a domain's disk, shows each as
+ *     snapshots/<name>/<target>.img and reads it through the formats
+ *     library (raw driver) from snap_info.device, after activate() when
+ *     SNAP_NEEDS_ACTIVATION is set; it calls deactivate() when the
+ *     snapshot has been idle for a while.
+ *   - libvirt_snapshotter (domsnap.c): snapshots of a whole libvirt
+ *     domain, every disk at one point in time (internal qcow2 snapshots
+ *     with their libvirt metadata, and LVM snapshots through
+ *     lvm_snapshotter): the dom_* operations, used by fs/ (mkdir and
+ *     rmdir under <domain>/snapshots/) and vmdisk-snapshot.  It has no
+ *     per-disk operations: fs/ reads internal snapshots from the images.
  *
  * Like formats/vdformat.h: new operations are added at the end of the
  * table; NULL means "not supported".  Errors are logged once where found,
@@ -69,8 +76,14 @@ struct snap_create_opts {
   const char *extra_tag;
 };
 
+/* Domain snapshots (domsnap.h defines these and says what the dom_*
+ * operations do); conn is the caller's virConnectPtr. */
+struct _virConnect;
+struct ds_create_opts;
+struct ds_snap;
+
 struct vd_snapshotter {
-  const char *name;               /* "lvm" */
+  const char *name;               /* "lvm", "libvirt" */
 
   /* The snapshots of disk (a path as found in the domain XML: /dev/VG/LV,
    * /dev/mapper/VG-LV, a symlink to either).  *snaps is a malloc'd array
@@ -104,9 +117,23 @@ struct vd_snapshotter {
    * Free each out[i].snaps with snap_list_free.  NULL: call list(). */
   int (*list_many) (const char *const *disks, size_t ndisks,
                     struct snap_list *out);
+
+  /* Snapshots of a whole domain, all disks or none (NULL: not a domain
+   * provider).  dom_list: sorted by ctime then name, free with
+   * dom_list_free; dom_create: *done gets DS_DONE_* bits (also on
+   * failure: what was tried).  Errors as domsnap.h says. */
+  int (*dom_list) (struct _virConnect *conn, const char *domain,
+                   struct ds_snap **out, size_t *n);
+  void (*dom_list_free) (struct ds_snap *v, size_t n);
+  int (*dom_create) (struct _virConnect *conn, const char *domain,
+                     const char *name, const struct ds_create_opts *opts,
+                     unsigned *done);
+  int (*dom_delete) (struct _virConnect *conn, const char *domain,
+                     const char *name);
 };
 
 extern const struct vd_snapshotter lvm_snapshotter;
+extern const struct vd_snapshotter libvirt_snapshotter;
 
 void snap_info_clear (struct snap_info *s);
 void snap_list_free (struct snap_info *snaps, size_t n);

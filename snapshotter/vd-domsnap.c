@@ -1,5 +1,7 @@
 /* vmdiskfs - vd-domsnap: the domain snapshot API (domsnap.h) from the
- * command line, for tests and debugging, without FUSE.
+ * command line, for tests and debugging, without FUSE.  create, delete
+ * and list go through the provider table (libvirt_snapshotter), as fs/
+ * and vmdisk-snapshot do.
  *
  *   vd-domsnap [-c URI] [-d] create [-q] [-b cli|mount] [-p PCT]
  *              [-s COW_BYTES] [-D TEXT] DOMAIN NAME
@@ -32,6 +34,7 @@
 
 #include "domsnap.h"
 #include "domxml.h"
+#include "snapshotter.h"
 #include "log.h"
 
 static void
@@ -159,7 +162,7 @@ main (int argc, char **argv)
     c = virConnectOpen (uri);
     if (!c)
       goto noconn;
-    r = ds_create (c, argv[optind], argv[optind + 1], &o, &done);
+    r = libvirt_snapshotter.dom_create (c, argv[optind], argv[optind + 1], &o, &done);
     if (r == 0 || done) {
       printf ("done: ");
       print_bits (done, done_names,
@@ -173,7 +176,7 @@ main (int argc, char **argv)
     c = virConnectOpen (uri);
     if (!c)
       goto noconn;
-    r = ds_delete (c, argv[1], argv[2]);
+    r = libvirt_snapshotter.dom_delete (c, argv[1], argv[2]);
   }
   else if (strcmp (op, "list") == 0) {
     struct ds_snap *v;
@@ -183,7 +186,7 @@ main (int argc, char **argv)
     c = virConnectOpen (uri);
     if (!c)
       goto noconn;
-    r = ds_list (c, argv[1], &v, &n);
+    r = libvirt_snapshotter.dom_list (c, argv[1], &v, &n);
     for (i = 0; r == 0 && i < n; i++) {
       printf ("%s\t%" PRId64 "\t", v[i].name, v[i].ctime);
       print_bits (v[i].flags, flag_names, 3);
@@ -191,7 +194,7 @@ main (int argc, char **argv)
               v[i].state ? v[i].state : "-", v[i].nlv);
     }
     if (r == 0)
-      ds_list_free (v, n);
+      libvirt_snapshotter.dom_list_free (v, n);
   }
   else
     usage ();

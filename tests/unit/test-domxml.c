@@ -1,7 +1,7 @@
 /* Unit test of snapshotter/domxml.c: the disks of a domain's XML, the facts of a
  * snapshot's XML, and the domain definition cut out of a snapshot's XML
  * (<inactiveDomain> preferred, renamed, de-indented), as libvirt 9 writes
- * them.
+ * them; and what a disk is (domxml_disk_classify).
  *
  * SPDX-License-Identifier: GPL-3.0-or-later
  */
@@ -127,6 +127,63 @@ main (void)
     CHECK (!d[2].readonly && d[2].shareable);
   }
   domxml_disks_free (d, n);
+
+  /* Classification: one function for fs/ and domsnap. */
+  CHECK (domxml_parse_domain (domain, strlen (domain), &d, &n) == 0);
+  CHECK (n == 4);
+  if (n == 4) {
+    struct domxml_class c;
+
+    domxml_disk_classify (&d[0], &c);          /* qcow2 file */
+    CHECK (c.is_disk && c.src == DOMXML_SRC_FILE && eq (c.type, "file"));
+    CHECK (eq (c.path, "/img/web.qcow2") && eq (c.format, "qcow2"));
+    CHECK (c.has_source && c.written && !c.left_out && !c.snapshot_no);
+    CHECK (c.qcow2 && !c.lvm_candidate);
+
+    domxml_disk_classify (&d[1], &c);          /* raw volume: LVM? */
+    CHECK (c.is_disk && c.src == DOMXML_SRC_VOLUME && c.path == NULL);
+    CHECK (eq (c.format, "raw") && !c.qcow2 && c.lvm_candidate);
+    CHECK (c.has_source && c.written);
+
+    domxml_disk_classify (&d[2], &c);          /* network */
+    CHECK (c.is_disk && c.src == DOMXML_SRC_OTHER && c.path == NULL);
+    CHECK (eq (c.type, "network") && c.has_source && c.written);
+    CHECK (!c.qcow2 && !c.lvm_candidate);
+
+    domxml_disk_classify (&d[3], &c);          /* cdrom */
+    CHECK (!c.is_disk && c.src == DOMXML_SRC_BLOCK);
+    CHECK (eq (c.path, "/dev/sr0") && c.lvm_candidate);
+  }
+  domxml_disks_free (d, n);
+  CHECK (domxml_parse_domain (domain2, strlen (domain2), &d, &n) == 0);
+  CHECK (n == 3);
+  if (n == 3) {
+    struct domxml_class c;
+
+    domxml_disk_classify (&d[0], &c);          /* block, snapshot='no' */
+    CHECK (c.is_disk && c.src == DOMXML_SRC_BLOCK && c.written);
+    CHECK (c.snapshot_no && c.left_out && c.lvm_candidate);
+    CHECK (eq (c.path, "/dev/loop3"));
+
+    domxml_disk_classify (&d[1], &c);          /* empty read-only cdrom */
+    CHECK (!c.is_disk && !c.has_source && !c.written && c.path == NULL);
+
+    domxml_disk_classify (&d[2], &c);          /* shareable raw file */
+    CHECK (c.is_disk && c.written && c.left_out && !c.snapshot_no);
+    CHECK (!c.qcow2 && !c.lvm_candidate && eq (c.format, "raw"));
+  }
+  domxml_disks_free (d, n);
+  {
+    /* No type: a file; read-only with a source: not written. */
+    struct domxml_disk x = { .source = (char *) "/img/a", .readonly = true,
+      .driver_type = (char *) "raw" };
+    struct domxml_class c;
+
+    domxml_disk_classify (&x, &c);
+    CHECK (c.is_disk && c.src == DOMXML_SRC_FILE && eq (c.type, "file"));
+    CHECK (c.has_source && !c.written && eq (c.path, "/img/a"));
+    CHECK (!c.lvm_candidate);
+  }
 
   CHECK (domxml_parse_domain ("<domain", 7, &d, &n) < 0);
   CHECK (domxml_parse_domain (snapshot, strlen (snapshot), &d, &n) < 0);
