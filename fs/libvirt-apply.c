@@ -62,7 +62,7 @@ apply_disk (struct fs_node *dom, const char *dir, const struct disk_scan *s,
     && streq (k->format, s->format) && streq (k->snap_id, s->snap_id)
     && streq (k->lvm_id, s->lvm_id)
     && k->live == s->live && k->err == s->err && k->size == s->size
-    && same_stat (&k->st, &s->st);
+    && !vd_stat_changed (&k->st, &s->st);
   if (unchanged && !same_policy (k->policy, s->policy)) {
     /* The <backingStore> record changed, not the image: the open image
      * (checked against the old record) is dropped. */

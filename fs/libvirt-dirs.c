@@ -227,10 +227,10 @@ mark_removing (struct fs_node *sn, struct fs_node ***out, size_t *nout)
 static int
 mark_removing_wait (struct fs_node *sn, struct fs_node ***out, size_t *nout)
 {
-  uint64_t until = now_ms () + RMDIR_BUSY_MS;
+  uint64_t until = vd_now_ms () + RMDIR_BUSY_MS;
 
   while (mark_removing (sn, out, nout) < 0) {
-    if (errno != EBUSY || now_ms () >= until)
+    if (errno != EBUSY || vd_now_ms () >= until)
       return -1;
     usleep (20 * 1000);
   }

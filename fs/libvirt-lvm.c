@@ -71,7 +71,7 @@ lvm_cache_snaps (const char *path)
   size_t n = 0, cap = 16, i, nask;
   struct dirent *de;
   DIR *dir;
-  uint64_t now = now_ms ();
+  uint64_t now = vd_now_ms ();
 
   if (!real)
     return NULL;
@@ -100,13 +100,12 @@ lvm_cache_snaps (const char *path)
       continue;
     }
     if (n == cap) {
-      struct lvm_cached *t = realloc (v, 2 * cap * sizeof *t);
+      struct lvm_cached *t = vd_vec_grow (v, &cap, n, 1, sizeof *t);
       if (!t) {
         free (r);
         break;
       }
       v = t;
-      cap *= 2;
     }
     memset (&v[n], 0, sizeof v[n]);
     v[n++].path = r;
@@ -164,7 +163,7 @@ struct lvm_active {
 };
 static pthread_mutex_t act_lock = PTHREAD_MUTEX_INITIALIZER;
 static struct lvm_active *active;
-static size_t nactive;
+static size_t nactive, capactive;
 static int idle_timer = -1;        /* mounted and stop (one thread) */
 
 /* Make an LVM snapshot readable for node (open_disk).  0 or -1. */
@@ -178,21 +177,22 @@ lvm_use (const char *id, unsigned flags, fuse_ino_t ino)
   pthread_mutex_lock (&act_lock);
   for (i = 0; i < nactive; i++)
     if (strcmp (active[i].id, id) == 0) {
-      active[i].used_ms = now_ms ();
+      active[i].used_ms = vd_now_ms ();
       goto out;
     }
   si.id = (char *) id;
   si.flags = flags;
   r = lvm_snapshotter.activate (&si);
   if (r == 0) {
-    struct lvm_active *t = realloc (active, (nactive + 1) * sizeof *t);
+    struct lvm_active *t = vd_vec_grow (active, &capactive, nactive, 1,
+                                        sizeof *t);
     char *s = strdup (id);
     if (t && s) {
       active = t;
       t[nactive].id = s;
       t[nactive].flags = si.flags;
       t[nactive].ino = ino;
-      t[nactive].used_ms = now_ms ();
+      t[nactive].used_ms = vd_now_ms ();
       nactive++;
     }
     else {
@@ -212,7 +212,7 @@ lvm_use (const char *id, unsigned flags, fuse_ino_t ino)
 static void
 lvm_idle (bool all)
 {
-  uint64_t now = now_ms ();
+  uint64_t now = vd_now_ms ();
   size_t i;
 
   pthread_mutex_lock (&act_lock);
@@ -272,4 +272,5 @@ lvm_active_stop (void)
   lvm_idle (true);
   free (active);
   active = NULL;
+  nactive = capactive = 0;
 }

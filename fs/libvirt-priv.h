@@ -21,12 +21,14 @@
 #include <stdint.h>
 #include <string.h>
 #include <sys/stat.h>
-#include <time.h>
 
 #include <libvirt/libvirt.h>
 #include <libvirt/virterror.h>
 
 #include "vmdiskfs.h"
+#include "clock.h"
+#include "filestat.h"
+#include "vec.h"
 #include "domxml.h"
 #include "snapshotter.h"
 
@@ -142,7 +144,7 @@ struct snap_scan {
   long nsec;
   struct fs_blob *domxml, *snapxml; /* NULL for qemu-img snapshots */
   struct disk_scan *disks;
-  size_t ndisks;
+  size_t ndisks, capdisks;
 };
 
 struct build {
@@ -154,34 +156,14 @@ struct build {
   char *(*volume_path) (struct build *b, const struct domxml_disk *d);
   bool log;                         /* log skipped disks (fetches) */
   struct img_info *imgs;
-  size_t nimgs;
+  size_t nimgs, capimgs;
   struct disk_scan *disks;
-  size_t ndisks;
+  size_t ndisks, capdisks;
   struct snap_scan *snaps;
-  size_t nsnaps;
+  size_t nsnaps, capsnaps;
 };
 
-/* ---- Small helpers (each has copies elsewhere, to be shared). ---- */
-
-static inline uint64_t
-now_ms (void)
-{
-  struct timespec ts;
-
-  clock_gettime (CLOCK_MONOTONIC, &ts);
-  return (uint64_t) ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
-static inline bool
-same_stat (const struct stat *a, const struct stat *b)
-{
-  return a->st_dev == b->st_dev && a->st_ino == b->st_ino
-    && a->st_size == b->st_size && a->st_mode == b->st_mode
-    && a->st_mtim.tv_sec == b->st_mtim.tv_sec
-    && a->st_mtim.tv_nsec == b->st_mtim.tv_nsec
-    && a->st_ctim.tv_sec == b->st_ctim.tv_sec
-    && a->st_ctim.tv_nsec == b->st_ctim.tv_nsec;
-}
+/* ---- Small helpers. ---- */
 
 static inline bool
 streq (const char *a, const char *b)

@@ -98,7 +98,7 @@ image_info (struct build *b, const char *path, const char *format,
     if (strcmp (b->imgs[i].path, path) == 0
         && strcmp (b->imgs[i].format, format) == 0)
       return &b->imgs[i];
-  t = realloc (b->imgs, (b->nimgs + 1) * sizeof *t);
+  t = vd_vec_grow (b->imgs, &b->capimgs, b->nimgs, 1, sizeof *t);
   if (!t)
     return NULL;
   b->imgs = t;
@@ -252,7 +252,8 @@ fill_disk (struct build *b, struct disk_scan *s, const char *target,
 static struct snap_scan *
 add_snap (struct build *b)
 {
-  struct snap_scan *t = realloc (b->snaps, (b->nsnaps + 1) * sizeof *t);
+  struct snap_scan *t = vd_vec_grow (b->snaps, &b->capsnaps, b->nsnaps, 1,
+                                     sizeof *t);
 
   if (!t)
     return NULL;
@@ -262,9 +263,9 @@ add_snap (struct build *b)
 }
 
 static struct disk_scan *
-add_disk (struct disk_scan **v, size_t *n)
+add_disk (struct disk_scan **v, size_t *n, size_t *cap)
 {
-  struct disk_scan *t = realloc (*v, (*n + 1) * sizeof *t);
+  struct disk_scan *t = vd_vec_grow (*v, cap, *n, 1, sizeof *t);
 
   if (!t)
     return NULL;
@@ -354,7 +355,7 @@ build_libvirt_snapshot (struct build *b, const struct virt_snap *ls,
             && (path = strdup (cur[j].source)) == NULL)
           goto out;
     }
-    ds = add_disk (&ss->disks, &ss->ndisks);
+    ds = add_disk (&ss->disks, &ss->ndisks, &ss->capdisks);
     if (!ds)
       goto out;
     /* An internal snapshot of the current disk's image: the chain the
@@ -447,7 +448,7 @@ build_image_snapshots (struct build *b, const struct virt_snap *snaps,
         ss->sec = vs->date_sec;
         ss->nsec = vs->date_nsec;
       }
-      ds = add_disk (&ss->disks, &ss->ndisks);
+      ds = add_disk (&ss->disks, &ss->ndisks, &ss->capdisks);
       if (!ds)
         return -1;
       memset (ds, 0, sizeof *ds);
@@ -519,7 +520,7 @@ scan_lvm_snapshots (struct build *b, const char *fname, const char *path,
       ss->name = NULL;
       ss->sec = si->ctime_sec;
     }
-    ds = add_disk (&ss->disks, &ss->ndisks);
+    ds = add_disk (&ss->disks, &ss->ndisks, &ss->capdisks);
     if (!ds || (ds->fname = strdup (fname)) == NULL
         || (ds->format = strdup ("raw")) == NULL
         || (ds->path = strdup (si->device)) == NULL)
@@ -566,7 +567,7 @@ scan_domain (struct build *b, const struct domxml_disk *cur, size_t ncur,
       continue;
     if (disk_path (b, x, &path) < 0)
       continue;
-    ds = add_disk (&b->disks, &b->ndisks);
+    ds = add_disk (&b->disks, &b->ndisks, &b->capdisks);
     if (!ds || fill_disk (b, ds, x->target, path,
                           x->driver_type ? x->driver_type : "raw", NULL,
                           running, x) < 0)

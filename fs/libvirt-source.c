@@ -386,7 +386,7 @@ virConnectPtr
 virt_get_conn_mode (bool *ro)
 {
   virConnectPtr c = NULL;
-  uint64_t now = now_ms ();
+  uint64_t now = vd_now_ms ();
 
   pthread_mutex_lock (&conn_lock);
   if (conn && (__atomic_load_n (&conn_broken, __ATOMIC_ACQUIRE)

@@ -69,6 +69,9 @@
 #include <unistd.h>
 
 #include "vmdiskfs.h"
+#include "clock.h"
+#include "filestat.h"
+#include "vec.h"
 #include "cleanup.h"
 #include "escape.h"
 #include "log.h"
@@ -135,15 +138,6 @@ struct images_image {
  * walks its whole extent map again for st_blocks. */
 #define IMAGE_MIN_RESCAN_MS 1000
 
-static uint64_t
-now_ms (void)
-{
-  struct timespec ts;
-
-  clock_gettime (CLOCK_MONOTONIC, &ts);
-  return (uint64_t) ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 static void
 image_priv_free (void *p)
 {
@@ -176,17 +170,6 @@ scan_free (struct image_scan *s)
   if (s->keep)
     inode_unref (s->keep);
   vd_snapshots_free (s->snaps, s->nsnaps);
-}
-
-static bool
-same_file_version (const struct stat *a, const struct stat *b)
-{
-  return a->st_dev == b->st_dev && a->st_ino == b->st_ino
-    && a->st_size == b->st_size
-    && a->st_mtim.tv_sec == b->st_mtim.tv_sec
-    && a->st_mtim.tv_nsec == b->st_mtim.tv_nsec
-    && a->st_ctim.tv_sec == b->st_ctim.tv_sec
-    && a->st_ctim.tv_nsec == b->st_ctim.tv_nsec;
 }
 
 /* A failed open that may work later: not the image's fault. */
@@ -394,7 +377,7 @@ apply_image (struct image_scan *s)
      * IMAGE_MIN_RESCAN_MS), as if it had changed. */
     ii->st.st_mtim.tv_sec = -1;
   }
-  ii->scanned_ms = now_ms ();
+  ii->scanned_ms = vd_now_ms ();
 
   names = snapshot_names (s->path, s->snaps, s->nsnaps);
   disk = tree_get_node (FS_NODE_DISK, "/%s/disk.img", s->ename);
@@ -497,7 +480,7 @@ refresh_root (struct fs_node *root, bool force)
     return -1;
   }
   tree_rdlock ();
-  if (!force && r->scanned && same_file_version (&r->st, &dst)) {
+  if (!force && r->scanned && !vd_stat_changed (&r->st, &dst)) {
     tree_unlock ();
     return 0;
   }
@@ -525,9 +508,7 @@ refresh_root (struct fs_node *root, bool force)
       continue;
     }
     if (n == cap) {
-      struct image_scan *t;
-      cap = cap ? cap * 2 : 16;
-      t = realloc (scans, cap * sizeof *scans);
+      struct image_scan *t = vd_vec_grow (scans, &cap, n, 1, sizeof *scans);
       if (!t)
         goto nomem;
       scans = t;
@@ -547,7 +528,7 @@ refresh_root (struct fs_node *root, bool force)
     tree_rdlock ();
     old = tree_find_child (root, s->ename);
     if (old && old->priv
-        && same_file_version (&((struct images_image *) old->priv)->st, &st))
+        && !vd_stat_changed (&((struct images_image *) old->priv)->st, &st))
       s->keep = inode_ref (old);
     tree_unlock ();
     if (!s->keep)
@@ -623,7 +604,7 @@ refresh_image (struct fs_node *node)
     goto out;
   }
   tree_rdlock ();
-  if (node->attached && same_file_version (&ii->st, &s.st)) {
+  if (node->attached && !vd_stat_changed (&ii->st, &s.st)) {
     tree_unlock ();
     goto out;
   }
@@ -678,14 +659,14 @@ images_stale (struct fs_node *node)
   if (node == tree_root ()) {
     struct images_root *r = node->priv;
     return stat (images_dir, &st) < 0 || !r->scanned
-      || !same_file_version (&r->st, &st);
+      || vd_stat_changed (&r->st, &st);
   }
   else {
     struct images_image *ii = node->priv;
     if (!ii || entry_stat (ii->path, &st) < 0)
       return true;                      /* gone: rescan DIR now */
-    return !same_file_version (&ii->st, &st)
-      && now_ms () - ii->scanned_ms >= IMAGE_MIN_RESCAN_MS;
+    return vd_stat_changed (&ii->st, &st)
+      && vd_now_ms () - ii->scanned_ms >= IMAGE_MIN_RESCAN_MS;
   }
 }
 

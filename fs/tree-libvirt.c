@@ -143,7 +143,7 @@ one_changed (const struct virt_watch *w)
   if (!w->path)
     return false;
   err = stat (w->path, &st) < 0 ? errno : 0;
-  return err != w->err || (!err && !same_stat (&st, &w->st));
+  return err != w->err || (!err && vd_stat_changed (&st, &w->st));
 }
 
 /* tree_lock held.  Did a watched file change? */
@@ -155,7 +155,7 @@ watch_changed (const struct virt_dom *d)
   for (i = 0; i < d->nwatch; i++) {
     struct stat st;
     int err = stat (d->watch[i].path, &st) < 0 ? errno : 0;
-    if (err != d->watch[i].err || (!err && !same_stat (&st, &d->watch[i].st)))
+    if (err != d->watch[i].err || (!err && vd_stat_changed (&st, &d->watch[i].st)))
       return true;
   }
   return false;
@@ -260,7 +260,7 @@ refresh_domain (struct fs_node *node)
   bool scanned, full, recheck, changed, build, meta_changed;
   struct virt_watch meta = { NULL, { 0 }, 0 };
   unsigned ep = __atomic_load_n (&virt_epoch, __ATOMIC_ACQUIRE), dep;
-  uint64_t now = now_ms (), checked, disks_ms;
+  uint64_t now = vd_now_ms (), checked, disks_ms;
 
   tree_rdlock ();
   d = node->priv;
@@ -379,7 +379,7 @@ refresh_root (struct fs_node *root)
   virConnectPtr c;
   int n = 0, i;
   size_t k = 0;
-  uint64_t now = now_ms ();
+  uint64_t now = vd_now_ms ();
 
   __atomic_store_n (&virt_root_dirty, 0, __ATOMIC_RELEASE);
   c = virt_get_conn ();
@@ -507,7 +507,7 @@ libvirt_mounted (void)
 static bool
 libvirt_stale (struct fs_node *node)
 {
-  uint64_t now = now_ms ();
+  uint64_t now = vd_now_ms ();
 
   if (node == tree_root ()) {
     struct virt_root *r = node->priv;
