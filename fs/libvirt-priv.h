@@ -31,6 +31,7 @@
 #include "vec.h"
 #include "domxml.h"
 #include "snapshotter.h"
+#include "virt.h"
 
 #define ROOT_RECHECK_MS     2000
 #define DOM_RECHECK_MS      3000
@@ -179,7 +180,6 @@ extern int virt_root_dirty;        /* atomic: a domain was (un)defined   */
 void virt_silent (void *opaque, virErrorPtr e);
 void virt_error (const char *fmt, ...)
   __attribute__ ((format (printf, 1, 2)));
-int virt_last_code (void);
 void virt_mark_dirty (const char *name);
 bool virt_is_dirty (const char *name, bool take);
 void virt_prune_dirty (struct fs_node *root);

@@ -72,7 +72,8 @@ static pthread_mutex_t dirty_lock = PTHREAD_MUTEX_INITIALIZER;
 static char *dirty[MAX_DIRTY];
 static size_t ndirty;              /* also read atomically without lock */
 
-/* ---- libvirt errors: the one helper. ---- */
+/* ---- libvirt errors: logged with the URI, errno by snapshotter/virt.c's
+ * table (a vanished domain or snapshot is ENOENT, all else EIO). ---- */
 
 void
 virt_silent (void *opaque, virErrorPtr e)
@@ -96,16 +97,7 @@ virt_error (const char *fmt, ...)
   va_end (ap);
   vd_error ("%s: %s: %s", virt_uri, what ? what : "libvirt",
             e && e->message ? e->message : "unknown libvirt error");
-  errno = code == VIR_ERR_NO_DOMAIN || code == VIR_ERR_NO_DOMAIN_SNAPSHOT
-    ? ENOENT : EIO;
-}
-
-int
-virt_last_code (void)
-{
-  virErrorPtr e = virGetLastError ();
-
-  return e ? e->code : VIR_ERR_OK;
+  errno = virt_errno (code, VIRT_NOENT);
 }
 
 /* ---- Events. ---- */
