@@ -24,17 +24,9 @@
 
 #include "child.h"
 #include "log.h"
+#include "clock.h"
 
 extern char **environ;
-
-static int64_t
-now_ms (void)
-{
-  struct timespec ts;
-
-  clock_gettime (CLOCK_MONOTONIC, &ts);
-  return (int64_t) ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
 
 /* What one pipe gave so far. */
 struct sink {
@@ -189,7 +181,7 @@ child_run (const struct child_spec *s, struct child_result *res)
     if (pid == 0)
       forked (s, op[1], ep[1]);
   }
-  deadline = now_ms () + s->timeout_ms;
+  deadline = (int64_t) vd_now_ms () + s->timeout_ms;
 
   for (i = 0; i < 2; i++) {
     int *p = i == 0 ? op : ep;
@@ -207,7 +199,7 @@ child_run (const struct child_spec *s, struct child_result *res)
       { .fd = k[0].fd, .events = POLLIN },
       { .fd = k[1].fd, .events = POLLIN },
     };
-    int64_t left = deadline - now_ms ();
+    int64_t left = deadline - (int64_t) vd_now_ms ();
     int n;
 
     if (left <= 0) {
@@ -258,7 +250,7 @@ child_run (const struct child_spec *s, struct child_result *res)
       status = -1;
       break;
     }
-    if (!killed && now_ms () > deadline + s->grace_ms) {
+    if (!killed && (int64_t) vd_now_ms () > deadline + s->grace_ms) {
       kill (pid, SIGKILL);
       killed = true;
     }

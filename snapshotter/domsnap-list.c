@@ -18,6 +18,7 @@
 #include "virt.h"
 #include "log.h"
 #include "cleanup.h"
+#include "vec.h"
 
 static enum ds_by
 by_of_description (const char *d)
@@ -66,12 +67,10 @@ entry (struct ds_snap **v, size_t *n, size_t *cap, const char *name)
     if (strcmp ((*v)[i].name, name) == 0)
       return &(*v)[i];
   if (*n == *cap) {
-    size_t nc = *cap ? *cap * 2 : 8;
-    struct ds_snap *t = realloc (*v, nc * sizeof *t);
+    struct ds_snap *t = vd_vec_grow (*v, cap, *n, 1, sizeof *t);
     if (!t)
       return NULL;
     *v = t;
-    *cap = nc;
   }
   memset (&(*v)[*n], 0, sizeof **v);
   (*v)[*n].name = strdup (name);
@@ -148,12 +147,12 @@ ds_list (virConnectPtr c, const char *domain, struct ds_snap **out,
         goto out;
       }
       if (!(s->flags & DS_LIBVIRT) &&
-          (s->nlv == 0 || si->ctime_sec < s->ctime))
+          (s->nlvm == 0 || si->ctime_sec < s->ctime))
         s->ctime = si->ctime_sec;
       if (s->by == DS_BY_OTHER)
         s->by = by;
       s->flags |= DS_LVM;
-      s->nlv++;
+      s->nlvm++;
     }
   if (n > 1)
     qsort (v, n, sizeof *v, cmp_ds);

@@ -158,7 +158,7 @@ struct ds_snap {
   char *state;                   /* libvirt's <state>: running shutoff
                                     paused disk-snapshot ...; NULL when
                                     there is no libvirt part              */
-  size_t nlv;                    /* LV snapshots in it                   */
+  size_t nlvm;                    /* LV snapshots in it                   */
 };
 
 /* The path of volume in storage pool (a <disk type='volume'>), malloc'd,

@@ -53,6 +53,7 @@
 #include <libxml/tree.h>
 
 #include "domxml.h"
+#include "vec.h"
 
 #define PARSE_FLAGS (XML_PARSE_NONET | XML_PARSE_NOERROR \
                      | XML_PARSE_NOWARNING | XML_PARSE_NOCDATA)
@@ -158,6 +159,7 @@ parse_backing (const xmlNode *n, struct domxml_disk *d)
 {
   const xmlNode *bs;
   bool oom = false;
+  size_t cap = 0;                       /* d->backing starts empty */
 
   for (bs = child (n, "backingStore"); bs && d->nbacking < MAX_BACKING_DEPTH;
        bs = child (bs, "backingStore")) {
@@ -173,7 +175,7 @@ parse_backing (const xmlNode *n, struct domxml_disk *d)
       path = attr (src, "dev", &oom);
     if (!path)
       break;                            /* network, volume: not recorded */
-    t = realloc (d->backing, (d->nbacking + 1) * sizeof *t);
+    t = vd_vec_grow (d->backing, &cap, d->nbacking, 1, sizeof *t);
     if (!t) {
       free (path);
       oom = true;

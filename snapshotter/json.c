@@ -13,6 +13,7 @@
 
 #include "buf.h"
 #include "json.h"
+#include "vec.h"
 
 struct jparse {
   const char *p, *end;
@@ -233,13 +234,14 @@ value (struct jparse *j, struct vd_json *v, int depth)
         j->p++;
       }
       if (v->n == cap) {
-        size_t nc = cap ? cap * 2 : 4;
-        struct vd_json *nv = realloc (v->v, nc * sizeof *nv);
+        /* Values and keys grow together: both to the new capacity. */
+        size_t nc = cap, kc = cap;
+        struct vd_json *nv = vd_vec_grow (v->v, &nc, v->n, 1, sizeof *nv);
         char **nk = NULL;
         if (nv)
           v->v = nv;
         if (nv && obj) {
-          nk = realloc (v->k, nc * sizeof *nk);
+          nk = vd_vec_grow (v->k, &kc, v->n, nc - v->n, sizeof *nk);
           if (nk)
             v->k = nk;
         }

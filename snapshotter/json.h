@@ -1,4 +1,4 @@
-/* vmdiskfs - the project's one JSON reader: QMP replies (domsnap.c),
+/* vmdiskfs - the project's one JSON reader: QMP replies (qmp.c),
  * LVM reports (lvm-json.c: lvs; lvm.c: vgs).
  *
  * qemu runs the guest and lvm prints names and tags that others chose,

@@ -191,7 +191,7 @@ main (int argc, char **argv)
       printf ("%s\t%" PRId64 "\t", v[i].name, v[i].ctime);
       print_bits (v[i].flags, flag_names, 3);
       printf ("\t%s\t%s\t%zu\n", by_names[v[i].by],
-              v[i].state ? v[i].state : "-", v[i].nlv);
+              v[i].state ? v[i].state : "-", v[i].nlvm);
     }
     if (r == 0)
       libvirt_snapshotter.dom_list_free (v, n);

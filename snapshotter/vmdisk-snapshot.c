@@ -36,6 +36,10 @@
 #include "log.h"
 #include "retention.h"
 #include "size.h"
+#include "snapshotter.h"
+
+/* Every domain snapshot goes through libvirt's provider in the table. */
+static const struct vd_snapshotter *const provider = &libvirt_snapshotter;
 
 #define PROG "vmdisk-snapshot"
 
@@ -414,7 +418,7 @@ cmd_create (int argc, char **argv)
 
   if (!(c = connect_libvirt (false)))
     return EXIT_FAILED;
-  r = ds_create (c, domain, name, &o, &done);
+  r = provider->dom_create (c, domain, name, &o, &done);
   if (r < 0)
     report ("create", domain, name, errno);
   else {
@@ -451,7 +455,7 @@ cmd_delete (int argc, char **argv)
     usage_error ("usage: delete DOMAIN NAME");
   if (!(c = connect_libvirt (false)))
     return EXIT_FAILED;
-  r = ds_delete (c, argv[i], argv[i + 1]);
+  r = provider->dom_delete (c, argv[i], argv[i + 1]);
   if (r < 0)
     report ("delete", argv[i], argv[i + 1], errno);
   else
@@ -548,7 +552,7 @@ cmd_list (int argc, char **argv)
     goto out;
   }
   for (i = 0; i < ndom; i++) {
-    if (ds_list (c, domains[i], &snaps[i], &nsnaps[i]) < 0) {
+    if (provider->dom_list (c, domains[i], &snaps[i], &nsnaps[i]) < 0) {
       int e = errno;
       snaps[i] = NULL;
       nsnaps[i] = 0;
@@ -587,7 +591,7 @@ cmd_list (int argc, char **argv)
 
  out:
   for (i = 0; snaps && nsnaps && i < ndom; i++)
-    ds_list_free (snaps[i], nsnaps[i]);
+    provider->dom_list_free (snaps[i], nsnaps[i]);
   free (snaps);
   free (nsnaps);
   free (rows);
@@ -647,7 +651,7 @@ prune_domain (virConnectPtr c, const char *domain,
   size_t n = 0, i, ne = 0, kept = 0, deleted = 0, failed = 0, others = 0;
   int width = 0, rc = EXIT_OK;
 
-  if (ds_list (c, domain, &v, &n) < 0) {
+  if (provider->dom_list (c, domain, &v, &n) < 0) {
     if (quiet_enoent && errno == ENOENT)
       return EXIT_OK;
     report ("prune", domain, NULL, errno);
@@ -658,7 +662,7 @@ prune_domain (virConnectPtr c, const char *domain,
   e = calloc (n, sizeof *e);
   if (!e) {
     perror (PROG);
-    ds_list_free (v, n);
+    provider->dom_list_free (v, n);
     return EXIT_FAILED;
   }
   for (i = 0; i < n; i++) {
@@ -674,7 +678,7 @@ prune_domain (virConnectPtr c, const char *domain,
   }
   if (ne == 0 && o->all) {       /* --all: say nothing of others' domains */
     free (e);
-    ds_list_free (v, n);
+    provider->dom_list_free (v, n);
     return EXIT_OK;
   }
   retention_apply (e, ne, &o->keep);
@@ -690,7 +694,7 @@ prune_domain (virConnectPtr c, const char *domain,
     fflush (stdout);
     if (o->dry_run)
       continue;
-    if (ds_delete (c, domain, e[i].name) < 0) {
+    if (provider->dom_delete (c, domain, e[i].name) < 0) {
       report ("prune: delete", domain, e[i].name, errno);
       failed++;
       rc = EXIT_PRUNE;
@@ -715,7 +719,7 @@ prune_domain (virConnectPtr c, const char *domain,
             domain, kept, deleted, failed ? " (some failed)" : "", others,
             PROG);
   free (e);
-  ds_list_free (v, n);
+  provider->dom_list_free (v, n);
   return rc;
 }
 

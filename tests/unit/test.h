@@ -7,8 +7,8 @@
  *
  * SPDX-License-Identifier: GPL-3.0-or-later
  */
-#ifndef VMDISKFS_TEST_H
-#define VMDISKFS_TEST_H
+#ifndef VD_TEST_H
+#define VD_TEST_H
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -32,4 +32,4 @@
     }                                                                   \
   } while (0)
 
-#endif /* VMDISKFS_TEST_H */
+#endif /* VD_TEST_H */
