@@ -35,6 +35,7 @@
 #include "domsnap-int.h"
 #include "virt.h"
 #include "log.h"
+#include "clock.h"
 
 /* Seconds to wait for another process's create or delete of the same
  * domain (VMDISKFS_DOMSNAP_LOCK_WAIT overrides it, for tests). */
@@ -156,7 +157,7 @@ ds_lock_take (virConnectPtr c, const char *dname, struct ds_lock *lk)
 {
   char uuid[VIR_UUID_STRING_BUFLEN];
   virDomainPtr d;
-  struct timespec t0, now;
+  uint64_t t0;
   long wait = ds_env_seconds ("VMDISKFS_DOMSNAP_LOCK_WAIT", LOCK_WAIT_SECONDS);
   bool said = false;
   struct stat sf, sp;
@@ -188,7 +189,7 @@ ds_lock_take (virConnectPtr c, const char *dname, struct ds_lock *lk)
              (unsigned) geteuid ());
     return unlocked_fallback (lk);
   }
-  clock_gettime (CLOCK_MONOTONIC, &t0);
+  t0 = vd_now_ms ();
   for (;;) {
     if (lk->fd < 0) {
       lk->fd = openat (lk->dirfd, lk->name,
@@ -215,8 +216,7 @@ ds_lock_take (virConnectPtr c, const char *dname, struct ds_lock *lk)
       vd_error ("domain %s: flock %s: %m", dname, lk->path);
       goto fail;
     }
-    clock_gettime (CLOCK_MONOTONIC, &now);
-    if (now.tv_sec - t0.tv_sec >= wait) {
+    if ((int64_t) (vd_now_ms () - t0) >= (int64_t) wait * 1000) {
       vd_error ("domain %s: another snapshot operation on it still runs "
                 "after %ld s (%s is locked): given up", dname, wait,
                 lk->path);
