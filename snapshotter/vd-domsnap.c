@@ -34,6 +34,7 @@
 
 #include "domsnap.h"
 #include "domxml.h"
+#include "size.h"
 #include "snapshotter.h"
 #include "log.h"
 
@@ -152,7 +153,10 @@ main (int argc, char **argv)
           usage ();
         break;
       case 'p': o.cow_percent = strtoul (optarg, NULL, 10); break;
-      case 's': o.cow_bytes = strtoull (optarg, NULL, 0); break;
+      case 's':
+        if (vd_parse_size (optarg, &o.cow_bytes) < 0)
+          usage ();
+        break;
       case 'D': o.description = optarg; break;
       default: usage ();
       }

@@ -34,6 +34,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "size.h"
 #include "snapshotter.h"
 #include "log.h"
 
@@ -187,8 +188,8 @@ main (int argc, char **argv)
   }
   else if (strcmp (op, "create") == 0 && (argc == 3 || argc == 4)) {
     struct snap_create_opts o = { 0 };
-    if (argc == 4)
-      o.cow_bytes = strtoull (argv[3], NULL, 0);
+    if (argc == 4 && vd_parse_size (argv[3], &o.cow_bytes) < 0)
+      usage ();
     r = sp->create (argv[1], argv[2], &o, &one);
     if (r == 0)
       print_snap (&one);
