@@ -130,8 +130,8 @@ usage (FILE *fp, const char *prog)
 "                           default 20%% (at least 64M)\n"
 "    -o pidfile=PATH        write the daemon's pid to PATH once the mount\n"
 "                           answers\n"
-"    -o l2_cache=SIZE       bound of each qcow2 image's L2 cache (bytes,\n"
-"                           K/M/G/T suffixes)\n"
+"    -o l2_cache=SIZE       bound of each qcow2 image's L2 cache, and of\n"
+"                           each backing chain's metadata (64M, 1GiB)\n"
 "    -V   --version         print version\n"
 "    -h   --help            print help\n"
 "\n", prog);
