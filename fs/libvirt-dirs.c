@@ -1,10 +1,10 @@
 /* vmdiskfs - the libvirt provider's directories made and removed:
  *
  * Snapshots by mkdir and rmdir in <domain>/snapshots/ (ops.c calls
- * libvirt_mkdir and libvirt_rmdir): ds_create and ds_delete
- * (snapshotter/domsnap.h) with the shown name unescaped, serialized per
- * domain by domsnap's own lock, across threads and processes (ds_create
- * takes seconds: no tree or refresh lock is held meanwhile), then the
+ * libvirt_mkdir and libvirt_rmdir): libvirt_snapshotter's dom_create and
+ * dom_delete (snapshotter/snapshotter.h; domsnap.h says what they do)
+ * with the shown name unescaped, serialized per domain by domsnap's own
+ * lock, across threads and processes (dom_create takes seconds: no tree or refresh lock is held meanwhile), then the
  * domain is refreshed at once, so that
  * the reply already shows the result.  While a snapshot is deleted its
  * files refuse opens (node->removing, EBUSY); one that is open makes
@@ -129,7 +129,8 @@ libvirt_mkdir (struct fs_node *dir, const char *ename, struct fs_node **out)
   c = snap_conn (domain, what);
   if (!c)
     err = errno;
-  else if (ds_create (c, domain, name, &opts, &done) < 0)
+  else if (libvirt_snapshotter.dom_create (c, domain, name, &opts,
+                                           &done) < 0)
     err = errno ? errno : EIO;      /* logged by domsnap */
   else {
     vd_info ("domain %s: snapshot %s made (mkdir)%s%s%s", domain, name,
@@ -266,7 +267,7 @@ libvirt_rmdir (struct fs_node *dir, const char *ename, struct fs_node *sn)
       vd_info ("domain %s: %s: a file in it is open", domain, what);
   }
   else {
-    if (ds_delete (c, domain, name) < 0)
+    if (libvirt_snapshotter.dom_delete (c, domain, name) < 0)
       err = errno ? errno : EIO;    /* logged by domsnap */
     else
       vd_info ("domain %s: snapshot %s deleted (rmdir)", domain, name);

@@ -142,37 +142,33 @@ image_info (struct build *b, const char *path, const char *format,
   return ii;
 }
 
-static bool
-is_disk_device (const struct domxml_disk *d)
-{
-  return !d->device || strcmp (d->device, "disk") == 0;
-}
-
-/* Where a disk's bytes are: *path (malloc'd) for file, block and volume
- * disks; 0.  -1 for a disk that is not shown (network ...), logged when
- * b->log.  *path NULL with 0: a disk without a usable source (shown
- * with EIO). */
+/* Where a disk's bytes are, for a disk domxml_disk_classify says is one:
+ * *path (malloc'd) for file, block and volume disks; 0.  -1 for a disk
+ * that is not shown (network ...), logged when b->log.  *path NULL with
+ * 0: a disk without a usable source (shown with EIO). */
 static int
-disk_path (struct build *b, const struct domxml_disk *d, char **path)
+disk_path (struct build *b, const struct domxml_disk *d,
+           const struct domxml_class *dc, char **path)
 {
-  const char *type = d->type ? d->type : "file";
-
   *path = NULL;
-  if (strcmp (type, "file") == 0 || strcmp (type, "block") == 0) {
-    if (d->source && (*path = strdup (d->source)) == NULL)
+  switch (dc->src) {
+  case DOMXML_SRC_FILE:
+  case DOMXML_SRC_BLOCK:
+    if (dc->path && (*path = strdup (dc->path)) == NULL)
       return -1;
     return 0;
-  }
-  if (strcmp (type, "volume") == 0) {
+  case DOMXML_SRC_VOLUME:
     if (!d->pool || !d->volume || !b->c || !b->volume_path)
       return 0;
     *path = b->volume_path (b, d);
     return 0;
+  case DOMXML_SRC_OTHER:
+    break;
   }
   if (b->log)
     vd_warn ("domain %s: disk %s: type %s%s%s%s%s is not shown (not "
              "readable by vmdiskfs yet)", b->dname,
-             d->target ? d->target : "?", type,
+             d->target ? d->target : "?", dc->type,
              d->protocol ? " protocol " : "", d->protocol ? d->protocol : "",
              d->name ? " " : "", d->name ? d->name : "");
   return -1;
@@ -323,18 +319,20 @@ build_libvirt_snapshot (struct build *b, const struct virt_snap *ls,
 
   for (i = 0; i < sx.ndisks; i++) {
     const struct domxml_disk *d = &sx.disks[i];
-    const char *mode = NULL, *format = d->driver_type ? d->driver_type
-      : "raw";
+    const char *mode = NULL, *format;
     CLEANUP_FREE char *path = NULL;
     struct disk_scan *ds;
+    struct domxml_class dc;
 
-    if (!is_disk_device (d) || !d->target)
+    domxml_disk_classify (d, &dc);
+    if (!dc.is_disk || !d->target)
       continue;
+    format = dc.format;
     for (j = 0; j < sx.nsnapdisks; j++)
       if (streq (sx.snapdisks[j].target, d->target))
         mode = sx.snapdisks[j].snapshot;
     if (!mode)
-      mode = strcmp (format, "qcow2") == 0 ? "internal" : "no";
+      mode = dc.qcow2 ? "internal" : "no";
     if (strcmp (mode, "no") == 0)
       continue;
     if (strcmp (mode, "internal") != 0 && strcmp (mode, "external") != 0) {
@@ -343,7 +341,7 @@ build_libvirt_snapshot (struct build *b, const struct virt_snap *ls,
                  "shown", b->dname, ls->name, d->target, mode);
       continue;
     }
-    if (disk_path (b, d, &path) < 0) {
+    if (disk_path (b, d, &dc, &path) < 0) {
       if (errno == ENOMEM)
         goto out;
       continue;
@@ -562,14 +560,18 @@ scan_domain (struct build *b, const struct domxml_disk *cur, size_t ncur,
     const struct domxml_disk *x = &cur[i];
     CLEANUP_FREE char *path = NULL;
     struct disk_scan *ds;
+    struct domxml_class dc;
 
-    if (!is_disk_device (x) || !x->target)
+    /* Every disk of the definition is shown: snapshot='no', <readonly/>
+     * and <shareable/> (dc.left_out, dc.written) are domsnap's, not the
+     * tree's. */
+    domxml_disk_classify (x, &dc);
+    if (!dc.is_disk || !x->target)
       continue;
-    if (disk_path (b, x, &path) < 0)
+    if (disk_path (b, x, &dc, &path) < 0)
       continue;
     ds = add_disk (&b->disks, &b->ndisks, &b->capdisks);
-    if (!ds || fill_disk (b, ds, x->target, path,
-                          x->driver_type ? x->driver_type : "raw", NULL,
+    if (!ds || fill_disk (b, ds, x->target, path, dc.format, NULL,
                           running, x) < 0)
       return -1;
   }

@@ -35,10 +35,11 @@
  *   notify_lock (tree.c)   the queue of kernel invalidations
  *   alloc_lock (tree.c)    which disk node's allocation a thread counts
  * Outside them all, the per-domain snapshot lock: a flock on
- * /run/vmdiskfs/<uuid>.lock (snapshotter/domsnap.c, DESIGN.md) that
- * ds_create and ds_delete hold for a snapshot's create or delete, across
- * processes (a mount, vmdisk-snapshot); fs/ calls them from mkdir and
- * rmdir with no lock held, and refreshes after they let it go.
+ * /run/vmdiskfs/<uuid>.lock (snapshotter/domsnap-lock.c, DESIGN.md) that
+ * libvirt_snapshotter's dom_create and dom_delete hold for a snapshot's
+ * create or delete, across processes (a mount, vmdisk-snapshot); fs/
+ * calls them from mkdir and rmdir with no lock held, and refreshes after
+ * they let it go.
  * The read path (ops.c fs_read) takes none of them: an open file holds its
  * own reference to a struct fs_disk.
  *

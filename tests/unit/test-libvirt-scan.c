@@ -285,6 +285,89 @@ test_inside_mount (void)
   domxml_disks_free (cur, ncur);
 }
 
+/* The kinds of <disk> domxml_disk_classify tells apart, as the tree
+ * shows them: every device='disk' (or no device) with a file, block or
+ * volume source, snapshot='no', <readonly/> and <shareable/> included
+ * (those only matter to domsnap); no floppy, LUN or dir disk. */
+static void
+test_disk_kinds (void)
+{
+  CLEANUP_FREE char *dx = NULL;
+  struct build b = { .dname = "kinds", .log = true };
+  struct domxml_disk *cur = NULL;
+  const struct disk_scan *d;
+  size_t ncur = 0;
+
+  REQUIRE (asprintf (&dx,
+    "<domain type='kvm'>\n"
+    "  <name>kinds</name>\n"
+    "  <devices>\n"
+    "    <disk type='file' device='disk' snapshot='no'>\n"
+    "      <source file='%s/vdb.raw'/>\n"
+    "      <target dev='vdf'/>\n"
+    "      <readonly/>\n"
+    "      <shareable/>\n"
+    "    </disk>\n"
+    "    <disk>\n"
+    "      <source file='%s/vdb.raw'/>\n"
+    "      <target dev='vdg'/>\n"
+    "    </disk>\n"
+    "    <disk type='block' device='disk'>\n"
+    "      <driver name='qemu' type='raw'/>\n"
+    "      <source dev='%s/vdb.raw'/>\n"
+    "      <target dev='vdh'/>\n"
+    "    </disk>\n"
+    "    <disk type='file' device='disk'>\n"
+    "      <target dev='vdi'/>\n"
+    "    </disk>\n"
+    "    <disk type='volume' device='disk'>\n"
+    "      <source volume='db.img'/>\n"
+    "      <target dev='vdj'/>\n"
+    "    </disk>\n"
+    "    <disk type='block' device='lun'>\n"
+    "      <source dev='%s/vdb.raw'/>\n"
+    "      <target dev='sda'/>\n"
+    "    </disk>\n"
+    "    <disk type='file' device='floppy'>\n"
+    "      <source file='%s/vdb.raw'/>\n"
+    "      <target dev='fda'/>\n"
+    "    </disk>\n"
+    "    <disk type='dir' device='disk'>\n"
+    "      <source dir='%s'/>\n"
+    "      <target dev='vdk'/>\n"
+    "    </disk>\n"
+    "    <disk type='file' device='disk'>\n"
+    "      <source file='%s/vdb.raw'/>\n"
+    "    </disk>\n"
+    "  </devices>\n"
+    "</domain>", dir, dir, dir, dir, dir, dir, dir) >= 0);
+  REQUIRE (domxml_parse_domain (dx, strlen (dx), &cur, &ncur) == 0);
+  REQUIRE (scan_domain (&b, cur, ncur, false, NULL, 0) == 0);
+
+  CHECK (b.ndisks == 5);
+  d = find_disk (b.disks, b.ndisks, "vdf.img");
+  REQUIRE (d != NULL);
+  CHECK (eq (d->format, "raw") && d->err == 0 && d->size == 4 << 20);
+  d = find_disk (b.disks, b.ndisks, "vdg.img");
+  REQUIRE (d != NULL);
+  CHECK (eq (d->format, "raw") && d->err == 0 && d->size == 4 << 20);
+  d = find_disk (b.disks, b.ndisks, "vdh.img");
+  REQUIRE (d != NULL);
+  CHECK (eq (d->format, "raw") && d->err == 0 && d->size == 4 << 20);
+  d = find_disk (b.disks, b.ndisks, "vdi.img");
+  REQUIRE (d != NULL);
+  CHECK (d->path == NULL && d->err == EIO);
+  d = find_disk (b.disks, b.ndisks, "vdj.img");
+  REQUIRE (d != NULL);
+  CHECK (d->path == NULL && d->err == EIO);
+  CHECK (find_disk (b.disks, b.ndisks, "sda.img") == NULL);
+  CHECK (find_disk (b.disks, b.ndisks, "fda.img") == NULL);
+  CHECK (find_disk (b.disks, b.ndisks, "vdk.img") == NULL);
+  CHECK (b.nsnaps == 0);
+  scan_free (&b);
+  domxml_disks_free (cur, ncur);
+}
+
 int
 main (void)
 {
@@ -309,6 +392,7 @@ main (void)
 
   test_domain ();
   test_inside_mount ();
+  test_disk_kinds ();
 
   run ("rm -rf %s", dir);
   if (failures) {
