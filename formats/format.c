@@ -287,6 +287,7 @@ open_chain (const char *path, const char *format, unsigned flags,
   self.path = path;
   self.policy = pol;
   self.modes = &modes;
+  self.flags = flags;
   if (self.depth >= VD_MAX_CHAIN_DEPTH) {
     vd_error ("%s: backing chain deeper than %d images", path,
               VD_MAX_CHAIN_DEPTH);
@@ -327,6 +328,19 @@ open_chain (const char *path, const char *format, unsigned flags,
   img = fmt->open (path, fd, flags, &self);
   if (!parent)
     vd_budget_unref (self.budget);
+  if (img && (flags & VD_OPEN_RDWR) && !fmt->write) {
+    vd_error ("%s: %s images cannot be written", path, fmt->name);
+    fmt->close (img);
+    errno = EROFS;
+    return NULL;
+  }
+  if (img && (flags & VD_OPEN_RDWR)) {
+    if ((errno = pthread_rwlock_init (&img->rw, NULL)) != 0) {
+      fmt->close (img);
+      return NULL;
+    }
+    img->rw_init = true;
+  }
   if (img) {
     img->fmt = fmt;
     img->flags = flags;
@@ -383,6 +397,9 @@ vd_image_close (struct vd_image *img)
   if (img) {
     struct vd_policy *pol = img->policy;
 
+    /* Nobody else uses the image while it is closed. */
+    if (img->rw_init)
+      pthread_rwlock_destroy (&img->rw);
     img->fmt->close (img);
     vd_policy_free (pol);
   }
@@ -398,6 +415,16 @@ uint64_t
 vd_image_size (const struct vd_image *img)
 {
   return img->size;
+}
+
+/* Unlock img->rw keeping errno (pthread calls may clobber it). */
+static void
+rw_unlock (struct vd_image *img)
+{
+  int e = errno;
+
+  pthread_rwlock_unlock (&img->rw);
+  errno = e;
 }
 
 static int
@@ -420,6 +447,14 @@ vd_image_pread (struct vd_image *img, void *buf, size_t count,
     return -1;
   if (count == 0)
     return 0;
+  if (img->rw_init) {
+    int r;
+
+    pthread_rwlock_rdlock (&img->rw);
+    r = img->fmt->read (img, buf, count, offset);
+    rw_unlock (img);
+    return r;
+  }
   return img->fmt->read (img, buf, count, offset);
 }
 
@@ -439,7 +474,16 @@ vd_image_block_status (struct vd_image *img, uint64_t offset,
     e->phys = 0;
     return 0;
   }
-  if (img->fmt->block_status (img, offset, length, e) < 0)
+  if (img->rw_init) {
+    int r;
+
+    pthread_rwlock_rdlock (&img->rw);
+    r = img->fmt->block_status (img, offset, length, e);
+    rw_unlock (img);
+    if (r < 0)
+      return -1;
+  }
+  else if (img->fmt->block_status (img, offset, length, e) < 0)
     return -1;
   /* Trust, but make sure a driver bug cannot loop the caller forever. */
   if (e->offset != offset || e->length == 0 || e->length > length) {
@@ -550,4 +594,190 @@ vd_image_allocated_bounded (struct vd_image *img, uint64_t max_calls,
   }
   *bytes = total;
   return 0;
+}
+
+/* ---- Writing (vdformat.h) ---- */
+
+bool
+vd_is_zero (const void *buf, size_t len)
+{
+  const unsigned char *p = buf;
+  size_t i;
+
+  /* Check 16 bytes by hand, then compare the buffer with itself shifted
+   * by 16: memcmp runs at memory speed, and a buffer equal to itself
+   * shifted whose first 16 bytes are zero is all zeros. */
+  for (i = 0; i < len && i < 16; i++)
+    if (p[i])
+      return false;
+  return len <= 16 || memcmp (p, p + 16, len - 16) == 0;
+}
+
+bool
+vd_image_writable (const struct vd_image *img)
+{
+  return img->rw_init;
+}
+
+static int
+check_write (struct vd_image *img, uint64_t count, uint64_t offset)
+{
+  if (!img->rw_init) {
+    errno = EBADF;
+    return -1;
+  }
+  return check_range (img, count, offset);
+}
+
+/* Zero [offset, offset+count) with the lock held: the driver's zero op
+ * for the aligned middle, written zeros for partial blocks at the
+ * edges. */
+static int
+zero_locked (struct vd_image *img, uint64_t count, uint64_t offset)
+{
+  static const char zeros[65536];
+  uint64_t a = img->zero_align, end = offset + count, lo, hi;
+
+  if (count == 0)
+    return 0;
+  if (!img->fmt->zero || a == 0) {
+    lo = hi = end;
+  }
+  else {
+    lo = (offset + a - 1) & ~(a - 1);
+    hi = end == img->size ? end : end & ~(a - 1);
+    if (lo > hi)
+      lo = hi = end;
+  }
+  /* Head and tail: written as data. */
+  while (offset < lo) {
+    size_t n = lo - offset < sizeof zeros ? lo - offset : sizeof zeros;
+    if (img->fmt->write (img, zeros, n, offset) < 0)
+      return -1;
+    offset += n;
+  }
+  if (lo < hi && img->fmt->zero (img, hi - lo, lo) < 0)
+    return -1;
+  offset = hi > lo ? hi : offset;
+  while (offset < end) {
+    size_t n = end - offset < sizeof zeros ? end - offset : sizeof zeros;
+    if (img->fmt->write (img, zeros, n, offset) < 0)
+      return -1;
+    offset += n;
+  }
+  return 0;
+}
+
+int
+vd_image_zero (struct vd_image *img, uint64_t count, uint64_t offset)
+{
+  int r;
+
+  if (check_write (img, count, offset) < 0)
+    return -1;
+  pthread_rwlock_wrlock (&img->rw);
+  r = zero_locked (img, count, offset);
+  rw_unlock (img);
+  return r;
+}
+
+int
+vd_image_pwrite (struct vd_image *img, const void *buf, size_t count,
+                 uint64_t offset)
+{
+  const char *p = buf;
+  uint64_t a = img->zero_align, pos = offset, end = offset + count;
+  uint64_t run = offset;        /* start of the data not yet written */
+  int r = 0;
+
+  if (check_write (img, count, offset) < 0)
+    return -1;
+  if (count == 0)
+    return 0;
+  pthread_rwlock_wrlock (&img->rw);
+  if (!img->fmt->zero || a == 0) {
+    r = img->fmt->write (img, buf, count, offset);
+    goto out;
+  }
+  /* Walk the aligned blocks; each all-zero one (or the image's partial
+   * last block, all zero) is zeroed, runs of others written at once. */
+  pos = (offset + a - 1) & ~(a - 1);
+  if (pos > end)
+    pos = end;
+  while (pos < end) {
+    uint64_t bend = pos + a;
+    uint64_t zend = pos;
+
+    if (bend > end) {
+      if (end != img->size)
+        break;                  /* a partial block: data */
+      bend = end;
+    }
+    /* Extend over consecutive zero blocks. */
+    while (zend < end) {
+      uint64_t e2 = zend + a > end ? end : zend + a;
+      if (e2 - zend < a && e2 != img->size)
+        break;
+      if (!vd_is_zero (p + (zend - offset), e2 - zend))
+        break;
+      zend = e2;
+    }
+    if (zend == pos) {
+      pos = bend;
+      continue;
+    }
+    if (run < pos
+        && (r = img->fmt->write (img, p + (run - offset), pos - run,
+                                 run)) < 0)
+      goto out;
+    if ((r = img->fmt->zero (img, zend - pos, pos)) < 0)
+      goto out;
+    run = pos = zend;
+  }
+  if (run < end)
+    r = img->fmt->write (img, p + (run - offset), end - run, run);
+ out:
+  rw_unlock (img);
+  return r;
+}
+
+int
+vd_image_flush (struct vd_image *img)
+{
+  int r = 0;
+
+  if (!img->rw_init) {
+    errno = EBADF;
+    return -1;
+  }
+  pthread_rwlock_wrlock (&img->rw);
+  if (img->fmt->flush)
+    r = img->fmt->flush (img);
+  rw_unlock (img);
+  return r;
+}
+
+int
+vd_image_resize (struct vd_image *img, uint64_t size)
+{
+  int r;
+
+  if (!img->rw_init) {
+    errno = EBADF;
+    return -1;
+  }
+  if (size == img->size)
+    return 0;
+  if (size < img->size) {
+    errno = EINVAL;
+    return -1;
+  }
+  if (!img->fmt->resize) {
+    errno = EFBIG;
+    return -1;
+  }
+  pthread_rwlock_wrlock (&img->rw);
+  r = img->fmt->resize (img, size);
+  rw_unlock (img);
+  return r;
 }

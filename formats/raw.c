@@ -4,7 +4,10 @@
  * The guest view is the file itself.  Holes of regular files come from
  * lseek(SEEK_DATA/SEEK_HOLE); a block device is all data.  Every data
  * extent carries the fd so the FUSE layer can splice from it.
- * Threads: after open nothing is mutable, so any number of threads may
+ * Writing: pwrite, zeros punched (files) or BLKZEROOUT (devices), files
+ * grow by ftruncate, flush is fdatasync.
+ * Threads: after open nothing is mutable (format.c serializes writers
+ * against readers of a writable image), so any number of threads may
  * call read and block_status at once.  A raw file written by a running
  * VM needs nothing more (no metadata): VD_OPEN_LIVE changes nothing, and
  * the size stays as at open (the owner reopens on a resize).
@@ -19,6 +22,10 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
+#include <fcntl.h>
+#include <sys/ioctl.h>
+#include <linux/falloc.h>
+#include <linux/fs.h>
 
 #include "vdformat.h"
 #include "log.h"
@@ -28,6 +35,8 @@ struct raw_image {
   struct vd_image img;
   int fd;
   bool seek_holes;          /* regular file: SEEK_DATA/SEEK_HOLE work */
+  bool blockdev;            /* a block device: BLKZEROOUT, fixed size  */
+  bool no_punch;            /* the file system cannot punch holes      */
 };
 
 static bool
@@ -65,6 +74,12 @@ raw_open (const char *path, int fd, unsigned flags,
   }
   r->img.size = size;
   r->seek_holes = S_ISREG (st.st_mode);
+  r->blockdev = S_ISBLK (st.st_mode);
+  if (flags & VD_OPEN_RDWR) {
+    /* Zeros are found per 4 KiB (a file system block; a multiple of any
+     * device's logical block) and punched or zeroed out. */
+    r->img.zero_align = 4096;
+  }
   return &r->img;
 
  fail:
@@ -133,6 +148,68 @@ raw_flush (struct vd_image *img)
   return 0;
 }
 
+/* Zeros: a punched hole in a file (the file system forgets the blocks,
+ * so a restored image is as sparse as its backup); BLKZEROOUT on a block
+ * device, which a thin LV turns into a discard and a disk into WRITE
+ * SAME or its own zeroing.  Where neither works, written zeros. */
+static int
+raw_zero (struct vd_image *img, uint64_t count, uint64_t offset)
+{
+  static const char zeros[65536];
+  struct raw_image *r = (struct raw_image *) img;
+
+  if (r->blockdev) {
+    uint64_t range[2] = { offset, count };
+
+    if (ioctl (r->fd, BLKZEROOUT, range) == 0)
+      return 0;
+    if (errno != EOPNOTSUPP && errno != ENOTTY && errno != EINVAL) {
+      vd_error ("raw: %s: BLKZEROOUT at %" PRIu64 ": %m", img->path,
+                offset);
+      return -1;
+    }
+  }
+  else if (!__atomic_load_n (&r->no_punch, __ATOMIC_RELAXED)) {
+    if (fallocate (r->fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE,
+                   (off_t) offset, (off_t) count) == 0)
+      return 0;
+    if (errno != EOPNOTSUPP) {
+      vd_error ("raw: %s: punching a hole at %" PRIu64 ": %m", img->path,
+                offset);
+      return -1;
+    }
+    __atomic_store_n (&r->no_punch, true, __ATOMIC_RELAXED);
+  }
+  while (count > 0) {
+    size_t n = count < sizeof zeros ? count : sizeof zeros;
+    if (raw_write (img, zeros, n, offset) < 0)
+      return -1;
+    count -= n;
+    offset += n;
+  }
+  return 0;
+}
+
+/* Grow a file (the new part a hole); a block device cannot grow. */
+static int
+raw_resize (struct vd_image *img, uint64_t size)
+{
+  struct raw_image *r = (struct raw_image *) img;
+
+  if (r->blockdev) {
+    vd_error ("raw: %s: a block device of %" PRIu64 " bytes cannot grow "
+              "to %" PRIu64, img->path, img->size, size);
+    errno = EFBIG;
+    return -1;
+  }
+  if (ftruncate (r->fd, (off_t) size) < 0) {
+    vd_error ("raw: %s: growing to %" PRIu64 ": %m", img->path, size);
+    return -1;
+  }
+  img->size = size;
+  return 0;
+}
+
 static int
 raw_block_status (struct vd_image *img, uint64_t offset, uint64_t length,
                   struct vd_extent *e)
@@ -174,4 +251,6 @@ const struct vd_format raw_format = {
   .write = raw_write,
   .flush = raw_flush,
   .block_status = raw_block_status,
+  .zero = raw_zero,
+  .resize = raw_resize,
 };

@@ -525,6 +525,24 @@ vd_open_checked (const char *path, unsigned flags,
     errno = e;
     return -1;
   }
+  if (flags & VD_OPEN_RDWR) {
+    char holder[128];
+
+    /* Written by us from now on: lock it as a qemu writer would, so a VM
+     * cannot start on it meanwhile, and refuse it while anyone else
+     * writes it. */
+    if (vd_qemu_lock (fd, VD_LOCK_WRITE, holder, sizeof holder) < 0) {
+      int e = errno;
+      if (e == EBUSY)
+        vd_error ("%s: in use by %s: not opened for writing", canon,
+                  holder);
+      else
+        vd_error ("%s: cannot lock for writing: %s", canon, strerror (e));
+      close (fd);
+      errno = e;
+      return -1;
+    }
+  }
   return fd;
 }
 
@@ -559,7 +577,8 @@ vd_open_named_file (const char *driver, const char *image_path,
     return -1;
   /* Depth 0: a data file is not part of the backing chain that
    * <backingStore> records. */
-  fd = vd_open_checked (full, 0, chain ? chain->policy : NULL, 0,
+  fd = vd_open_checked (full, chain ? chain->flags & VD_OPEN_RDWR : 0,
+                        chain ? chain->policy : NULL, 0,
                         image_path, what, &st);
   if (fd >= 0 && chain && chain->modes)
     *chain->modes &= vd_read_bits (&st, chain->uid, chain->gid);

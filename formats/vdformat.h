@@ -27,6 +27,7 @@
 #ifndef VD_VDFORMAT_H
 #define VD_VDFORMAT_H
 
+#include <pthread.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -34,12 +35,13 @@
 #include <sys/types.h>
 
 /* Flags of vd_image_open. */
-#define VD_OPEN_RDWR        0x1  /* reserved for the write path (the
-                                    next issue): the image file is opened
-                                    O_RDWR (safe-open.c), but no driver
-                                    writes (struct vd_format has no write
-                                    op) and nothing passes it yet; backing
-                                    files and snapshots open read-only */
+#define VD_OPEN_RDWR        0x1  /* open for writing: the image file
+                                    (and an external data file) O_RDWR,
+                                    locked as qemu locks them (below);
+                                    EBUSY when another program holds
+                                    them, EROFS from a driver without a
+                                    write op.  Backing files and
+                                    snapshots stay read-only.         */
 #define VD_OPEN_NO_BACKING  0x2  /* do not open backing / data files:
                                     fuzzers; reads needing them fail EIO */
 #define VD_OPEN_LIVE        0x4  /* the image may change under us (a
@@ -180,6 +182,19 @@ struct vd_image {
   /* Top images (and snapshots opened from them): the policy they were
    * opened with, owned; NULL for backing files and without a policy. */
   struct vd_policy *policy;
+  /* Images opened VD_OPEN_RDWR (format.c owns these): */
+  /* Granularity of the driver's zero op, a power of two: vd_image_pwrite
+   * hands it every aligned block of this size that is all zeros, so
+   * zeros never allocate (qcow2: the cluster or subcluster; raw: 4 KiB).
+   * 0 (no zero op): zeros are written as data.  Set by the driver's open
+   * when VD_OPEN_RDWR. */
+  uint32_t zero_align;
+  /* Serializes writers (write, zero, resize, flush hold it for writing)
+   * against readers (read, block_status: for reading), so drivers need
+   * no locking of their own between the two.  Initialized by format.c
+   * for VD_OPEN_RDWR images only (rw_init). */
+  bool rw_init;
+  pthread_rwlock_t rw;
 };
 
 /* Chain of images being opened, innermost first: used to refuse cyclic
@@ -196,6 +211,10 @@ struct vd_chain {
                                     it opens (backing, data) AND theirs  */
   uid_t uid;                     /* the top image file's owner and group */
   gid_t gid;
+  unsigned flags;                /* this image's open flags: with
+                                    VD_OPEN_RDWR, files it names for
+                                    data (external data file) are opened
+                                    read-write and locked too           */
   struct vd_budget *budget;      /* metadata memory of the whole chain:
                                     set by vd_image_open_chain for a top
                                     image, inherited by backing files and
@@ -271,6 +290,29 @@ struct vd_format {
    * part of it.  NULL with errno ENOENT when no such snapshot. */
   struct vd_image *(*open_snapshot) (struct vd_image *img,
                                      const char *id_or_name);
+
+  /* The write side (images opened VD_OPEN_RDWR; NULL: read-only format,
+   * open for writing fails EROFS).  write above: count bytes at offset,
+   * within img->size, any alignment; a partial cluster is completed from
+   * what the image shows there (backing file included), shared clusters
+   * (internal snapshots) are copied first, so no snapshot ever changes.
+   * The data is in the file (page cache) when it returns; metadata may be
+   * cached until flush.
+   *
+   * zero: make [offset, offset+count) read as zeros and release the
+   * storage behind it where the format can (qcow2: unallocated or zero
+   * clusters; raw files: punched holes; block devices: BLKZEROOUT).
+   * offset and count are multiples of img->zero_align, except that the
+   * range may end at img->size.  NULL: zeros are written as data.
+   *
+   * flush: everything written so far durable (metadata written back in
+   * the order the format needs, then fdatasync of every file written).
+   *
+   * resize: grow the virtual size to size (> img->size; the new part
+   * reads as zeros).  NULL or EFBIG: the disk cannot grow (a block
+   * device).  Shrinking is never asked for. */
+  int (*zero) (struct vd_image *img, uint64_t count, uint64_t offset);
+  int (*resize) (struct vd_image *img, uint64_t size);
 };
 
 /* The drivers. */
@@ -318,6 +360,42 @@ void vd_snapshots_free (struct vd_snapshot *snaps, size_t n);
 struct vd_image *vd_image_open_snapshot (struct vd_image *img,
                                          const char *id_or_name);
 
+/* Writing (images opened VD_OPEN_RDWR; else EBADF).  Ranges are checked
+ * as for reads (EINVAL beyond the size).  vd_image_pwrite finds the
+ * aligned all-zero blocks of buf (img->zero_align) and zeroes them with
+ * the driver's zero op instead of writing them, so zeros never allocate;
+ * vd_image_zero zeroes any range (partial blocks at its edges written as
+ * zeros).  vd_image_flush makes everything durable; vd_image_resize
+ * grows the disk (EFBIG where it cannot).  0 or -1 with errno (EIO after
+ * a log line for corrupt metadata; ENOSPC when the host is full). */
+bool vd_image_writable (const struct vd_image *img);
+int vd_image_pwrite (struct vd_image *img, const void *buf, size_t count,
+                     uint64_t offset);
+int vd_image_zero (struct vd_image *img, uint64_t count, uint64_t offset);
+int vd_image_flush (struct vd_image *img);
+int vd_image_resize (struct vd_image *img, uint64_t size);
+/* Is buf all zero bytes? */
+bool vd_is_zero (const void *buf, size_t len);
+
+/* qemu's image locks (qemu-lock.c; DESIGN.md "qemu's image locks"):
+ * one-byte OFD read locks, byte 100+i for each permission held, 200+i
+ * for each not shared; i: 0 consistent read, 1 write, 2 write-unchanged,
+ * 3 resize.  vd_qemu_lock takes what a qemu writer takes (100, 101 and
+ * the unshare bytes 201, plus 103 and 203 with resize) on fd after
+ * checking with F_OFD_GETLK that no other open file holds a conflicting
+ * byte (someone writing or resizing, or refusing to share write); on a
+ * conflict it takes nothing and fails EBUSY, with a description of the
+ * holder ("pid 1234 (qemu-system-x86)") in holder when it is not NULL.
+ * The locks go with the fd (close) or with vd_qemu_unlock_resize. */
+#define VD_LOCK_WRITE   0x1
+#define VD_LOCK_RESIZE  0x2
+int vd_qemu_lock (int fd, unsigned perms, char *holder, size_t holder_len);
+void vd_qemu_unlock_resize (int fd);
+/* Does another open file hold any of qemu's lock bytes a writer would
+ * conflict with (101-104, 201-204 ...)?  1 yes (holder filled), 0 no,
+ * -1 error. */
+int vd_qemu_lock_held (int fd, char *holder, size_t holder_len);
+
 /* Helpers for drivers. */
 /* pread exactly count bytes from fd at offset; a short read (end of file)
  * fills the rest with zeros when zero_fill, else fails EIO.  Logs nothing. */
@@ -342,7 +420,8 @@ char *vd_read_name (const char *driver, const char *path, int fd,
 int vd_stat_checked (const char *path, const struct vd_policy *policy,
                      struct stat *st);
 /* Open the file name found inside image_path (what: "external data
- * file" ...) read-only under the checks and the policy of chain (the
+ * file" ...) read-only (read-write and locked like the image when
+ * chain->flags has VD_OPEN_RDWR) under the checks and the policy of chain (the
  * chain of image_path), as vd_image_open_chain does for backing files;
  * relative names are resolved against image_path's directory.  ANDs its
  * read bits into *chain->modes.  Returns an fd (O_CLOEXEC, blocking), or
