@@ -226,4 +226,9 @@ int libvirt_mkdir (struct fs_node *dir, const char *ename,
 int libvirt_rmdir (struct fs_node *dir, const char *ename,
                    struct fs_node *sn);
 
+/* ---- libvirt-write.c ---- */
+struct vd_image *libvirt_open_write (struct fs_node *node, void **token);
+void libvirt_close_write (struct fs_node *node, void *token);
+bool libvirt_may_stage (struct fs_node *dir);
+
 #endif /* VD_LIBVIRT_PRIV_H */

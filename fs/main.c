@@ -63,6 +63,7 @@ static const struct fuse_opt fs_opts[] = {
   FS_OPT ("snapsize=%s", snapsize),
   FS_OPT ("backing=%s", backing),
   FS_OPT ("probe=%s", probe),
+  FS_OPT ("staging=%s", staging),
   FUSE_OPT_KEY ("ro", KEY_RO),
   FUSE_OPT_KEY ("allow_other", KEY_ALLOW_OTHER),
   FUSE_OPT_KEY ("fsname=", KEY_FSNAME),
@@ -115,8 +116,11 @@ usage (FILE *fp, const char *prog)
 "                           domain with domain.xml, TARGET.img and\n"
 "                           snapshots/NAME/; URI defaults to\n"
 "                           $LIBVIRT_DEFAULT_URI, else qemu:///system\n"
-"    -o ro                  read-only: no snapshots by mkdir/rmdir either\n"
-"                           (EROFS)\n"
+"    -o ro                  read-only: no snapshots by mkdir/rmdir, no\n"
+"                           writing of disks either (EROFS)\n"
+"    -o staging=DIR         where files written into domain and image\n"
+"                           directories wait for their rename (rsync);\n"
+"                           default " FS_STAGING_DIR "\n"
 "    -o probe=no            images mode: a file not named *.qcow2, *.qed or\n"
 "                           *.qcow is raw, never probed (a guest can write\n"
 "                           an image header into its raw disk)\n"
@@ -424,6 +428,8 @@ main (int argc, char **argv)
   }
 
   inode_init ();
+  if (!fs_config.ro && staging_start () < 0)
+    goto out_tree;
   /* The first scan runs before detaching, so its messages reach the
    * terminal. */
   if (tree_start (provider) < 0)
@@ -478,6 +484,7 @@ main (int argc, char **argv)
   fuse_session_destroy (fs_session);
  out_tree:
   tree_stop ();
+  staging_stop ();
   inode_fini ();
  out_args:
   free (opts.mountpoint);
@@ -490,6 +497,7 @@ main (int argc, char **argv)
   free (fs_config.snapsize);
   free (fs_config.backing);
   free (fs_config.probe);
+  free (fs_config.staging);
   free (fs_config.mountpoint);
   fuse_opt_free_args (&args);
   return ret;

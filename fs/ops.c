@@ -41,6 +41,7 @@
 #include <unistd.h>
 
 #include "vmdiskfs.h"
+#include "ops-priv.h"
 #include "cleanup.h"
 #include "log.h"
 
@@ -62,11 +63,6 @@
  * and of the page cache. */
 static char zeros[FS_MAX_READ];
 
-/* An open disk.img, or an in-memory file (domain.xml ...). */
-struct fs_handle {
-  struct fs_disk *disk;         /* own reference: survives rescans */
-  struct fs_blob *blob;         /* file nodes instead: own reference */
-};
 
 /* An open directory: its entries as they were at opendir, so that
  * readdir offsets stay meaningful while the tree changes. */
@@ -80,7 +76,7 @@ struct fs_dirh {
   struct fs_dir_entry e[];
 };
 
-static int
+int
 errno_or_eio (void)
 {
   return errno ? errno : EIO;
@@ -98,8 +94,11 @@ fs_init (void *userdata, struct fuse_conn_info *conn)
   conn->want |= conn->capable & (FUSE_CAP_ASYNC_READ | FUSE_CAP_SPLICE_WRITE
                                  | FUSE_CAP_SPLICE_MOVE
                                  | FUSE_CAP_PARALLEL_DIROPS
-                                 | FUSE_CAP_AUTO_INVAL_DATA);
-  /* Nothing here is writable: no writeback cache, no splice reads. */
+                                 | FUSE_CAP_AUTO_INVAL_DATA
+                                 | FUSE_CAP_ATOMIC_O_TRUNC);
+  /* Writes go through to the image at once (write.c): no writeback
+   * cache; no splice reads (the data is inspected for zeros anyway).
+   * O_TRUNC comes with open (atomic), not as a truncate before it. */
   conn->want &= ~(FUSE_CAP_WRITEBACK_CACHE | FUSE_CAP_SPLICE_READ);
   conn->time_gran = 1;
   vd_debug ("init: proto %u.%u, max_readahead %u, max_write %u",
@@ -109,11 +108,15 @@ fs_init (void *userdata, struct fuse_conn_info *conn)
 }
 
 /* Attributes of node for a reply.  No lock held. */
-static void
+void
 fill_attr (struct fs_node *node, struct stat *st)
 {
   uint64_t alloc = 0;
 
+  if (node->type == FS_NODE_STAGING) {
+    write_staging_attr (node, st);
+    return;
+  }
   tree_rdlock ();
   *st = node->attr;
   tree_unlock ();
@@ -128,7 +131,7 @@ fill_attr (struct fs_node *node, struct stat *st)
 /* dir's child called name, with a reference (inode_unref it), after
  * bringing dir up to date; NULL when there is none or dir is no
  * directory or no longer attached. */
-static struct fs_node *
+struct fs_node *
 child_of (struct fs_node *dir, const char *name)
 {
   struct fs_node *child = NULL;
@@ -145,7 +148,7 @@ child_of (struct fs_node *dir, const char *name)
 }
 
 /* Reply to lookup or mkdir with node, and drop the caller's reference. */
-static void
+void
 reply_entry (fuse_req_t req, struct fs_node *node)
 {
   struct fuse_entry_param e;
@@ -174,6 +177,15 @@ fs_lookup (fuse_req_t req, fuse_ino_t parent, const char *name)
   }
   child = child_of (dir, name);
   is_dir = dir->type == FS_NODE_DIR;
+  if (child && write_hidden (dir, name)) {
+    inode_unref (child);        /* unlinked (write.c) */
+    child = NULL;
+  }
+  else if (!child && is_dir && (child = write_lookup (dir, name)) != NULL) {
+    inode_unref (dir);
+    reply_entry (req, child);   /* a staging file */
+    return;
+  }
   inode_unref (dir);
   if (!child) {
     fuse_reply_err (req, is_dir ? ENOENT : ENOTDIR);
@@ -226,17 +238,10 @@ fs_getattr (fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
   fuse_reply_attr (req, &st, FS_ATTR_TIMEOUT);
 }
 
-static void
+void
 fs_erofs (fuse_req_t req)
 {
   fuse_reply_err (req, EROFS);
-}
-
-static void
-fs_setattr (fuse_req_t req, fuse_ino_t ino, struct stat *attr, int to_set,
-            struct fuse_file_info *fi)
-{
-  fs_erofs (req);
 }
 
 static void
@@ -250,7 +255,7 @@ fs_mknod (fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode,
  * and the user who mounted: the daemon acts with its own rights (as root,
  * libvirt's), so with allow_other anyone else would make and delete
  * snapshots through it. */
-static bool
+bool
 may_change (fuse_req_t req)
 {
   const struct fuse_ctx *ctx = fuse_req_ctx (req);
@@ -359,12 +364,6 @@ fs_rmdir (fuse_req_t req, fuse_ino_t parent, const char *name)
 }
 
 static void
-fs_unlink (fuse_req_t req, fuse_ino_t parent, const char *name)
-{
-  fs_erofs (req);
-}
-
-static void
 fs_symlink (fuse_req_t req, const char *link, fuse_ino_t parent,
             const char *name)
 {
@@ -372,29 +371,8 @@ fs_symlink (fuse_req_t req, const char *link, fuse_ino_t parent,
 }
 
 static void
-fs_rename (fuse_req_t req, fuse_ino_t parent, const char *name,
-           fuse_ino_t newparent, const char *newname, unsigned flags)
-{
-  fs_erofs (req);
-}
-
-static void
 fs_link (fuse_req_t req, fuse_ino_t ino, fuse_ino_t newparent,
          const char *newname)
-{
-  fs_erofs (req);
-}
-
-static void
-fs_create (fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode,
-           struct fuse_file_info *fi)
-{
-  fs_erofs (req);
-}
-
-static void
-fs_write_buf (fuse_req_t req, fuse_ino_t ino, struct fuse_bufvec *bufv,
-              off_t off, struct fuse_file_info *fi)
 {
   fs_erofs (req);
 }
@@ -413,13 +391,6 @@ fs_removexattr (fuse_req_t req, fuse_ino_t ino, const char *name)
 }
 
 static void
-fs_fallocate (fuse_req_t req, fuse_ino_t ino, int mode, off_t offset,
-              off_t length, struct fuse_file_info *fi)
-{
-  fs_erofs (req);
-}
-
-static void
 fs_open (fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
   struct fs_node *node;
@@ -428,10 +399,6 @@ fs_open (fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
   struct fs_blob *blob = NULL;
   bool removing;
 
-  if ((fi->flags & O_ACCMODE) != O_RDONLY || (fi->flags & O_TRUNC)) {
-    fs_erofs (req);
-    return;
-  }
   node = inode_find (ino);
   if (!node) {
     fuse_reply_err (req, ENOENT);
@@ -440,6 +407,17 @@ fs_open (fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
   if (node->type == FS_NODE_DIR) {
     inode_unref (node);
     fuse_reply_err (req, EISDIR);
+    return;
+  }
+  if ((fi->flags & O_ACCMODE) != O_RDONLY || (fi->flags & O_TRUNC)
+      || node->type == FS_NODE_STAGING) {
+    h = calloc (1, sizeof *h);
+    if (!h) {
+      inode_unref (node);
+      fuse_reply_err (req, ENOMEM);
+      return;
+    }
+    write_open (req, node, fi, h);      /* replies, frees h on error */
     return;
   }
   tree_revalidate (node);
@@ -487,6 +465,8 @@ fs_open (fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
   }
   h->disk = d;
   h->blob = blob;
+  h->writer = NULL;
+  h->stage = NULL;
   fi->fh = (uintptr_t) h;
   fi->noflush = 1;
   pthread_mutex_lock (&node->lock);
@@ -543,6 +523,11 @@ fs_release (fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
   struct fs_handle *h = (struct fs_handle *) (uintptr_t) fi->fh;
   struct fs_node *node = inode_find (ino);
 
+  if (node && (h->writer || h->stage)) {
+    write_release (node, h);    /* drops h's disk and stage */
+    inode_unref (node);
+    node = NULL;
+  }
   if (node) {
     struct fs_disk *drop = NULL;
     bool snapshot;
@@ -591,6 +576,15 @@ fs_read (fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
   size_t n = 0;
   int e;
 
+  if (h->stage) {
+    CLEANUP_FREE char *sb = malloc (size);
+    ssize_t r = sb ? write_staging_read (h, sb, size, off) : -1;
+    if (r < 0)
+      fuse_reply_err (req, sb ? errno_or_eio () : ENOMEM);
+    else
+      fuse_reply_buf (req, sb, r);
+    return;
+  }
   if (h->blob) {
     /* An in-memory file. */
     if (off < 0 || (uint64_t) off >= h->blob->len)
@@ -750,6 +744,14 @@ fs_lseek (fuse_req_t req, fuse_ino_t ino, off_t off, int whence,
     fuse_reply_err (req, EINVAL);
     return;
   }
+  if (h->stage) {
+    off_t r = lseek (h->stage->fd, off, whence);
+    if (r < 0)
+      fuse_reply_err (req, errno);
+    else
+      fuse_reply_lseek (req, r);
+    return;
+  }
   if (h->blob) {
     /* All data, no holes. */
     if (off < 0 || (uint64_t) off >= h->blob->len)
@@ -817,9 +819,14 @@ fs_opendir (fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
     d->e[1].name = strdup ("..");
     for (i = 0; i < node->nchildren; i++) {
       struct fs_node *c = node->children[i];
-      d->e[i + 2].ino = c->ino;
-      d->e[i + 2].type = c->attr.st_mode & S_IFMT;
-      d->e[i + 2].name = strdup (c->name);
+      if (c->type == FS_NODE_DISK && write_hidden (node, c->name)) {
+        n--;                    /* unlinked (write.c) */
+        continue;
+      }
+      d->e[d->n + 2].ino = c->ino;
+      d->e[d->n + 2].type = c->attr.st_mode & S_IFMT;
+      d->e[d->n + 2].name = strdup (c->name);
+      d->n++;
     }
     d->n = n;
     for (i = 0; i < n; i++)
@@ -916,7 +923,9 @@ const struct fuse_lowlevel_ops fs_ops = {
   .open = fs_open,
   .read = fs_read,
   .write_buf = fs_write_buf,
+  .flush = fs_flush,
   .release = fs_release,
+  .fsync = fs_fsync,
   .opendir = fs_opendir,
   .readdir = fs_readdir,
   .releasedir = fs_releasedir,

@@ -728,6 +728,66 @@ images_open_disk (struct fs_node *node)
   return fs_disk_new (img);              /* closes img on failure */
 }
 
+/* Open the image of an active disk node for writing (write.c): the file
+ * scanned, under the same policy, read-write (fresh metadata; qemu's
+ * locks: EBUSY while another program writes it). */
+static struct vd_image *
+images_open_write (struct fs_node *node, void **token)
+{
+  CLEANUP_FREE char *path = NULL;
+  struct images_image *ii;
+  struct vd_image *img;
+  struct stat scanned;
+  int err = 0;
+
+  *token = NULL;
+  tree_rdlock ();
+  ii = node->image ? node->image->priv : NULL;
+  if (!ii || !node->snap_id)
+    err = ENOENT;
+  else if (node->snap_id[0])
+    err = EROFS;                /* a snapshot */
+  else if ((path = strdup (ii->path)) == NULL)
+    err = ENOMEM;
+  else
+    scanned = ii->st;
+  tree_unlock ();
+  if (err) {
+    errno = err;
+    return NULL;
+  }
+  img = vd_image_open_policy (path, scan_format (path), VD_OPEN_RDWR,
+                              &images_policy);
+  if (!img)
+    return NULL;
+  if (img->dev != scanned.st_dev || img->ino != scanned.st_ino) {
+    vd_error ("%s: replaced since it was scanned: not written", path);
+    vd_image_close (img);
+    errno = EIO;
+    return NULL;
+  }
+  return img;
+}
+
+/* The writer is done: the image's new size and times are seen by the
+ * next scan, which the file's new mtime brings. */
+static void
+images_close_write (struct fs_node *node, void *token)
+{
+}
+
+/* Staging files may be made in an image directory. */
+static bool
+images_may_stage (struct fs_node *dir)
+{
+  bool r;
+
+  tree_rdlock ();
+  r = dir->priv != NULL && dir->image == NULL && dir != tree_root ();
+  tree_unlock ();
+  return r;
+}
+
 /* statfs: the images directory's file system. */
 static int
 images_statfs (struct statvfs *sv)
@@ -751,5 +811,7 @@ const struct fs_provider tree_images_provider = {
   .open_disk = images_open_disk,
   .stop = images_stop,
   .statfs = images_statfs,
-  .read_only = true,              /* no writing at all in this version */
+  .open_write = images_open_write,
+  .close_write = images_close_write,
+  .may_stage = images_may_stage,
 };

@@ -629,4 +629,7 @@ const struct fs_provider tree_libvirt_provider = {
   .mounted = libvirt_mounted,
   .mkdir = libvirt_mkdir,
   .rmdir = libvirt_rmdir,
+  .open_write = libvirt_open_write,
+  .close_write = libvirt_close_write,
+  .may_stage = libvirt_may_stage,
 };

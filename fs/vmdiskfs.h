@@ -85,6 +85,7 @@ struct fs_config {
   unsigned cow_percent;       /* parsed snapsize: percent, or 0 (default) */
   char *mountpoint;           /* absolute, or NULL                        */
   char *backing;              /* -o backing=dir|any, as given             */
+  char *staging;              /* -o staging=DIR (default FS_STAGING_DIR)  */
   char *probe;                /* -o probe=yes|no, as given                */
   bool backing_any;           /* -o backing=any: follow names anywhere    */
   bool probe_no;              /* -o probe=no: only *.qcow2 ... probed     */
@@ -130,7 +131,10 @@ void fs_blob_unref (struct fs_blob *b);
 struct fs_blob *fs_blob_plain (struct fs_blob *b);
 bool fs_blob_equal (const struct fs_blob *a, const struct fs_blob *b);
 
-enum fs_node_type { FS_NODE_DIR, FS_NODE_DISK, FS_NODE_FILE };
+/* FS_NODE_STAGING: a file made by create in a domain or image directory
+ * (staging.c), never part of the tree. */
+enum fs_node_type { FS_NODE_DIR, FS_NODE_DISK, FS_NODE_FILE,
+                    FS_NODE_STAGING };
 
 struct fs_provider;
 
@@ -175,6 +179,7 @@ struct fs_node {
   unsigned nopen;             /* open file handles                        */
   bool removing;              /* being deleted (rmdir): open gets EBUSY   */
   uint64_t opened_gen;        /* gen at the last open (keep_cache)        */
+  struct fs_writer *writer;   /* disk nodes open for writing (write.c)    */
 
   /* alloc_lock (tree.c, a leaf lock). */
   bool alloc_walking;         /* a thread counts alloc for this node      */
@@ -216,6 +221,21 @@ struct fs_provider {
   /* Nothing in the tree is ever written, made or removed, -o ro or not:
    * mkdir and rmdir fail with EROFS, statfs says ST_RDONLY. */
   bool read_only;
+  /* Optional (NULL: disks are never writable, EROFS): open the image of
+   * the active disk node for writing, VD_OPEN_RDWR (so with fresh
+   * metadata and qemu's locks taken), after making sure nothing else
+   * uses it (libvirt: the domain is shut off, and its snapshot lock is
+   * taken and kept in *token until close_write).  No lock held.  The
+   * image, or NULL with errno: EBUSY (in use: logged, naming the domain,
+   * the disk and the holder), EROFS (a snapshot, a format we do not
+   * write), EIO ... */
+  struct vd_image *(*open_write) (struct fs_node *node, void **token);
+  /* The last writer of node is done (its image flushed and closed):
+   * let go of token, and see the image's new size and times. */
+  void (*close_write) (struct fs_node *node, void *token);
+  /* Optional (NULL: no): may files be created in dir (staging files,
+   * write.c)?  A domain directory, an image directory. */
+  bool (*may_stage) (struct fs_node *dir);
 };
 extern const struct fs_provider tree_images_provider;
 extern const struct fs_provider tree_libvirt_provider;
@@ -268,5 +288,12 @@ void tree_notify_stop (void);
 
 /* ops.c */
 extern const struct fuse_lowlevel_ops fs_ops;
+
+/* staging.c: the staging directory (-o staging=DIR). */
+#define FS_STAGING_DIR "/var/lib/vmdiskfs/staging"
+/* Make (0700) and check the directory, remove what a crashed daemon
+ * left there.  0, or -1 after a message (fatal at start). */
+int staging_start (void);
+void staging_stop (void);
 
 #endif /* VD_VMDISKFS_H */

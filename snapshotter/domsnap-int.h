@@ -129,6 +129,9 @@ struct ds_lock {
  * errno EBUSY after the wait, EACCES a refused lock directory, ENOENT no
  * such domain ... */
 int ds_lock_take (virConnectPtr c, const char *dname, struct ds_lock *lk);
+/* The same, waiting at most wait_s seconds (0: one try). */
+int ds_lock_take_wait (virConnectPtr c, const char *dname,
+                       struct ds_lock *lk, long wait_s);
 void ds_lock_release (struct ds_lock *lk);
 /* Tests: VMDISKFS_DOMSNAP_HOLD=FILE, see domsnap.h. */
 void ds_hold_for_tests (const char *dname);

@@ -155,10 +155,18 @@ open_lock_dir (void)
 int
 ds_lock_take (virConnectPtr c, const char *dname, struct ds_lock *lk)
 {
+  return ds_lock_take_wait (c, dname, lk,
+                            ds_env_seconds ("VMDISKFS_DOMSNAP_LOCK_WAIT",
+                                            LOCK_WAIT_SECONDS));
+}
+
+int
+ds_lock_take_wait (virConnectPtr c, const char *dname, struct ds_lock *lk,
+                   long wait)
+{
   char uuid[VIR_UUID_STRING_BUFLEN];
   virDomainPtr d;
   uint64_t t0;
-  long wait = ds_env_seconds ("VMDISKFS_DOMSNAP_LOCK_WAIT", LOCK_WAIT_SECONDS);
   bool said = false;
   struct stat sf, sp;
   int e;
@@ -223,7 +231,7 @@ ds_lock_take (virConnectPtr c, const char *dname, struct ds_lock *lk)
       e = EBUSY;
       goto fail;
     }
-    if (!said) {
+    if (!said && wait > 0) {
       vd_warn ("domain %s: waiting for another snapshot operation on it "
                "to finish (%s is locked)", dname, lk->path);
       said = true;

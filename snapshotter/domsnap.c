@@ -774,10 +774,40 @@ ds_delete (virConnectPtr c, const char *domain, const char *name)
 
 /* ---- The provider. ---- */
 
+static int
+ds_dom_lock (virConnectPtr c, const char *domain, long wait_s, void **token)
+{
+  struct ds_lock *lk = malloc (sizeof *lk);
+
+  if (!lk)
+    return -1;
+  if (ds_lock_take_wait (c, domain, lk, wait_s) < 0) {
+    int e = errno;
+    free (lk);
+    errno = e;
+    return -1;
+  }
+  *token = lk;
+  return 0;
+}
+
+static void
+ds_dom_unlock (void *token)
+{
+  struct ds_lock *lk = token;
+
+  if (lk) {
+    ds_lock_release (lk);
+    free (lk);
+  }
+}
+
 const struct vd_snapshotter libvirt_snapshotter = {
   .name = "libvirt",
   .dom_list = ds_list,
   .dom_list_free = ds_list_free,
   .dom_create = ds_create,
   .dom_delete = ds_delete,
+  .dom_lock = ds_dom_lock,
+  .dom_unlock = ds_dom_unlock,
 };

@@ -130,6 +130,15 @@ struct vd_snapshotter {
                      unsigned *done);
   int (*dom_delete) (struct _virConnect *conn, const char *domain,
                      const char *name);
+  /* Take the domain's snapshot lock (the one dom_create and dom_delete
+   * hold) for a writer of its disks (fs/: a disk open for writing), so
+   * no snapshot is made or deleted meanwhile.  wait_s: seconds to wait
+   * for a snapshot operation in progress (0: fail at once).  *token is
+   * passed to dom_unlock.  0, or -1 (logged) with errno EBUSY (held),
+   * EACCES (a refused lock directory), ENOENT (no such domain). */
+  int (*dom_lock) (struct _virConnect *conn, const char *domain,
+                   long wait_s, void **token);
+  void (*dom_unlock) (void *token);
 };
 
 extern const struct vd_snapshotter lvm_snapshotter;

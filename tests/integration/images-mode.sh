@@ -234,17 +234,15 @@ for d in "plain.raw" "sparse disk.img" "$esc3"; do
 done
 [ "$(stat -c %Y "$MNT")" = "$(stat -c %Y "$DIR")" ] || fail "root mtime"
 
-# ---- Read-only. ----
+# ---- What a read-write mount lets change (write-*.sh test the writing). ----
 
 f="$MNT/plain.raw/disk.img"
-expect_errno EROFS 'os.open(path, os.O_WRONLY)' "$f" || fail "write open"
-expect_errno EROFS 'os.open(path, os.O_RDWR)' "$f" || fail "rdwr open"
-expect_errno EROFS 'os.truncate(path, 0)' "$f" || fail "truncate"
-expect_errno EROFS 'os.chmod(path, 0o600)' "$f" || fail "chmod"
-expect_errno EROFS 'os.unlink(path)' "$f" || fail "unlink"
-expect_errno EROFS 'os.mkdir(path)' "$MNT/plain.raw/snapshots/new" || fail "mkdir"
-expect_errno EROFS 'open(path, "w")' "$MNT/newfile" || fail "create"
-expect_errno EROFS 'os.rename(path, path + "x")' "$MNT/plain.raw" || fail "rename"
+mode0=$(stat -c %a "$DIR/plain.raw")
+python3 -c 'import os,sys; os.chmod(sys.argv[1], 0o600)' "$f" || fail "chmod of a disk fails"
+[ "$(stat -c %a "$DIR/plain.raw")" = "$mode0" ] || fail "chmod changed the image file's mode"
+expect_errno EPERM 'os.mkdir(path)' "$MNT/plain.raw/snapshots/new" || fail "mkdir"
+expect_errno EPERM 'open(path, "w")' "$MNT/newfile" || fail "create at the top"
+expect_errno EPERM 'os.rename(path, path + "x")' "$MNT/plain.raw" || fail "rename"
 compare "$f" "$DIR/plain.raw"
 
 # ---- Inode numbers stable across a remount. ----
@@ -260,6 +258,13 @@ start_vmdiskfs "$MNT" vmdiskfs -o ro,images="$DIR"
 (cd "$MNT" && find . -printf '%i %p\n' | LC_ALL=C sort -k2) >"$TEST_DIR/inodes2"
 diff "$TEST_DIR/inodes1" "$TEST_DIR/inodes2" || fail "inode numbers changed"
 expect_errno EROFS 'os.open(path, os.O_WRONLY)' "$f" || fail "write open under ro"
+expect_errno EROFS 'os.open(path, os.O_RDWR)' "$f" || fail "rdwr open under ro"
+expect_errno EROFS 'os.truncate(path, 0)' "$f" || fail "truncate under ro"
+expect_errno EROFS 'os.chmod(path, 0o600)' "$f" || fail "chmod under ro"
+expect_errno EROFS 'os.unlink(path)' "$f" || fail "unlink under ro"
+expect_errno EROFS 'os.mkdir(path)' "$MNT/plain.raw/snapshots/new" || fail "mkdir under ro"
+expect_errno EROFS 'open(path, "w")' "$MNT/plain.raw/newfile" || fail "create under ro"
+compare "$f" "$DIR/plain.raw"
 
 # ---- Changes in DIR show without remount. ----
 
