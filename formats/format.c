@@ -340,6 +340,7 @@ open_chain (const char *path, const char *format, unsigned flags,
       return NULL;
     }
     img->rw_init = true;
+    img->lock_fd = fd;          /* the driver keeps it open */
   }
   if (img) {
     img->fmt = fmt;
@@ -777,7 +778,20 @@ vd_image_resize (struct vd_image *img, uint64_t size)
     return -1;
   }
   pthread_rwlock_wrlock (&img->rw);
+  /* As qemu does: the resize permission, unshared, while resizing. */
+  {
+    char holder[128];
+
+    if (vd_qemu_lock (img->lock_fd, VD_LOCK_WRITE | VD_LOCK_RESIZE, holder,
+                      sizeof holder) < 0) {
+      if (errno == EBUSY)
+        vd_error ("%s: cannot grow: %s holds it", img->path, holder);
+      rw_unlock (img);
+      return -1;
+    }
+  }
   r = img->fmt->resize (img, size);
+  vd_qemu_unlock_resize (img->lock_fd);
   rw_unlock (img);
   return r;
 }

@@ -195,6 +195,9 @@ struct vd_image {
    * for VD_OPEN_RDWR images only (rw_init). */
   bool rw_init;
   pthread_rwlock_t rw;
+  int lock_fd;                /* the image file (the driver's), on which
+                                 qemu's locks are held; resize takes the
+                                 resize bytes on it meanwhile          */
 };
 
 /* Chain of images being opened, innermost first: used to refuse cyclic
