@@ -90,7 +90,10 @@ describe_holder (ino_t ino, char *buf, size_t len)
 
   if (!buf || len == 0)
     return;
-  snprintf (buf, len, "another program");
+  /* When no other process shows a lock: another open file of ours (a
+   * second writer of the same image in this daemon). */
+  snprintf (buf, len, "another open file of this process (pid %ld)",
+            (long) self);
   proc = opendir ("/proc");
   if (!proc)
     return;
