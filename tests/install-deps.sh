@@ -12,7 +12,7 @@ pkgs=(
   # run
   fuse3 libvirt-daemon-system libvirt-clients lvm2
   # test oracles and tools
-  qemu-utils qemu-system-x86 rsync bc python3 valgrind
+  qemu-utils qemu-system-x86 rsync pv bc python3 valgrind
   libglib2.0-bin shared-mime-info   # gio: the type a file manager sees
   netcat-openbsd   # tests/integration/live-image.sh: talks to qemu's monitor
   qemu-guest-agent   # tests/integration/domsnap-agent.sh: runs in its guest
