@@ -18,7 +18,8 @@
  * an offset looks past its end, because the image of a running VM grows.
  *
  * Threads: read and block_status run concurrently.  The L1 table is read
- * at open and immutable.  L2 entries are cached in 4 KiB chunks in a
+ * at open and changes only under a writer (format.c's img->rw keeps
+ * readers out meanwhile).  L2 entries are cached in 4 KiB chunks in a
  * direct-mapped cache of QED_CACHE_SLOTS slots; each slot has its own
  * mutex, held while the slot is looked up or refilled (one 4 KiB pread),
  * never across other I/O.  The cached file size is accessed atomically.
@@ -1013,8 +1014,10 @@ qed_resize (struct vd_image *img, uint64_t size)
   if (c_end < size && qed_zero_clusters (q, size - c_end, c_end) < 0)
     goto fail;
 
+  /* The new part reads as zeros on disk before the header says it is
+   * there (else a power cut could show the backing file in it). */
   store_le64 (b, size);
-  if (qed_pwrite (q, b, 8, 48, "the header") < 0)
+  if (qed_sync (q) < 0 || qed_pwrite (q, b, 8, 48, "the header") < 0)
     goto fail;
   return 0;
 

@@ -275,7 +275,8 @@ static void
 test_config (unsigned cs, bool backing)
 {
   const uint64_t size = (16 << 20) + 1536;     /* a partial last cluster */
-  const uint64_t grown = size + (5 << 20) + 512;
+  const uint64_t grown = size + (10 << 20) + 512;  /* 4 KiB: one more
+                                                      L2 table's span */
   struct vd_image *img;
   struct stat st;
 
@@ -303,7 +304,8 @@ test_config (unsigned cs, bool backing)
   CHECK ((field64 (img_path, FEATURES_OFF) & NEED_CHECK) == 0);
   verify_qemu ();
 
-  /* Grow: the backing file (20 MiB) reaches past the old end. */
+  /* Grow: the backing file (20 MiB) reaches past the old end, and
+   * the old last cluster holds its bytes past the old end. */
   img = open_rw ();
   verify_read (img);
   REQUIRE (vd_image_resize (img, grown) == 0);
