@@ -385,6 +385,30 @@ qed_read (struct vd_image *img, void *buf, size_t count, uint64_t offset)
   return 0;
 }
 
+/* Allocated clusters may hold holes of the file: the writer punches the
+ * clusters it zeroes (see "The write side").  They read as zeros: a DATA
+ * extent e that starts in one says ZERO up to its end, one that runs
+ * into one ends there.  Without SEEK_DATA, e stays as it is. */
+static void
+qed_holes (struct qed_image *q, struct vd_extent *e)
+{
+  off_t d = lseek (q->fd, (off_t) e->phys, SEEK_DATA);
+
+  if ((d < 0 && errno == ENXIO) || (d >= 0 && (uint64_t) d > e->phys)) {
+    if (d >= 0)
+      e->length = MIN (e->length, (uint64_t) d - e->phys);
+    e->type = VD_EXTENT_ZERO;
+    e->fd = -1;
+    e->phys = 0;
+    return;
+  }
+  if (d < 0)
+    return;
+  d = lseek (q->fd, (off_t) e->phys, SEEK_HOLE);
+  if (d > (off_t) e->phys)
+    e->length = MIN (e->length, (uint64_t) d - e->phys);
+}
+
 static int
 qed_block_status (struct vd_image *img, uint64_t offset, uint64_t length,
                   struct vd_extent *e)
@@ -404,6 +428,7 @@ qed_block_status (struct vd_image *img, uint64_t offset, uint64_t length,
     e->type = VD_EXTENT_DATA;
     e->fd = q->fd;
     e->phys = phys;
+    qed_holes (q, e);
     break;
   case QED_DATA_SHORT:                /* zero-filled past EOF: no splice */
     e->type = VD_EXTENT_DATA;

@@ -134,6 +134,29 @@ verify_read (struct vd_image *img)
       exit (1);
     }
   }
+  /* The extent map tiles the disk; zero extents are zeros, data extents
+   * with an fd hold the bytes at phys. */
+  for (off = 0; off < msize; off += n) {
+    struct vd_extent e;
+
+    REQUIRE (vd_image_block_status (img, off, msize - off, &e) == 0);
+    REQUIRE (e.offset == off && e.length > 0 && e.length <= msize - off);
+    n = MIN (e.length, bs);
+    if (e.type != VD_EXTENT_DATA)
+      memset (buf, 0, n);
+    else if (e.fd >= 0) {
+      ssize_t r = pread (e.fd, buf, n, e.phys);
+      REQUIRE (r >= 0);
+      memset (buf + r, 0, n - r);
+    }
+    else
+      continue;
+    if (memcmp (buf, model + off, n) != 0) {
+      fprintf (stderr, "FAIL: %s: extent %" PRIu64 "+%" PRIu64 " type %d "
+               "differs\n", img_path, off, n, (int) e.type);
+      exit (1);
+    }
+  }
   free (buf);
 }
 
@@ -339,6 +362,15 @@ test_config (unsigned cs, bool backing)
              img_path, (uint64_t) st.st_blocks * 512);
     failures++;
   }
+
+  /* Nothing reads as data: punched clusters are zero extents. */
+  img = vd_image_open (img_path, 0);
+  REQUIRE (img);
+  {
+    uint64_t allocated = 1;
+    CHECK (vd_image_allocated (img, &allocated) == 0 && allocated == 0);
+  }
+  vd_image_close (img);
 
   /* Written again after that (O_TRUNC, then the copy): punched clusters
    * are written in place. */
