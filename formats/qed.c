@@ -470,7 +470,10 @@ qed_block_status (struct vd_image *img, uint64_t offset, uint64_t length,
  * crashed) is checked and repaired first (qed_check_repair): table and
  * cluster offsets that are misaligned, inside the header or past the end
  * of the file are cleared, then the bit is cleared.  Duplicate references
- * are not looked for: allocation past the end never makes them.
+ * are not looked for: allocation past the end never makes them.  Only
+ * regular files are written (a block device cannot grow: ENOTSUP), and
+ * unknown autoclear feature bits are cleared at open ("Field
+ * descriptions").
  *
  * Zeros: an aligned cluster that must read as zeros becomes a zero
  * cluster (L2 entry 1) where a backing file would show through, stays or
