@@ -140,6 +140,7 @@ qcow2_free (struct qcow2_image *q)
 {
   if (!q)
     return;
+  qcow2_write_close (q);        /* write-back first: needs everything */
   if (q->backing)
     vd_image_close (q->backing);
   if (q->data_fd >= 0 && q->data_fd != q->fd)
@@ -558,6 +559,18 @@ qcow2_open_image (const char *path, int fd, unsigned flags,
   else if (q->has_data_file)
     q->data_fd = -1;
 
+  if ((flags & VD_OPEN_RDWR) && !snapshot) {
+    if (flags & VD_OPEN_LIVE) {
+      vd_error ("qcow2: %s: cannot write an image that may change under "
+                "us (live)", path);
+      errno = EINVAL;
+      goto fail;
+    }
+    if (qcow2_write_open (q, rt_off, rt_clusters, l1_size, hdr, hdr_len,
+                          ext_end) < 0)
+      goto fail;
+  }
+
   vd_debug ("qcow2: %s: v%" PRIu32 ", cluster %" PRIu64 ", size %" PRIu64
             ", L1 %" PRIu32 " entries (%" PRIu64 " L2 tables)%s%s%s%s",
             path, q->version, q->cluster_size, q->img.size, q->l1_size,
@@ -596,4 +609,8 @@ const struct vd_format qcow2_format = {
   .block_status = qcow2_block_status,
   .list_snapshots = qcow2_list_snapshots,
   .open_snapshot = qcow2_open_snapshot,
+  .write = qcow2_write,
+  .flush = qcow2_flush,
+  .zero = qcow2_zero,
+  .resize = qcow2_resize,
 };
