@@ -332,8 +332,8 @@ make_image (const struct geom *g, const char *sub)
         sub, g->opts);
   }
   else if (g->data_file)
-    sh ("cd %s && qemu-img create -q -f qcow2 -o %s,data_file=data.raw "
-        "img.qcow2 %" PRIu64, sub, g->opts, g->size);
+    sh ("cd %s && qemu-img create -q -f qcow2 -o %s,data_file=%s/data.raw "
+        "img.qcow2 %" PRIu64, sub, g->opts, sub, g->size);
   else if (g->backing)
     sh ("cd %s && qemu-img create -q -f qcow2 -o %s -b base.qcow2 -F qcow2 "
         "img.qcow2 %" PRIu64, sub, g->opts, g->size);
@@ -418,6 +418,13 @@ run_geom (const struct geom *g, int gi)
     failures++;
   }
   check_snapshots (g, sub, "after writing");
+  if (g->data_raw
+      && sh_rc ("cd %s && qemu-img compare -q -f raw -F raw data.raw "
+                "model.raw", sub) != 0) {
+    fprintf (stderr, "FAIL %s: the raw data file is not the disk\n",
+             g->name);
+    failures++;
+  }
 
   /* Zero-heavy content: the whole disk zeroed, then a little data. */
   if (g->check_alloc) {
@@ -566,7 +573,7 @@ kill_test (void)
     free (buf);
     vd_image_close (im);
     if (r == 3)
-      sh ("qemu-img check -q -r leaks %s >/dev/null", img);
+      sh ("qemu-img check -q -r leaks %s >/dev/null 2>&1", img);
   }
   failures += bad;
   printf ("ok kill: 24 kills, %d left leaks, %d bad\n", leaks, bad);
