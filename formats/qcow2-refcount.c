@@ -599,7 +599,7 @@ qcow2_writeback (struct qcow2_image *q)
   }
   w->in_writeback = true;
   /* 1. data and refcount increments */
-  if (extend_file (q) < 0 || qcow2_wcache_write (q, QW_REFBLOCK, &any) < 0)
+  if (qcow2_write_pending (q) < 0 || extend_file (q) < 0 || qcow2_wcache_write (q, QW_REFBLOCK, &any) < 0)
     goto out;
   if ((any || w->data_dirty) && qcow2_sync (q, true) < 0)
     goto out;

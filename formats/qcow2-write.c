@@ -73,7 +73,7 @@
 #include "cleanup.h"
 
 #define QCOW2_WCACHE_BYTES     (16U << 20)
-#define QCOW2_WRITEBACK_BYTES  (64ULL << 20)
+#define QCOW2_WRITEBACK_BYTES  (256ULL << 20)
 
 #define SC_ALL 0xffffffffULL
 
@@ -240,8 +240,8 @@ l1_set (struct qcow2_image *q, uint64_t l1i, uint64_t e)
 }
 
 static int
-pwrite_data (struct qcow2_image *q, const void *buf, uint64_t len,
-             uint64_t off)
+pwrite_now (struct qcow2_image *q, const void *buf, uint64_t len,
+            uint64_t off)
 {
   const uint8_t *p = buf;
 
@@ -259,6 +259,47 @@ pwrite_data (struct qcow2_image *q, const void *buf, uint64_t len,
     len -= r;
   }
   q->w->data_dirty = true;
+  return 0;
+}
+
+/* The caller's bytes for consecutive clusters that landed at consecutive
+ * host offsets are gathered into one pwrite (a 1 MiB write of 64 KiB
+ * clusters: one system call, not sixteen).  Written before anything
+ * reads the image, before the write-back and at the end of each write
+ * op (the caller's buffer is gone then). */
+int
+qcow2_write_pending (struct qcow2_image *q)
+{
+  struct qcow2_writer *w = q->w;
+  int r;
+
+  if (!w || w->pend_len == 0)
+    return 0;
+  r = pwrite_now (q, w->pend_buf, w->pend_len, w->pend_off);
+  w->pend_len = 0;
+  return r;
+}
+
+/* buf is the caller's (gathered) when user, else scratch (now). */
+static int
+pwrite_data (struct qcow2_image *q, const void *buf, uint64_t len,
+             uint64_t off, bool user)
+{
+  struct qcow2_writer *w = q->w;
+
+  if (user && w->pend_len && w->pend_off + w->pend_len == off
+      && w->pend_buf + w->pend_len == (const uint8_t *) buf
+      && w->pend_len < (8U << 20)) {
+    w->pend_len += len;
+    return 0;
+  }
+  if (qcow2_write_pending (q) < 0)
+    return -1;
+  if (!user)
+    return pwrite_now (q, buf, len, off);
+  w->pend_buf = buf;
+  w->pend_off = off;
+  w->pend_len = len;
   return 0;
 }
 
@@ -354,6 +395,8 @@ read_view (struct qcow2_image *q, uint8_t *buf, uint64_t gc, uint64_t off,
 {
   uint64_t end = MIN (gc + off + len, q->img.size), n;
 
+  if (qcow2_write_pending (q) < 0)
+    return -1;
   n = end > gc + off ? end - (gc + off) : 0;
   if (n && qcow2_read (&q->img, buf, n, gc + off) < 0)
     return -1;
@@ -399,12 +442,11 @@ write_cluster (struct qcow2_image *q, const uint8_t *src, uint64_t gc,
   if (!q->extended_l2 || compressed) {
     if (reuse && !zeroflag) {
       /* Ours alone: in place. */
-      r = pwrite_data (q, src, b - a, host + a);
+      r = pwrite_data (q, src, b - a, host + a, true);
       goto out;
     }
     if ((a > 0 || b < len) && read_view (q, cb, gc, 0, len) < 0)
       goto out;
-    memcpy (cb + a, src, b - a);
     if (q->has_data_file || reuse)
       nhost = host;
     else {
@@ -413,8 +455,15 @@ write_cluster (struct qcow2_image *q, const uint8_t *src, uint64_t gc,
         goto out;
       nhost = x;
     }
-    if (pwrite_data (q, cb, len, nhost) < 0)
-      goto out;
+    if (a == 0 && b == len) {
+      if (pwrite_data (q, src, len, nhost, true) < 0)
+        goto out;
+    }
+    else {
+      memcpy (cb + a, src, b - a);
+      if (pwrite_data (q, cb, len, nhost, false) < 0)
+        goto out;
+    }
     ne = nhost | QCOW2_L2E_COPIED;
     nbm = SC_ALL;
   }
@@ -450,12 +499,13 @@ write_cluster (struct qcow2_image *q, const uint8_t *src, uint64_t gc,
         }
         for (s = 0; s < 32; s++)
           if (((keep >> s) & 1) && !((M >> s) & 1)
-              && pwrite_data (q, w->cbuf2 + s * ssz, ssz, nhost + s * ssz) < 0)
+              && pwrite_data (q, w->cbuf2 + s * ssz, ssz, nhost + s * ssz,
+                             false) < 0)
             goto out;
       }
     }
     memcpy (cb + a, src, b - a);
-    if (pwrite_data (q, cb + A, B - A, nhost + A) < 0)
+    if (pwrite_data (q, cb + A, B - A, nhost + A, false) < 0)
       goto out;
     if (!reuse)
       alloc = keep;
@@ -507,12 +557,18 @@ qcow2_write (struct vd_image *img, const void *buf, size_t count,
     uint64_t gc = offset & ~(cs - 1), a = offset - gc;
     uint64_t n = MIN (cs - a, count);
 
-    if (write_cluster (q, src, gc, a, a + n) < 0)
+    if (write_cluster (q, src, gc, a, a + n) < 0) {
+      int e = errno;
+      qcow2_write_pending (q);
+      errno = e;
       return -1;
+    }
     src += n;
     offset += n;
     count -= n;
   }
+  if (qcow2_write_pending (q) < 0)
+    return -1;
   return maybe_writeback (q, total);
 }
 
@@ -561,7 +617,7 @@ zero_data_file (struct qcow2_image *q, uint64_t off, uint64_t len)
   memset (q->w->cbuf2, 0, q->cluster_size);
   while (off < end) {
     uint64_t n = MIN (end - off, q->cluster_size);
-    if (pwrite_data (q, q->w->cbuf2, n, off) < 0)
+    if (pwrite_data (q, q->w->cbuf2, n, off, false) < 0)
       return -1;
     off += n;
   }
@@ -698,10 +754,16 @@ qcow2_zero (struct vd_image *img, uint64_t count, uint64_t offset)
       offset = MIN (offset + cov, end);
       continue;
     }
-    if (zero_cluster (q, gc, a, a + n) < 0)
+    if (zero_cluster (q, gc, a, a + n) < 0) {
+      int e = errno;
+      qcow2_write_pending (q);
+      errno = e;
       return -1;
+    }
     offset += n;
   }
+  if (qcow2_write_pending (q) < 0)
+    return -1;
   return maybe_writeback (q, total);
 }
 

@@ -273,6 +273,8 @@ struct qcow2_writer {
   bool in_writeback;
   bool no_punch;                /* fallocate PUNCH_HOLE not supported     */
   bool failed;                  /* a write-back failed: refuse writes     */
+  const uint8_t *pend_buf;      /* gathered data write (qcow2-write.c)    */
+  uint64_t pend_off, pend_len;
   uint8_t *cbuf;                /* one cluster of scratch                 */
   uint8_t *cbuf2;
 };
@@ -316,6 +318,7 @@ int qcow2_write_open (struct qcow2_image *q, uint64_t rt_offset,
                       uint32_t rt_clusters, uint32_t l1_disk_size,
                       const uint8_t *hdr, size_t ext_start, size_t ext_end);
 void qcow2_write_close (struct qcow2_image *q);
+int qcow2_write_pending (struct qcow2_image *q);
 int qcow2_write (struct vd_image *img, const void *buf, size_t count,
                  uint64_t offset);
 int qcow2_zero (struct vd_image *img, uint64_t count, uint64_t offset);
