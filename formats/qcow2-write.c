@@ -8,10 +8,9 @@
  *
  * Refused for writing, with one log line: the dirty bit (lazy refcounts
  * left dirty by a crash: run `qemu-img check -r all`; ENOTSUP), the
- * corrupt bit (EIO), images with persistent dirty bitmaps that have the
- * auto flag (they would have to track our writes: ENOTSUP for now),
- * snapshots and VD_OPEN_LIVE (EINVAL).  Encryption and unknown
- * incompatible features are refused by the reader already.  Unknown
+ * corrupt bit (EIO), snapshots and VD_OPEN_LIVE (EINVAL).  Persistent
+ * dirty bitmaps with the auto flag are kept up to date (qcow2-bitmap.c).
+ * Encryption and unknown incompatible features are refused by the reader already.  Unknown
  * autoclear bits are cleared at open, as the spec asks of a writer that
  * does not know them.  Writing never uses lazy refcounts and never sets
  * the dirty bit: refcounts are exact at every write-back.
@@ -79,42 +78,6 @@
 
 /* ---- Open and close ---- */
 
-/* Bitmaps extension: refuse auto bitmaps (they would need updating). */
-static int
-check_bitmaps (struct qcow2_image *q, const uint8_t *ext, uint32_t len)
-{
-  uint32_t nb;
-  uint64_t dsize, doff, pos = 0;
-  CLEANUP_FREE uint8_t *dir = NULL;
-
-  if (!(q->autoclear & QCOW2_AUTOCLEAR_BITMAPS) || len < 24)
-    return 0;                   /* inconsistent already: nothing to keep */
-  nb = load_be32 (ext);
-  dsize = load_be64 (ext + 8);
-  doff = load_be64 (ext + 16);
-  if (dsize > (64U << 20) || (dir = malloc (dsize + 1)) == NULL
-      || vd_pread_full (q->fd, dir, dsize, doff, false) < 0) {
-    vd_error ("qcow2: %s: cannot read the bitmap directory", q->img.path);
-    errno = EIO;
-    return -1;
-  }
-  while (nb-- > 0 && pos + 24 <= dsize) {
-    uint32_t flags = load_be32 (dir + pos + 12);
-    uint16_t nsize = load_be16 (dir + pos + 18);
-    uint32_t xsize = load_be32 (dir + pos + 20);
-
-    if (flags & 2) {
-      vd_error ("qcow2: %s: has persistent dirty bitmaps with the auto "
-                "flag, which writing here would not keep up to date; "
-                "refusing to write it", q->img.path);
-      errno = ENOTSUP;
-      return -1;
-    }
-    pos += ROUND_UP (24 + (uint64_t) xsize + nsize, 8);
-  }
-  return 0;
-}
-
 int
 qcow2_write_open (struct qcow2_image *q, uint64_t rt_offset,
                   uint32_t rt_clusters, uint32_t l1_disk_size,
@@ -137,16 +100,6 @@ qcow2_write_open (struct qcow2_image *q, uint64_t rt_offset,
     errno = ENOTSUP;
     return -1;
   }
-  for (pos = ext_start; pos + 8 <= ext_end;) {
-    uint32_t type = load_be32 (hdr + pos), len = load_be32 (hdr + pos + 4);
-
-    if (type == QCOW2_EXT_END || len > ext_end - pos - 8)
-      break;
-    if (type == QCOW2_EXT_BITMAPS && check_bitmaps (q, hdr + pos + 8, len) < 0)
-      return -1;
-    pos += 8 + ROUND_UP ((uint64_t) len, 8);
-  }
-
   w = q->w = calloc (1, sizeof *w);
   if (!w)
     return -1;
@@ -188,6 +141,16 @@ qcow2_write_open (struct qcow2_image *q, uint64_t rt_offset,
   }
   if (qcow2_refcount_open (q, rt_offset, rt_clusters) < 0)
     return -1;
+  for (pos = ext_start; pos + 8 <= ext_end;) {
+    uint32_t type = load_be32 (hdr + pos), len = load_be32 (hdr + pos + 4);
+
+    if (type == QCOW2_EXT_END || len > ext_end - pos - 8)
+      break;
+    if (type == QCOW2_EXT_BITMAPS
+        && qcow2_bitmaps_open (q, hdr + pos + 8, len) < 0)
+      return -1;
+    pos += 8 + ROUND_UP ((uint64_t) len, 8);
+  }
 
   /* Unknown autoclear bits: cleared before the first write (spec). */
   if (q->version >= 3
@@ -212,8 +175,10 @@ qcow2_write_close (struct qcow2_image *q)
 
   if (!w)
     return;
-  if (w->rt && !w->failed && qcow2_writeback (q) < 0)
+  if (w->rt && !w->failed
+      && (qcow2_writeback (q) < 0 || qcow2_bitmaps_close (q) < 0))
     vd_error ("qcow2: %s: write-back at close failed: %m", q->img.path);
+  qcow2_bitmaps_free (q);
   if (w->slots)
     qcow2_wcache_free (q);
   free (w->l1);
@@ -553,6 +518,8 @@ qcow2_write (struct vd_image *img, const void *buf, size_t count,
     errno = EIO;
     return -1;
   }
+  if (qcow2_bitmaps_mark (q, offset, count) < 0)
+    return -1;
   while (count > 0) {
     uint64_t gc = offset & ~(cs - 1), a = offset - gc;
     uint64_t n = MIN (cs - a, count);
@@ -741,6 +708,8 @@ qcow2_zero (struct vd_image *img, uint64_t count, uint64_t offset)
     errno = EIO;
     return -1;
   }
+  if (qcow2_bitmaps_mark (q, offset, count) < 0)
+    return -1;
   while (offset < end) {
     uint64_t gc = offset & ~(cs - 1), a = offset - gc;
     uint64_t n = MIN (cs - a, end - offset);
@@ -793,6 +762,12 @@ qcow2_resize (struct vd_image *img, uint64_t size)
 
   if (w->failed) {
     errno = EIO;
+    return -1;
+  }
+  if (qcow2_bitmaps_active (q)) {
+    vd_error ("qcow2: %s: cannot grow an image with auto dirty bitmaps "
+              "(they would have to grow too)", q->img.path);
+    errno = ENOTSUP;
     return -1;
   }
   if (need * 8 > QCOW2_MAX_L1_BYTES || size > INT64_MAX) {

@@ -275,6 +275,7 @@ struct qcow2_writer {
   bool failed;                  /* a write-back failed: refuse writes     */
   const uint8_t *pend_buf;      /* gathered data write (qcow2-write.c)    */
   uint64_t pend_off, pend_len;
+  struct qcow2_bitmaps *bitmaps; /* auto dirty bitmaps (qcow2-bitmap.c)   */
   uint8_t *cbuf;                /* one cluster of scratch                 */
   uint8_t *cbuf2;
 };
@@ -312,6 +313,18 @@ int qcow2_free_later (struct qcow2_image *q, uint64_t off, uint64_t len);
 int qcow2_writeback (struct qcow2_image *q);
 int qcow2_sync (struct qcow2_image *q, bool data);
 int qcow2_punch (struct qcow2_image *q, int fd, uint64_t off, uint64_t len);
+
+/* qcow2-bitmap.c */
+struct qcow2_bitmaps;
+int qcow2_bitmaps_open (struct qcow2_image *q, const uint8_t *ext,
+                        uint32_t len);
+bool qcow2_bitmaps_active (struct qcow2_image *q);
+/* Before changing [offset, offset + len): in_use durable (first time),
+ * the range marked. */
+int qcow2_bitmaps_mark (struct qcow2_image *q, uint64_t offset,
+                        uint64_t len);
+int qcow2_bitmaps_close (struct qcow2_image *q);
+void qcow2_bitmaps_free (struct qcow2_image *q);
 
 /* qcow2-write.c */
 int qcow2_write_open (struct qcow2_image *q, uint64_t rt_offset,

@@ -15,6 +15,11 @@
  * snapshot reads as before, and where there is no snapshot the file's
  * allocation is no larger than the data plus the metadata.
  *
+ * Resizing with L1 growth; refusal of dirty and corrupt images; an image
+ * with an auto dirty bitmap and a disabled one: afterwards the auto one
+ * has exactly the granules written before and by us, no in_use flag,
+ * the disabled one is unchanged, and qemu-img can merge it.
+ *
  * Then the kill test: a child writes in a loop (flushing now and then)
  * and is killed with SIGKILL at random moments, 20 times; after each,
  * `qemu-img check` must exit 0 or 3 (leaks), never 2 (corruption), the
@@ -578,6 +583,152 @@ refusal_test (void)
   printf ("ok refusals\n");
 }
 
+/* ---- persistent dirty bitmaps ---- */
+
+static uint64_t
+be (const uint8_t *p, int n)
+{
+  uint64_t v = 0;
+  while (n-- > 0)
+    v = (v << 8) | *p++;
+  return v;
+}
+
+/* The bits of bitmap name in img (malloc'd, one byte per granule), its
+ * flags in *flags; NULL when not found. */
+static uint8_t *
+read_bitmap (const char *img, const char *name, uint64_t size,
+             uint32_t *flags)
+{
+  uint8_t hdr[65536], *dir, *out = NULL;
+  uint32_t hlen, cbits;
+  uint64_t pos, doff = 0, dsize = 0, i, nbits;
+  int fd = open (img, O_RDONLY);
+
+  REQUIRE (fd >= 0);
+  REQUIRE (pread (fd, hdr, sizeof hdr, 0) > 104);
+  cbits = be (hdr + 20, 4);
+  hlen = be (hdr + 100, 4);
+  for (pos = hlen; pos + 8 <= sizeof hdr;) {
+    uint32_t t = be (hdr + pos, 4), l = be (hdr + pos + 4, 4);
+    if (t == 0)
+      break;
+    if (t == 0x23852875) {
+      dsize = be (hdr + pos + 16, 8);
+      doff = be (hdr + pos + 24, 8);
+    }
+    pos += 8 + ROUND_UP (l, 8);
+  }
+  REQUIRE (dsize > 0);
+  dir = malloc (dsize);
+  REQUIRE (dir && pread (fd, dir, dsize, doff) == (ssize_t) dsize);
+  for (pos = 0; pos + 24 <= dsize;) {
+    uint64_t toff = be (dir + pos, 8);
+    uint32_t tsize = be (dir + pos + 8, 4), gb = dir[pos + 17];
+    uint32_t ns = be (dir + pos + 18, 2), xs = be (dir + pos + 20, 4);
+
+    if (ns == strlen (name)
+        && memcmp (dir + pos + 24 + xs, name, ns) == 0) {
+      uint64_t cs = 1ULL << cbits, *tab = malloc (tsize * 8);
+      uint8_t *c = malloc (cs);
+
+      *flags = be (dir + pos + 12, 4);
+      nbits = DIV_ROUND_UP (size, 1ULL << gb);
+      out = calloc (nbits, 1);
+      REQUIRE (tab && c && out);
+      REQUIRE (pread (fd, tab, tsize * 8, toff) == (ssize_t) (tsize * 8));
+      for (i = 0; i < nbits; i++) {
+        uint64_t j = i / (cs * 8), e = be ((uint8_t *) &tab[j], 8);
+        uint64_t off = e & 0x00fffffffffffe00ULL, k = i % (cs * 8);
+        if (off == 0)
+          out[i] = e & 1;
+        else {
+          REQUIRE (pread (fd, c, 1, off + k / 8) == 1);
+          out[i] = (c[0] >> (k % 8)) & 1;
+        }
+      }
+      free (tab);
+      free (c);
+      break;
+    }
+    pos += ROUND_UP (24 + xs + ns, 8);
+  }
+  free (dir);
+  close (fd);
+  return out;
+}
+
+static void
+bitmap_test (void)
+{
+  char sub[300], img[400], model[400];
+  uint8_t *b0, *d0, *b1, *d1, *buf = calloc (1, 200000);
+  uint32_t f;
+  uint64_t nb = (64 << 20) / 65536, i, s = 99;
+  uint8_t *expect = calloc (nb, 1);
+  struct vd_image *im;
+  int mfd, r, bad = 0;
+
+  snprintf (sub, sizeof sub, "%s/bitmap", dir);
+  snprintf (img, sizeof img, "%s/img.qcow2", sub);
+  snprintf (model, sizeof model, "%s/model.raw", sub);
+  sh ("mkdir -p %s && cd %s && qemu-img create -q -f qcow2 img.qcow2 64M && "
+      "qemu-img bitmap --add -g 65536 img.qcow2 auto0 && "
+      "qemu-img bitmap --add -g 65536 --disable img.qcow2 off1 && "
+      "qemu-io -c 'write -P 3 1M 100k' -c 'write -P 4 40M 1M' img.qcow2 "
+      ">/dev/null && qemu-img convert -O raw img.qcow2 model.raw", sub, sub);
+  b0 = read_bitmap (img, "auto0", 64 << 20, &f);
+  d0 = read_bitmap (img, "off1", 64 << 20, &f);
+  REQUIRE (b0 && d0 && buf && expect);
+  CHECK (b0[16] == 1 && b0[17] == 1 && b0[640] == 1 && b0[0] == 0);
+  memcpy (expect, b0, nb);
+  mfd = open (model, O_RDWR);
+  im = vd_image_open (img, VD_OPEN_RDWR);
+  REQUIRE (im && mfd >= 0);
+  for (i = 0; i < 60; i++) {
+    uint64_t off = rnd (&s) % (60 << 20), len = 1 + rnd (&s) % 200000, k;
+
+    memset (buf, (int) i, len);
+    if (i % 3 == 0)
+      memset (buf, 0, len);
+    if (i % 5 == 4)
+      REQUIRE (vd_image_zero (im, len, off) == 0);
+    else
+      REQUIRE (vd_image_pwrite (im, buf, len, off) == 0);
+    if (i % 5 == 4)
+      memset (buf, 0, len);
+    model_write (mfd, buf, len, off);
+    for (k = off / 65536; k <= (off + len - 1) / 65536; k++)
+      expect[k] = 1;
+  }
+  vd_image_close (im);
+  close (mfd);
+  if ((r = sh_rc ("qemu-img check -q %s", img)) != 0) {
+    fprintf (stderr, "FAIL bitmap: qemu-img check exit %d\n", r);
+    failures++;
+  }
+  CHECK (sh_rc ("qemu-img compare -q -f qcow2 -F raw %s %s", img, model)
+         == 0);
+  CHECK (sh_rc ("qemu-img info %s | grep -q in-use", img) != 0);
+  b1 = read_bitmap (img, "auto0", 64 << 20, &f);
+  REQUIRE (b1);
+  CHECK (f == 2);                       /* auto, no longer in_use */
+  for (i = 0; i < nb; i++)
+    bad += b1[i] != expect[i];
+  if (bad) {
+    fprintf (stderr, "FAIL bitmap: %d granules wrong\n", bad);
+    failures++;
+  }
+  d1 = read_bitmap (img, "off1", 64 << 20, &f);
+  CHECK (d1 && memcmp (d0, d1, nb) == 0 && f == 0);
+  /* qemu agrees: its own check of the bitmaps, and a merge. */
+  CHECK (sh_rc ("cd %s && qemu-img bitmap --add img.qcow2 copy && "
+                "qemu-img bitmap --merge auto0 img.qcow2 copy && "
+                "qemu-img check -q img.qcow2", sub) == 0);
+  free (b0); free (b1); free (d0); free (d1); free (buf); free (expect);
+  printf ("ok bitmap\n");
+}
+
 /* ---- kill -9 ---- */
 
 static void
@@ -701,6 +852,8 @@ main (int argc, char **argv)
     resize_test ();
   if (!only || strcmp (only, "refuse") == 0)
     refusal_test ();
+  if (!only || strcmp (only, "bitmap") == 0)
+    bitmap_test ();
   if (!only || strcmp (only, "kill") == 0)
     kill_test ();
   if (failures == 0 || !getenv ("KEEP"))
