@@ -45,7 +45,10 @@
  * to write are skipped, with their fdatasync.
  *
  * Write-back runs at flush (fsync, close), when the metadata cache is
- * full of dirty tables, when the deferred frees pile up, and every
+ * full of dirty tables (the operation running is then at a consistent
+ * point: every entry it changed has its new cluster written and its old
+ * one queued for freeing), when the deferred frees pile up (checked
+ * between clusters, qcow2_safe_point), and every
  * QCOW2_WRITEBACK_BYTES written (qcow2-write.c), so memory stays bounded.
  *
  * Threads: only under the image's write lock (format.c), one thread.
@@ -423,7 +426,16 @@ qcow2_free_later (struct qcow2_image *q, uint64_t off, uint64_t len)
   }
   w->frees[w->nfrees++] = (struct qcow2_frun) { first, count };
   w->meta_dirty = true;
-  if (w->nfrees >= MAX_FREE_RUNS && !w->in_writeback)
+  /* Never a write-back from here: the caller queues the free before it
+   * changes the entry (the on-disk table still points to the cluster);
+   * qcow2_safe_point writes back between clusters instead. */
+  return 0;
+}
+
+int
+qcow2_safe_point (struct qcow2_image *q)
+{
+  if (q->w->nfrees >= MAX_FREE_RUNS)
     return qcow2_writeback (q);
   return 0;
 }

@@ -533,6 +533,9 @@ qcow2_write (struct vd_image *img, const void *buf, size_t count,
     src += n;
     offset += n;
     count -= n;
+    if (q->w->nfrees >= 4096 && count > 0
+        && (qcow2_write_pending (q) < 0 || qcow2_safe_point (q) < 0))
+      return -1;
   }
   if (qcow2_write_pending (q) < 0)
     return -1;
@@ -718,7 +721,7 @@ qcow2_zero (struct vd_image *img, uint64_t count, uint64_t offset)
         && (end - offset >= cov || end == q->img.size)) {
       uint64_t l1i = offset >> cov_bits;
 
-      if (zero_table (q, l1i) < 0)
+      if (zero_table (q, l1i) < 0 || qcow2_safe_point (q) < 0)
         return -1;
       offset = MIN (offset + cov, end);
       continue;
@@ -730,6 +733,9 @@ qcow2_zero (struct vd_image *img, uint64_t count, uint64_t offset)
       return -1;
     }
     offset += n;
+    if (q->w->nfrees >= 4096
+        && (qcow2_write_pending (q) < 0 || qcow2_safe_point (q) < 0))
+      return -1;
   }
   if (qcow2_write_pending (q) < 0)
     return -1;

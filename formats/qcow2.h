@@ -309,6 +309,9 @@ int64_t qcow2_alloc_clusters (struct qcow2_image *q, uint64_t n);
 /* Drop one reference to the host clusters [off, off + len) once the
  * metadata without it is durable. */
 int qcow2_free_later (struct qcow2_image *q, uint64_t off, uint64_t len);
+/* Write back if the deferred frees piled up: call only between clusters,
+ * with every changed entry in place. */
+int qcow2_safe_point (struct qcow2_image *q);
 /* The write-back, the one place the write ordering is enforced. */
 int qcow2_writeback (struct qcow2_image *q);
 int qcow2_sync (struct qcow2_image *q, bool data);
