@@ -74,6 +74,10 @@
 #define QCOW2_WCACHE_BYTES     (16U << 20)
 #define QCOW2_WRITEBACK_BYTES  (256ULL << 20)
 
+/* The writer's metadata cache for images opened from now on (a test
+ * hook: tests shrink it to its minimum of 8 tables). */
+uint64_t qcow2_wcache_bytes = QCOW2_WCACHE_BYTES;
+
 #define SC_ALL 0xffffffffULL
 
 /* ---- Open and close ---- */
@@ -110,7 +114,7 @@ qcow2_write_open (struct qcow2_image *q, uint64_t rt_offset,
   w->l1 = calloc (MAX (bytes, 8), 1);
   if (!w->cbuf || !w->cbuf2 || !w->l1)
     return -1;
-  if (qcow2_wcache_init (q, QCOW2_WCACHE_BYTES) < 0)
+  if (qcow2_wcache_init (q, qcow2_wcache_bytes) < 0)
     return -1;
   if (bytes && vd_pread_full (q->fd, w->l1, bytes, q->l1_offset, false) < 0) {
     vd_error ("qcow2: %s: cannot read the L1 table: %m", q->img.path);

@@ -330,6 +330,7 @@ int qcow2_bitmaps_close (struct qcow2_image *q);
 void qcow2_bitmaps_free (struct qcow2_image *q);
 
 /* qcow2-write.c */
+extern uint64_t qcow2_wcache_bytes;
 int qcow2_write_open (struct qcow2_image *q, uint64_t rt_offset,
                       uint32_t rt_clusters, uint32_t l1_disk_size,
                       const uint8_t *hdr, size_t ext_start, size_t ext_end);

@@ -52,6 +52,9 @@
 
 #define NKILLS 20
 
+/* qcow2-write.c's test hook: the writer's metadata cache size. */
+extern uint64_t qcow2_wcache_bytes;
+
 static int failures;
 /* On tmpfs when there is one: the test is about ordering and contents,
  * not about the disk's speed (fdatasync costs nothing there). */
@@ -119,21 +122,22 @@ struct geom {
   bool data_file, data_raw;
   bool wipe;                    /* a whole-disk zero in the middle      */
   bool check_alloc;             /* allocation <= data + metadata        */
+  bool small_cache_too;         /* again with the smallest writer cache */
 };
 
 static const struct geom geoms[] = {
   { "v3-64k", "cluster_size=65536", 32 << 20, 65536, false, 2, false, false,
-    false, true, false },
+    false, true, false, true },
   { "v3-64k-plain", "cluster_size=65536", 32 << 20, 65536, false, 0, false,
     false, false, true, true },
   { "v2-64k-snap", "compat=0.10,cluster_size=65536", 24 << 20, 65536,
     false, 2, false, false, false, true, false },
   { "v2-64k-backing", "compat=0.10,cluster_size=65536", 24 << 20, 65536,
-    true, 1, false, false, false, false, false },
+    true, 1, false, false, false, false, false, true },
   { "v3-64k-backing", "cluster_size=65536", 24 << 20, 65536, true, 1, false,
     false, false, true, false },
   { "v3-512-rc16", "cluster_size=512", 8 << 20, 512, false, 1, false,
-    false, false, false, false },
+    false, false, false, false, true },
   { "v3-512-grow", "cluster_size=512", 24 << 20, 512, false, 0, false,
     false, false, true, true },
   { "v3-4k-rc1", "cluster_size=4096,refcount_bits=1", 16 << 20, 4096,
@@ -151,13 +155,13 @@ static const struct geom geoms[] = {
   { "extl2-64k-backing", "cluster_size=65536,extended_l2=on", 24 << 20,
     65536, true, 1, false, false, false, false, false },
   { "extl2-32k", "cluster_size=32768,extended_l2=on", 32 << 20, 32768,
-    false, 1, false, false, false, true, false },
+    false, 1, false, false, false, true, false, true },
   { "extl2-2m", "cluster_size=2097152,extended_l2=on", 32 << 20, 2097152,
     false, 0, false, false, false, false, true },
   { "compressed", "cluster_size=65536", 16 << 20, 65536, false, 1, true,
     false, false, false, false },
   { "compressed-4k", "cluster_size=4096", 16 << 20, 4096, false, 0, true,
-    false, false, false, false },
+    false, false, false, false, true },
   { "data-file", "cluster_size=65536", 32 << 20, 65536, false, 0, false,
     true, false, true, false },
   { "data-file-raw", "cluster_size=65536,data_file_raw=on", 32 << 20, 65536,
@@ -753,11 +757,11 @@ child_loop (const char *img, const struct geom *g, uint64_t seed, int pfd,
     uint64_t len = 1 + rnd (&s) % (1 << 20);
 
     if (rnd (&s) % 4 == 0) {
-      off &= ~65535ULL;
+      off &= ~(uint64_t) (g->cluster - 1);
       vd_image_zero (im, len, off);
     }
     else {
-      random_buf (buf, len, &s, 65536);
+      random_buf (buf, len, &s, g->cluster);
       vd_image_pwrite (im, buf, len, off);
     }
     if (i % 7 == 0)
@@ -768,19 +772,17 @@ child_loop (const char *img, const struct geom *g, uint64_t seed, int pfd,
 }
 
 static void
-kill_test (void)
+kill_test (const struct geom *gp, int nkills)
 {
-  static const struct geom g = { "kill", "cluster_size=65536", 16 << 20,
-                                 65536, false, 1, false, false, false,
-                                 false, false };
+  const struct geom g = *gp;
   char sub[300], img[400];
   uint64_t s = 42;
   int k, i, bad = 0, leaks = 0;
 
-  snprintf (sub, sizeof sub, "%s/kill", dir);
+  snprintf (sub, sizeof sub, "%s/%s", dir, g.name);
   snprintf (img, sizeof img, "%s/img.qcow2", sub);
   make_image (&g, sub);
-  for (k = 0; k < NKILLS; k++) {
+  for (k = 0; k < nkills; k++) {
     int p[2], st, r;
     pid_t pid;
     char c;
@@ -828,7 +830,8 @@ kill_test (void)
       sh ("qemu-img check -q -r leaks %s >/dev/null 2>&1", img);
   }
   failures += bad;
-  printf ("ok kill: %d kills, %d left leaks, %d bad\n", NKILLS, leaks, bad);
+  printf ("ok %s: %d kills, %d left leaks, %d bad\n", g.name, nkills, leaks,
+          bad);
 }
 
 int
@@ -854,8 +857,31 @@ main (int argc, char **argv)
     refusal_test ();
   if (!only || strcmp (only, "bitmap") == 0)
     bitmap_test ();
-  if (!only || strcmp (only, "kill") == 0)
-    kill_test ();
+  if (!only || strcmp (only, "kill") == 0) {
+    static const struct geom k1 = { "kill", "cluster_size=65536", 16 << 20,
+                                    65536, false, 1, false, false, false,
+                                    false, false };
+    kill_test (&k1, NKILLS);
+  }
+  /* The writer's cache at its minimum (8 tables): write-backs forced by
+   * cache pressure in the middle of operations, killed too. */
+  qcow2_wcache_bytes = 0;
+  for (i = 0; i < sizeof geoms / sizeof geoms[0]; i++)
+    if ((!only || strcmp (only, "small") == 0) && geoms[i].small_cache_too) {
+      char name[64];
+      struct geom g = geoms[i];
+
+      snprintf (name, sizeof name, "%s-small-cache", g.name);
+      g.name = name;
+      run_geom (&g, 100 + i);
+    }
+  if (!only || strcmp (only, "small") == 0) {
+    static const struct geom k2 = { "kill-small-cache",
+                                    "cluster_size=4096,refcount_bits=8",
+                                    8 << 20, 4096, true, 1, false, false,
+                                    false, false, false };
+    kill_test (&k2, 10);
+  }
   if (failures == 0 || !getenv ("KEEP"))
     sh ("rm -rf %s", dir);
   else
