@@ -287,7 +287,8 @@ grow_reftable (struct qcow2_image *q, uint64_t need)
     store_be64 (&nrt[j], w->rt[j]);
   for (j = 0; j < k; j++)
     store_be64 (&nrt[b0 + j], (s + j) << q->cluster_bits);
-  if (pwrite (q->fd, blocks, k * cs, s << q->cluster_bits) != (ssize_t) (k * cs)
+  if (pwrite (q->fd, blocks, k * cs, s << q->cluster_bits)
+      != (ssize_t) (k * cs)
       || pwrite (q->fd, nrt, tc * cs, (s + k) << q->cluster_bits)
       != (ssize_t) (tc * cs)) {
     vd_error ("qcow2: %s: cannot write the new refcount table: %m",
@@ -312,7 +313,8 @@ grow_reftable (struct qcow2_image *q, uint64_t need)
   w->rt_offset = (s + k) << q->cluster_bits;
   w->rt_clusters = tc;
   w->alloc_end = MAX (w->alloc_end, (s + k + tc) << q->cluster_bits);
-  r = qcow2_free_later (q, old_off, (uint64_t) old_clusters << q->cluster_bits);
+  r = qcow2_free_later (q, old_off,
+                        (uint64_t) old_clusters << q->cluster_bits);
  out:
   free (blocks);
   free (nrt);
@@ -536,8 +538,8 @@ static int
 write_rt (struct qcow2_image *q)
 {
   struct qcow2_writer *w = q->w;
-  uint64_t lo = w->rt_dirty_lo & ~63ULL, hi = MIN (w->rt_entries,
-                                                   (w->rt_dirty_hi + 63) & ~63ULL);
+  uint64_t lo = w->rt_dirty_lo & ~63ULL;
+  uint64_t hi = MIN (w->rt_entries, (w->rt_dirty_hi + 63) & ~63ULL);
   CLEANUP_FREE uint64_t *buf = malloc ((hi - lo) * 8);
   uint64_t i;
 
@@ -559,8 +561,9 @@ static int
 write_l1 (struct qcow2_image *q)
 {
   struct qcow2_writer *w = q->w;
-  uint64_t lo = w->l1_dirty_lo & ~63U, hi = MIN ((uint64_t) w->l1_disk_size,
-                                                 (w->l1_dirty_hi + 63ULL) & ~63ULL);
+  uint64_t lo = w->l1_dirty_lo & ~63U;
+  uint64_t hi = MIN ((uint64_t) w->l1_disk_size,
+                     (w->l1_dirty_hi + 63ULL) & ~63ULL);
   CLEANUP_FREE uint64_t *buf = malloc ((hi - lo) * 8);
   uint64_t i;
 
@@ -611,7 +614,8 @@ qcow2_writeback (struct qcow2_image *q)
   }
   w->in_writeback = true;
   /* 1. data and refcount increments */
-  if (qcow2_write_pending (q) < 0 || extend_file (q) < 0 || qcow2_wcache_write (q, QW_REFBLOCK, &any) < 0)
+  if (qcow2_write_pending (q) < 0 || extend_file (q) < 0
+      || qcow2_wcache_write (q, QW_REFBLOCK, &any) < 0)
     goto out;
   if ((any || w->data_dirty) && qcow2_sync (q, true) < 0)
     goto out;

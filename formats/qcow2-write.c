@@ -10,10 +10,11 @@
  * left dirty by a crash: run `qemu-img check -r all`; ENOTSUP), the
  * corrupt bit (EIO), snapshots and VD_OPEN_LIVE (EINVAL).  Persistent
  * dirty bitmaps with the auto flag are kept up to date (qcow2-bitmap.c).
- * Encryption and unknown incompatible features are refused by the reader already.  Unknown
- * autoclear bits are cleared at open, as the spec asks of a writer that
- * does not know them.  Writing never uses lazy refcounts and never sets
- * the dirty bit: refcounts are exact at every write-back.
+ * Encryption and unknown incompatible features are refused by the
+ * reader already.  Unknown autoclear bits are cleared at open, as the
+ * spec asks of a writer that does not know them.  Writing never uses
+ * lazy refcounts and never sets the dirty bit: refcounts are exact at
+ * every write-back.
  *
  * Mapping on write (write_cluster): an L2 table whose L1 entry lacks
  * COPIED (refcount above one: shared with an internal snapshot) is first
@@ -158,7 +159,8 @@ qcow2_write_open (struct qcow2_image *q, uint64_t rt_offset,
 
   /* Unknown autoclear bits: cleared before the first write (spec). */
   if (q->version >= 3
-      && (q->autoclear & ~(QCOW2_AUTOCLEAR_BITMAPS | QCOW2_AUTOCLEAR_DATA_RAW))) {
+      && (q->autoclear
+          & ~(QCOW2_AUTOCLEAR_BITMAPS | QCOW2_AUTOCLEAR_DATA_RAW))) {
     uint8_t b[8];
 
     q->autoclear &= QCOW2_AUTOCLEAR_BITMAPS | QCOW2_AUTOCLEAR_DATA_RAW;
@@ -440,7 +442,8 @@ write_cluster (struct qcow2_image *q, const uint8_t *src, uint64_t gc,
     unsigned sb = q->subcluster_bits;
     uint64_t ssz = 1ULL << sb;
     uint64_t A = a & ~(ssz - 1), B = MIN (ROUND_UP (b, ssz), cs);
-    uint64_t M = (SC_ALL >> (31 - ((B - 1) >> sb))) & ~((1ULL << (A >> sb)) - 1);
+    uint64_t M = (SC_ALL >> (31 - ((B - 1) >> sb)))
+      & ~((1ULL << (A >> sb)) - 1);
     uint64_t alloc = bm & SC_ALL, zero = bm >> 32, keep = 0;
 
     M &= SC_ALL;
@@ -640,7 +643,8 @@ zero_cluster (struct qcow2_image *q, uint64_t gc, uint64_t a, uint64_t b)
   else {
     uint64_t sb = q->subcluster_bits, ssz = 1ULL << sb;
     uint64_t B = MIN (ROUND_UP (b, ssz), cs);
-    uint64_t M = (SC_ALL >> (31 - ((B - 1) >> sb))) & ~((1ULL << (a >> sb)) - 1);
+    uint64_t M = (SC_ALL >> (31 - ((B - 1) >> sb)))
+      & ~((1ULL << (a >> sb)) - 1);
     uint64_t alloc, zero;
 
     if (e & QCOW2_L2E_COMPRESSED) {
@@ -765,7 +769,8 @@ qcow2_resize (struct vd_image *img, uint64_t size)
   struct qcow2_writer *w = q->w;
   unsigned cov_bits = q->cluster_bits + q->l2_bits;
   uint64_t need = DIV_ROUND_UP (size, 1ULL << cov_bits), i;
-  uint64_t old_l1_off = q->l1_offset, old_bytes = (uint64_t) w->l1_disk_size * 8;
+  uint64_t old_l1_off = q->l1_offset;
+  uint64_t old_bytes = (uint64_t) w->l1_disk_size * 8;
   uint64_t *nl1 = NULL, *rl1;
   uint8_t hb[24];
   int64_t noff = -1;
