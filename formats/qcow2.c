@@ -1,6 +1,8 @@
-/* vmdiskfs - qcow2 driver (read side): header parsing and validation,
- * header extensions (backing format, external data file name, feature
- * name table), open and close, and the ops table.
+/* vmdiskfs - qcow2 driver: header parsing and validation, header
+ * extensions (backing format, external data file name, feature name
+ * table), open and close, and the ops table (the write ops are
+ * qcow2-write.c's; an image opened VD_OPEN_RDWR gets its writer state
+ * there, after the checks here, and writes it back at close).
  *
  * Written from the specification (qemu's docs/interop/qcow2.txt), not from
  * any implementation.  Versions 2 and 3, cluster sizes 512 B to 2 MiB,
@@ -14,6 +16,7 @@
  * never uses them.  Images with the corrupt bit are opened read-only with
  * a warning: this driver validates every offset it uses anyway, and
  * refusing would lock the user out of the data they want to rescue.
+ * Writing refuses both (qcow2-write.c).
  *
  * Threads: open and close run alone; after open, every field here is
  * read-only except the L2 cache (qcow2-cache.c), the cached file sizes

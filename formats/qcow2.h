@@ -1,8 +1,12 @@
-/* vmdiskfs - qcow2 driver (read side): internal definitions shared by
- * qcow2.c (header, open/close), qcow2-cluster.c (L1/L2 mapping, read,
- * block_status, extended L2), qcow2-cache.c (the L2 table cache),
- * qcow2-compress.c (compressed clusters) and qcow2-snapshot.c (snapshot
- * table, list_snapshots, open_snapshot).  Prototypes are grouped per file.
+/* vmdiskfs - qcow2 driver: internal definitions shared by qcow2.c
+ * (header, open/close), qcow2-cluster.c (L1/L2 mapping, read,
+ * block_status, extended L2), qcow2-cache.c (the L2 table cache, and the
+ * writer's metadata cache), qcow2-compress.c (compressed clusters),
+ * qcow2-snapshot.c (snapshot table, list_snapshots, open_snapshot), and
+ * the write side: qcow2-write.c (open for writing, write, zero, flush,
+ * resize), qcow2-refcount.c (refcounts, allocation, the ordered
+ * write-back) and qcow2-bitmap.c (persistent dirty bitmaps).
+ * Prototypes are grouped per file.
  *
  * Written from the specification, qemu's docs/interop/qcow2.txt; section
  * names below ("== Header ==" ...) refer to that document.
@@ -12,7 +16,9 @@
  * the cached file sizes (atomic loads/stores, refreshed with fstat when
  * an offset looks beyond the end of a growing file), the chain budget
  * (atomic, vdformat.h) and the parsed snapshot table (qcow2-snapshot.c,
- * sn_lock).  With
+ * sn_lock).  A writable image (VD_OPEN_RDWR, w set) also changes l1,
+ * l1_size, l1_offset and img.size, and its writer state, always under the
+ * image's write lock (format.c), so never while a reader runs.  With
  * VD_OPEN_LIVE (live set) the file's metadata may change under us: l1 is
  * NULL and the cache unused; every lookup reads the header's L1 position,
  * the L1 entry and L2 entries afresh (qcow2-cluster.c).
