@@ -707,6 +707,36 @@ zero_table (struct qcow2_image *q, uint64_t l1i)
   return zero_data_file (q, l1i << cov_bits, 1ULL << cov_bits);
 }
 
+/* Zero the first n clusters of L2 table l1i's range, v3 with a backing
+ * file: every entry a zero flag (zero bits of every subcluster), one
+ * pass over the table. */
+static int
+zero_table_flags (struct qcow2_image *q, uint64_t l1i, uint64_t n)
+{
+  unsigned cov_bits = q->cluster_bits + q->l2_bits;
+  uint64_t ne = q->extended_l2 ? 0 : QCOW2_L2E_ZERO;
+  uint64_t nbm = SC_ALL << 32, i;
+  struct qcow2_wslot *t;
+
+  if (l2_for_write (q, l1i, &t) < 0)
+    return -1;
+  for (i = 0; i < n; i++) {
+    uint8_t *p = t->data + i * q->l2_entry_bytes;
+    uint64_t e = load_be64 (p);
+
+    if (e != ne && free_entry (q, e) < 0) {
+      qcow2_wcache_put (t);
+      return -1;
+    }
+    store_be64 (p, ne);
+    if (q->extended_l2)
+      store_be64 (p + 8, nbm);
+  }
+  qcow2_wcache_dirty (q, t);
+  qcow2_wcache_put (t);
+  return zero_data_file (q, l1i << cov_bits, n << q->cluster_bits);
+}
+
 int
 qcow2_zero (struct vd_image *img, uint64_t count, uint64_t offset)
 {
@@ -732,6 +762,16 @@ qcow2_zero (struct vd_image *img, uint64_t count, uint64_t offset)
       if (zero_table (q, l1i) < 0 || qcow2_safe_point (q) < 0)
         return -1;
       offset = MIN (offset + cov, end);
+      continue;
+    }
+    if (q->backing_name && q->version >= 3 && (offset & (cov - 1)) == 0
+        && (end - offset >= cov || end == q->img.size)) {
+      uint64_t l1i = offset >> cov_bits, len = MIN (cov, end - offset);
+
+      if (zero_table_flags (q, l1i, DIV_ROUND_UP (len, cs)) < 0
+          || qcow2_safe_point (q) < 0)
+        return -1;
+      offset += len;
       continue;
     }
     if (zero_cluster (q, gc, a, a + n) < 0) {
