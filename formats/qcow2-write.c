@@ -809,7 +809,7 @@ qcow2_resize (struct vd_image *img, uint64_t size)
   struct qcow2_writer *w = q->w;
   unsigned cov_bits = q->cluster_bits + q->l2_bits;
   uint64_t need = DIV_ROUND_UP (size, 1ULL << cov_bits), i;
-  uint64_t old_l1_off = q->l1_offset;
+  uint64_t old_l1_off = q->l1_offset, old_size;
   uint64_t old_bytes = (uint64_t) w->l1_disk_size * 8;
   uint64_t *nl1 = NULL, *rl1;
   uint8_t hb[24];
@@ -882,7 +882,20 @@ qcow2_resize (struct vd_image *img, uint64_t size)
   for (i = 0; i < need; i++)
     q->l1[i] = w->l1[i] & QCOW2_L1E_OFFSET_MASK;
   q->l1_size = need;
+  old_size = q->img.size;
   q->img.size = size;
+  /* A raw data file is the disk: as long as it. */
+  if (q->data_raw && vd_fd_size (q->data_fd) < (int64_t) size
+      && ftruncate (q->data_fd, size) < 0) {
+    vd_error ("qcow2: %s: cannot grow the data file: %m", q->img.path);
+    return -1;
+  }
+  /* The new part reads as zeros, also where a longer backing file would
+   * show through. */
+  if (q->backing && vd_image_size (q->backing) > old_size
+      && qcow2_zero (img, MIN (size, vd_image_size (q->backing)) - old_size,
+                     old_size) < 0)
+    return -1;
   return qcow2_writeback (q);
 
  fail:

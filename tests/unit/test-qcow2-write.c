@@ -544,6 +544,36 @@ resize_test (void)
   }
   vd_image_close (im);
   close (mfd);
+  /* Growing over a longer backing file: the new part reads as zeros. */
+  sh ("cd %s && qemu-img create -q -f qcow2 bigbase.qcow2 4M && "
+      "qemu-io -c 'write -P 0x77 0 4M' bigbase.qcow2 >/dev/null && "
+      "qemu-img create -q -f qcow2 -b bigbase.qcow2 -F qcow2 small.qcow2 1M "
+      "&& qemu-img create -q -f qcow2 -o compat=0.10 -b bigbase.qcow2 "
+      "-F qcow2 small2.qcow2 1M", sub);
+  {
+    const char *names[] = { "small.qcow2", "small2.qcow2" };
+    int n;
+
+    for (n = 0; n < 2; n++) {
+      char p[500];
+      uint8_t *b = malloc (3 << 20);
+
+      snprintf (p, sizeof p, "%s/%s", sub, names[n]);
+      im = vd_image_open (p, VD_OPEN_RDWR);
+      REQUIRE (im && b);
+      REQUIRE (vd_image_resize (im, 3 << 20) == 0);
+      REQUIRE (vd_image_pread (im, b, 3 << 20, 0) == 0);
+      CHECK (b[0] == 0x77 && b[(1 << 20) - 1] == 0x77);
+      CHECK (b[1 << 20] == 0 && vd_is_zero (b + (1 << 20), 2 << 20));
+      vd_image_close (im);
+      CHECK (sh_rc ("qemu-img check -q %s", p) == 0);
+      CHECK (sh_rc ("qemu-img info %s | grep -q 'virtual size: 3 MiB'", p)
+             == 0);
+      CHECK (sh_rc ("qemu-io -c 'read -P 0 1M 2M' -c 'read -P 0x77 0 1M' %s "
+                    "| grep -q Pattern", p) != 0);
+      free (b);
+    }
+  }
   printf ("ok resize\n");
 }
 
