@@ -472,6 +472,7 @@ qcow2_wcache_get (struct qcow2_image *q, uint64_t off, enum qcow2_wkind kind,
     if (fresh) {
       memset (s->data, 0, q->cluster_size);
       s->kind = kind;
+      qcow2_cache_drop (q, off);
     }
     s->pins++;
     s->used = true;
