@@ -15,6 +15,8 @@
  * snapshot reads as before, and where there is no snapshot the file's
  * allocation is no larger than the data plus the metadata.
  *
+ * Six rounds of our writes between qemu-img snapshots (one deleted in
+ * between), with the smallest writer cache: every snapshot intact.
  * Resizing with L1 growth; refusal of dirty and corrupt images; an image
  * with an auto dirty bitmap and a disabled one: afterwards the auto one
  * has exactly the granules written before and by us, no in_use flag,
@@ -577,6 +579,59 @@ resize_test (void)
   printf ("ok resize\n");
 }
 
+/* Rounds of writing and snapshotting (qemu-img between our opens):
+ * clusters and tables shared by several snapshots (refcounts above 2),
+ * a snapshot deleted in between, a small writer cache. */
+static void
+rounds_test (void)
+{
+  static const struct geom g = { "rounds", "cluster_size=4096", 6 << 20,
+                                 4096, true, 0, false, false, false,
+                                 false, false };
+  char sub[300], img[400], model[400];
+  int round, i, r;
+
+  snprintf (sub, sizeof sub, "%s/rounds", dir);
+  snprintf (img, sizeof img, "%s/img.qcow2", sub);
+  snprintf (model, sizeof model, "%s/model.raw", sub);
+  make_image (&g, sub);
+  sh ("cd %s && qemu-img convert -O raw img.qcow2 model.raw", sub);
+  for (round = 0; round < 6; round++) {
+    struct vd_image *im;
+    int mfd = open (model, O_RDWR);
+
+    sh ("cd %s && qemu-img snapshot -c r%d img.qcow2 && "
+        "cp model.raw r%d.raw", sub, round, round);
+    if (round == 3)
+      sh ("cd %s && qemu-img snapshot -d r1 img.qcow2", sub);
+    im = vd_image_open (img, VD_OPEN_RDWR);
+    REQUIRE (im && mfd >= 0);
+    random_ops (im, mfd, &g, 500 + round, 60, "rounds");
+    vd_image_close (im);
+    close (mfd);
+    if ((r = sh_rc ("qemu-img check -q %s", img)) != 0) {
+      fprintf (stderr, "FAIL rounds %d: qemu-img check exit %d\n", round, r);
+      failures++;
+    }
+    if (sh_rc ("qemu-img compare -q -f qcow2 -F raw %s %s", img, model)
+        != 0) {
+      fprintf (stderr, "FAIL rounds %d: image differs from the model\n",
+               round);
+      failures++;
+    }
+    for (i = 0; i <= round; i++)
+      if (i != 1 || round < 3)
+        if (sh_rc ("cd %s && qemu-img convert -l snapshot.name=r%d -O raw "
+                   "img.qcow2 now.raw && cmp -s now.raw r%d.raw", sub, i, i)
+            != 0) {
+          fprintf (stderr, "FAIL rounds %d: snapshot r%d changed\n", round,
+                   i);
+          failures++;
+        }
+  }
+  printf ("ok rounds\n");
+}
+
 /* Images we refuse to write: nothing changes in them. */
 static void
 refusal_test (void)
@@ -885,6 +940,11 @@ main (int argc, char **argv)
     resize_test ();
   if (!only || strcmp (only, "refuse") == 0)
     refusal_test ();
+  if (!only || strcmp (only, "rounds") == 0) {
+    qcow2_wcache_bytes = 0;
+    rounds_test ();
+    qcow2_wcache_bytes = 16 << 20;
+  }
   if (!only || strcmp (only, "bitmap") == 0)
     bitmap_test ();
   if (!only || strcmp (only, "kill") == 0) {
