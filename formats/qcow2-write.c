@@ -127,7 +127,7 @@ qcow2_write_open (struct qcow2_image *q, uint64_t rt_offset,
     uint64_t e = load_be64 (&w->l1[i]), off = e & QCOW2_L1E_OFFSET_MASK;
 
     w->l1[i] = e;
-    if (i < q->l1_size && off != 0
+    if (off != 0
         && (!IS_ALIGNED (off, q->cluster_size) || off < q->cluster_size
             || off >= fsize)) {
       vd_error ("qcow2: %s: L1 entry %" PRIu64 " invalid", q->img.path, i);
@@ -409,6 +409,16 @@ write_cluster (struct qcow2_image *q, const uint8_t *src, uint64_t gc,
   reuse = allocated && (copied || q->has_data_file);
   if (q->has_data_file)
     host = gc;
+  else if (allocated
+           && (!IS_ALIGNED (host, cs) || host < cs
+               || host >= MAX (w->alloc_end,
+                               qcow2_file_size (q, false, true)))) {
+    vd_error ("qcow2: %s: L2 entry %#" PRIx64 " for guest offset %#" PRIx64
+              " points outside the file or into the header", q->img.path,
+              e, gc);
+    errno = EIO;
+    goto out;
+  }
 
   if (!q->extended_l2 || compressed) {
     if (reuse && !zeroflag) {
