@@ -404,6 +404,7 @@ qcow2_free_later (struct qcow2_image *q, uint64_t off, uint64_t len)
 
   if (len == 0)
     return 0;
+  w->free_clusters += count;
   if (first == 0) {
     vd_error ("qcow2: %s: metadata points into the header cluster; "
               "run qemu-img check", q->img.path);
@@ -531,6 +532,7 @@ apply_frees (struct qcow2_image *q)
     }
   }
   w->nfrees = 0;
+  w->free_clusters = 0;
   return qcow2_punch (q, q->fd, punch_start, punch_len);
 }
 

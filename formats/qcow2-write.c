@@ -74,6 +74,7 @@
 
 #define QCOW2_WCACHE_BYTES     (16U << 20)
 #define QCOW2_WRITEBACK_BYTES  (256ULL << 20)
+#define QCOW2_REUSE_BYTES      (16ULL << 20)
 
 /* The writer's metadata cache for images opened from now on (a test
  * hook: tests shrink it to its minimum of 8 tables). */
@@ -797,6 +798,11 @@ qcow2_zero (struct vd_image *img, uint64_t count, uint64_t offset)
   }
   if (qcow2_write_pending (q) < 0)
     return -1;
+  /* A big zero (O_TRUNC zeroes the whole disk) freed clusters that the
+   * restore's writes should reuse, not grow the file past: free them
+   * now. */
+  if (q->w->free_clusters << q->cluster_bits >= QCOW2_REUSE_BYTES)
+    return qcow2_writeback (q);
   return maybe_writeback (q, total);
 }
 

@@ -272,6 +272,7 @@ struct qcow2_writer {
 
   struct qcow2_frun *frees;     /* deferred frees                         */
   size_t nfrees, frees_cap;
+  uint64_t free_clusters;       /* clusters in frees                      */
 
   uint64_t since_writeback;     /* bytes written or zeroed since          */
   bool data_dirty;              /* data written since the last fdatasync  */

@@ -452,15 +452,29 @@ run_geom (const struct geom *g, int gi)
     uint8_t *buf = malloc (cs);
     int i;
 
-    im = vd_image_open (img, VD_OPEN_RDWR);
-    REQUIRE (im && buf);
-    REQUIRE (vd_image_zero (im, g->size, 0) == 0);
-    memset (buf, 0xa5, cs);
-    for (i = 0; i < 8; i++) {
-      REQUIRE (vd_image_pwrite (im, buf, cs, (g->size / 8) * i) == 0);
-      data += cs;
+    struct stat st1, st2;
+    int round;
+
+    /* Restored three times (O_TRUNC, then the data): the file does not
+     * grow after the first, freed clusters are reused. */
+    for (round = 0; round < 3; round++) {
+      im = vd_image_open (img, VD_OPEN_RDWR);
+      REQUIRE (im && buf);
+      REQUIRE (vd_image_zero (im, g->size, 0) == 0);
+      memset (buf, 0xa5 + round, cs);
+      for (i = 0, data = 0; i < 8; i++) {
+        REQUIRE (vd_image_pwrite (im, buf, cs, (g->size / 8) * i) == 0);
+        data += cs;
+      }
+      vd_image_close (im);
+      REQUIRE (stat (img, round == 0 ? &st1 : &st2) == 0);
     }
-    vd_image_close (im);
+    if (st2.st_size > st1.st_size) {
+      fprintf (stderr, "FAIL %s: the file grew from %lld to %lld bytes "
+               "on restoring again\n", g->name, (long long) st1.st_size,
+               (long long) st2.st_size);
+      failures++;
+    }
     l2cov = cs * (cs / (strstr (g->opts, "extended_l2") ? 16 : 8));
     {
       /* Each metadata cluster may cost a 4 KiB file system block: the
