@@ -150,15 +150,15 @@ static const struct geom geoms[] = {
     true, 1, false, false, false, true, false },
   { "v3-512-rc64", "cluster_size=512,refcount_bits=64", 8 << 20, 512,
     false, 1, false, false, false, true, false },
-  { "v3-2m-rc64", "cluster_size=2097152,refcount_bits=64", 32 << 20,
+  { "v3-2m-rc64", "cluster_size=2097152,refcount_bits=64", 24 << 20,
     2097152, false, 1, false, false, false, true, false },
-  { "v3-2m-backing", "cluster_size=2097152", 32 << 20, 2097152, true, 0,
+  { "v3-2m-backing", "cluster_size=2097152", 24 << 20, 2097152, true, 0,
     false, false, false, false, false },
   { "extl2-64k-backing", "cluster_size=65536,extended_l2=on", 24 << 20,
     65536, true, 1, false, false, false, true, false },
   { "extl2-32k", "cluster_size=32768,extended_l2=on", 32 << 20, 32768,
     false, 1, false, false, false, true, false, true },
-  { "extl2-2m", "cluster_size=2097152,extended_l2=on", 32 << 20, 2097152,
+  { "extl2-2m", "cluster_size=2097152,extended_l2=on", 24 << 20, 2097152,
     false, 0, false, false, false, false, true },
   { "compressed", "cluster_size=65536", 16 << 20, 65536, false, 1, true,
     false, false, false, false },
@@ -418,12 +418,12 @@ run_geom (const struct geom *g, int gi)
     close (mfd);
     return;
   }
-  random_ops (im, mfd, g, 0xabcdef + gi, 150, g->name);
+  random_ops (im, mfd, g, 0xabcdef + gi, 100, g->name);
   if (g->wipe) {
     REQUIRE (vd_image_zero (im, g->size, 0) == 0);
     model_zero (mfd, g->size, 0);
     check_read (im, mfd, 0, MIN (g->size, 4 << 20), g->name);
-    random_ops (im, mfd, g, 0x777 + gi, 60, g->name);
+    random_ops (im, mfd, g, 0x777 + gi, 40, g->name);
   }
   REQUIRE (vd_image_flush (im) == 0);
   vd_image_close (im);
