@@ -172,6 +172,7 @@ qcow2_write_open (struct qcow2_image *q, uint64_t rt_offset,
     }
   }
   q->img.zero_align = 1U << q->subcluster_bits;
+  w->opened = true;
   return 0;
 }
 
@@ -182,7 +183,7 @@ qcow2_write_close (struct qcow2_image *q)
 
   if (!w)
     return;
-  if (w->rt && !w->failed
+  if (w->opened && !w->failed
       && (qcow2_writeback (q) < 0 || qcow2_bitmaps_close (q) < 0))
     vd_error ("qcow2: %s: write-back at close failed: %m", q->img.path);
   qcow2_bitmaps_free (q);

@@ -278,6 +278,7 @@ struct qcow2_writer {
   bool data_dirty;              /* data written since the last fdatasync  */
   bool meta_dirty;              /* something cached is dirty              */
   bool in_writeback;
+  bool opened;                  /* qcow2_write_open succeeded             */
   bool no_punch;                /* fallocate PUNCH_HOLE not supported     */
   bool failed;                  /* a write-back failed: refuse writes     */
   const uint8_t *pend_buf;      /* gathered data write (qcow2-write.c)    */

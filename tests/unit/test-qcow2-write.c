@@ -15,6 +15,8 @@
  * snapshot reads as before, and where there is no snapshot the file's
  * allocation is no larger than the data plus the metadata.
  *
+ * Three threads reading while a fourth writes (each read of a region
+ * written whole sees one write's bytes, never a mix).
  * Six rounds of our writes between qemu-img snapshots (one deleted in
  * between), with the smallest writer cache: every snapshot intact.
  * Resizing with L1 growth; refusal of dirty and corrupt images; an image
@@ -37,6 +39,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdbool.h>
@@ -650,6 +653,77 @@ rounds_test (void)
   printf ("ok rounds\n");
 }
 
+/* Readers on three threads while a fourth writes: each 64 KiB region is
+ * always written whole with one byte value (its version), so a read of a
+ * region must see one value throughout, never a mix (the writer's
+ * tables, borrowed by readers, are never seen half changed). */
+#define NREG 64
+static struct vd_image *conc_img;
+static int conc_stop;                   /* atomic */
+
+static void *
+conc_reader (void *arg)
+{
+  uint64_t s = (uintptr_t) arg * 7919 + 1;
+  uint8_t *b = malloc (65536);
+  long bad = 0;
+
+  while (!__atomic_load_n (&conc_stop, __ATOMIC_RELAXED)) {
+    uint64_t reg = rnd (&s) % NREG, i;
+
+    if (vd_image_pread (conc_img, b, 65536, reg * 65536) != 0) {
+      bad++;
+      break;
+    }
+    for (i = 1; i < 65536; i++)
+      if (b[i] != b[0]) {
+        bad++;
+        break;
+      }
+  }
+  free (b);
+  return (void *) bad;
+}
+
+static void
+concurrency_test (void)
+{
+  char img[400];
+  pthread_t th[3];
+  uint8_t *b = malloc (65536);
+  uint64_t s = 5;
+  long bad = 0;
+  int i;
+
+  sh ("cd %s && qemu-img create -q -f qcow2 -o cluster_size=4096 "
+      "conc.qcow2 4M && qemu-img snapshot -c s conc.qcow2", dir);
+  snprintf (img, sizeof img, "%s/conc.qcow2", dir);
+  conc_img = vd_image_open (img, VD_OPEN_RDWR);
+  REQUIRE (conc_img && b);
+  for (i = 0; i < 3; i++)
+    REQUIRE (pthread_create (&th[i], NULL, conc_reader,
+                             (void *) (uintptr_t) i) == 0);
+  for (i = 0; i < 3000; i++) {
+    uint64_t reg = rnd (&s) % NREG;
+
+    memset (b, i % 3 == 0 ? 0 : 1 + i % 255, 65536);
+    REQUIRE (vd_image_pwrite (conc_img, b, 65536, reg * 65536) == 0);
+    if (i % 100 == 0)
+      REQUIRE (vd_image_flush (conc_img) == 0);
+  }
+  __atomic_store_n (&conc_stop, 1, __ATOMIC_RELAXED);
+  for (i = 0; i < 3; i++) {
+    void *r;
+    pthread_join (th[i], &r);
+    bad += (long) r;
+  }
+  vd_image_close (conc_img);
+  CHECK (bad == 0);
+  CHECK (sh_rc ("qemu-img check -q %s", img) == 0);
+  free (b);
+  printf ("ok concurrency\n");
+}
+
 /* Images we refuse to write: nothing changes in them. */
 static void
 refusal_test (void)
@@ -958,6 +1032,11 @@ main (int argc, char **argv)
     resize_test ();
   if (!only || strcmp (only, "refuse") == 0)
     refusal_test ();
+  if (!only || strcmp (only, "concurrency") == 0) {
+    qcow2_wcache_bytes = 0;
+    concurrency_test ();
+    qcow2_wcache_bytes = 16 << 20;
+  }
   if (!only || strcmp (only, "rounds") == 0) {
     qcow2_wcache_bytes = 0;
     rounds_test ();
