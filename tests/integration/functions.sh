@@ -299,7 +299,7 @@ for s, t in out:
 #   backup_tar BACKUP     make BACKUP.tar holding BACKUP (tar -S: sparse)
 #   snapshot_sums IMAGE   "NAME MD5" of each internal snapshot's bytes
 #                         (qemu-img convert -l snapshot.name=NAME), sorted
-#   errno_of STMT PATH    run the Python statement STMT on path: prints
+#   op_errno STMT PATH    run the Python statement STMT on path: prints
 #                         "ok" or the errno's name (EBUSY ...)
 #   image_clean IMAGE     qemu-img check exits 0 (no errors, no leaks);
 #                         true for raw images (nothing to check)
@@ -364,7 +364,7 @@ snapshot_sums ()                # IMAGE
     done
 }
 
-errno_of ()                     # STMT PATH
+op_errno ()                     # STMT PATH
 {
   python3 - "$1" "$2" <<'EOF'
 import errno, os, sys

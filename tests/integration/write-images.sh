@@ -131,7 +131,7 @@ rm -f "$STAGE/not-a-staging-file"
 
 WRITABLE=
 for n in $IMAGES; do
-  e=$(errno_of 'os.close(os.open(path, os.O_WRONLY))' "$MNT/$n/disk.img")
+  e=$(op_errno 'os.close(os.open(path, os.O_WRONLY))' "$MNT/$n/disk.img")
   wait_for 10 unlocked "$DIR/$n"
   case $e in
     ok) WRITABLE="$WRITABLE $n" ;;
@@ -229,12 +229,12 @@ done
 # ---- Snapshot disks are never writable. ----
 
 for f in "$MNT/v3.qcow2/snapshots/s1/disk.img" "$MNT/v2.qcow2/snapshots/s1/disk.img"; do
-  check "$f: open for writing: $(errno_of 'os.open(path, os.O_WRONLY)' "$f")" \
-    eq "$(errno_of 'os.open(path, os.O_WRONLY)' "$f")" EROFS
-  check "$f: truncate: $(errno_of 'os.truncate(path, 0)' "$f")" \
-    eq "$(errno_of 'os.truncate(path, 0)' "$f")" EROFS
-  check "$f: unlink: $(errno_of 'os.unlink(path)' "$f")" \
-    eq "$(errno_of 'os.unlink(path)' "$f")" EPERM
+  check "$f: open for writing: $(op_errno 'os.open(path, os.O_WRONLY)' "$f")" \
+    eq "$(op_errno 'os.open(path, os.O_WRONLY)' "$f")" EROFS
+  check "$f: truncate: $(op_errno 'os.truncate(path, 0)' "$f")" \
+    eq "$(op_errno 'os.truncate(path, 0)' "$f")" EROFS
+  check "$f: unlink: $(op_errno 'os.unlink(path)' "$f")" \
+    eq "$(op_errno 'os.unlink(path)' "$f")" EPERM
 done
 if cp "$B" "$MNT/v3.qcow2/snapshots/s2/disk.img" 2>/dev/null; then
   check "cp onto a snapshot's disk succeeded" false
@@ -253,10 +253,10 @@ for n in raw.img v3.qcow2; do
   wait_for 30 eval 'kill -0 $holder 2>/dev/null && image_locked "$img"' ||
     fail "qemu-io does not hold $img: $(cat "$TEST_DIR/holder.err")"
   d=$MNT/$n/disk.img
-  check "$n held by qemu-io: open for writing gave $(errno_of 'os.open(path, os.O_WRONLY)' "$d")" \
-    eq "$(errno_of 'os.open(path, os.O_WRONLY)' "$d")" EBUSY
-  check "$n held by qemu-io: O_TRUNC open: $(errno_of 'os.open(path, os.O_WRONLY | os.O_TRUNC)' "$d")" \
-    eq "$(errno_of 'os.open(path, os.O_WRONLY | os.O_TRUNC)' "$d")" EBUSY
+  check "$n held by qemu-io: open for writing gave $(op_errno 'os.open(path, os.O_WRONLY)' "$d")" \
+    eq "$(op_errno 'os.open(path, os.O_WRONLY)' "$d")" EBUSY
+  check "$n held by qemu-io: O_TRUNC open: $(op_errno 'os.open(path, os.O_WRONLY | os.O_TRUNC)' "$d")" \
+    eq "$(op_errno 'os.open(path, os.O_WRONLY | os.O_TRUNC)' "$d")" EBUSY
   if cp "$B" "$d" 2>/dev/null; then check "$n held by qemu-io: cp succeeded" false; fi
   if rsync -a "$B" "$MNT/$n/" 2>/dev/null; then
     check "$n held by qemu-io: rsync -a succeeded" false
@@ -317,11 +317,11 @@ start_vmdiskfs "$MNT" -o ro,images="$DIR",staging="$STAGE"
 check "a removed disk is not back after a remount" test -e "$MNT/raw.img/disk.img"
 for what in 'os.open(path, os.O_WRONLY)' 'os.open(path, os.O_WRONLY | os.O_TRUNC)' \
             'os.truncate(path, 0)' 'os.unlink(path)'; do
-  check "-o ro: $what: $(errno_of "$what" "$MNT/raw.img/disk.img")" \
-    eq "$(errno_of "$what" "$MNT/raw.img/disk.img")" EROFS
+  check "-o ro: $what: $(op_errno "$what" "$MNT/raw.img/disk.img")" \
+    eq "$(op_errno "$what" "$MNT/raw.img/disk.img")" EROFS
 done
-check "-o ro: create: $(errno_of 'open(path, "w")' "$MNT/raw.img/.disk.img.XXXX")" \
-  eq "$(errno_of 'open(path, "w")' "$MNT/raw.img/.disk.img.XXXX")" EROFS
+check "-o ro: create: $(op_errno 'open(path, "w")' "$MNT/raw.img/.disk.img.XXXX")" \
+  eq "$(op_errno 'open(path, "w")' "$MNT/raw.img/.disk.img.XXXX")" EROFS
 if rsync -a "$B" "$MNT/raw.img/" 2>/dev/null; then check "-o ro: rsync succeeded" false; fi
 check "-o ro: the image changed" eq "$(md5sum <"$DIR/raw.img")" "$sum0"
 stop_vmdiskfs "$MNT" || check "the ro daemon exited with $?" false
