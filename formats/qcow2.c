@@ -1,6 +1,8 @@
-/* vmdiskfs - qcow2 driver (read side): header parsing and validation,
- * header extensions (backing format, external data file name, feature
- * name table), open and close, and the ops table.
+/* vmdiskfs - qcow2 driver: header parsing and validation, header
+ * extensions (backing format, external data file name, feature name
+ * table), open and close, and the ops table (the write ops are
+ * qcow2-write.c's; an image opened VD_OPEN_RDWR gets its writer state
+ * there, after the checks here, and writes it back at close).
  *
  * Written from the specification (qemu's docs/interop/qcow2.txt), not from
  * any implementation.  Versions 2 and 3, cluster sizes 512 B to 2 MiB,
@@ -14,6 +16,7 @@
  * never uses them.  Images with the corrupt bit are opened read-only with
  * a warning: this driver validates every offset it uses anyway, and
  * refusing would lock the user out of the data they want to rescue.
+ * Writing refuses both (qcow2-write.c).
  *
  * Threads: open and close run alone; after open, every field here is
  * read-only except the L2 cache (qcow2-cache.c), the cached file sizes
@@ -140,6 +143,7 @@ qcow2_free (struct qcow2_image *q)
 {
   if (!q)
     return;
+  qcow2_write_close (q);        /* write-back first: needs everything */
   if (q->backing)
     vd_image_close (q->backing);
   if (q->data_fd >= 0 && q->data_fd != q->fd)
@@ -558,6 +562,18 @@ qcow2_open_image (const char *path, int fd, unsigned flags,
   else if (q->has_data_file)
     q->data_fd = -1;
 
+  if ((flags & VD_OPEN_RDWR) && !snapshot) {
+    if (flags & VD_OPEN_LIVE) {
+      vd_error ("qcow2: %s: cannot write an image that may change under "
+                "us (live)", path);
+      errno = EINVAL;
+      goto fail;
+    }
+    if (qcow2_write_open (q, rt_off, rt_clusters, l1_size, hdr, hdr_len,
+                          ext_end) < 0)
+      goto fail;
+  }
+
   vd_debug ("qcow2: %s: v%" PRIu32 ", cluster %" PRIu64 ", size %" PRIu64
             ", L1 %" PRIu32 " entries (%" PRIu64 " L2 tables)%s%s%s%s",
             path, q->version, q->cluster_size, q->img.size, q->l1_size,
@@ -596,4 +612,8 @@ const struct vd_format qcow2_format = {
   .block_status = qcow2_block_status,
   .list_snapshots = qcow2_list_snapshots,
   .open_snapshot = qcow2_open_snapshot,
+  .write = qcow2_write,
+  .flush = qcow2_flush,
+  .zero = qcow2_zero,
+  .resize = qcow2_resize,
 };

@@ -1,8 +1,12 @@
-/* vmdiskfs - qcow2 driver (read side): internal definitions shared by
- * qcow2.c (header, open/close), qcow2-cluster.c (L1/L2 mapping, read,
- * block_status, extended L2), qcow2-cache.c (the L2 table cache),
- * qcow2-compress.c (compressed clusters) and qcow2-snapshot.c (snapshot
- * table, list_snapshots, open_snapshot).  Prototypes are grouped per file.
+/* vmdiskfs - qcow2 driver: internal definitions shared by qcow2.c
+ * (header, open/close), qcow2-cluster.c (L1/L2 mapping, read,
+ * block_status, extended L2), qcow2-cache.c (the L2 table cache, and the
+ * writer's metadata cache), qcow2-compress.c (compressed clusters),
+ * qcow2-snapshot.c (snapshot table, list_snapshots, open_snapshot), and
+ * the write side: qcow2-write.c (open for writing, write, zero, flush,
+ * resize), qcow2-refcount.c (refcounts, allocation, the ordered
+ * write-back) and qcow2-bitmap.c (persistent dirty bitmaps).
+ * Prototypes are grouped per file.
  *
  * Written from the specification, qemu's docs/interop/qcow2.txt; section
  * names below ("== Header ==" ...) refer to that document.
@@ -12,7 +16,9 @@
  * the cached file sizes (atomic loads/stores, refreshed with fstat when
  * an offset looks beyond the end of a growing file), the chain budget
  * (atomic, vdformat.h) and the parsed snapshot table (qcow2-snapshot.c,
- * sn_lock).  With
+ * sn_lock).  A writable image (VD_OPEN_RDWR, w set) also changes l1,
+ * l1_size, l1_offset and img.size, and its writer state, always under the
+ * image's write lock (format.c), so never while a reader runs.  With
  * VD_OPEN_LIVE (live set) the file's metadata may change under us: l1 is
  * NULL and the cache unused; every lookup reads the header's L1 position,
  * the L1 entry and L2 entries afresh (qcow2-cluster.c).
@@ -91,6 +97,7 @@ struct qcow2_snapshot {
 };
 
 struct qcow2_l2_cache;
+struct qcow2_writer;
 
 struct qcow2_image {
   struct vd_image img;          /* must be first                          */
@@ -142,6 +149,10 @@ struct qcow2_image {
   uint8_t sn_key[12];
   struct qcow2_snapshot *sn_table;
   size_t sn_count;
+
+  /* Images opened VD_OPEN_RDWR: the write side's state (qcow2-write.c);
+   * NULL otherwise. */
+  struct qcow2_writer *w;
 };
 
 /* qcow2.c */
@@ -171,7 +182,12 @@ struct qcow2_l2_ref {
   const uint8_t *table;         /* cluster_size bytes, on-disk order      */
   struct l2_shard *shard;       /* NULL: private copy in table            */
   struct l2_slot *slot;
+  bool borrowed;                /* the writer's table (writable images):
+                                   nothing to unpin or free               */
 };
+/* Forget the read cache's copy of the table at l2_off (the writer took
+ * it over or reuses the cluster).  Called with no reader running. */
+void qcow2_cache_drop (struct qcow2_image *q, uint64_t l2_off);
 int qcow2_cache_get (struct qcow2_image *q, uint64_t l2_off,
                      struct qcow2_l2_ref *ref);
 void qcow2_cache_put (struct qcow2_l2_ref *ref);
@@ -198,5 +214,138 @@ int qcow2_list_snapshots (struct vd_image *img, struct vd_snapshot **snaps,
                           size_t *n);
 struct vd_image *qcow2_open_snapshot (struct vd_image *img,
                                       const char *id_or_name);
+
+/* ---- The write side (qcow2-write.c, qcow2-refcount.c, and the
+ * writer's metadata cache in qcow2-cache.c) ---- */
+
+#define QCOW2_AUTOCLEAR_BITMAPS     (1ULL << 0)
+#define QCOW2_EXT_BITMAPS           0x23852875U
+#define QCOW2_REFTABLE_OFFSET       48            /* header field offsets */
+
+/* What the writer caches: L2 tables and refcount blocks, one cluster
+ * each, on-disk byte order. */
+enum qcow2_wkind { QW_L2 = 1, QW_REFBLOCK = 2 };
+
+struct qcow2_wslot {
+  uint64_t off;                 /* file offset; 0: empty slot             */
+  uint8_t *data;                /* cluster_size bytes                     */
+  enum qcow2_wkind kind;
+  bool dirty;                   /* differs from the file                  */
+  bool used;                    /* clock bit (second chance)              */
+  unsigned pins;                /* in use by the running operation        */
+  int next;                     /* hash chain (slot index), -1: end       */
+};
+
+/* A run of host clusters whose references were dropped in memory; the
+ * refcount decrement waits until the metadata without the reference is
+ * durable (qcow2-refcount.c, qcow2_writeback). */
+struct qcow2_frun {
+  uint64_t first;               /* cluster index                          */
+  uint64_t count;
+};
+
+struct qcow2_writer {
+  /* The writer's metadata cache (qcow2-cache.c). */
+  struct qcow2_wslot **slots;
+  unsigned nslots;              /* slots in use (allocated)               */
+  unsigned limit;               /* normal bound; more only when pinned    */
+  unsigned hand;                /* clock hand                             */
+  int *heads;                   /* hash buckets: slot index, -1           */
+  unsigned nheads;              /* power of two                           */
+
+  /* The active L1 table, raw entries (flags kept), host order. */
+  uint64_t *l1;
+  uint32_t l1_disk_size;        /* header l1_size: entries on disk        */
+  uint32_t l1_dirty_lo, l1_dirty_hi;   /* entries to write: [lo, hi)     */
+
+  /* The refcount table, raw entries, host order. */
+  uint64_t *rt;
+  uint64_t rt_entries;
+  uint64_t rt_offset;
+  uint32_t rt_clusters;
+  uint64_t rt_dirty_lo, rt_dirty_hi;   /* entries to write: [lo, hi)     */
+  unsigned rb_bits;             /* log2 of refcounts per refblock         */
+  uint64_t rc_max;              /* largest refcount the width holds       */
+
+  uint64_t free_hint;           /* no free cluster below this index       */
+  uint64_t alloc_end;           /* byte end of the highest cluster used   */
+
+  struct qcow2_frun *frees;     /* deferred frees                         */
+  size_t nfrees, frees_cap;
+
+  uint64_t since_writeback;     /* bytes written or zeroed since          */
+  bool data_dirty;              /* data written since the last fdatasync  */
+  bool meta_dirty;              /* something cached is dirty              */
+  bool in_writeback;
+  bool no_punch;                /* fallocate PUNCH_HOLE not supported     */
+  bool failed;                  /* a write-back failed: refuse writes     */
+  const uint8_t *pend_buf;      /* gathered data write (qcow2-write.c)    */
+  uint64_t pend_off, pend_len;
+  struct qcow2_bitmaps *bitmaps; /* auto dirty bitmaps (qcow2-bitmap.c)   */
+  uint8_t *cbuf;                /* one cluster of scratch                 */
+  uint8_t *cbuf2;
+};
+
+/* qcow2-cache.c: the writer's metadata cache. */
+int qcow2_wcache_init (struct qcow2_image *q, uint64_t bytes);
+void qcow2_wcache_free (struct qcow2_image *q);
+/* The cached table at off, for readers (no pin, no change): NULL when
+ * not cached. */
+const uint8_t *qcow2_wcache_peek (struct qcow2_image *q, uint64_t off);
+/* Pin the table at off: read from the file, or with fresh all zeros
+ * (a newly allocated cluster).  May write back everything (cache
+ * pressure).  NULL with errno. */
+struct qcow2_wslot *qcow2_wcache_get (struct qcow2_image *q, uint64_t off,
+                                      enum qcow2_wkind kind, bool fresh);
+void qcow2_wcache_put (struct qcow2_wslot *s);
+void qcow2_wcache_dirty (struct qcow2_image *q, struct qcow2_wslot *s);
+/* Discard the table at off (its cluster is freed): never written. */
+void qcow2_wcache_drop (struct qcow2_image *q, uint64_t off);
+/* Write every dirty table of kind; true in *any when one was. */
+int qcow2_wcache_write (struct qcow2_image *q, enum qcow2_wkind kind,
+                        bool *any);
+
+/* qcow2-refcount.c */
+int qcow2_refcount_open (struct qcow2_image *q, uint64_t rt_offset,
+                         uint32_t rt_clusters);
+int qcow2_refcount_get (struct qcow2_image *q, uint64_t idx, uint64_t *rc);
+/* Allocate n contiguous free clusters (refcount 0 -> 1, in memory):
+ * their byte offset, or -1 with errno. */
+int64_t qcow2_alloc_clusters (struct qcow2_image *q, uint64_t n);
+/* Drop one reference to the host clusters [off, off + len) once the
+ * metadata without it is durable. */
+int qcow2_free_later (struct qcow2_image *q, uint64_t off, uint64_t len);
+/* Write back if the deferred frees piled up: call only between clusters,
+ * with every changed entry in place. */
+int qcow2_safe_point (struct qcow2_image *q);
+/* The write-back, the one place the write ordering is enforced. */
+int qcow2_writeback (struct qcow2_image *q);
+int qcow2_sync (struct qcow2_image *q, bool data);
+int qcow2_punch (struct qcow2_image *q, int fd, uint64_t off, uint64_t len);
+
+/* qcow2-bitmap.c */
+struct qcow2_bitmaps;
+int qcow2_bitmaps_open (struct qcow2_image *q, const uint8_t *ext,
+                        uint32_t len);
+bool qcow2_bitmaps_active (struct qcow2_image *q);
+/* Before changing [offset, offset + len): in_use durable (first time),
+ * the range marked. */
+int qcow2_bitmaps_mark (struct qcow2_image *q, uint64_t offset,
+                        uint64_t len);
+int qcow2_bitmaps_close (struct qcow2_image *q);
+void qcow2_bitmaps_free (struct qcow2_image *q);
+
+/* qcow2-write.c */
+extern uint64_t qcow2_wcache_bytes;
+int qcow2_write_open (struct qcow2_image *q, uint64_t rt_offset,
+                      uint32_t rt_clusters, uint32_t l1_disk_size,
+                      const uint8_t *hdr, size_t ext_start, size_t ext_end);
+void qcow2_write_close (struct qcow2_image *q);
+int qcow2_write_pending (struct qcow2_image *q);
+int qcow2_write (struct vd_image *img, const void *buf, size_t count,
+                 uint64_t offset);
+int qcow2_zero (struct vd_image *img, uint64_t count, uint64_t offset);
+int qcow2_flush (struct vd_image *img);
+int qcow2_resize (struct vd_image *img, uint64_t size);
 
 #endif
