@@ -297,8 +297,11 @@ for s, t in out:
 #                         Returns the tool's status; 77 for pv when it is
 #                         not installed.
 #   backup_tar BACKUP     make BACKUP.tar holding BACKUP (tar -S: sparse)
-#   snapshot_sums IMAGE   "NAME MD5" of each internal snapshot's bytes
-#                         (qemu-img convert -l snapshot.name=NAME), sorted
+#   snapshot_sums IMAGE [BYTES]  "NAME MD5" of each internal snapshot's
+#                         bytes (qemu-img convert -l snapshot.name=NAME),
+#                         sorted; of the first BYTES only if given: convert
+#                         -l gives a snapshot the image's size of today, so
+#                         after a resize pass the snapshots' size
 #   op_errno STMT PATH    run the Python statement STMT on path: prints
 #                         "ok" or the errno's name (EBUSY ...)
 #   image_clean IMAGE     qemu-img check exits 0 (no errors, no leaks);
@@ -350,15 +353,16 @@ image_format ()
     sed -n 's/.*"format": "\([a-z0-9]*\)".*/\1/p' | head -1
 }
 
-snapshot_sums ()                # IMAGE
+snapshot_sums ()                # IMAGE [BYTES]
 {
-  local img=$1 fmt name t=$TEST_DIR/.snapsum.raw
+  local img=$1 bytes=${2:-} fmt name t=$TEST_DIR/.snapsum.raw
   fmt=$(image_format "$img")
   qemu-img snapshot -U -l "$img" 2>/dev/null |
     awk 'NR > 2 { print $2 }' | LC_ALL=C sort |
     while read -r name; do
       qemu-img convert -U -f "$fmt" -l snapshot.name="$name" -O raw "$img" "$t" ||
         { echo "$name CONVERT-FAILED"; continue; }
+      [ -n "$bytes" ] && truncate -s "$bytes" "$t"
       echo "$name $(md5sum <"$t" | cut -d' ' -f1)"
       rm -f "$t"
     done
