@@ -23,7 +23,8 @@
 #include "log.h"
 
 /* The domain name, disk path, format and policy of a disk node; 0 or -1
- * with errno (ENOENT: left the tree, EROFS: a snapshot's disk). */
+ * with errno (ENOENT: left the tree, EROFS: a snapshot's disk; an active
+ * disk's node->snap_id is "", see libvirt-apply.c). */
 static int
 disk_info (struct fs_node *node, char **domain, char **path, char **format,
            struct vd_policy **pol, struct stat *scanned)
@@ -39,7 +40,7 @@ disk_info (struct fs_node *node, char **domain, char **path, char **format,
   d = node->image ? node->image->priv : NULL;
   if (!k || !d || !node->attached)
     err = ENOENT;
-  else if (k->snap_id || k->lvm_id || node->snap_id)
+  else if (k->snap_id || k->lvm_id || (node->snap_id && node->snap_id[0]))
     err = EROFS;
   else if (k->err || !k->path)
     err = EIO;

@@ -377,17 +377,28 @@ fs_link (fuse_req_t req, fuse_ino_t ino, fuse_ino_t newparent,
   fs_erofs (req);
 }
 
+/* Extended attributes are not kept.  On a writable mount that is
+ * ENOTSUP, not EROFS: cp -a sets the file's ACL (fsetxattr
+ * system.posix_acl_access) after its fchmod, and takes ENOTSUP as "no
+ * ACLs here" (as on a file system mounted without them), but fails the
+ * copy on EROFS. */
 static void
 fs_setxattr (fuse_req_t req, fuse_ino_t ino, const char *name,
              const char *value, size_t size, int flags)
 {
-  fs_erofs (req);
+  if (fs_config.ro)
+    fs_erofs (req);
+  else
+    fuse_reply_err (req, ENOTSUP);
 }
 
 static void
 fs_removexattr (fuse_req_t req, fuse_ino_t ino, const char *name)
 {
-  fs_erofs (req);
+  if (fs_config.ro)
+    fs_erofs (req);
+  else
+    fuse_reply_err (req, ENOTSUP);
 }
 
 static void

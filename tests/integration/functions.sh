@@ -284,3 +284,125 @@ for e in json.load(sys.stdin):
 for s, t in out:
     print(s, t)'
 }
+
+# ---- Restoring through the mount (write-*.sh). ----
+#
+#   restore_with TOOL BACKUP DISK  write BACKUP onto DISK (a disk file in
+#                         the mount) the way TOOL does, as typed by a user.
+#                         TOOL: cp cp-sparse cp-a cat dd dd-notrunc
+#                         dd-sparse pv rsync rsync-inplace rsync-sparse
+#                         tar-S tar-overwrite.  BACKUP's base name must be
+#                         DISK's (rsync and tar name the file by it); the
+#                         tar tools need BACKUP.tar (made by backup_tar).
+#                         Returns the tool's status; 77 for pv when it is
+#                         not installed.
+#   backup_tar BACKUP     make BACKUP.tar holding BACKUP (tar -S: sparse)
+#   snapshot_sums IMAGE [BYTES]  "NAME MD5" of each internal snapshot's
+#                         bytes (qemu-img convert -l snapshot.name=NAME),
+#                         sorted; of the first BYTES only if given: convert
+#                         -l gives a snapshot the image's size of today, so
+#                         after a resize pass the snapshots' size
+#   op_errno STMT PATH    run the Python statement STMT on path: prints
+#                         "ok" or the errno's name (EBUSY ...)
+#   image_clean IMAGE     qemu-img check exits 0 (no errors, no leaks);
+#                         true for raw images (nothing to check)
+#   image_format IMAGE    the format qemu-img sees (qcow2, raw, qed ...)
+#   data_bytes IMAGE      bytes of IMAGE's disk that qemu-img map calls data
+#   rounded_data FILE ALIGN  the data of the sparse FILE (SEEK_DATA) with
+#                         each data range rounded out to ALIGN: what a
+#                         writer with ALIGN-sized clusters may allocate
+
+restore_with ()                 # TOOL BACKUP DISK
+{
+  local tool=$1 b=$2 d=$3 dir
+  dir=$(dirname "$d")
+  case $tool in
+    cp) cp "$b" "$d" ;;
+    cp-sparse) cp --sparse=always "$b" "$d" ;;
+    cp-a) cp -a "$b" "$dir/" ;;
+    cat) cat "$b" >"$d" ;;
+    dd) dd if="$b" of="$d" bs=1M status=none ;;
+    dd-notrunc) dd if="$b" of="$d" bs=1M conv=notrunc status=none ;;
+    # conv=sparse skips the all-zero input blocks: they keep the disk's
+    # old bytes unless something zeroed it first.  truncate -s 0 is that
+    # (O_TRUNC/ftruncate(0) make the disk read as zeros, its size kept).
+    dd-sparse)
+      truncate -s 0 "$d" &&
+        dd if="$b" of="$d" bs=1M conv=notrunc,sparse status=none ;;
+    pv)
+      command -v pv >/dev/null 2>&1 || return 77
+      pv -q "$b" >"$d" ;;
+    rsync) rsync -a "$b" "$dir/" ;;
+    rsync-inplace) rsync -a --inplace --no-whole-file "$b" "$dir/" ;;
+    rsync-sparse) rsync -a --sparse "$b" "$dir/" ;;
+    tar-S) tar -xSf "$b.tar" -C "$dir" ;;
+    tar-overwrite) tar --overwrite -xf "$b.tar" -C "$dir" ;;
+    *) fail "restore_with: no tool $tool" ;;
+  esac
+}
+
+backup_tar ()                   # BACKUP
+{
+  tar -cSf "$1.tar" -C "$(dirname "$1")" "$(basename "$1")" ||
+    fail "tar -cSf $1.tar"
+}
+
+image_format ()
+{
+  qemu-img info -U --output=json "$1" |
+    sed -n 's/.*"format": "\([a-z0-9]*\)".*/\1/p' | head -1
+}
+
+snapshot_sums ()                # IMAGE [BYTES]
+{
+  local img=$1 bytes=${2:-} fmt name t=$TEST_DIR/.snapsum.raw
+  fmt=$(image_format "$img")
+  qemu-img snapshot -U -l "$img" 2>/dev/null |
+    awk 'NR > 2 { print $2 }' | LC_ALL=C sort |
+    while read -r name; do
+      qemu-img convert -U -f "$fmt" -l snapshot.name="$name" -O raw "$img" "$t" ||
+        { echo "$name CONVERT-FAILED"; continue; }
+      [ -n "$bytes" ] && truncate -s "$bytes" "$t"
+      echo "$name $(md5sum <"$t" | cut -d' ' -f1)"
+      rm -f "$t"
+    done
+}
+
+op_errno ()                     # STMT PATH
+{
+  python3 - "$1" "$2" <<'EOF'
+import errno, os, sys
+stmt, path = sys.argv[1], sys.argv[2]
+try:
+    exec(stmt)
+    print("ok")
+except OSError as e:
+    print(errno.errorcode.get(e.errno, e.errno))
+EOF
+}
+
+image_clean ()                  # IMAGE
+{
+  local out rc=0
+  [ "$(image_format "$1")" = raw ] && return 0
+  out=$(qemu-img check -U "$1" 2>&1) || rc=$?
+  [ $rc = 0 ] && return 0
+  echo "qemu-img check $1: exit $rc: $out" >&2
+  return 1
+}
+
+data_bytes ()                   # IMAGE
+{
+  qemu-img map -U --output=json "$1" | python3 -c '
+import json, sys
+print(sum(e["length"] for e in json.load(sys.stdin) if e["data"]))'
+}
+
+rounded_data ()                 # FILE ALIGN
+{
+  data_ranges "$1" | awk -v a="$2" '
+    { s = int($1 / a) * a; e = int(($2 + a - 1) / a) * a
+      if (s < last) s = last
+      if (e > s) { t += e - s; last = e } }
+    END { print t + 0 }'
+}
