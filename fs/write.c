@@ -394,6 +394,7 @@ fs_write_buf (fuse_req_t req, fuse_ino_t ino, struct fuse_bufvec *bufv,
   CLEANUP_FREE char *mem = NULL;
   struct vd_image *img;
   struct fs_node *node;
+  const char *data;
   size_t len = 0;
   uint64_t end;
 
@@ -401,17 +402,26 @@ fs_write_buf (fuse_req_t req, fuse_ino_t ino, struct fuse_bufvec *bufv,
     fuse_reply_err (req, EBADF);
     return;
   }
-  mem = take_data (bufv, &len);
-  if (!mem) {
-    fuse_reply_err (req, errno_or_eio ());
-    return;
+  if (bufv->count == 1 && !(bufv->buf[0].flags & FUSE_BUF_IS_FD)
+      && bufv->off == 0 && bufv->idx == 0) {
+    /* The usual case (no splice): the request's own buffer, no copy. */
+    data = bufv->buf[0].mem;
+    len = bufv->buf[0].size;
+  }
+  else {
+    mem = take_data (bufv, &len);
+    if (!mem) {
+      fuse_reply_err (req, errno_or_eio ());
+      return;
+    }
+    data = mem;
   }
   if (off < 0) {
     fuse_reply_err (req, EINVAL);
     return;
   }
   if (h->stage) {
-    if (staging_write (h->stage, mem, len, off) < 0)
+    if (staging_write (h->stage, data, len, off) < 0)
       fuse_reply_err (req, errno_or_eio ());
     else
       fuse_reply_write (req, len);
@@ -427,7 +437,7 @@ fs_write_buf (fuse_req_t req, fuse_ino_t ino, struct fuse_bufvec *bufv,
     fuse_reply_err (req, e);
     return;
   }
-  if (vd_image_pwrite (img, mem, len, (uint64_t) off) < 0) {
+  if (vd_image_pwrite (img, data, len, (uint64_t) off) < 0) {
     fuse_reply_err (req, errno_or_eio ());
     return;
   }
