@@ -9,9 +9,9 @@
 # stack trace when anything crashes, leaks, hits UB or times out.
 #
 # Environment:
-#   FUZZ_SECONDS=40        run time per target (6 targets: 4 minutes in
-#                          all, as 5 targets of 48 s were)
-#   FUZZ_TARGETS="qcow2 qed qcow lvm-json domxml json"
+#   FUZZ_SECONDS=40        run time per target (7 targets: under 5
+#                          minutes in all)
+#   FUZZ_TARGETS="qcow2 qed qcow lvm-json domxml json write"
 #                          (qcow: QCOW version 1, formats/libqcow.c;
 #                          the image targets also open the backing and
 #                          data files their inputs name, inside a private
@@ -21,7 +21,11 @@
 #                          domxml: fuzz-domxml.c, snapshotter/domxml.c,
 #                          libvirt XML; json: fuzz-json.c,
 #                          snapshotter/json.c, the JSON reader, with
-#                          qemu's QMP replies as seeds in json-seeds/)
+#                          qemu's QMP replies as seeds in json-seeds/;
+#                          write: fuzz-write.c, the raw, qcow2 and QED
+#                          writers against a model, on images it makes
+#                          itself; seeds in write-seeds/; a format whose
+#                          writer is missing is skipped)
 #   FUZZ_NICE=10           niceness of the fuzzers (the machine is shared)
 #   FUZZ_ARGS=...          extra libFuzzer options
 #   FUZZ_CFLAGS=...        extra compiler flags (e.g. -fno-sanitize=alignment
@@ -41,7 +45,7 @@ set -u
 srcdir=${abs_top_srcdir:-$(cd "$(dirname "$0")/../.." && pwd)}
 builddir=${abs_top_builddir:-$srcdir}
 FUZZ_SECONDS=${FUZZ_SECONDS:-40}
-FUZZ_TARGETS=${FUZZ_TARGETS:-qcow2 qed qcow lvm-json domxml json}
+FUZZ_TARGETS=${FUZZ_TARGETS:-qcow2 qed qcow lvm-json domxml json write}
 FUZZ_NICE=${FUZZ_NICE:-10}
 FUZZ_ARGS=${FUZZ_ARGS:-}
 CC=${FUZZ_CC:-clang}
@@ -308,6 +312,9 @@ for fmt in $FUZZ_TARGETS; do
   dict=()
   [ -f "$srcdir/tests/fuzz/$fmt.dict" ] && dict=(-dict="$srcdir/tests/fuzz/$fmt.dict")
   log=$out/fuzz-$fmt.log
+  # fuzz-write reads a few bytes per operation and stops after 64.
+  max_len=524288
+  [ "$fmt" = write ] && max_len=8192
   before=$(ls "$artifacts" | sort)
   # -close_fd_mask=2: the drivers' error messages (every corrupt input
   # logs one) go nowhere; libFuzzer and the sanitizers keep their output.
@@ -317,17 +324,17 @@ for fmt in $FUZZ_TARGETS; do
   UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
     nice -n "$FUZZ_NICE" "$out/fuzz-$fmt" \
       -max_total_time="$FUZZ_SECONDS" -timeout=30 -rss_limit_mb=2048 \
-      -max_len=524288 -close_fd_mask=2 -print_final_stats=1 \
+      -max_len="$max_len" -close_fd_mask=2 -print_final_stats=1 \
       -error_exitcode=99 -timeout_exitcode=98 \
       -artifact_prefix="$artifacts/$fmt-" "${dict[@]}" $FUZZ_ARGS \
       "$corpus" "$seeds" > "$log" 2>&1
   rc=$?
-  grep -E '^(stat::number_of_executed_units|stat::peak_rss_mb|#[0-9]+.*DONE|fuzz-image: )' \
+  grep -E '^(stat::number_of_executed_units|stat::peak_rss_mb|#[0-9]+.*DONE|fuzz-(image|write): )' \
     "$log" | sed "s/^/fuzz-$fmt: /"
   new=$(comm -13 <(echo "$before") <(ls "$artifacts" | sort))
   if [ "$rc" != 0 ] || [ -n "$new" ]; then
     echo "FAIL: fuzz-$fmt exited $rc; log $log"
-    sed -n '/ERROR: \|runtime error\|==[0-9]*==\|fuzz-image: driver bug/,$p' \
+    sed -n '/ERROR: \|runtime error\|==[0-9]*==\|fuzz-image: driver bug\|fuzz-write: /,$p' \
       "$log" | grep -v '^vmdiskfs: ' | head -80
     for a in $new; do
       echo "REPRODUCER: $artifacts/$a   (replay: $out/fuzz-$fmt $artifacts/$a)"
