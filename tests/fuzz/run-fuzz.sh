@@ -58,7 +58,9 @@ if [ ! -f "$builddir/config.h" ]; then
 fi
 
 tmp=$(mktemp -d /tmp/vd-fuzz.XXXXXX)
-cleanup () { rm -rf "$tmp"; }
+# fuzz-write's images: on tmpfs when there is one (flush costs nothing).
+shm=$(mktemp -d /dev/shm/vd-fuzz.XXXXXX 2>/dev/null) || shm=$tmp
+cleanup () { rm -rf "$tmp" "$shm"; }
 trap cleanup EXIT
 
 # Is libFuzzer's runtime there (libclang-rt-14-dev)?
@@ -275,7 +277,7 @@ replay () {   # replay FMT DIR...
   for dir; do
     for f in "$dir/$fmt"-*; do
       [ -f "$f" ] || continue
-      if ! TMPDIR=$tmp ASAN_OPTIONS=detect_leaks=1 \
+      if ! TMPDIR=$tmp FUZZ_WRITE_TMPDIR=$shm ASAN_OPTIONS=detect_leaks=1 \
            UBSAN_OPTIONS=print_stacktrace=1 \
            "$out/fuzz-$fmt" "$f" > "$tmp/replay.log" 2>&1; then
         echo "FAIL: reproducer $f still fails:"
@@ -320,7 +322,8 @@ for fmt in $FUZZ_TARGETS; do
   # logs one) go nowhere; libFuzzer and the sanitizers keep their output.
   # TMPDIR: fuzz-image.c's directory of named files, removed with $tmp
   # even when the target dies.
-  TMPDIR=$tmp ASAN_OPTIONS=detect_leaks=1:allocator_may_return_null=1 \
+  TMPDIR=$tmp FUZZ_WRITE_TMPDIR=$shm \
+  ASAN_OPTIONS=detect_leaks=1:allocator_may_return_null=1 \
   UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
     nice -n "$FUZZ_NICE" "$out/fuzz-$fmt" \
       -max_total_time="$FUZZ_SECONDS" -timeout=30 -rss_limit_mb=2048 \
