@@ -5,13 +5,18 @@
  *   (1) 6 bytes of geometry, chosen by the input and made by this file
  *       alone (no qemu-img: the headers are written from qemu's
  *       docs/interop/qcow2.txt and qed_spec), in a private directory:
- *         byte 0  format: 0 raw, 1 and 2 qcow2, 3 QED (mod 4)
+ *         byte 0  format: 0 raw, 1 and 2 qcow2, 3 QED (mod 4); bit 2:
+ *                 qcow2 starts with data in its first clusters (up to 8)
  *         byte 1  qcow2 cluster_bits 9..21; QED cluster_bits 12..21 and
  *                 (high nibble) table_size 2..16
  *         byte 2  qcow2: bit 0 version 2 (refcount order 4), bit 1
  *                 extended L2 (v3, clusters of 16 KiB and more), bit 2 a
  *                 raw backing file, bit 3 lazy refcounts (v3), bits 4-6
- *                 refcount_order (mod 7); QED: bit 2 a raw backing file
+ *                 refcount_order (mod 7), bit 7 data in the first
+ *                 clusters shared with an internal snapshot "s" (refcount
+ *                 2: the writer must copy on write, and "s" must read as
+ *                 at the start, checked after each reopen and at the
+ *                 end); QED: bit 2 a raw backing file
  *         byte 3-4 virtual size: up to MAX_INIT (qcow2: a multiple of
  *                 512; QED: of the cluster size, as qemu wants; raw: any
  *                 byte count)
@@ -93,11 +98,14 @@ struct geom {
   unsigned version;             /* qcow2: 2 or 3 */
   unsigned table_size;          /* QED, in clusters */
   bool extended_l2, lazy, backing;
+  bool snapshot;                /* qcow2: a snapshot shares the data */
+  uint64_t data_clusters;       /* qcow2: first clusters holding data */
   uint64_t size;                /* virtual size at creation */
   uint64_t backing_size;        /* backing file (raw: data at the start) */
 };
 
 static uint8_t model[MAX_SIZE];
+static uint8_t snap_model[MAX_INIT];  /* qcow2: snapshot "s" */
 static uint8_t base[MAX_SIZE];      /* base_byte (i), made once */
 static uint64_t model_used;         /* model bytes possibly non-zero */
 static uint8_t rbuf[MAX_WRITE];
@@ -253,11 +261,42 @@ make_file (const char *path, uint64_t len, uint64_t fill)
     die (path);
 }
 
+/* Bytes of the data clusters a qcow2 image starts with: never zero, and
+ * not the backing file's. */
+static uint8_t
+data_byte (uint64_t i)
+{
+  return base_byte (i) ^ 0x5a;
+}
+
+/* Set refcount i of a refcount block to v (refcount_bits wide, sub-byte
+ * widths from bit 0 up, wider ones big-endian). */
+static void
+set_refcount (uint8_t *block, uint64_t i, unsigned v)
+{
+  unsigned bits = 1U << g.refcount_order;
+
+  if (bits < 8)
+    block[i * bits / 8] |= v << (i * bits % 8);
+  else
+    block[(i + 1) * bits / 8 - 1] = v;
+}
+
 /* qcow2 (docs/interop/qcow2.txt, "Header", "Host cluster management",
- * "Cluster mapping"): cluster 0 the header (backing format extension and
- * backing name when backed), then the L1 table (all entries 0), one
- * cluster of refcount table, one refcount block counting the clusters so
- * far (1 each, refcount_bits wide, sub-byte widths from bit 0 up). */
+ * "Cluster mapping", "Snapshots"), cluster by cluster:
+ *   0            the header (backing format extension and backing name
+ *                when backed)
+ *   1 ...        the active L1 table
+ *   rt           one cluster of refcount table
+ *   rb           one refcount block counting every cluster here
+ * and with g.data_clusters (the first guest clusters hold data_byte):
+ *   l2           the L2 table mapping them
+ *   l2 + 1 ...   the data clusters
+ * and with g.snapshot, a snapshot "s" (id "1") sharing that L2 table and
+ * those clusters (refcount 2, so no COPIED flag in the active tables):
+ *   sl1 ...      its L1 table, a copy of the active one
+ *   st           the snapshot table
+ * Metadata clusters have refcount 1. */
 static void
 make_qcow2 (void)
 {
@@ -265,13 +304,17 @@ make_qcow2 (void)
   uint64_t l2_entries = c / (g.extended_l2 ? 16 : 8);
   uint64_t l1_size = (g.size + c * l2_entries - 1) / (c * l2_entries);
   uint64_t l1_clusters = (l1_size * 8 + c - 1) / c;
-  uint64_t rt = 1 + (l1_clusters ? l1_clusters : 1), rb = rt + 1;
-  uint64_t n_clusters = rb + 1, i;
+  uint64_t rt = 1 + l1_clusters, rb = rt + 1, l2 = rb + 1;
+  uint64_t nd = g.data_clusters, sl1 = l2 + 1 + nd, st = sl1 + l1_clusters;
+  uint64_t n_clusters = !nd ? rb + 1 : !g.snapshot ? l2 + 1 + nd : st + 1;
+  uint64_t copied = g.snapshot ? 0 : 1ULL << 63, i, off;
   unsigned bits = 1U << g.refcount_order;
-  uint8_t hdr[4096], block[64 * 8];
+  uint8_t hdr[4096], block[64 * 8], ent[64];
   uint32_t hlen = g.version == 2 ? 72 : 104, ext = hlen;
   int fd;
 
+  if (n_clusters > c * 8 / bits || n_clusters > 64 || nd > l2_entries)
+    abort ();                   /* cannot happen: see parse_geometry */
   memset (hdr, 0, sizeof hdr);
   memcpy (hdr, "QFI\xfb", 4);
   store_be32 (hdr + 4, g.version);
@@ -281,6 +324,10 @@ make_qcow2 (void)
   store_be64 (hdr + 40, c);                       /* L1 in cluster 1 */
   store_be64 (hdr + 48, rt * c);
   store_be32 (hdr + 56, 1);                       /* refcount table */
+  if (g.snapshot) {
+    store_be32 (hdr + 60, 1);
+    store_be64 (hdr + 64, st * c);
+  }
   if (g.version == 3) {
     store_be64 (hdr + 72, g.extended_l2 ? 1ULL << 4 : 0);
     store_be64 (hdr + 80, g.lazy ? 1 : 0);
@@ -300,16 +347,9 @@ make_qcow2 (void)
     memcpy (hdr + ext, "base.raw", 8);
   }
 
-  /* Refcount block: n_clusters entries of 1 (at most 8 here). */
   memset (block, 0, sizeof block);
-  for (i = 0; i < n_clusters; i++) {
-    if (bits < 8)
-      block[i * bits / 8] |= 1 << (i * bits % 8);
-    else
-      block[(i + 1) * bits / 8 - 1] = 1;          /* big-endian 1 */
-  }
-  if (n_clusters > c * 8 / bits)
-    abort ();                   /* cannot happen: >= 64 entries a block */
+  for (i = 0; i < n_clusters; i++)
+    set_refcount (block, i, g.snapshot && i >= l2 && i < sl1 ? 2 : 1);
 
   fd = open (img_path, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
   if (fd < 0)
@@ -320,6 +360,41 @@ make_qcow2 (void)
   store_be64 (wbuf, rb * c);
   pwrite_all (fd, wbuf, 8, rt * c);
   pwrite_all (fd, block, (n_clusters * bits + 7) / 8, rb * c);
+  if (nd) {
+    /* L1[0] (active, and the snapshot's copy), the L2 entries (extended:
+     * every subcluster allocated), the data. */
+    store_be64 (wbuf, l2 * c | copied);
+    pwrite_all (fd, wbuf, 8, c);
+    if (g.snapshot)
+      pwrite_all (fd, wbuf, 8, sl1 * c);
+    for (i = 0; i < nd; i++) {
+      off = l2 * c + i * (g.extended_l2 ? 16 : 8);
+      store_be64 (wbuf, (l2 + 1 + i) * c | copied);
+      store_be64 (wbuf + 8, 0xffffffffULL);
+      pwrite_all (fd, wbuf, g.extended_l2 ? 16 : 8, off);
+    }
+    for (off = 0; off < nd * c; off += sizeof wbuf) {
+      size_t n = nd * c - off < sizeof wbuf ? nd * c - off : sizeof wbuf;
+      for (i = 0; i < n; i++)
+        wbuf[i] = data_byte (off + i);
+      pwrite_all (fd, wbuf, n, (l2 + 1) * c + off);
+    }
+  }
+  if (g.snapshot) {
+    /* One entry: L1 offset and size, id and name lengths, dates 0,
+     * vm_state 0, 16 bytes of extra data (vm_state_size_large 0, the
+     * disk size: required in v3), id "1", name "s", padding. */
+    memset (ent, 0, sizeof ent);
+    store_be64 (ent, sl1 * c);
+    store_be32 (ent + 8, (uint32_t) l1_size);
+    store_be16 (ent + 12, 1);
+    store_be16 (ent + 14, 1);
+    store_be32 (ent + 36, 16);
+    store_be64 (ent + 48, g.size);
+    ent[56] = '1';
+    ent[57] = 's';
+    pwrite_all (fd, ent, 64, st * c);
+  }
   if (close (fd) < 0)
     die (img_path);
 }
@@ -380,6 +455,14 @@ parse_geometry (struct input *in)
     g.lazy = g.version == 3 && (b2 & 8);
     g.backing = b2 & 4;
     g.size = (1 + sz % (MAX_INIT / 512)) * 512;
+    /* Data in the first clusters (at most 8), shared with a snapshot. */
+    g.snapshot = b2 & 0x80;
+    if (g.snapshot && g.refcount_order == 0)
+      g.refcount_order = 1;     /* refcount 2 needs two bits */
+    if (g.snapshot || (b0 & 4)) {
+      uint64_t n = (g.size + (1ULL << g.cluster_bits) - 1) >> g.cluster_bits;
+      g.data_clusters = n < 8 ? n : 8;
+    }
     break;
   case F_QED:
     g.cluster_bits = 12 + b1 % 10;
@@ -486,6 +569,18 @@ init_model (void)
   if (!g.backing && g.fmt != F_RAW)
     shown = 0;
   memcpy (model, base, shown);
+  if (g.data_clusters) {
+    uint64_t i, data = g.data_clusters << g.cluster_bits;
+
+    if (data > g.size)
+      data = g.size;
+    for (i = 0; i < data; i++)
+      model[i] = data_byte (i);
+    if (data > shown)
+      shown = data;
+  }
+  if (g.snapshot)
+    memcpy (snap_model, model, g.size);
   model_used = g.size;
   shown_at_open = shown;
 }
@@ -506,8 +601,8 @@ init_units (void)
 /* ---- checks ------------------------------------------------------------- */
 
 static void
-check_range (struct vd_image *im, uint64_t off, uint64_t len,
-             const char *when)
+check_bytes (struct vd_image *im, const uint8_t *ref, uint64_t off,
+             uint64_t len, const char *when)
 {
   while (len > 0) {
     size_t n = len < sizeof rbuf ? len : sizeof rbuf, i;
@@ -515,16 +610,43 @@ check_range (struct vd_image *im, uint64_t off, uint64_t len,
     memset (rbuf, 0xee, n);
     if (vd_image_pread (im, rbuf, n, off) < 0)
       fail ("%s: read of %zu bytes at %" PRIu64 " failed", when, n, off);
-    if (memcmp (rbuf, model + off, n) != 0) {
-      for (i = 0; rbuf[i] == model[off + i]; i++)
+    if (memcmp (rbuf, ref + off, n) != 0) {
+      for (i = 0; rbuf[i] == ref[off + i]; i++)
         ;
       fail ("%s: byte %" PRIu64 " reads %#x, the model has %#x "
             "(read of %zu bytes at %" PRIu64 ")", when, off + i, rbuf[i],
-            model[off + i], n, off);
+            ref[off + i], n, off);
     }
     off += n;
     len -= n;
   }
+}
+
+static void
+check_range (struct vd_image *im, uint64_t off, uint64_t len,
+             const char *when)
+{
+  check_bytes (im, model, off, len, when);
+}
+
+/* The snapshot still reads as at the start (qcow2 with g.snapshot). */
+static void
+check_snapshot (struct vd_image *im, const char *when)
+{
+  struct vd_image *snap;
+  char what[96];
+
+  if (!g.snapshot)
+    return;
+  snap = vd_image_open_snapshot (im, "s");
+  if (!snap)
+    fail ("%s: opening snapshot \"s\" failed", when);
+  if (vd_image_size (snap) != g.size)
+    fail ("%s: snapshot \"s\" has size %" PRIu64 ", not %" PRIu64, when,
+          vd_image_size (snap), g.size);
+  snprintf (what, sizeof what, "%s, snapshot \"s\"", when);
+  check_bytes (snap, snap_model, 0, g.size, what);
+  vd_image_close (snap);
 }
 
 static void
@@ -746,6 +868,7 @@ run_ops (struct input *in)
       reopen (VD_OPEN_RDWR, when);
       check_all (img, when);
       check_allocated (img, when);
+      check_snapshot (img, when);
       break;
     default:
       pick_range (in, &off, &len);
@@ -842,6 +965,7 @@ LLVMFuzzerTestOneInput (const uint8_t *data, size_t len)
     if (!img)
       fail ("opening the new image read-only failed");
     check_all (img, "read-only, at open");
+    check_snapshot (img, "read-only, at open");
     vd_image_close (img);
     img = NULL;
     return 0;
@@ -851,6 +975,7 @@ LLVMFuzzerTestOneInput (const uint8_t *data, size_t len)
   init_units ();
   check_all (img, "at open");
   check_allocated (img, "at open");
+  check_snapshot (img, "at open");
 
   run_ops (&in);
   model_used = size;            /* nothing beyond the disk was written */
@@ -862,6 +987,7 @@ LLVMFuzzerTestOneInput (const uint8_t *data, size_t len)
   check_all (img, "read-only, at the end");
   check_extents (img);
   check_allocated (img, "read-only, at the end");
+  check_snapshot (img, "read-only, at the end");
   vd_image_close (img);
   img = NULL;
   return 0;
