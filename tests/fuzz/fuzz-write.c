@@ -48,15 +48,19 @@
  * operations so far ("fuzz-write: ...").
  *
  * A format whose driver refuses VD_OPEN_RDWR with EROFS (no writer yet)
- * is skipped: the input passes.  FUZZ_WRITE_FORMAT=qcow2 (raw, qed)
- * skips the other formats, to spend a run on one writer; the inputs stay
- * valid for the others.  The images live in a private directory under
+ * is skipped: its image is only opened read-only and checked to read as
+ * made (and its snapshot), and the input passes.
+ *
+ * Environment: FUZZ_WRITE_FORMAT=qcow2 (raw, qed) skips the other
+ * formats, to spend a run on one writer (the inputs stay valid for the
+ * others).  The images live in a private directory under
  * FUZZ_WRITE_TMPDIR, else TMPDIR, else /tmp, removed at exit (kept with
- * FUZZ_WRITE_KEEP=1, and after a failure); a tmpfs there makes flush
- * cheap (run-fuzz.sh uses /dev/shm: ten times the inputs per second).  FUZZ_WRITE_TRACE=1 prints each operation as it
- * runs (replaying a reproducer).  FUZZ_WRITE_NO=resize,alloc looks past
- * a known bug: no resize operations, no allocation bound.  At exit one line on stdout counts the
- * inputs per format and how many were skipped.
+ * FUZZ_WRITE_KEEP=1, and after a failure, whose message names it); on a
+ * tmpfs flush costs nothing (run-fuzz.sh uses /dev/shm: ten times the
+ * inputs per second of ext4).  FUZZ_WRITE_TRACE=1 prints each operation
+ * as it runs (replaying a reproducer).  FUZZ_WRITE_NO=resize,alloc looks
+ * past a known bug: no resize operations, no allocation bound.  At exit
+ * one line on stdout counts the inputs per format and the skipped ones.
  *
  * SPDX-License-Identifier: GPL-3.0-or-later
  */
@@ -629,6 +633,18 @@ check_range (struct vd_image *im, uint64_t off, uint64_t len,
   check_bytes (im, model, off, len, when);
 }
 
+/* The range an operation touched and the rest of its allocation units
+ * (a partial write completes its cluster from what was there). */
+static void
+check_around (uint64_t off, uint64_t len, const char *when)
+{
+  uint64_t s = off / unit * unit, e = (off + len + unit - 1) / unit * unit;
+
+  if (e > size)
+    e = size;
+  check_range (img, s, e - s, when);
+}
+
 /* The snapshot still reads as at the start (qcow2 with g.snapshot). */
 static void
 check_snapshot (struct vd_image *im, const char *when)
@@ -754,10 +770,13 @@ pick_range (struct input *in, uint64_t *offp, uint64_t *lenp)
   *lenp = len;
 }
 
+/* A byte of guest offset x written by operation salt: stale data (an
+ * older write, another offset) reads different. */
 static uint8_t
 pattern (uint64_t x, uint32_t salt)
 {
-  x = (x + 1) * 0x9e3779b97f4a7c15ULL ^ (uint64_t) salt * 0xff51afd7ed558ccdULL;
+  x = (x + 1) * 0x9e3779b97f4a7c15ULL
+    ^ (uint64_t) salt * 0xff51afd7ed558ccdULL;
   return (uint8_t) (x >> 56);
 }
 
@@ -822,7 +841,7 @@ run_ops (struct input *in)
         fail ("write of %" PRIu64 " bytes at %" PRIu64 " failed", len, off);
       memcpy (model + off, wbuf, len);
       touch (off, len);
-      check_range (img, off, len, when);
+      check_around (off, len, when);
       break;
     case 2:
       pick_range (in, &off, &len);
@@ -831,7 +850,7 @@ run_ops (struct input *in)
         fail ("zero of %" PRIu64 " bytes at %" PRIu64 " failed", len, off);
       memset (model + off, 0, len);
       touch (off, len);
-      check_range (img, off, len, when);
+      check_around (off, len, when);
       break;
     case 3:
       note ("flush");
