@@ -325,8 +325,12 @@ if [ "$BIG" = 1 ]; then
     new_image "$WORK/images" 2T || die "qemu-img create failed"
     cc=$c
     [ $c = vmdiskfs-bigcp ] && cc=vmdiskfs-cp
-    r=$(restore "$cc" "$big_src" "$WORK/images")
-    v=$(verify "$big_src" "$WORK/images/bench.qcow2")
+    r=$(restore "$cc" "$big_src" "$WORK/images" 2> "$WORK/log/err")
+    if [ "${r% *}" = failed ]; then
+      v="$(grep -v '^ \|^Traceback' "$WORK/log/err" | head -1 | cut -c1-120)"
+    else
+      v=$(verify "$big_src" "$WORK/images/bench.qcow2")
+    fi
     bres[$c]="$r|$v"
     echo "  $c: ${r% *} s, VmHWM ${r#* }, $v"
   done
