@@ -60,8 +60,9 @@
  * inputs per second of ext4).  FUZZ_WRITE_TRACE=1 prints each operation
  * as it runs (replaying a reproducer).  FUZZ_WRITE_NO=resize,alloc,tail
  * looks past a known bug: no resize operations, no allocation bound, or
- * zeros (not data) in the last data cluster beyond the disk's end (qemu
- * leaves data there after a shrink; a grow must not show it).  At exit
+ * zeros (not data) in the last data cluster beyond the disk's end, and
+ * no subcluster allocated there (qemu leaves data after a shrink; a grow
+ * must not show it, nor count it allocated).  At exit
  * one line on stdout counts the inputs per format and the skipped ones.
  *
  * SPDX-License-Identifier: GPL-3.0-or-later
@@ -171,6 +172,9 @@ describe (void)
     fprintf (stderr, " cluster_bits %u table_size %u", g.cluster_bits,
              g.table_size);
   fprintf (stderr, " size %" PRIu64, g.size);
+  if (g.data_clusters)
+    fprintf (stderr, ", data in the first %" PRIu64 " clusters%s",
+             g.data_clusters, g.snapshot ? " shared with snapshot \"s\"" : "");
   if (g.backing)
     fprintf (stderr, " backing base.raw (raw) of %" PRIu64 " bytes",
              g.backing_size);
@@ -374,9 +378,13 @@ make_qcow2 (void)
     if (g.snapshot)
       pwrite_all (fd, wbuf, 8, sl1 * c);
     for (i = 0; i < nd; i++) {
+      uint64_t sc = c / 32, in = (g.size - i * c + sc - 1) / sc;
+
+      /* FUZZ_WRITE_NO=tail: no subcluster allocated past the end. */
       off = l2 * c + i * (g.extended_l2 ? 16 : 8);
       store_be64 (wbuf, (l2 + 1 + i) * c | copied);
-      store_be64 (wbuf + 8, 0xffffffffULL);
+      store_be64 (wbuf + 8, !no_tail || in >= 32 ? 0xffffffffULL
+                            : (1ULL << in) - 1);
       pwrite_all (fd, wbuf, g.extended_l2 ? 16 : 8, off);
     }
     for (off = 0; off < nd * c; off += sizeof wbuf) {
