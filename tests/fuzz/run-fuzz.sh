@@ -282,7 +282,9 @@ replay () {   # replay FMT DIR...
   for dir; do
     for f in "$dir/$fmt"-*; do
       [ -f "$f" ] || continue
-      if ! TMPDIR=$tmp FUZZ_WRITE_TMPDIR=$shm ASAN_OPTIONS=detect_leaks=1 \
+      # Reproducers replay as found: nothing looked past.
+      if ! TMPDIR=$tmp FUZZ_WRITE_TMPDIR=$shm FUZZ_WRITE_NO= \
+           ASAN_OPTIONS=detect_leaks=1 \
            UBSAN_OPTIONS=print_stacktrace=1 \
            "$out/fuzz-$fmt" "$f" > "$tmp/replay.log" 2>&1; then
         echo "FAIL: reproducer $f still fails:"
