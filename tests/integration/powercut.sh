@@ -87,24 +87,25 @@ t0=$(date +%s)
 
 for ((t = 1; t <= trials; t++)); do
   T=$TEST_DIR/t$t
-  mkdir -p "$T/imgs"
+  # The file system's root holds imgs/, vmdiskfs's images directory.
+  mkdir -p "$T/root/imgs"
   # The image: old data, then (qcow2) the snapshot "before" of it, so
   # that every write copies on write.
   if [ "$fmt" = qcow2 ]; then
     cs=${clusters[$(( (t - 1) % ${#clusters[@]} ))]}
     img=disk.qcow2
-    qemu-img create -q -f qcow2 -o cluster_size=$cs "$T/imgs/$img" $((PIECES * M)) ||
+    qemu-img create -q -f qcow2 -o cluster_size=$cs "$T/root/imgs/$img" $((PIECES * M)) ||
       fail "qemu-img create"
-    qemu-io -f qcow2 -c "write -s $TEST_DIR/old 0 $((PIECES * M))" "$T/imgs/$img" \
+    qemu-io -f qcow2 -c "write -s $TEST_DIR/old 0 $((PIECES * M))" "$T/root/imgs/$img" \
       >/dev/null || fail "qemu-io write"
-    qemu-img snapshot -c before "$T/imgs/$img" || fail "qemu-img snapshot"
+    qemu-img snapshot -c before "$T/root/imgs/$img" || fail "qemu-img snapshot"
     what="qcow2, cluster size $cs"
   else
     img=disk.raw
-    cp "$TEST_DIR/old" "$T/imgs/$img"
+    cp "$TEST_DIR/old" "$T/root/imgs/$img"
     what=raw
   fi
-  mkfs.ext4 -q -F -d "$T/imgs" -L vdpc "$T/ext4.img" 256M >/dev/null ||
+  mkfs.ext4 -q -F -d "$T/root" -L vdpc "$T/ext4.img" 256M >/dev/null ||
     fail "mkfs.ext4 -d"
   # Random order, about one piece in five zeros, the kill time.
   order=$(python3 -c "import random,sys; random.seed($seed + $t); l=list(range($PIECES)); random.shuffle(l); print(','.join(map(str,l)))")
@@ -139,8 +140,8 @@ for ((t = 1; t <= trials; t++)); do
   erc=$?
   [ $erc -le 1 ] || { cat "$T/e2fsck.log"; bad "trial $t: e2fsck exit $erc"; }
   rm -f "$T/out"
-  debugfs -R "dump /$img $T/out" "$T/ext4.img" >/dev/null 2>&1
-  [ -s "$T/out" ] || { bad "trial $t: debugfs could not dump /$img"; continue; }
+  debugfs -R "dump /imgs/$img $T/out" "$T/ext4.img" >/dev/null 2>&1
+  [ -s "$T/out" ] || { bad "trial $t: debugfs could not dump /imgs/$img"; continue; }
   if [ "$fmt" = qcow2 ]; then
     qemu-img check -f qcow2 "$T/out" > "$T/check.log" 2>&1
     crc=$?
@@ -191,7 +192,7 @@ print("data: %d fsync'd pieces exact, %d unwritten pieces unchanged, %d bad"
       % (len(durable), len(untouched), bad))
 sys.exit(1 if bad else 0)
 EOF
-  rm -f "$T/ext4.img" "$T/out" "$T/snap.qcow2" "$T/snap.raw" "$T/cur.raw"
+  rm -rf "$T/root" "$T/ext4.img" "$T/out" "$T/snap.qcow2" "$T/snap.raw" "$T/cur.raw"
 done
 
 echo "powercut: $trials trials ($killed_n killed mid-write), $failures failed checks, $(( $(date +%s) - t0 ))s"

@@ -150,6 +150,11 @@ fi
 flock -u 9
 
 # ---- run -----------------------------------------------------------------
+# vmdiskfs's default staging directory (-o staging): vmdiskfs does not
+# start without it, and the guest cannot make it on its read-only /.
+[ -d /var/lib/vmdiskfs/staging ] ||
+  { mkdir -p -m 700 /var/lib/vmdiskfs && mkdir -m 700 /var/lib/vmdiskfs/staging; } ||
+  die "cannot create /var/lib/vmdiskfs/staging"
 tmp=$(mktemp -d /var/tmp/vd-guest.XXXXXX) || die "mktemp"
 qpid=
 cleanup () {

@@ -45,7 +45,7 @@ bad () { echo "FAIL: $*"; failures=$((failures + 1)); }
 # full (the word repeated over the whole size), sparse (1 MiB of the word
 # at 0 and at 20 MiB, zeros elsewhere), big (full, 4 MiB longer).
 backup () {
-  local f=/tmp/bk/$1/$2
+  local f=/tmp/bk/$1/$2.img
   mkdir -p "/tmp/bk/$1"
   case $4 in
     full) yes "$3" | head -c $SIZE > "$f" ;;
@@ -218,8 +218,11 @@ for t in vda vdb; do
   holds $t /tmp/big-head "dd big" && ok "$t: dd of a longer backup: what fits, then EFBIG"
   if truncate -s $((SIZE + M)) "$D/$t.img" 2>/tmp/tr.err; then
     bad "truncate -s to a larger size succeeded"
-  else
-    grep -q "File too large" /tmp/tr.err || bad "truncate: not EFBIG: $(cat /tmp/tr.err)"
+  elif ! grep -q "File too large" /tmp/tr.err; then
+    bad "truncate: not EFBIG: $(cat /tmp/tr.err)"
+    command -v strace >/dev/null &&
+      strace -f truncate -s $((SIZE + M)) "$D/$t.img" 2>&1 | tail -15
+    tail -5 /tmp/vmdiskfs.log
   fi
   [ "$(stat -c %s "$D/$t.img")" = $SIZE ] || bad "size now $(stat -c %s "$D/$t.img")"
   [ "$(blockdev --getsize64 "${dev[$t]}")" = $SIZE ] || bad "the LV's size changed"
