@@ -28,6 +28,8 @@
 
 . "$(dirname "$0")/functions.sh"
 set -u
+# All in one block: bash parses it whole before running it.
+{
 require qemu-img qemu-io qemu-system-x86_64 mkfs.ext4 e2fsck debugfs python3
 srcdir=${abs_top_srcdir:-$(cd "$(dirname "$0")/../.." && pwd)}
 export abs_top_srcdir=$srcdir
@@ -199,3 +201,4 @@ echo "powercut: $trials trials ($killed_n killed mid-write), $failures failed ch
 [ $killed_n -gt 0 ] || [ $failures -gt 0 ] || echo "warning: no trial cut the power mid-write (VD_POWERCUT_SPAN)"
 [ $failures = 0 ] || exit 1
 exit 0
+}

@@ -128,6 +128,9 @@ done
 ok "mkdir snapshots/before: LVM snapshots of both LVs"
 
 for t in vda vdb; do
+  echo "---- $t (${dev[$t]})"
+  # One LV's backups at a time: /tmp is a tmpfs of half the guest's RAM.
+  rm -rf /tmp/bk
   backup full $t "full-$t" full
   backup full2 $t "full2-$t" full
   backup full3 $t "full3-$t" full
@@ -135,10 +138,6 @@ for t in vda vdb; do
   backup sparse2 $t "sparse2-$t" sparse
   backup big $t "big-$t" big
   tar -cSf "/tmp/bk/tar-$t.tar" -C /tmp/bk/full3 $t.img
-done
-
-for t in vda vdb; do
-  echo "---- $t (${dev[$t]})"
   # cp of a full backup, then of a mostly-zero one.
   cp /tmp/bk/full/$t.img "$D/$t.img" || bad "cp full $t.img (exit $?)"
   holds $t /tmp/bk/full/$t.img "cp full" && ok "$t: cp B D"
@@ -227,6 +226,7 @@ for t in vda vdb; do
   [ "$(stat -c %s "$D/$t.img")" = $SIZE ] || bad "size now $(stat -c %s "$D/$t.img")"
   [ "$(blockdev --getsize64 "${dev[$t]}")" = $SIZE ] || bad "the LV's size changed"
   snap_kept $t "big" && ok "$t: snapshot before still holds the first bytes"
+  rm -f /tmp/before-big /tmp/big-head
 done
 
 lvs -o lv_name,origin,lv_size,lv_attr,data_percent,snap_percent vg0
