@@ -92,6 +92,15 @@ for t in vda vdb; do
   run dd if="/tmp/first-$t" of="${dev[$t]}" bs=1M conv=fsync status=none
 done
 
+# What the kernel offers for zeroing each LV (a thin LV frees blocks on
+# discard; BLKZEROOUT uses WRITE ZEROES, else writes zeros).
+for t in vda vdb; do
+  q=/sys/dev/block/$(printf '%d:%d' $(stat -L -c '0x%t 0x%T' "${dev[$t]}"))/queue
+  echo "${dev[$t]}: write_zeroes_max_bytes $(cat $q/write_zeroes_max_bytes)," \
+       "discard_granularity $(cat $q/discard_granularity)," \
+       "discard_max_bytes $(cat $q/discard_max_bytes)"
+done
+
 start_libvirtd
 cat > /tmp/dom.xml <<XML
 <domain type='qemu'>
