@@ -15,10 +15,10 @@
 #                        writer: without it (open for writing gives
 #                        EROFS) the test is skipped, saying so; raw runs
 #                        the same on a raw image (no snapshot)
-#   VD_POWERCUT_TRIALS   guest boots (default 3; each about 30 s here)
+#   VD_POWERCUT_TRIALS   guest boots (default 4; each 40 to 60 s here)
 #   VD_POWERCUT_SPAN     the kill comes 0 to SPAN seconds after the writer
-#                        starts (default 25; shortened when the writer
-#                        finishes first)
+#                        starts (default 10; once a writer finishes before
+#                        the kill, 0.1 to 0.9 times its time)
 #   VD_POWERCUT_SEED     for the random order, zero pieces and kill times
 #                        (default: from the clock; printed)
 #   VD_POWERCUT_CLUSTERS qcow2 cluster sizes, one per trial in turn
@@ -42,12 +42,13 @@ case $TEST_DIR in
 esac
 
 fmt=${VD_POWERCUT_FORMAT:-qcow2}
-trials=${VD_POWERCUT_TRIALS:-3}
-span=${VD_POWERCUT_SPAN:-25}
+trials=${VD_POWERCUT_TRIALS:-4}
+span=${VD_POWERCUT_SPAN:-10}
+span_lo=0
 seed=${VD_POWERCUT_SEED:-$(date +%s)}
 clusters=(${VD_POWERCUT_CLUSTERS:-65536 4096})
 case $fmt in qcow2|raw) ;; *) fail "VD_POWERCUT_FORMAT=$fmt: qcow2 or raw" ;; esac
-PIECES=32
+PIECES=96
 M=1048576
 RANDOM=$seed
 echo "powercut: format $fmt, $trials trials, seed $seed"
@@ -107,12 +108,12 @@ for ((t = 1; t <= trials; t++)); do
     cp "$TEST_DIR/old" "$T/root/imgs/$img"
     what=raw
   fi
-  mkfs.ext4 -q -F -d "$T/root" -L vdpc "$T/ext4.img" 256M >/dev/null ||
+  mkfs.ext4 -q -F -d "$T/root" -L vdpc "$T/ext4.img" 512M >/dev/null ||
     fail "mkfs.ext4 -d"
   # Random order, about one piece in five zeros, the kill time.
   order=$(python3 -c "import random,sys; random.seed($seed + $t); l=list(range($PIECES)); random.shuffle(l); print(','.join(map(str,l)))")
   zeros=$(python3 -c "import random; random.seed($seed * 7 + $t); print(','.join(str(p) for p in range($PIECES) if random.random() < 0.2))")
-  after=$(python3 -c "import random; random.seed($seed * 13 + $t); print('%.2f' % random.uniform(0, $span))")
+  after=$(python3 -c "import random; random.seed($seed * 13 + $t); print('%.2f' % random.uniform($span_lo, $span))")
   echo "---- trial $t: $what; kill ${after}s after the writer starts (span ${span}s)"
   ts=$(date +%s)
   VD_GUEST_DISK=$T/ext4.img VD_GUEST_KILL="VD-PC GO" VD_GUEST_KILL_AFTER=$after \
@@ -125,8 +126,10 @@ for ((t = 1; t <= trials; t++)); do
   if grep -q "^guest.sh: killed" "$T/guest.log"; then
     killed_n=$((killed_n + 1))
   elif grep -q "^VD-PC DONE" "$T/console"; then
-    echo "the writer finished before the kill: no power cut this time"
-    span=$(python3 -c "print('%.1f' % ($span * 0.6))")
+    took=$(sed -n 's/^VD-PC DONE //p' "$T/console")
+    echo "the writer finished (in ${took}s) before the kill: no power cut this time"
+    span=$(python3 -c "print('%.1f' % ($took * 0.9))")
+    span_lo=$(python3 -c "print('%.1f' % ($took * 0.1))")
   else
     cat "$T/guest.log"
     bad "trial $t: the guest neither finished nor was killed (exit $grc)"

@@ -14,7 +14,7 @@
 # the pieces written since the previous fsync: those must read back after
 # the power cut.  "VD-PC GO" is printed before the first write (the host
 # kills the guest some time after it), "VD-PC START P" before each write,
-# "VD-PC DONE" at the end.
+# "VD-PC DONE SECONDS" at the end (SECONDS since GO).
 # SPDX-License-Identifier: GPL-3.0-or-later
 set -u
 # All in one block: bash parses it whole before running it.
@@ -38,7 +38,7 @@ D=/tmp/mnt/$img/disk.img
 [ -f "$D" ] || { ls -lR /tmp/mnt; cat /tmp/vmdiskfs.log; fail "no $D"; }
 
 python3 - "$D" "$new" "$order" "$zeros" "$batch" <<'EOF' ||
-import os, sys
+import os, sys, time
 disk, new, order, zeros, batch = sys.argv[1:]
 order = [int(p) for p in order.split(",")]
 zeros = {int(p) for p in zeros.split(",") if p}
@@ -48,6 +48,7 @@ fd = os.open(disk, os.O_WRONLY)
 src = os.open(new, os.O_RDONLY)
 zero = bytes(M)
 print("VD-PC GO", flush=True)
+t0 = time.monotonic()
 pending = []
 for i, p in enumerate(order):
     print("VD-PC START %d" % p, flush=True)
@@ -60,7 +61,7 @@ for i, p in enumerate(order):
         print("VD-PC DURABLE " + " ".join(map(str, pending)), flush=True)
         pending = []
 os.close(fd)
-print("VD-PC DONE", flush=True)
+print("VD-PC DONE %.1f" % (time.monotonic() - t0), flush=True)
 EOF
   { cat /tmp/vmdiskfs.log; fail "the writer failed"; }
 umount /tmp/mnt || fail "umount"
