@@ -18,8 +18,9 @@
 #    LV is unchanged; dd conv=notrunc writes what fits, then fails with
 #    EFBIG; truncate -s to a larger size fails with EFBIG.
 #
-# VD_WRITE_LVM_SNAPSIZE (default: none, vmdiskfs's own default) is passed
-# as -o snapsize= when set.
+#   write-lvm.sh [SNAPSIZE]
+# SNAPSIZE (tests/integration/write-lvm.sh passes $VD_WRITE_LVM_SNAPSIZE)
+# is given as -o snapsize= when not empty; vmdiskfs's default otherwise.
 # SPDX-License-Identifier: GPL-3.0-or-later
 set -u
 # All in one block: bash parses it whole before running it.
@@ -118,7 +119,7 @@ run virsh -q -c qemu:///system define /tmp/dom.xml
 mkdir -p /tmp/mnt /tmp/staging
 chmod 700 /tmp/staging
 opts=pidfile=/tmp/pid,staging=/tmp/staging
-[ -n "${VD_WRITE_LVM_SNAPSIZE:-}" ] && opts=$opts,snapsize=$VD_WRITE_LVM_SNAPSIZE
+[ -n "${1:-}" ] && opts=$opts,snapsize=$1
 "$VMDISKFS" -f -o "$opts" /tmp/mnt >/tmp/vmdiskfs.log 2>&1 &
 pid=$!
 for i in $(seq 100); do [ -s /tmp/pid ] && break; sleep 0.1; done
