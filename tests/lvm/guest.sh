@@ -29,6 +29,20 @@
 # default 1024), VD_GUEST_CPUS (default 1), VD_GUEST_CACHE (default
 # /var/tmp/vmdiskfs-lvm-guest).
 #
+# For power-cut tests (tests/integration/powercut.sh):
+#   VD_GUEST_DISK=FILE   FILE (raw) is a third disk, /dev/vdc; the guest's
+#                        ext4 module is loaded, so it may hold ext4
+#   VD_GUEST_KILL=TEXT   kill -9 qemu VD_GUEST_KILL_AFTER seconds (default
+#                        0, fractions allowed) after TEXT first shows on
+#                        the console: the guest's page cache is lost, what
+#                        qemu wrote to FILE stays.  Exit status 0 when
+#                        killed, the console so far printed instead of
+#                        SCRIPT's output; as without it when the guest
+#                        ended first
+#   VD_GUEST_CONSOLE=FILE
+#                        the console (SCRIPT's output, kernel messages) is
+#                        copied to FILE at the end, CRs removed
+#
 # SPDX-License-Identifier: GPL-3.0-or-later
 set -u
 {
@@ -41,11 +55,12 @@ mem=${VD_GUEST_MEM:-1024}
 cpus=${VD_GUEST_CPUS:-1}
 cache=${VD_GUEST_CACHE:-/var/tmp/vmdiskfs-lvm-guest}
 
-# Modules of TESTING.md, in insmod order (the last five for thin pools).
+# Modules of TESTING.md, in insmod order (dm-bio-prison to dm-thin-pool for
+# thin pools; the last four for ext4 on VD_GUEST_DISK).
 modules="virtio_ring virtio virtio_pci_modern_dev virtio_pci_legacy_dev
   virtio_pci virtio_blk netfs fscache 9pnet 9pnet_virtio 9p dm-mod dm-bufio
   dm-snapshot crc32c_generic libcrc32c dm-bio-prison dm-persistent-data
-  dm-thin-pool fuse loop"
+  dm-thin-pool fuse loop crc16 mbcache jbd2 ext4"
 
 skip () { echo "SKIP: $*"; exit 77; }
 die () { echo "guest.sh: $*" >&2; exit 1; }
@@ -103,14 +118,29 @@ prepare () {
   mkdir -p "$dir" && mv "$w/vmlinuz" "$w/initrd.gz" "$w/busybox" "$dir/" ||
     return 1
   sha256sum < "$here/guest-init" > "$dir/init.sum"
+  echo $modules > "$dir/modules.list"
   rm -rf "$w"
+}
+
+# Every module of the list in the cached initramfs (one prepared by an
+# older guest.sh with fewer modules is prepared again; its init.sum alone
+# would not tell).
+has_modules () {
+  local m
+  for m in $modules; do
+    case " $(cat "$dir/modules.list" 2>/dev/null) " in
+      *" $m "*) ;;
+      *) return 1 ;;
+    esac
+  done
 }
 
 mkdir -p "$cache" || die "cannot create $cache"
 exec 9> "$cache/lock"
 flock 9
 if [ ! -f "$dir/initrd.gz" ] || [ ! -x "$dir/busybox" ] ||
-   [ "$(sha256sum < "$here/guest-init")" != "$(cat "$dir/init.sum" 2>/dev/null)" ]; then
+   [ "$(sha256sum < "$here/guest-init")" != "$(cat "$dir/init.sum" 2>/dev/null)" ] ||
+   ! has_modules; then
   echo "guest.sh: preparing $kpkg and busybox under $dir"
   if ! prepare; then
     rm -rf "$dir.tmp.$$"
@@ -120,6 +150,11 @@ fi
 flock -u 9
 
 # ---- run -----------------------------------------------------------------
+# vmdiskfs's default staging directory (-o staging): vmdiskfs does not
+# start without it, and the guest cannot make it on its read-only /.
+[ -d /var/lib/vmdiskfs/staging ] ||
+  { mkdir -p -m 700 /var/lib/vmdiskfs && mkdir -m 700 /var/lib/vmdiskfs/staging; } ||
+  die "cannot create /var/lib/vmdiskfs/staging"
 tmp=$(mktemp -d /var/tmp/vd-guest.XXXXXX) || die "mktemp"
 qpid=
 cleanup () {
@@ -149,6 +184,14 @@ cp "$dir/initrd.gz" "$tmp/initrd"
 truncate -s %4 "$tmp/initrd"
 cat "$tmp/run.cpio.gz" >> "$tmp/initrd"
 
+extra=()
+if [ -n "${VD_GUEST_DISK:-}" ]; then
+  case $VD_GUEST_DISK in
+    *,*) die "VD_GUEST_DISK=$VD_GUEST_DISK: no commas in the path, please" ;;
+  esac
+  [ -f "$VD_GUEST_DISK" ] || die "VD_GUEST_DISK=$VD_GUEST_DISK: no such file"
+  extra=(-drive "file=$VD_GUEST_DISK,format=raw,if=virtio")
+fi
 start=$(date +%s)
 timeout -k 5 "$timeout_s" qemu-system-x86_64 -accel tcg -m "$mem" -smp "$cpus" \
   -nographic -no-reboot -nodefaults -serial stdio -monitor none \
@@ -158,12 +201,34 @@ timeout -k 5 "$timeout_s" qemu-system-x86_64 -accel tcg -m "$mem" -smp "$cpus" \
   -device virtio-9p-pci,fsdev=r,mount_tag=hostroot \
   -drive file="$tmp/pv.img",format=raw,if=virtio,cache=unsafe \
   -drive file="$tmp/result.img",format=raw,if=virtio \
+  "${extra[@]}" \
+  -pidfile "$tmp/qemu.pid" \
   < /dev/null > "$tmp/console.log" 2>&1 &
 qpid=$!
+killed=
+if [ -n "${VD_GUEST_KILL:-}" ]; then
+  while kill -0 "$qpid" 2>/dev/null; do
+    if grep -qF -- "$VD_GUEST_KILL" "$tmp/console.log"; then
+      sleep "${VD_GUEST_KILL_AFTER:-0}"
+      # qemu itself: $qpid is timeout's.
+      p=$(cat "$tmp/qemu.pid" 2>/dev/null)
+      [ -n "$p" ] && kill -9 "$p" 2>/dev/null && killed=$p
+      break
+    fi
+    sleep 0.1
+  done
+fi
 wait "$qpid"
 qrc=$?
 qpid=
 secs=$(( $(date +%s) - start ))
+[ -n "${VD_GUEST_CONSOLE:-}" ] && tr -d '\r' < "$tmp/console.log" > "$VD_GUEST_CONSOLE"
+if [ -n "$killed" ]; then
+  tr -d '\r' < "$tmp/console.log" | grep -v '^\[ *[0-9.]*\]'
+  echo "guest.sh: killed the guest (kill -9 of qemu, pid $killed)" \
+       "${VD_GUEST_KILL_AFTER:-0}s after \"$VD_GUEST_KILL\" showed, ${secs}s after the start"
+  exit 0
+fi
 
 # The result disk: "VDRC=N\n" then the script's output, NUL-padded.
 rc=$(head -c 64 "$tmp/result.img" | tr -d '\0' | sed -n '1s/^VDRC=\([0-9]*\)$/\1/p')
