@@ -630,6 +630,42 @@ check_write (struct vd_image *img, uint64_t count, uint64_t offset)
   return check_range (img, count, offset);
 }
 
+/* Zeros over part of one aligned block [offset, offset+count): if the
+ * rest of the block reads as zeros too, the whole block is zeroed with
+ * the driver's zero op (released), else the zeros are written as data.
+ * So a tool writing 4 KiB pieces of zeros (rsync --inplace) over a
+ * 64 KiB cluster releases it once its last piece lands. */
+static int
+zero_partial (struct vd_image *img, uint64_t count, uint64_t offset)
+{
+  static const char zeros[65536];
+  uint64_t a = img->zero_align, b = offset & ~(a - 1), bend = b + a;
+  char *blk;
+  int r;
+
+  if (bend > img->size)
+    bend = img->size;
+  blk = malloc (bend - b);
+  if (blk
+      && img->fmt->read (img, blk, offset - b, b) == 0
+      && img->fmt->read (img, blk + (offset + count - b),
+                         bend - (offset + count), offset + count) == 0
+      && vd_is_zero (blk, offset - b)
+      && vd_is_zero (blk + (offset + count - b), bend - (offset + count))) {
+    free (blk);
+    return img->fmt->zero (img, bend - b, b);
+  }
+  free (blk);
+  while (count > 0) {
+    size_t n = count < sizeof zeros ? count : sizeof zeros;
+    if ((r = img->fmt->write (img, zeros, n, offset)) < 0)
+      return r;
+    count -= n;
+    offset += n;
+  }
+  return 0;
+}
+
 /* Zero [offset, offset+count) with the lock held: the driver's zero op
  * for the aligned middle, written zeros for partial blocks at the
  * edges. */
@@ -650,16 +686,34 @@ zero_locked (struct vd_image *img, uint64_t count, uint64_t offset)
     if (lo > hi)
       lo = hi = end;
   }
-  /* Head and tail: written as data. */
-  while (offset < lo) {
-    size_t n = lo - offset < sizeof zeros ? lo - offset : sizeof zeros;
-    if (img->fmt->write (img, zeros, n, offset) < 0)
+  if (lo == end && hi == end && img->fmt->zero && a) {
+    /* Within one block (or two partial ones). */
+    uint64_t mid = (offset & ~(a - 1)) + a;
+    if (mid >= end)
+      return zero_partial (img, count, offset);
+    if (zero_partial (img, mid - offset, offset) < 0)
       return -1;
-    offset += n;
+    return zero_partial (img, end - mid, mid);
+  }
+  /* Head and tail: partial blocks. */
+  if (offset < lo) {
+    if (img->fmt->zero && a) {
+      if (zero_partial (img, lo - offset, offset) < 0)
+        return -1;
+      offset = lo;
+    }
+    while (offset < lo) {
+      size_t n = lo - offset < sizeof zeros ? lo - offset : sizeof zeros;
+      if (img->fmt->write (img, zeros, n, offset) < 0)
+        return -1;
+      offset += n;
+    }
   }
   if (lo < hi && img->fmt->zero (img, hi - lo, lo) < 0)
     return -1;
   offset = hi > lo ? hi : offset;
+  if (offset < end && img->fmt->zero && a)
+    return zero_partial (img, end - offset, offset);
   while (offset < end) {
     size_t n = end - offset < sizeof zeros ? end - offset : sizeof zeros;
     if (img->fmt->write (img, zeros, n, offset) < 0)
@@ -705,6 +759,12 @@ vd_image_pwrite (struct vd_image *img, const void *buf, size_t count,
   pos = (offset + a - 1) & ~(a - 1);
   if (pos > end)
     pos = end;
+  /* A partial first block of zeros: released if the rest reads zeros. */
+  if (pos > offset && vd_is_zero (p, pos - offset)) {
+    if ((r = zero_partial (img, pos - offset, offset)) < 0)
+      goto out;
+    run = pos;
+  }
   while (pos < end) {
     uint64_t bend = pos + a;
     uint64_t zend = pos;
@@ -735,8 +795,24 @@ vd_image_pwrite (struct vd_image *img, const void *buf, size_t count,
       goto out;
     run = pos = zend;
   }
-  if (run < end)
-    r = img->fmt->write (img, p + (run - offset), end - run, run);
+  /* The data not yet written; a partial last block of zeros goes as the
+   * first one did. */
+  if (run < end) {
+    uint64_t tail = end & ~(a - 1);
+    if (tail > run && tail < end && end != img->size
+        && vd_is_zero (p + (tail - offset), end - tail)) {
+      if ((r = img->fmt->write (img, p + (run - offset), tail - run,
+                                run)) < 0)
+        goto out;
+      r = zero_partial (img, end - tail, tail);
+    }
+    else if (tail <= run && end != img->size
+             && (run & (a - 1)) == 0 && vd_is_zero (p + (run - offset),
+                                                   end - run))
+      r = zero_partial (img, end - run, run);
+    else
+      r = img->fmt->write (img, p + (run - offset), end - run, run);
+  }
  out:
   rw_unlock (img);
   return r;

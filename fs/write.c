@@ -220,7 +220,9 @@ zero_from (struct vd_image *img, uint64_t offset)
 static int
 set_image_times (struct vd_image *img, const struct timespec ts[2])
 {
-  if (utimensat (AT_FDCWD, img->path, ts, AT_SYMLINK_NOFOLLOW) < 0) {
+  /* On the file we hold open: a path may be a symlink (an LV's
+   * /dev/VG/LV), whose own times nobody looks at. */
+  if (futimens (img->lock_fd, ts) < 0) {
     int e = errno;
     vd_error ("%s: setting its times: %s", img->path, strerror (e));
     errno = e;
