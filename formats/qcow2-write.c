@@ -909,10 +909,41 @@ qcow2_resize (struct vd_image *img, uint64_t size)
   }
   /* The new part reads as zeros, also where a longer backing file would
    * show through. */
-  if (q->backing && vd_image_size (q->backing) > old_size
-      && qcow2_zero (img, MIN (size, vd_image_size (q->backing)) - old_size,
-                     old_size) < 0)
-    return -1;
+  {
+    /* qcow2_zero takes whole (sub)clusters: the one holding the old end
+     * keeps its bytes below it, zeros written over the rest of it when
+     * it holds data there (a cluster the image was shrunk into) or a
+     * longer backing file shows through. */
+    static const char zeros[65536];
+    bool longer = q->backing && vd_image_size (q->backing) > old_size;
+    uint64_t zend = longer ? MIN (size, vd_image_size (q->backing)) : size;
+    uint64_t a = img->zero_align ? img->zero_align : q->cluster_size;
+    uint64_t c = q->cluster_size;
+    uint64_t head = MIN ((old_size + a - 1) & ~(a - 1), size), pos;
+    uint64_t cend = MIN ((old_size + c - 1) & ~(c - 1), size);
+    struct vd_extent e;
+
+    if (cend > old_size
+        && (longer
+            || (qcow2_block_status (img, old_size, cend - old_size, &e) == 0
+                && (e.type == VD_EXTENT_DATA || e.length < cend - old_size)))) {
+      /* The partial (sub)cluster by writing, the rest of the cluster (its
+       * other subclusters) by zeroing. */
+      for (pos = old_size; pos < head; ) {
+        size_t n = MIN (head - pos, sizeof zeros);
+        if (qcow2_write (img, zeros, n, pos) < 0)
+          return -1;
+        pos += n;
+      }
+      if (head < cend && qcow2_zero (img, cend - head, head) < 0)
+        return -1;
+    }
+    else
+      cend = old_size;
+    if (longer && MAX (cend, head) < zend
+        && qcow2_zero (img, zend - MAX (cend, head), MAX (cend, head)) < 0)
+      return -1;
+  }
   return qcow2_writeback (q);
 
  fail:

@@ -32,9 +32,8 @@
 #                          to look past a known bug)
 #   FUZZ_CRASHERS=1        also replay tests/fuzz/crashers/ (known, unfixed)
 #   FUZZ_WRITE_NO=tail     what fuzz-write looks past (see fuzz-write.c):
-#                          by default the known bug of
-#                          crashers/write-qcow2-grow-*; set it empty once
-#                          that is fixed
+#                          nothing by default (the grow bugs it was for
+#                          are fixed: regress/write-qcow2-grow-*)
 # Reproducers of fixed bugs live in tests/fuzz/regress/FORMAT-NAME and are
 # always replayed; known unfixed ones in tests/fuzz/crashers/FORMAT-NAME.
 # Reproduce one by hand:  tests/fuzz/fuzz-qcow2 FILE
@@ -52,7 +51,7 @@ FUZZ_SECONDS=${FUZZ_SECONDS:-40}
 FUZZ_TARGETS=${FUZZ_TARGETS:-qcow2 qed qcow lvm-json domxml json write}
 FUZZ_NICE=${FUZZ_NICE:-10}
 FUZZ_ARGS=${FUZZ_ARGS:-}
-export FUZZ_WRITE_NO=${FUZZ_WRITE_NO-tail}
+export FUZZ_WRITE_NO=${FUZZ_WRITE_NO-}
 CC=${FUZZ_CC:-clang}
 out=$builddir/tests/fuzz
 
