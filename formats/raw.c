@@ -4,7 +4,8 @@
  * The guest view is the file itself.  Holes of regular files come from
  * lseek(SEEK_DATA/SEEK_HOLE); a block device is all data.  Every data
  * extent carries the fd so the FUSE layer can splice from it.
- * Writing: pwrite, zeros punched (files) or BLKZEROOUT (devices), files
+ * Writing: pwrite, zeros punched (files) or discarded and checked, else
+ * BLKZEROOUT (devices), files
  * grow by ftruncate, flush is fdatasync.
  * Threads: after open nothing is mutable (format.c serializes writers
  * against readers of a writable image), so any number of threads may
@@ -37,6 +38,7 @@ struct raw_image {
   bool seek_holes;          /* regular file: SEEK_DATA/SEEK_HOLE work */
   bool blockdev;            /* a block device: BLKZEROOUT, fixed size  */
   bool no_punch;            /* the file system cannot punch holes      */
+  bool no_discard;          /* the block device refused BLKDISCARD     */
 };
 
 static bool
@@ -148,6 +150,34 @@ raw_flush (struct vd_image *img)
   return 0;
 }
 
+/* After a discard of [offset, offset+count) of a block device: zero out
+ * (BLKZEROOUT) every 1 MiB piece that does not read as zeros. */
+static int
+zero_check (struct raw_image *r, uint64_t count, uint64_t offset)
+{
+  const size_t chunk = 1 << 20;
+  char *buf = malloc (chunk);
+  int ret = 0;
+
+  if (!buf)
+    return -1;
+  while (count > 0) {
+    size_t n = count < chunk ? count : chunk;
+    uint64_t range[2] = { offset, n };
+
+    if (vd_pread_full (r->fd, buf, n, offset, false) < 0
+        || (!vd_is_zero (buf, n) && ioctl (r->fd, BLKZEROOUT, range) < 0)) {
+      vd_error ("raw: %s: zeroing at %" PRIu64 ": %m", r->img.path, offset);
+      ret = -1;
+      break;
+    }
+    count -= n;
+    offset += n;
+  }
+  free (buf);
+  return ret;
+}
+
 /* Zeros: a punched hole in a file (the file system forgets the blocks,
  * so a restored image is as sparse as its backup); BLKZEROOUT on a block
  * device, which a thin LV turns into a discard and a disk into WRITE
@@ -161,6 +191,17 @@ raw_zero (struct vd_image *img, uint64_t count, uint64_t offset)
   if (r->blockdev) {
     uint64_t range[2] = { offset, count };
 
+    /* A discard first where the device takes one: a thin LV then gives
+     * the space back to its pool (its kernel target may offer no write
+     * zeroes, Linux 6.1, so BLKZEROOUT would write zeros and provision
+     * every block).  Whether discarded blocks read as zeros is the
+     * device's business, so they are read back, and what is not zero
+     * is zeroed out as below. */
+    if (!__atomic_load_n (&r->no_discard, __ATOMIC_RELAXED)) {
+      if (ioctl (r->fd, BLKDISCARD, range) == 0)
+        return zero_check (r, count, offset);
+      __atomic_store_n (&r->no_discard, true, __ATOMIC_RELAXED);
+    }
     if (ioctl (r->fd, BLKZEROOUT, range) == 0)
       return 0;
     if (errno != EOPNOTSUPP && errno != ENOTTY && errno != EINVAL) {
