@@ -56,8 +56,11 @@ backup () {
       yes "$3" | head -c $M | dd of="$f" bs=1M conv=notrunc status=none
       yes "$3" | head -c $M | dd of="$f" bs=1M seek=20 conv=notrunc status=none ;;
   esac
-  # An old mtime: rsync -a must not take the disk for up to date.
-  touch -d '2020-01-02 03:04:05' "$f"
+  # An old mtime, a different one for each backup: rsync -a must not take
+  # the disk for up to date (a restore gives the disk its backup's mtime,
+  # and backups of one kind have the same size).
+  backups=$((${backups:-0} + 1))
+  touch -d "2020-01-02 03:04:05 + $backups minutes" "$f"
 }
 
 # The LV and the disk file hold file $2 ($1: vda or vdb).
