@@ -68,6 +68,14 @@ struct hidden {
 };
 static struct hidden *hiddens;
 
+/* Entries in each list (atomic; changed under staging_lock): lookup and
+ * readdir ask about every name, and nearly always neither list holds
+ * anything, so they answer without the lock. */
+static unsigned nstagings, nhiddens;
+#define COUNT_ADD(n, d) __atomic_add_fetch (&(n), (d), __ATOMIC_RELAXED)
+#define COUNT_SUB(n) __atomic_sub_fetch (&(n), 1, __ATOMIC_RELAXED)
+#define COUNT_GET(n) __atomic_load_n (&(n), __ATOMIC_RELAXED)
+
 /* Is path inside the mount (or the mount inside it)? */
 static bool
 on_mount (const char *canon)
@@ -199,6 +207,7 @@ drop_locked (struct fs_staging *s)
     if ((*pp)->s == s) {
       struct entry *e = *pp;
       *pp = e->next;
+      COUNT_SUB (nstagings);
       free (e);
       if (s->file && staging_dirfd >= 0)
         unlinkat (staging_dirfd, s->file, 0);
@@ -233,6 +242,7 @@ sweep_locked (void)
     struct hidden *h = *hp;
     if (now - h->since_ms > HIDDEN_MS) {
       *hp = h->next;
+      COUNT_SUB (nhiddens);
       free (h->name);
       free (h);
       continue;
@@ -254,6 +264,7 @@ staging_stop (void)
   while (hiddens) {
     struct hidden *h = hiddens;
     hiddens = h->next;
+    COUNT_SUB (nhiddens);
     free (h->name);
     free (h);
   }
@@ -332,6 +343,7 @@ staging_new (struct fs_node *dir, const char *name, mode_t mode, uid_t uid,
   sweep_locked ();
   e->next = stagings;
   stagings = e;
+  COUNT_ADD (nstagings, 1);
   pthread_mutex_unlock (&staging_lock);
   vd_debug ("%s: staged as %s/%s", s->node->path, staging_dir, s->file);
   return s;
@@ -343,6 +355,8 @@ staging_find (fuse_ino_t dir, const char *name)
   struct entry *e;
   struct fs_staging *s = NULL;
 
+  if (COUNT_GET (nstagings) == 0)
+    return NULL;
   pthread_mutex_lock (&staging_lock);
   sweep_locked ();
   for (e = stagings; e; e = e->next)
@@ -464,6 +478,7 @@ hidden_add (fuse_ino_t dir, const char *name)
   pthread_mutex_lock (&staging_lock);
   h->next = hiddens;
   hiddens = h;
+  COUNT_ADD (nhiddens, 1);
   pthread_mutex_unlock (&staging_lock);
 }
 
@@ -485,8 +500,10 @@ hidden_test (fuse_ino_t dir, const char *name)
 {
   bool r;
 
+  if (COUNT_GET (nhiddens) == 0)
+    return false;
   pthread_mutex_lock (&staging_lock);
-  r = hiddens && hidden_find_locked (dir, name) != NULL;
+  r = hidden_find_locked (dir, name) != NULL;
   pthread_mutex_unlock (&staging_lock);
   return r;
 }
@@ -501,6 +518,7 @@ hidden_take (fuse_ino_t dir, const char *name)
   if (hp) {
     h = *hp;
     *hp = h->next;
+    COUNT_SUB (nhiddens);
   }
   pthread_mutex_unlock (&staging_lock);
   if (h) {

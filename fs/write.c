@@ -526,6 +526,21 @@ fs_fsync (fuse_req_t req, fuse_ino_t ino, int datasync,
   fuse_reply_err (req, r < 0 ? errno_or_eio () : 0);
 }
 
+/* The times setattr asks for, as utimensat takes them (UTIME_NOW,
+ * UTIME_OMIT for one not set). */
+static void
+setattr_times (const struct stat *attr, int to_set, struct timespec ts[2])
+{
+  ts[0] = (to_set & FUSE_SET_ATTR_ATIME_NOW)
+    ? (struct timespec) { 0, UTIME_NOW }
+    : (to_set & FUSE_SET_ATTR_ATIME) ? attr->st_atim
+    : (struct timespec) { 0, UTIME_OMIT };
+  ts[1] = (to_set & FUSE_SET_ATTR_MTIME_NOW)
+    ? (struct timespec) { 0, UTIME_NOW }
+    : (to_set & FUSE_SET_ATTR_MTIME) ? attr->st_mtim
+    : (struct timespec) { 0, UTIME_OMIT };
+}
+
 /* setattr of a disk: size (truncate: zero the rest, or grow) and times;
  * mode and owner change nothing. */
 static int
@@ -564,14 +579,7 @@ disk_setattr (fuse_req_t req, struct fs_node *node, struct stat *attr,
                            | FUSE_SET_ATTR_MTIME_NOW))) {
     struct timespec ts[2];
 
-    ts[0] = (to_set & FUSE_SET_ATTR_ATIME_NOW)
-      ? (struct timespec) { 0, UTIME_NOW }
-      : (to_set & FUSE_SET_ATTR_ATIME) ? attr->st_atim
-      : (struct timespec) { 0, UTIME_OMIT };
-    ts[1] = (to_set & FUSE_SET_ATTR_MTIME_NOW)
-      ? (struct timespec) { 0, UTIME_NOW }
-      : (to_set & FUSE_SET_ATTR_MTIME) ? attr->st_mtim
-      : (struct timespec) { 0, UTIME_OMIT };
+    setattr_times (attr, to_set, ts);
     /* Data first, then the times: a later flush would move mtime again. */
     r = vd_image_flush (w->disk->img);
     if (r == 0)
@@ -611,14 +619,7 @@ staging_setattr (struct fs_staging *s, struct stat *attr, int to_set)
                 | FUSE_SET_ATTR_ATIME_NOW | FUSE_SET_ATTR_MTIME_NOW)) {
     struct timespec ts[2];
 
-    ts[0] = (to_set & FUSE_SET_ATTR_ATIME_NOW)
-      ? (struct timespec) { 0, UTIME_NOW }
-      : (to_set & FUSE_SET_ATTR_ATIME) ? attr->st_atim
-      : (struct timespec) { 0, UTIME_OMIT };
-    ts[1] = (to_set & FUSE_SET_ATTR_MTIME_NOW)
-      ? (struct timespec) { 0, UTIME_NOW }
-      : (to_set & FUSE_SET_ATTR_MTIME) ? attr->st_mtim
-      : (struct timespec) { 0, UTIME_OMIT };
+    setattr_times (attr, to_set, ts);
     if (futimens (s->fd, ts) < 0)
       return -1;
   }
