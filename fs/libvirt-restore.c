@@ -878,7 +878,8 @@ set_snapshot_dates (virConnectPtr c, const char *domain, const char *snap,
 static int
 redefine_snapshot (const char *domain, const char *snap, int fd)
 {
-  CLEANUP_FREE char *xml = NULL, *what = NULL;
+  CLEANUP_FREE char *xml = NULL, *what = NULL, *parent = NULL;
+  CLEANUP_FREE char *why = NULL;
   struct domxml_snapshot ds;
   virConnectPtr c;
   virDomainPtr dom;
@@ -900,6 +901,8 @@ redefine_snapshot (const char *domain, const char *snap, int fd)
   doc = parse (what, xml, len, "domainsnapshot");
   if (!doc)
     return -1;
+  parent = trim (child_text (child_elem (xmlDocGetRootElement (doc),
+                                         "parent"), "name"));
   xmlFreeDoc (doc);
   memset (&ds, 0, sizeof ds);
   if (domxml_parse_snapshot (xml, len, &ds) < 0 || !ds.name
@@ -921,11 +924,56 @@ redefine_snapshot (const char *domain, const char *snap, int fd)
     virConnectClose (c);
     return RESTORE_KEEP;        /* the domain is not defined yet */
   }
+  if (parent && parent[0]) {
+    /* libvirt wants the parent first; files come in any order. */
+    virDomainSnapshotPtr ps = virDomainSnapshotLookupByName (dom, parent, 0);
+    if (!ps) {
+      vd_info ("%s: waits for its parent snapshot %s", what, parent);
+      virDomainFree (dom);
+      virConnectClose (c);
+      return RESTORE_KEEP;
+    }
+    virDomainSnapshotFree (ps);
+  }
   s = virDomainSnapshotCreateXML (dom, xml,
                                   VIR_DOMAIN_SNAPSHOT_CREATE_REDEFINE);
+  if (!s)
+    why = strdup (virt_msg ());
+  if (!s) {
+    /* libvirt refuses some changes to a snapshot it has (mkdir made the
+     * snapshot of now, which this one replaces): its metadata goes
+     * first, and comes back if the new one is refused too. */
+    virDomainSnapshotPtr old = virDomainSnapshotLookupByName (dom, snap, 0);
+    char *oldxml = old ? virDomainSnapshotGetXMLDesc (old, 0) : NULL;
+    if (oldxml && virDomainSnapshotDelete
+        (old, VIR_DOMAIN_SNAPSHOT_DELETE_METADATA_ONLY) == 0) {
+      s = virDomainSnapshotCreateXML (dom, xml,
+                                      VIR_DOMAIN_SNAPSHOT_CREATE_REDEFINE);
+      if (!s) {
+        virDomainSnapshotPtr back = virDomainSnapshotCreateXML
+          (dom, oldxml, VIR_DOMAIN_SNAPSHOT_CREATE_REDEFINE);
+        if (back)
+          virDomainSnapshotFree (back);
+        else
+          vd_error ("%s: the snapshot's previous metadata could not be "
+                    "put back: %s", what, virt_msg ());
+        vd_error ("%s: libvirt refused it: %s: nothing changed", what,
+                  why ? why : "?");
+        free (oldxml);
+        virDomainSnapshotFree (old);
+        virDomainFree (dom);
+        virConnectClose (c);
+        errno = EINVAL;
+        return -1;
+      }
+    }
+    free (oldxml);
+    if (old)
+      virDomainSnapshotFree (old);
+  }
   if (!s) {
     vd_error ("%s: libvirt refused it: %s: nothing changed", what,
-              virt_msg ());
+              why ? why : virt_msg ());
     virDomainFree (dom);
     virConnectClose (c);
     errno = EINVAL;
