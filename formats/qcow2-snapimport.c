@@ -89,6 +89,9 @@
  * dropped again, COPIED recomputed as in 6); corrupt metadata met on the
  * way (an active or old-snapshot entry outside the file, a refcount of 0
  * on a referenced cluster) fails EIO with a log line before the commit.
+ * An error after it (5, 6: an I/O error) still fails the call, the new
+ * snapshot being in place and what was to be freed leaking.  A write-back
+ * that fails stops the writer (its own rule): nothing is given back then.
  * External data files: ENOTSUP (the spec allows no internal snapshots
  * with them).
  *
@@ -705,7 +708,7 @@ commit_table (struct qcow2_image *q, const struct rawtab *t, size_t idx,
   }
   refs->n = 0;                  /* committed: nothing to give back */
   if (t->n && qcow2_free_later (q, t->off, t->len) < 0)
-    return -1;
+    vd_warn ("qcow2: %s: the old snapshot table leaks: %m", q->img.path);
   /* What list_snapshots and open_snapshot answer from. */
   pthread_mutex_lock (&q->sn_lock);
   if (qcow2_read_snapshot_table (q, &snaps, &n, q->sn_key) == 0) {
