@@ -93,7 +93,14 @@
  * snapshot being in place and what was to be freed leaking.  A write-back
  * that fails stops the writer (its own rule): nothing is given back then.
  * External data files: ENOTSUP (the spec allows no internal snapshots
- * with them).
+ * with them).  Auto dirty bitmaps are left alone: they follow changes of
+ * the virtual disk (writes, snapshot switching), and an import changes
+ * none (qcow2-bitmap.c is not called; in_use stays clear).  With 1-bit
+ * refcounts nothing can be shared (a shared cluster needs 2): every
+ * cluster that is not zeros is copied.  Snapshot images already opened
+ * from this one (vd_image_open_snapshot) of a replaced snapshot read
+ * freed clusters afterwards (vdformat.h, VD_OPEN_LIVE): the owner reopens
+ * them.
  *
  * Threads: under the image's write lock (format.c), one thread.
  *
