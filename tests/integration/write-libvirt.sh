@@ -168,6 +168,27 @@ if [ -n "$DISKS" ]; then
   check "$k closed: still locked" wait_for 10 unlocked "${image[$k]}"
 fi
 
+# ---- Another program holds the image (shut off): EBUSY, one log line
+# naming the domain, the disk and the holder. ----
+
+qemu-io -f raw -c "sleep 60000" "$R" >/dev/null 2>"$TEST_DIR/holder.err" &
+holder=$!
+on_exit "kill $holder 2>/dev/null"
+if wait_for 30 eval 'kill -0 $holder 2>/dev/null && image_locked "$R"'; then
+  nlog=$(wc -l <"$(vmdiskfs_log "$MNT")")
+  got=$(op_errno 'os.open(path, os.O_WRONLY)' "$DD/vdb.img")
+  check "held by qemu-io: open vdb.img for writing: $got, want EBUSY" eq "$got" EBUSY
+  tail -n +$((nlog + 1)) "$(vmdiskfs_log "$MNT")" >"$TEST_DIR/busy.log"
+  check "held by qemu-io: not one log line: $(cat "$TEST_DIR/busy.log")" \
+    eq "$(wc -l <"$TEST_DIR/busy.log")" 1
+  check "held by qemu-io: the line does not name $D, vdb.img and qemu-io: $(cat "$TEST_DIR/busy.log")" \
+    grep -q "$D.*vdb.img.*in use by .*qemu-io" "$TEST_DIR/busy.log"
+else
+  check "qemu-io does not hold $R: $(cat "$TEST_DIR/holder.err")" false
+fi
+kill "$holder" 2>/dev/null
+wait "$holder" 2>/dev/null
+
 # ---- After the restores the domain starts; running: EBUSY. ----
 
 check "virsh start after the restores: $(lv_virsh start "$D" 2>&1)" lv_running "$D"
