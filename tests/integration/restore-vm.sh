@@ -283,7 +283,7 @@ writing () { [ "$(lv_writer_count "$VA" | cut -d' ' -f1)" -gt 0 ]; }
 
 restored ()                     # TOOL BACKUP-DOMAIN-DIR
 {
-  local tool=$1 b=$2 v got want c
+  local tool=$1 b=$2 v got want c s vname vfmt vpath
   if ! defined "$D"; then
     check "$tool: $D is not defined after the restore (log: $(tail -3 "$(vmdiskfs_log "$MNT")" | tr '\n' ' '))" false
     return
@@ -292,11 +292,12 @@ restored ()                     # TOOL BACKUP-DOMAIN-DIR
     eq "$(lv_virsh dumpxml --inactive "$D")" "$(cat "$ORIG")"
   check "$tool: $D is $(lv_virsh domstate "$D" 2>&1)" eq "$(lv_virsh domstate "$D" 2>&1)" "shut off"
   for v in web-vda.qcow2:qcow2:"$VA" web-vdb.raw:raw:"$VB"; do
-    set -- ${v//:/ }
-    check "$tool: virsh vol-list $POOL has no $1 at $3: $(lv_virsh vol-list --pool "$POOL" | tr -s ' \n' ' ')" \
-      eval 'lv_virsh vol-list --pool "$POOL" | grep -q "^ *$1  *$3 *\$"'
-    check "$tool: vol-dumpxml $1: format $(vol_format "$1"), want $2" eq "$(vol_format "$1")" "$2"
-    check "$tool: $3 is $(image_format "$3" 2>&1), want $2" eq "$(image_format "$3" 2>/dev/null)" "$2"
+    vname=${v%%:*} vfmt=${v#*:} vpath=${v#*:*:}
+    vfmt=${vfmt%%:*}
+    check "$tool: virsh vol-list $POOL has no $vname at $vpath: $(lv_virsh vol-list --pool "$POOL" | tr -s ' \n' ' ')" \
+      eval 'lv_virsh vol-list --pool "$POOL" | grep -q "^ *$vname  *$vpath *\$"'
+    check "$tool: vol-dumpxml $vname: format $(vol_format "$vname"), want $vfmt" eq "$(vol_format "$vname")" "$vfmt"
+    check "$tool: $vpath is $(image_format "$vpath" 2>&1), want $vfmt" eq "$(image_format "$vpath" 2>/dev/null)" "$vfmt"
   done
   check "$tool: vda's virtual size $(virtual_size "$VA" 2>&1)" eq "$(virtual_size "$VA" 2>&1)" $((32 * MiB))
   check "$tool: vdb's size $(stat -c %s "$VB" 2>&1)" eq "$(stat -c %s "$VB" 2>&1)" $((16 * MiB))
