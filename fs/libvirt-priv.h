@@ -231,4 +231,8 @@ struct vd_image *libvirt_open_write (struct fs_node *node, void **token);
 void libvirt_close_write (struct fs_node *node, void *token);
 bool libvirt_may_stage (struct fs_node *dir);
 
+/* ---- libvirt-restore.c ---- */
+int libvirt_may_pend (struct fs_node *dir, const char *ename);
+int libvirt_complete (const char *dirpath, const char *name, int fd);
+
 #endif /* VD_LIBVIRT_PRIV_H */

@@ -63,6 +63,40 @@ void write_staging_attr (struct fs_node *node, struct stat *st);
 ssize_t write_staging_read (struct fs_handle *h, void *buf, size_t size,
                             off_t off);
 
+/* Write the staging file s into the disk node disk (rename over a disk,
+ * restore.c): 0, or -1 with errno. */
+int write_apply_staging (struct fs_node *disk, struct fs_staging *s);
+
+/* restore.c: pending directories and complete files (DESIGN.md
+ * "Writing": restoring a whole VM by copying its directory in). */
+/* The pending directory name in dir (a reference), or NULL. */
+struct fs_node *restore_lookup (struct fs_node *dir, const char *name);
+bool restore_is_pending (struct fs_node *node);
+/* mkdir and rmdir where the tree has no such directory: 0, -1 with
+ * errno, or 1: not a pending directory's business. */
+int restore_mkdir (struct fs_node *dir, const char *name, mode_t mode,
+                   uid_t uid, gid_t gid, struct fs_node **out);
+int restore_rmdir (struct fs_node *dir, const char *name);
+/* What readdir of dir shows besides the tree: pending directories and
+ * staging files. */
+void restore_entries (struct fs_node *dir,
+                      void (*add) (void *opaque, fuse_ino_t ino,
+                                   mode_t type, const char *name),
+                      void *opaque);
+/* s is complete (its last writer closed or fsync'ed it): apply it if its
+ * name means something where it is, then whatever waited for it.  0
+ * (applied, or waiting), or -1 with errno (the close fails with it). */
+int restore_complete (struct fs_staging *s);
+/* A file was made, renamed or applied in dir (name: NULL, or its name,
+ * which the copy has made there). */
+void restore_touch (fuse_ino_t dir, const char *name);
+/* Does dir, a pending directory whose domain was defined and which is
+ * still being filled, hide name (a name the tree has, not made by the
+ * copy yet)? */
+bool restore_hides (struct fs_node *dir, const char *name);
+/* May files of dir (a pending directory included) be staged? */
+bool restore_may_stage (struct fs_node *dir);
+
 /* staging.c */
 struct fs_staging {
   unsigned refs;                /* staging_lock                          */
@@ -77,6 +111,12 @@ struct fs_staging {
   fuse_ino_t applied;           /* renamed over this disk node: 0 none   */
   uint64_t idle_since_ms;       /* no handle open since; 0 when open     */
   unsigned nopen;               /* staging_lock                          */
+  /* restore.c (atomic): */
+  bool dirty;                   /* written since it was last complete     */
+  bool complete;                /* complete, kept: offered again later    */
+  bool overlay;                 /* the new bytes of a file of the tree
+                                   (domain.xml, a snapshot's disk) opened
+                                   for writing: never found by name      */
 };
 struct fs_staging *staging_new (struct fs_node *dir, const char *name,
                                 mode_t mode, uid_t uid, gid_t gid);
@@ -85,11 +125,23 @@ struct fs_staging *staging_by_node (fuse_ino_t ino);
 void staging_unref (struct fs_staging *s);
 /* Open handles count (idle staging files are removed after a while). */
 void staging_opened (struct fs_staging *s);
+/* Staging files open now (any). */
+unsigned staging_open_count (void);
 void staging_closed (struct fs_staging *s);
 /* Remove its file and its name (unlink, or applied by rename). */
 void staging_remove (struct fs_staging *s, fuse_ino_t applied_to);
 int staging_rename (struct fs_staging *s, fuse_ino_t newdir,
                     const char *newname);
+/* The staging files a directory shows (not applied, not overlays):
+ * add (opaque, ino, name) for each, under staging_lock (add must not
+ * call back). */
+void staging_list (fuse_ino_t dir,
+                   void (*add) (void *opaque, fuse_ino_t ino,
+                                const char *name),
+                   void *opaque);
+/* Every staging file marked complete and not open (new references):
+ * *out malloc'd, *n of them. */
+void staging_waiting (struct fs_staging ***out, size_t *n);
 /* Hidden disks (unlink): by directory inode and name. */
 void hidden_add (fuse_ino_t dir, const char *name);
 bool hidden_test (fuse_ino_t dir, const char *name);

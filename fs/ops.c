@@ -181,7 +181,7 @@ fs_lookup (fuse_req_t req, fuse_ino_t parent, const char *name)
     inode_unref (child);        /* unlinked (write.c) */
     child = NULL;
   }
-  else if (!child && is_dir && (child = write_lookup (dir, name)) != NULL) {
+  if (!child && is_dir && (child = write_lookup (dir, name)) != NULL) {
     inode_unref (dir);
     reply_entry (req, child);   /* a staging file */
     return;
@@ -294,6 +294,22 @@ fs_mkdir (fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode)
     return;
   }
   old = child_of (dir, name);
+  if (!old) {
+    /* A pending directory (restore.c): a VM copied in. */
+    int r = may_change (req) ? restore_mkdir (dir, name, mode,
+                                              fuse_req_ctx (req)->uid,
+                                              fuse_req_ctx (req)->gid, &node)
+      : (errno = EACCES, -1);
+    if (r <= 0) {
+      int err = r < 0 ? errno_or_eio () : 0;
+      inode_unref (dir);
+      if (r < 0)
+        fuse_reply_err (req, err == EPERM ? no_dirs_errno () : err);
+      else
+        reply_entry (req, node);
+      return;
+    }
+  }
   tree_rdlock ();
   attached = dir->attached && dir->type == FS_NODE_DIR;
   tree_unlock ();
@@ -341,7 +357,9 @@ fs_rmdir (fuse_req_t req, fuse_ino_t parent, const char *name)
     return;
   }
   node = child_of (dir, name);
-  if (!node)
+  if (!node && may_change (req) && restore_rmdir (dir, name) == 0)
+    err = 0;                    /* a pending directory and its files */
+  else if (!node)
     err = ENOENT;
   else if (node->type != FS_NODE_DIR)
     err = ENOTDIR;
@@ -800,11 +818,37 @@ fs_lseek (fuse_req_t req, fuse_ino_t ino, off_t off, int whence,
   fuse_reply_lseek (req, (off_t) pos);
 }
 
+struct extra {
+  struct fs_dir_entry *e;
+  size_t n, cap;
+};
+
+static void
+add_extra (void *opaque, fuse_ino_t ino, mode_t type, const char *name)
+{
+  struct extra *x = opaque;
+
+  if (x->n == x->cap) {
+    size_t cap = x->cap ? 2 * x->cap : 8;
+    struct fs_dir_entry *e = realloc (x->e, cap * sizeof *e);
+    if (!e)
+      return;
+    x->e = e;
+    x->cap = cap;
+  }
+  x->e[x->n].ino = ino;
+  x->e[x->n].type = type;
+  x->e[x->n].name = strdup (name);
+  if (x->e[x->n].name)
+    x->n++;
+}
+
 static void
 fs_opendir (fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
   struct fs_node *node = inode_find (ino);
   struct fs_dirh *d = NULL;
+  struct extra x = { NULL, 0, 0 };
   size_t i, n;
 
   if (!node) {
@@ -817,8 +861,10 @@ fs_opendir (fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
     return;
   }
   tree_revalidate (node);
+  /* Pending directories and staging files (restore.c): not the tree's. */
+  restore_entries (node, add_extra, &x);
   tree_rdlock ();
-  n = node->nchildren + 2;
+  n = node->nchildren + 2 + x.n;
   d = malloc (sizeof *d + n * sizeof d->e[0]);
   if (d) {
     d->n = 0;
@@ -830,13 +876,18 @@ fs_opendir (fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
     d->e[1].name = strdup ("..");
     for (i = 0; i < node->nchildren; i++) {
       struct fs_node *c = node->children[i];
-      if (c->type == FS_NODE_DISK && write_hidden (node, c->name)) {
+      if (write_hidden (node, c->name)) {
         n--;                    /* unlinked (write.c) */
         continue;
       }
       d->e[d->n + 2].ino = c->ino;
       d->e[d->n + 2].type = c->attr.st_mode & S_IFMT;
       d->e[d->n + 2].name = strdup (c->name);
+      d->n++;
+    }
+    for (i = 0; i < x.n; i++) {
+      d->e[d->n + 2] = x.e[i];
+      x.e[i].name = NULL;
       d->n++;
     }
     d->n = n;
@@ -851,6 +902,9 @@ fs_opendir (fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
   }
   tree_unlock ();
   inode_unref (node);
+  for (i = 0; i < x.n; i++)
+    free (x.e[i].name);
+  free (x.e);
   if (!d) {
     fuse_reply_err (req, ENOMEM);
     return;

@@ -227,7 +227,10 @@ sweep_locked (void)
 
   while (*pp) {
     struct fs_staging *s = (*pp)->s;
+    /* A complete file waits for the rest of its VM (restore.c): it
+     * goes with its pending directory's rmdir, or at unmount. */
     if (s->nopen == 0 && s->idle_since_ms
+        && !__atomic_load_n (&s->complete, __ATOMIC_RELAXED)
         && now - s->idle_since_ms > STAGING_IDLE_MS) {
       vd_info ("staging file %s (%s) unused for %d s: removed", s->name,
                s->file, STAGING_IDLE_MS / 1000);
@@ -361,7 +364,7 @@ staging_find (fuse_ino_t dir, const char *name)
   sweep_locked ();
   for (e = stagings; e; e = e->next)
     if (e->s->dir == dir && strcmp (e->s->name, name) == 0
-        && !e->s->applied) {
+        && !e->s->applied && !e->s->overlay) {
       s = e->s;
       s->refs++;
       break;
@@ -401,11 +404,20 @@ staging_unref (struct fs_staging *s)
     staging_free (s);
 }
 
+static unsigned nopen_files;    /* atomic: staging files with nopen > 0 */
+
+unsigned
+staging_open_count (void)
+{
+  return __atomic_load_n (&nopen_files, __ATOMIC_RELAXED);
+}
+
 void
 staging_opened (struct fs_staging *s)
 {
   pthread_mutex_lock (&staging_lock);
-  s->nopen++;
+  if (s->nopen++ == 0 && !s->overlay)
+    __atomic_add_fetch (&nopen_files, 1, __ATOMIC_RELAXED);
   s->idle_since_ms = 0;
   pthread_mutex_unlock (&staging_lock);
 }
@@ -414,8 +426,11 @@ void
 staging_closed (struct fs_staging *s)
 {
   pthread_mutex_lock (&staging_lock);
-  if (s->nopen > 0 && --s->nopen == 0)
+  if (s->nopen > 0 && --s->nopen == 0) {
     s->idle_since_ms = vd_now_ms ();
+    if (!s->overlay)
+      __atomic_sub_fetch (&nopen_files, 1, __ATOMIC_RELAXED);
+  }
   pthread_mutex_unlock (&staging_lock);
 }
 
@@ -526,4 +541,44 @@ hidden_take (fuse_ino_t dir, const char *name)
     free (h);
   }
   return h != NULL;
+}
+
+void
+staging_list (fuse_ino_t dir,
+              void (*add) (void *opaque, fuse_ino_t ino, const char *name),
+              void *opaque)
+{
+  struct entry *e;
+
+  if (COUNT_GET (nstagings) == 0)
+    return;
+  pthread_mutex_lock (&staging_lock);
+  for (e = stagings; e; e = e->next)
+    if (e->s->dir == dir && !e->s->applied && !e->s->overlay)
+      add (opaque, e->s->node->ino, e->s->name);
+  pthread_mutex_unlock (&staging_lock);
+}
+
+void
+staging_waiting (struct fs_staging ***out, size_t *n)
+{
+  struct entry *e;
+  size_t cap = 0;
+
+  *out = NULL;
+  *n = 0;
+  if (COUNT_GET (nstagings) == 0)
+    return;
+  pthread_mutex_lock (&staging_lock);
+  for (e = stagings; e; e = e->next)
+    cap++;
+  *out = malloc ((cap ? cap : 1) * sizeof **out);
+  if (*out)
+    for (e = stagings; e; e = e->next)
+      if (!e->s->applied && e->s->nopen == 0
+          && __atomic_load_n (&e->s->complete, __ATOMIC_RELAXED)) {
+        e->s->refs++;
+        (*out)[(*n)++] = e->s;
+      }
+  pthread_mutex_unlock (&staging_lock);
 }

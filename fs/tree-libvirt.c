@@ -632,4 +632,6 @@ const struct fs_provider tree_libvirt_provider = {
   .open_write = libvirt_open_write,
   .close_write = libvirt_close_write,
   .may_stage = libvirt_may_stage,
+  .may_pend = libvirt_may_pend,
+  .complete = libvirt_complete,
 };

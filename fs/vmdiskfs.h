@@ -236,7 +236,26 @@ struct fs_provider {
   /* Optional (NULL: no): may files be created in dir (staging files,
    * write.c)?  A domain directory, an image directory. */
   bool (*may_stage) (struct fs_node *dir);
+  /* Restoring whole VMs (restore.c).  Optional (NULL: never): may mkdir
+   * make name, which dir does not have, as a pending directory (a domain
+   * being restored by copying its directory in)?  0, or -1 with errno
+   * (EEXIST: the name is known to the provider; EPERM).  No lock held. */
+  int (*may_pend) (struct fs_node *dir, const char *name);
+  /* Optional (NULL: RESTORE_KEEP): the file name in the directory
+   * dirpath (escaped, as in the mount) is complete (written and closed,
+   * fsync'ed, or renamed to name); fd holds its bytes (a staging file).
+   * Do what it means there: RESTORE_KEEP (nothing yet: it stays staged,
+   * and is offered again when something else of the domain is applied),
+   * RESTORE_DONE (applied: the staging file goes), RESTORE_DISK (it is
+   * the bytes of the disk called name in the directory, which the tree
+   * now has: write.c writes it there), or -1 with errno (EINVAL,
+   * EACCES, EBUSY ...: logged; nothing changed).  No lock held; may take
+   * long. */
+  int (*complete) (const char *dirpath, const char *name, int fd);
 };
+#define RESTORE_KEEP 0
+#define RESTORE_DONE 1
+#define RESTORE_DISK 2
 extern const struct fs_provider tree_images_provider;
 extern const struct fs_provider tree_libvirt_provider;
 

@@ -231,12 +231,121 @@ set_image_times (struct vd_image *img, const struct timespec ts[2])
   return 0;
 }
 
+static int staging_write (struct fs_staging *s, const char *p, size_t len,
+                          off_t off);
+
+/* Fill the overlay s with node's present bytes (an open without O_TRUNC:
+ * the writer changes some of them). */
+static int
+overlay_fill (struct fs_node *node, struct fs_staging *s)
+{
+  if (node->type == FS_NODE_FILE) {
+    struct fs_blob *b = tree_get_blob (node);
+    int r;
+    if (!b)
+      return -1;
+    r = staging_write (s, b->data, b->len, 0);
+    fs_blob_unref (b);
+    return r;
+  }
+  else {
+    struct fs_disk *d = tree_get_disk (node, false);
+    CLEANUP_FREE char *buf = malloc (COPY_CHUNK);
+    uint64_t size, pos;
+    int r = 0;
+    if (!d || !buf) {
+      fs_disk_unref (d);
+      return -1;
+    }
+    size = vd_image_size (d->img);
+    for (pos = 0; pos < size && r == 0; pos += COPY_CHUNK) {
+      size_t n = size - pos < COPY_CHUNK ? size - pos : COPY_CHUNK;
+      r = vd_image_pread (d->img, buf, n, pos);
+      if (r == 0)
+        r = staging_write (s, buf, n, pos);
+    }
+    fs_disk_unref (d);
+    return r;
+  }
+}
+
+/* A file of the tree opened for writing that is rewritten whole when
+ * complete (domain.xml, snapshot.xml, a snapshot's disk): the writes go
+ * to an overlay staging file, applied at close (restore.c).  Consumes
+ * the caller's node reference; replies. */
+static void
+overlay_open (fuse_req_t req, struct fs_node *node,
+              struct fuse_file_info *fi, struct fs_handle *h)
+{
+  const struct fuse_ctx *ctx = fuse_req_ctx (req);
+  struct fs_staging *s = NULL;
+  struct fs_node *dir;
+  fuse_ino_t pino;
+  int e = 0;
+
+  tree_rdlock ();
+  pino = node->parent_ino;
+  tree_unlock ();
+  dir = inode_find (pino);
+  if (!dir) {
+    e = ENOENT;
+    goto fail;
+  }
+  s = staging_new (dir, node->name, 0644, ctx->uid, ctx->gid);
+  inode_unref (dir);
+  if (!s) {
+    e = errno_or_eio ();
+    goto fail;
+  }
+  s->overlay = true;
+  if (fi->flags & O_TRUNC)
+    s->dirty = true;
+  else if (overlay_fill (node, s) < 0) {
+    e = errno_or_eio ();
+    vd_error ("%s: reading it to rewrite it: %s", node->path, strerror (e));
+    goto fail;
+  }
+  staging_opened (s);
+  h->stage = s;
+  fi->fh = (uintptr_t) h;
+  fi->direct_io = 1;
+  inode_unref (node);
+  if (fuse_reply_open (req, fi) < 0) {
+    staging_closed (s);
+    staging_remove (s, 0);
+    staging_unref (s);
+    free (h);
+  }
+  return;
+ fail:
+  if (s) {
+    staging_remove (s, 0);
+    staging_unref (s);
+  }
+  inode_unref (node);
+  free (h);
+  fuse_reply_err (req, e);
+}
+
 void
 write_open (fuse_req_t req, struct fs_node *node, struct fuse_file_info *fi,
             struct fs_handle *h)
 {
   struct fs_writer *w;
   int e;
+
+  if ((node->type == FS_NODE_FILE
+       || (node->type == FS_NODE_DISK && is_snapshot (node)))
+      && writable_fs () && tree_provider ()->complete) {
+    if (!may_change (req)) {
+      inode_unref (node);
+      free (h);
+      fuse_reply_err (req, EACCES);
+      return;
+    }
+    overlay_open (req, node, fi, h);
+    return;
+  }
 
   if (node->type == FS_NODE_STAGING) {
     struct fs_staging *s = staging_by_node (node->ino);
@@ -317,6 +426,8 @@ write_release (struct fs_node *node, struct fs_handle *h)
 {
   if (h->stage) {
     staging_closed (h->stage);
+    if (h->stage->overlay)
+      staging_remove (h->stage, 0);   /* one per open */
     staging_unref (h->stage);
     h->stage = NULL;
   }
@@ -425,8 +536,10 @@ fs_write_buf (fuse_req_t req, fuse_ino_t ino, struct fuse_bufvec *bufv,
   if (h->stage) {
     if (staging_write (h->stage, data, len, off) < 0)
       fuse_reply_err (req, errno_or_eio ());
-    else
+    else {
+      __atomic_store_n (&h->stage->dirty, true, __ATOMIC_RELAXED);
       fuse_reply_write (req, len);
+    }
     return;
   }
   img = h->writer->disk->img;
@@ -471,6 +584,8 @@ fs_fallocate (fuse_req_t req, fuse_ino_t ino, int mode, off_t offset,
   }
   if (h->stage) {
     r = fallocate (h->stage->fd, mode, offset, length);
+    if (r == 0)
+      __atomic_store_n (&h->stage->dirty, true, __ATOMIC_RELAXED);
     fuse_reply_err (req, r < 0 ? errno : 0);
     return;
   }
@@ -509,6 +624,13 @@ fs_flush (fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
     fuse_reply_err (req, errno_or_eio ());
     return;
   }
+  /* A file being restored is complete at close (restore.c): domain.xml
+   * defines the domain here, and a bad one fails the close. */
+  if (h->stage && __atomic_load_n (&h->stage->dirty, __ATOMIC_RELAXED)
+      && !h->stage->applied && restore_complete (h->stage) < 0) {
+    fuse_reply_err (req, errno_or_eio ());
+    return;
+  }
   fuse_reply_err (req, 0);
 }
 
@@ -521,8 +643,11 @@ fs_fsync (fuse_req_t req, fuse_ino_t ino, int datasync,
 
   if (h->writer)
     r = vd_image_flush (h->writer->disk->img);
-  else if (h->stage)
+  else if (h->stage && !h->stage->applied) {
     r = datasync ? fdatasync (h->stage->fd) : fsync (h->stage->fd);
+    if (r == 0 && __atomic_load_n (&h->stage->dirty, __ATOMIC_RELAXED))
+      r = restore_complete (h->stage);
+  }
   fuse_reply_err (req, r < 0 ? errno_or_eio () : 0);
 }
 
@@ -607,8 +732,11 @@ disk_setattr (fuse_req_t req, struct fs_node *node, struct stat *attr,
 static int
 staging_setattr (struct fs_staging *s, struct stat *attr, int to_set)
 {
-  if ((to_set & FUSE_SET_ATTR_SIZE) && ftruncate (s->fd, attr->st_size) < 0)
-    return -1;
+  if (to_set & FUSE_SET_ATTR_SIZE) {
+    if (ftruncate (s->fd, attr->st_size) < 0)
+      return -1;
+    __atomic_store_n (&s->dirty, true, __ATOMIC_RELAXED);
+  }
   if (to_set & FUSE_SET_ATTR_MODE)
     s->mode = attr->st_mode & 07777;
   if (to_set & FUSE_SET_ATTR_UID)
@@ -644,7 +772,12 @@ fs_setattr (fuse_req_t req, fuse_ino_t ino, struct stat *attr, int to_set,
     fuse_reply_err (req, ENOENT);
     return;
   }
-  if (node->type == FS_NODE_STAGING) {
+  if (h && h->stage && node->type != FS_NODE_STAGING) {
+    /* An overlay (a file of the tree being rewritten, restore.c). */
+    r = h->stage->applied ? (errno = ESTALE, -1)
+      : staging_setattr (h->stage, attr, to_set);
+  }
+  else if (node->type == FS_NODE_STAGING) {
     struct fs_staging *s = h && h->stage ? h->stage : NULL;
     bool own = !s;
     if (own)
@@ -657,8 +790,12 @@ fs_setattr (fuse_req_t req, fuse_ino_t ino, struct stat *attr, int to_set,
       staging_unref (s);
   }
   else if (node->type == FS_NODE_DISK) {
-    if (is_snapshot (node) || !writable_fs ())
+    if (!writable_fs ())
       r = -1, errno = EROFS;
+    else if (is_snapshot (node))
+      /* Times and owner (tar after extracting a snapshot's disk back)
+       * change nothing; its bytes change only by writing it whole. */
+      r = (to_set & FUSE_SET_ATTR_SIZE) ? (errno = EROFS, -1) : 0;
     else
       r = disk_setattr (req, node, attr, to_set, h && h->writer ? h : NULL);
   }
@@ -736,13 +873,15 @@ write_lookup (struct fs_node *dir, const char *name)
     n = inode_ref (s->node);
     staging_unref (s);
   }
+  else
+    n = restore_lookup (dir, name);
   return n;
 }
 
 bool
 write_hidden (struct fs_node *dir, const char *name)
 {
-  return hidden_test (dir->ino, name);
+  return hidden_test (dir->ino, name) || restore_hides (dir, name);
 }
 
 /* The active disk called name in dir (a reference), or NULL. */
@@ -762,7 +901,6 @@ void
 fs_create (fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode,
            struct fuse_file_info *fi)
 {
-  const struct fs_provider *p = tree_provider ();
   const struct fuse_ctx *ctx = fuse_req_ctx (req);
   struct fs_node *dir, *disk;
   struct fs_staging *s;
@@ -785,8 +923,23 @@ fs_create (fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode,
     fuse_reply_err (req, EACCES);
     return;
   }
+  if ((s = staging_find (parent, name)) != NULL) {
+    staging_unref (s);
+    inode_unref (dir);
+    fuse_reply_err (req, EEXIST);
+    return;
+  }
   /* tar: the disk it unlinked comes back, written from the start. */
   disk = active_disk (dir, name);
+  if (disk && !hidden_test (dir->ino, name) && tree_provider ()->complete) {
+    /* The kernel took the name for free: cp -a into a directory it has
+     * just made, whose domain.xml, copied first, defined the domain and
+     * so brought its disks (restore.c).  The new file replaces the disk,
+     * as unlink + create would, staged. */
+    inode_unref (disk);
+    disk = NULL;
+    hidden_add (dir->ino, name);
+  }
   if (disk && hidden_test (dir->ino, name)) {
     w = writer_get (disk);
     if (!w) {
@@ -837,11 +990,8 @@ fs_create (fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode,
     inode_unref (dir);
     return;
   }
-  if (disk || (s = staging_find (parent, name)) != NULL) {
-    if (disk)
-      inode_unref (disk);
-    else
-      staging_unref (s);
+  if (disk) {
+    inode_unref (disk);
     inode_unref (dir);
     fuse_reply_err (req, EEXIST);
     return;
@@ -849,10 +999,18 @@ fs_create (fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode,
   {
     struct fs_node *other = child_of (dir, name);
     bool attached;
+    if (other && other->type != FS_NODE_DIR && !hidden_test (dir->ino, name)
+        && tree_provider ()->complete)
+      hidden_add (dir->ino, name);      /* as for a disk, above */
+    if (other && hidden_test (dir->ino, name)) {
+      inode_unref (other);      /* tar: domain.xml, a snapshot's file */
+      other = NULL;
+    }
     tree_rdlock ();
     attached = dir->attached && dir->type == FS_NODE_DIR;
     tree_unlock ();
-    if (other || !attached || !p->may_stage || !p->may_stage (dir)) {
+    attached = attached || restore_is_pending (dir);
+    if (other || !attached || !restore_may_stage (dir)) {
       if (other)
         inode_unref (other);
       inode_unref (dir);
@@ -874,6 +1032,8 @@ fs_create (fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode,
     return;
   }
   staging_opened (s);
+  restore_touch (parent, name);
+  s->dirty = true;              /* an empty file is a content too */
   h->stage = s;
   fi->fh = (uintptr_t) h;
   fi->direct_io = 1;
@@ -895,8 +1055,8 @@ fs_create (fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode,
 /* Make disk's bytes the staging file's: data where it has data, zeros in
  * its holes and beyond its end; grown when it is longer.  Under the
  * checks and locks of an open for writing; flushed when it returns 0. */
-static int
-apply_staging (struct fs_node *disk, struct fs_staging *s)
+int
+write_apply_staging (struct fs_node *disk, struct fs_staging *s)
 {
   struct fs_writer *w;
   struct vd_image *img;
@@ -1023,13 +1183,18 @@ fs_rename (fuse_req_t req, fuse_ino_t parent, const char *name,
     goto out;
   }
   disk = active_disk (newdir, newname);
+  if (disk && tree_provider ()->complete) {
+    /* Applied through restore.c, which also makes a missing image. */
+    inode_unref (disk);
+    disk = NULL;
+  }
   if (disk) {
     if ((flags & RENAME_NOREPLACE) && !hidden_test (newparent, newname)) {
       err = EEXIST;
       goto out;
     }
     /* rsync: the staging file becomes the disk's bytes. */
-    if (apply_staging (disk, s) < 0) {
+    if (write_apply_staging (disk, s) < 0) {
       err = errno_or_eio ();
       goto out;
     }
@@ -1045,23 +1210,37 @@ fs_rename (fuse_req_t req, fuse_ino_t parent, const char *name,
     struct fs_node *other = child_of (newdir, newname);
     struct fs_staging *o = staging_find (newparent, newname);
     const struct fs_provider *p = tree_provider ();
+    CLEANUP_FREE char *oldname = strdup (name);
+    bool closed;
 
-    if (other) {
-      /* domain.xml, snapshots/, a snapshot's files: not by rename. */
-      err = other->type == FS_NODE_DIR ? EISDIR : EPERM;
-      inode_unref (other);
-    }
-    else if (!p->may_stage || !p->may_stage (newdir))
+    if (!oldname)
+      err = ENOMEM;
+    else if (other && other->type == FS_NODE_DIR)
+      err = EISDIR;
+    else if (other && !p->complete)
+      err = EPERM;              /* the tree's names are the provider's */
+    else if (!other && !restore_may_stage (newdir))
       err = EXDEV;
-    else if (o && (flags & RENAME_NOREPLACE))
+    else if ((o || (other && !hidden_test (newparent, newname)))
+             && (flags & RENAME_NOREPLACE))
       err = EEXIST;
+    else if (staging_rename (s, newparent, newname) < 0)
+      err = ENOMEM;
     else {
-      if (o) {
-        staging_remove (o, 0);  /* replaced */
+      /* rsync and sed -i rename after the last close: complete now.
+       * Over a file of the tree (domain.xml ...) it is applied whole. */
+      closed = __atomic_load_n (&s->nopen, __ATOMIC_RELAXED) == 0;
+      if ((closed || other) && restore_complete (s) < 0) {
+        err = errno_or_eio ();
+        staging_rename (s, parent, oldname);    /* still there */
       }
-      if (staging_rename (s, newparent, newname) < 0)
-        err = ENOMEM;
+      else if (o)
+        staging_remove (o, 0);  /* replaced */
+      if (!err)
+        restore_touch (newparent, newname);
     }
+    if (other)
+      inode_unref (other);
     staging_unref (o);
   }
  out:
@@ -1101,7 +1280,8 @@ fs_unlink (fuse_req_t req, fuse_ino_t parent, const char *name)
     err = ENOENT;
   else if (c->type == FS_NODE_DIR)
     err = EISDIR;
-  else if (c->type != FS_NODE_DISK || is_snapshot (c))
+  else if ((c->type != FS_NODE_DISK || is_snapshot (c))
+           && !tree_provider ()->complete)
     err = EPERM;
   else if (!may_change (req))
     err = EACCES;
@@ -1109,7 +1289,7 @@ fs_unlink (fuse_req_t req, fuse_ino_t parent, const char *name)
     /* tar: hide it; the file of that name created next writes it. */
     hidden_add (parent, name);
     vd_info ("%s: unlinked: hidden in this mount until a file of its name "
-             "is created (its image is untouched)", c->path);
+             "is created (nothing on the host is touched)", c->path);
   }
   if (c)
     inode_unref (c);
