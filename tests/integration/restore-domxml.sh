@@ -219,7 +219,8 @@ unchanged ()                    # WHAT
 {
   check "$1: virsh dumpxml --inactive $A changed: $(diff <(echo "$good") <(inactive "$A") | head -5)" \
     eq "$(inactive "$A")" "$good"
-  check "$1: the mount's domain.xml changed" eq "$(cat "$DA/domain.xml")" "$good"
+  check "$1: the mount's domain.xml changed: $(diff <(echo "$good") "$DA/domain.xml" 2>&1 | head -5)" \
+    eq "$(cat "$DA/domain.xml")" "$good"
   check "$1: $A holds $(listing "$DA"), was $listA" eq "$(listing "$DA")" "$listA"
   check "$1: staging not empty" staging_empty
   check "$1: $B changed (uuid $(lv_virsh domuuid "$B" 2>&1))" eq "$(lv_virsh domuuid "$B" 2>&1)" "$UB"
@@ -337,6 +338,26 @@ for path in "$ETC" "$PD/../../vmdiskfs-evil-$$.img" "$NOPOOL"; do
   check "$E: staging not empty after rm -rf" staging_empty
 done
 echo "confinement: e.g. $(grep -F "$P-evil" "$(vmdiskfs_log "$MNT")" | head -2)"
+
+# ---- 5. A pending directory with disks and a snapshot, never defined. ----
+
+N=$P-pending2
+lv_forget_later "$N"
+rc=0
+{ mkdir "$MNT/$N" && mkdir -p "$MNT/$N/snapshots/s1" &&
+  cp "$TEST_DIR/vda.img" "$MNT/$N/vda.img" &&
+  cp "$TEST_DIR/vda.img" "$MNT/$N/snapshots/s1/vda.img" &&
+  echo "<domainsnapshot><name>s1</name></domainsnapshot>" >"$MNT/$N/snapshots/s1/snapshot.xml"; } \
+  2>"$TEST_DIR/err" || rc=$?
+check "$N: a pending directory with vda.img, snapshots/s1/{vda.img,snapshot.xml}: exit $rc: $(cat "$TEST_DIR/err")" \
+  eq $rc 0
+check "$N: pending, holds $(listing "$MNT/$N" 2>&1)" eq "$(listing "$MNT/$N" 2>&1)" "snapshots vda.img "
+rc=0; rm -rf "$MNT/$N" 2>"$TEST_DIR/err" || rc=$?
+check "$N: rm -rf of the pending directory: exit $rc: $(cat "$TEST_DIR/err")" eq $rc 0
+check "$N: still in the mount after rm -rf" test ! -e "$MNT/$N"
+check "$N: staging not empty after rm -rf" staging_empty
+check "$N: got defined" eval '! defined "$N"'
+check "$N: the pool directory holds $(listing "$PD"), was $poolfiles" eq "$(listing "$PD")" "$poolfiles"
 
 # ---- 5. A pending directory with a disk, then unmounted. ----
 
