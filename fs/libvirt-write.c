@@ -164,15 +164,23 @@ libvirt_close_write (struct fs_node *node, void *token)
   free (domain);
 }
 
-/* Staging files may be made in a domain directory. */
+/* Staging files may be made in a domain directory, and in a snapshot's
+ * (its files copied back in, libvirt-restore.c). */
 bool
 libvirt_may_stage (struct fs_node *dir)
 {
   bool r;
 
   tree_rdlock ();
-  r = dir->attached && dir->type == FS_NODE_DIR && dir->image == NULL
-    && dir->priv != NULL && dir != tree_root ();
+  r = dir->attached && dir->type == FS_NODE_DIR && dir != tree_root ()
+    && ((dir->image == NULL && dir->priv != NULL)
+        || (dir->image != NULL && dir->image->attached
+            && dir->parent_ino != dir->image->ino
+            && strncmp (dir->path, dir->image->path,
+                        strlen (dir->image->path)) == 0
+            && strncmp (dir->path + strlen (dir->image->path),
+                        "/snapshots/", 11) == 0
+            && !strchr (dir->path + strlen (dir->image->path) + 11, '/')));
   tree_unlock ();
   return r;
 }

@@ -75,7 +75,7 @@ bool restore_is_pending (struct fs_node *node);
 /* mkdir and rmdir where the tree has no such directory: 0, -1 with
  * errno, or 1: not a pending directory's business. */
 int restore_mkdir (struct fs_node *dir, const char *name, mode_t mode,
-                   uid_t uid, gid_t gid, struct fs_node **out);
+                   uid_t uid, gid_t gid, pid_t pid, struct fs_node **out);
 int restore_rmdir (struct fs_node *dir, const char *name);
 /* What readdir of dir shows besides the tree: pending directories and
  * staging files. */
@@ -90,10 +90,13 @@ int restore_complete (struct fs_staging *s);
 /* A file was made, renamed or applied in dir (name: NULL, or its name,
  * which the copy has made there). */
 void restore_touch (fuse_ino_t dir, const char *name);
-/* Does dir, a pending directory whose domain was defined and which is
- * still being filled, hide name (a name the tree has, not made by the
- * copy yet)? */
-bool restore_hides (struct fs_node *dir, const char *name);
+/* Does dir hide name from the process pid (restore.c: the process that
+ * made dir and fills it; a name of the tree it has not made yet)? */
+bool restore_hides (struct fs_node *dir, const char *name, pid_t pid);
+/* node, a directory of the tree in dir, was made (mkdir) by pid: hide
+ * its names from pid until pid makes them (a snapshot directory copied
+ * in: mkdir made the snapshot of now, the copy's files replace it). */
+void restore_adopt (struct fs_node *dir, struct fs_node *node, pid_t pid);
 /* May files of dir (a pending directory included) be staged? */
 bool restore_may_stage (struct fs_node *dir);
 

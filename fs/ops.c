@@ -177,7 +177,8 @@ fs_lookup (fuse_req_t req, fuse_ino_t parent, const char *name)
   }
   child = child_of (dir, name);
   is_dir = dir->type == FS_NODE_DIR;
-  if (child && write_hidden (dir, name)) {
+  if (child && (write_hidden (dir, name)
+                || restore_hides (dir, name, fuse_req_ctx (req)->pid))) {
     inode_unref (child);        /* unlinked (write.c) */
     child = NULL;
   }
@@ -294,11 +295,21 @@ fs_mkdir (fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode)
     return;
   }
   old = child_of (dir, name);
+  if (old && old->type == FS_NODE_DIR && may_change (req)
+      && restore_hides (dir, name, fuse_req_ctx (req)->pid)) {
+    /* cp -a into a domain being restored: snapshots/, which the
+     * definition brought, is the copy's now (restore.c). */
+    restore_adopt (dir, old, fuse_req_ctx (req)->pid);
+    inode_unref (dir);
+    reply_entry (req, old);
+    return;
+  }
   if (!old) {
     /* A pending directory (restore.c): a VM copied in. */
     int r = may_change (req) ? restore_mkdir (dir, name, mode,
                                               fuse_req_ctx (req)->uid,
-                                              fuse_req_ctx (req)->gid, &node)
+                                              fuse_req_ctx (req)->gid,
+                                              fuse_req_ctx (req)->pid, &node)
       : (errno = EACCES, -1);
     if (r <= 0) {
       int err = r < 0 ? errno_or_eio () : 0;
@@ -333,6 +344,10 @@ fs_mkdir (fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode)
     fuse_reply_err (req, err == EPERM ? no_dirs_errno () : err);
     return;
   }
+  /* A snapshot of now: if its maker goes on to copy a snapshot's files
+   * into it (cp -a of a backup's snapshots/<name>), they replace it. */
+  if (tree_provider ()->complete)
+    restore_adopt (dir, node, fuse_req_ctx (req)->pid);
   inode_unref (dir);
   reply_entry (req, node);
 }
@@ -876,7 +891,8 @@ fs_opendir (fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
     d->e[1].name = strdup ("..");
     for (i = 0; i < node->nchildren; i++) {
       struct fs_node *c = node->children[i];
-      if (write_hidden (node, c->name)) {
+      if (write_hidden (node, c->name)
+          || restore_hides (node, c->name, fuse_req_ctx (req)->pid)) {
         n--;                    /* unlinked (write.c) */
         continue;
       }

@@ -39,6 +39,7 @@
 #include <config.h>
 
 #include <errno.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -51,18 +52,25 @@
 
 #define MAX_ROUNDS 16
 
-/* A pending directory whose domain got defined stays "restoring" while
- * any staging file is open and for RESTORING_QUIET_MS after the last
- * file was made in it: meanwhile the tree's names the copy has not made
- * yet are hidden (restore_hides), because the copy may still make them.
- * cp -a made the directory itself, so it creates every file with
- * O_EXCL, which the kernel fails with EEXIST by itself if our lookup
- * answers with the disk the definition brought. */
-#define RESTORING_QUIET_MS 5000
+/* The program that made a directory here (cp -a, tar -x: one process
+ * each) creates every file in it with O_EXCL, which the kernel fails
+ * with EEXIST by itself when our lookup finds the name.  But names
+ * appear in such a directory as the copy goes on: the domain.xml copied
+ * first defines the domain, which brings its disks and snapshots/; a
+ * snapshot directory made by mkdir holds the snapshot of now.  So to the
+ * process that made the directory (and only to it, as long as it runs),
+ * lookup hides the tree's names it has not made itself yet
+ * (restore_hides): its create then replaces them.  Every other process
+ * sees the tree as it is.  (rsync makes directories in one process and
+ * files in another, but writes temporary names and renames them over
+ * the tree's, which needs no hiding.) */
 
 struct pending {
   struct fs_node *node;         /* a reference; FS_NODE_DIR */
   fuse_ino_t parent;
+  pid_t maker;                  /* the process that made it */
+  bool adopted;                 /* a directory of the tree (mkdir made
+                                   a snapshot), not a pending one */
   uint64_t last_ms;             /* last file made, renamed or applied */
   char **revealed;              /* names the copy made in it */
   size_t nrevealed;
@@ -104,8 +112,11 @@ restore_is_pending (struct fs_node *node)
   if (__atomic_load_n (&npending, __ATOMIC_RELAXED) == 0
       || node->type != FS_NODE_DIR)
     return false;
+  struct pending **pp;
+
   pthread_mutex_lock (&pending_lock);
-  r = find_locked (node->ino) != NULL;
+  pp = find_locked (node->ino);
+  r = pp && !(*pp)->adopted;
   pthread_mutex_unlock (&pending_lock);
   return r && !attached (node);
 }
@@ -120,7 +131,8 @@ restore_lookup (struct fs_node *dir, const char *name)
     return NULL;
   pthread_mutex_lock (&pending_lock);
   for (p = pendings; p; p = p->next)
-    if (p->parent == dir->ino && strcmp (p->node->name, name) == 0) {
+    if (!p->adopted && p->parent == dir->ino
+        && strcmp (p->node->name, name) == 0) {
       n = inode_ref (p->node);
       break;
     }
@@ -170,8 +182,47 @@ restore_touch (fuse_ino_t dir, const char *name)
   pthread_mutex_unlock (&pending_lock);
 }
 
+/* pending_lock held: does the process that made rec's directory still
+ * run? */
+static bool
+maker_alive (const struct pending *rec)
+{
+  return rec->maker > 0 && (kill (rec->maker, 0) == 0 || errno == EPERM);
+}
+
+static void
+free_rec (struct pending *rec)
+{
+  size_t i;
+
+  inode_unref (rec->node);
+  for (i = 0; i < rec->nrevealed; i++)
+    free (rec->revealed[i]);
+  free (rec->revealed);
+  free (rec);
+}
+
+/* pending_lock held: forget the records whose directory is the tree's
+ * and whose maker is gone: they hide nothing any more. */
+static void
+prune_locked (void)
+{
+  struct pending **pp = &pendings;
+
+  while (*pp) {
+    struct pending *rec = *pp;
+    if ((rec->adopted || rec->node->attached) && !maker_alive (rec)) {
+      *pp = rec->next;
+      __atomic_sub_fetch (&npending, 1, __ATOMIC_RELAXED);
+      free_rec (rec);
+      continue;
+    }
+    pp = &rec->next;
+  }
+}
+
 bool
-restore_hides (struct fs_node *dir, const char *name)
+restore_hides (struct fs_node *dir, const char *name, pid_t pid)
 {
   struct pending **pp;
   bool r = false;
@@ -180,10 +231,29 @@ restore_hides (struct fs_node *dir, const char *name)
     return false;
   pthread_mutex_lock (&pending_lock);
   pp = find_locked (dir->ino);
-  if (pp && !revealed_locked (*pp, name)
-      && (staging_open_count () > 0
-          || vd_now_ms () - (*pp)->last_ms < RESTORING_QUIET_MS))
+  if (pp && pid == (*pp)->maker && !revealed_locked (*pp, name)
+      && maker_alive (*pp))
     r = true;
+  pthread_mutex_unlock (&pending_lock);
+  return r;
+}
+
+/* Is dir a pending directory, or one made by the process pid, which
+ * still fills it (a domain being restored, defined by its domain.xml
+ * meanwhile)? */
+static bool
+restoring (struct fs_node *dir, pid_t pid)
+{
+  struct pending **pp;
+  bool r;
+
+  if (__atomic_load_n (&npending, __ATOMIC_RELAXED) == 0
+      || dir->type != FS_NODE_DIR)
+    return false;
+  pthread_mutex_lock (&pending_lock);
+  pp = find_locked (dir->ino);
+  r = pp && ((!(*pp)->adopted && !attached ((*pp)->node))
+             || (pid == (*pp)->maker && maker_alive (*pp)));
   pthread_mutex_unlock (&pending_lock);
   return r;
 }
@@ -201,7 +271,7 @@ depth (const char *path)
 
 int
 restore_mkdir (struct fs_node *dir, const char *name, mode_t mode,
-               uid_t uid, gid_t gid, struct fs_node **out)
+               uid_t uid, gid_t gid, pid_t pid, struct fs_node **out)
 {
   const struct fs_provider *p = tree_provider ();
   struct pending *rec;
@@ -211,7 +281,10 @@ restore_mkdir (struct fs_node *dir, const char *name, mode_t mode,
   bool pend;
 
   *out = NULL;
-  pend = restore_is_pending (dir);
+  /* Still pending, or defined by its domain.xml while the copy goes on:
+   * a snapshot directory copied in is pending too (not a snapshot of
+   * the disk as it is now). */
+  pend = restoring (dir, pid);
   if (pend) {
     /* Inside a pending domain: snapshots/ and the snapshots in it. */
     unsigned dd = depth (dir->path);
@@ -265,8 +338,10 @@ restore_mkdir (struct fs_node *dir, const char *name, mode_t mode,
   tree_unlock ();
   rec->node = inode_ref (node);
   rec->parent = dir->ino;
+  rec->maker = pid;
   rec->last_ms = vd_now_ms ();
   pthread_mutex_lock (&pending_lock);
+  prune_locked ();
   rec->next = pendings;
   pendings = rec;
   __atomic_add_fetch (&npending, 1, __ATOMIC_RELAXED);
@@ -276,6 +351,34 @@ restore_mkdir (struct fs_node *dir, const char *name, mode_t mode,
            "snapshots/) into it to restore it", node->path);
   *out = node;
   return 0;
+}
+
+void
+restore_adopt (struct fs_node *dir, struct fs_node *node, pid_t pid)
+{
+  struct pending **pp, *rec;
+
+  restore_touch (dir->ino, node->name);
+  pthread_mutex_lock (&pending_lock);
+  pp = find_locked (node->ino);
+  if (pp) {
+    (*pp)->maker = pid;
+    pthread_mutex_unlock (&pending_lock);
+    return;
+  }
+  prune_locked ();
+  rec = calloc (1, sizeof *rec);
+  if (rec) {
+    rec->adopted = true;
+    rec->node = inode_ref (node);
+    rec->parent = dir->ino;
+    rec->maker = pid;
+    rec->last_ms = vd_now_ms ();
+    rec->next = pendings;
+    pendings = rec;
+    __atomic_add_fetch (&npending, 1, __ATOMIC_RELAXED);
+  }
+  pthread_mutex_unlock (&pending_lock);
 }
 
 static void
@@ -335,12 +438,9 @@ remove_pending (struct fs_node *node)
     } while (n == 256);
   }
   if (rec) {
-    vd_info ("%s: pending directory removed", node->path);
-    inode_unref (rec->node);
-    for (i = 0; i < rec->nrevealed; i++)
-      free (rec->revealed[i]);
-    free (rec->revealed);
-    free (rec);
+    if (!rec->adopted)
+      vd_info ("%s: pending directory removed", node->path);
+    free_rec (rec);
   }
 }
 
@@ -381,7 +481,7 @@ restore_entries (struct fs_node *dir,
   if (__atomic_load_n (&npending, __ATOMIC_RELAXED)) {
     pthread_mutex_lock (&pending_lock);
     for (p = pendings; p; p = p->next)
-      if (p->parent == dir->ino && !p->node->attached)
+      if (!p->adopted && p->parent == dir->ino && !p->node->attached)
         add (opaque, p->node->ino, S_IFDIR, p->node->name);
     pthread_mutex_unlock (&pending_lock);
   }
@@ -396,6 +496,19 @@ restore_may_stage (struct fs_node *dir)
   if (restore_is_pending (dir))
     return true;
   return p->may_stage && p->may_stage (dir);
+}
+
+static bool
+has_record (fuse_ino_t ino)
+{
+  bool r;
+
+  if (__atomic_load_n (&npending, __ATOMIC_RELAXED) == 0)
+    return false;
+  pthread_mutex_lock (&pending_lock);
+  r = find_locked (ino) != NULL;
+  pthread_mutex_unlock (&pending_lock);
+  return r;
 }
 
 /* The first component of path, with its slash ("/web" of
@@ -485,7 +598,10 @@ offer (struct fs_staging *s, char **dom)
       *dom = domain_of (dir->path);
   }
  out:
-  if (r == RESTORE_KEEP && !s->overlay)
+  /* It waits for the rest of its VM where one is being restored (a
+   * pending directory, or one a copy made); elsewhere (an rsync
+   * temporary file before its rename) it is an ordinary staging file. */
+  if (r == RESTORE_KEEP && !s->overlay && has_record (dir->ino))
     __atomic_store_n (&s->complete, true, __ATOMIC_RELAXED);
   else if (r < 0)
     __atomic_store_n (&s->complete, false, __ATOMIC_RELAXED);

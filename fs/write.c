@@ -881,7 +881,7 @@ write_lookup (struct fs_node *dir, const char *name)
 bool
 write_hidden (struct fs_node *dir, const char *name)
 {
-  return hidden_test (dir->ino, name) || restore_hides (dir, name);
+  return hidden_test (dir->ino, name);
 }
 
 /* The active disk called name in dir (a reference), or NULL. */
@@ -940,8 +940,18 @@ fs_create (fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode,
     disk = NULL;
     hidden_add (dir->ino, name);
   }
+  w = NULL;
   if (disk && hidden_test (dir->ino, name)) {
     w = writer_get (disk);
+    if (!w && (errno == EIO || errno == ENOENT)
+        && tree_provider ()->complete) {
+      /* Its image does not exist (a VM being restored): staged, the
+       * image made when it is complete (restore.c). */
+      inode_unref (disk);
+      disk = NULL;
+    }
+  }
+  if (disk && hidden_test (dir->ino, name)) {
     if (!w) {
       err = errno_or_eio ();
       inode_unref (disk);
