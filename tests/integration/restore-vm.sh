@@ -144,6 +144,7 @@ virsh -c "$LV_URI" dumpxml --inactive "$D" >"$ORIG"
 snaps0=$(vsnaps "$D")
 [ "$snaps0" = "s1|s2|" ] || fail "virsh snapshot-list $D: $snaps0"
 tags0=$(tags "$VA")
+current0=$(lv_virsh snapshot-current --name "$D" 2>&1)
 lv_raw_oracle "$VA" "$O/vda.img"
 cp --sparse=always "$VB" "$O/vdb.img"
 lv_raw_oracle "$VA" "$O/s1.img" s1
@@ -336,7 +337,7 @@ restored ()                     # TOOL BACKUP-DOMAIN-DIR
       eq "$(lv_virsh snapshot-dumpxml "$D" $s 2>&1)" "$(cat "$b/snapshots/$s/snapshot.xml")"
   done
   check "$tool: staging not empty" staging_empty
-  echo "$tool: checked at $(elapsed); current snapshot: $(lv_virsh snapshot-current --name "$D" 2>&1)"
+  echo "$tool: checked at $(elapsed); current snapshot: $(lv_virsh snapshot-current --name "$D" 2>&1) (the original's: $current0)"
 
   # It boots from the restored disk, and the guest's writes leave the
   # snapshots alone.
