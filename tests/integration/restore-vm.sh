@@ -32,6 +32,8 @@
 #    writes (counter advancing, no failed writes), and after it stopped the
 #    image is still clean and the snapshots' bytes unchanged (the restored
 #    refcounts protect them from the guest's writes).  One boot per tool.
+#    A fourth restore by tar -x of an archive in the other order
+#    (snapshots, then the disks, domain.xml last), without a boot.
 #    (The writer's counter starts at 1 at each boot, it does not resume
 #    from sector 1, so "boots and writes" is what is checked.)
 # SPDX-License-Identifier: GPL-3.0-or-later
@@ -340,7 +342,8 @@ restored ()                     # TOOL BACKUP-DOMAIN-DIR
   echo "$tool: checked at $(elapsed); current snapshot: $(lv_virsh snapshot-current --name "$D" 2>&1) (the original's: $current0)"
 
   # It boots from the restored disk, and the guest's writes leave the
-  # snapshots alone.
+  # snapshots alone.  (Once per tool: tar-reversed is tar again.)
+  [ "$tool" = tar-reversed ] && return
   if ! lv_virsh start "$D" >/dev/null 2>"$TEST_DIR/err"; then
     check "$tool: virsh start $D: $(cat "$TEST_DIR/err")" false
     return
@@ -362,7 +365,12 @@ restored ()                     # TOOL BACKUP-DOMAIN-DIR
   fi
 }
 
-for tool in cp rsync tar; do
+# The other order: snapshots first (their disks before the current disk),
+# domain.xml last.  tar makes the directories the members imply.
+tar -cSf "$BK/web-reversed.tar" -C "$BK/cp" "$D/snapshots/s2" "$D/snapshots/s1" \
+  "$D/vdb.img" "$D/vda.img" "$D/domain.xml" || fail "tar -cSf $BK/web-reversed.tar"
+
+for tool in cp rsync tar tar-reversed; do
   delete_vm
   t0=$(date +%s.%N)
   rc=0
@@ -370,6 +378,8 @@ for tool in cp rsync tar; do
     cp) cp -a "$BK/cp/$D" "$MNT/" 2>"$TEST_DIR/err" || rc=$? ; b=$BK/cp/$D ;;
     rsync) rsync -a "$BK/rsync/$D" "$MNT/" 2>"$TEST_DIR/err" || rc=$? ; b=$BK/rsync/$D ;;
     tar) tar -xf "$BK/web.tar" -C "$MNT" 2>"$TEST_DIR/err" || rc=$? ; b=$BK/cp/$D ;;
+    tar-reversed)
+      tar -xf "$BK/web-reversed.tar" -C "$MNT" 2>"$TEST_DIR/err" || rc=$? ; b=$BK/cp/$D ;;
   esac
   echo "$tool: restored in $(echo "$(date +%s.%N) - $t0" | bc) s, exit $rc"
   check "$tool: restoring $D: exit $rc: $(head -5 "$TEST_DIR/err")" eq $rc 0
