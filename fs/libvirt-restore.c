@@ -75,28 +75,6 @@ libvirt_nvram_path_ok (const char *path)
   return false;
 }
 
-/* TEMPORARY until formats/ has them (helper snapimp). */
-int vd_image_snapshot_import (struct vd_image *img, const char *name, int fd,
-                              uint64_t size, const struct vd_snapshot *t)
-  __attribute__ ((weak));
-int vd_image_snapshot_set_times (struct vd_image *img, const char *name,
-                                 const struct vd_snapshot *t)
-  __attribute__ ((weak));
-int
-vd_image_snapshot_import (struct vd_image *img, const char *name, int fd,
-                          uint64_t size, const struct vd_snapshot *t)
-{
-  errno = ENOTSUP;
-  return -1;
-}
-int
-vd_image_snapshot_set_times (struct vd_image *img, const char *name,
-                             const struct vd_snapshot *t)
-{
-  errno = ENOTSUP;
-  return -1;
-}
-
 /* ---- Small helpers. ---- */
 
 /* The whole of fd (an XML file), NUL-terminated: malloc'd, or NULL with
@@ -826,6 +804,36 @@ open_current (const char *domain, const char *fname, struct fs_node **node,
   return img;
 }
 
+/* The tree's node of snapshots/<snap>/<fname> of domain (a reference),
+ * or NULL. */
+static struct fs_node *
+snapshot_node (const char *domain, const char *snap, const char *fname)
+{
+  CLEANUP_FREE char *ed = vd_name_escape (domain), *es = vd_name_escape (snap);
+  struct fs_node *a, *b = NULL, *c = NULL, *d = NULL;
+
+  if (!ed || !es)
+    return NULL;
+  a = child_of (tree_root (), ed);
+  if (a)
+    b = child_of (a, "snapshots");
+  if (b)
+    c = child_of (b, es);
+  if (c)
+    d = child_of (c, fname);
+  if (a)
+    inode_unref (a);
+  if (b)
+    inode_unref (b);
+  if (c)
+    inode_unref (c);
+  if (d && d->type != FS_NODE_DISK) {
+    inode_unref (d);
+    d = NULL;
+  }
+  return d;
+}
+
 static void
 close_current (struct fs_node *node, struct vd_image *img, void *token)
 {
@@ -869,7 +877,7 @@ snapshot_disk (const char *domain, const char *snap, const char *fname,
   CLEANUP_FREE char *path = NULL, *what = NULL;
   struct vd_snapshot t;
   struct vd_image *img;
-  struct fs_node *node;
+  struct fs_node *node, *snapnode = NULL;
   void *token;
   struct stat st;
   bool known;
@@ -918,11 +926,28 @@ snapshot_disk (const char *domain, const char *snap, const char *fname,
     goto out;
   }
   known = snapshot_times (dom, snap, &t);
+  /* A reader of the snapshot being replaced would read freed clusters. */
+  snapnode = snapshot_node (domain, snap, fname);
+  if (snapnode) {
+    unsigned nopen;
+    pthread_mutex_lock (&snapnode->lock);
+    nopen = snapnode->nopen;
+    pthread_mutex_unlock (&snapnode->lock);
+    if (nopen) {
+      vd_error ("%s: the snapshot's disk is open (being read): not "
+                "replaced", what);
+      inode_unref (snapnode);
+      e = EBUSY;
+      goto out;
+    }
+  }
   img = open_current (domain, fname, &node, &token);
   if (!img) {
     e = errno ? errno : EIO;
     vd_error ("%s: the current disk cannot be opened for writing: %s",
               what, strerror (e));
+    if (snapnode)
+      inode_unref (snapnode);
     goto out;
   }
   if (vd_image_snapshot_import (img, snap, fd, st.st_size,
@@ -931,9 +956,16 @@ snapshot_disk (const char *domain, const char *snap, const char *fname,
     e = errno ? errno : EIO;
     vd_error ("%s: not restored: %s", what, strerror (e));
     close_current (node, img, token);
+    if (snapnode)
+      inode_unref (snapnode);
     goto out;
   }
   close_current (node, img, token);
+  if (snapnode) {
+    tree_set_disk (snapnode, NULL, 0);  /* the old one's image: reopen */
+    inode_unref (snapnode);
+    snapnode = NULL;
+  }
   vd_info ("%s: restored as the internal snapshot %s of %s", what, snap,
            path);
   r = RESTORE_DONE;
