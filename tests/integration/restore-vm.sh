@@ -360,8 +360,8 @@ restored ()                     # TOOL BACKUP-DOMAIN-DIR
   check "$tool: after the guest ran: qemu-img check $VA" image_clean "$VA"
   # (Only if they were right before: one FAIL line for one fault.)
   if [ "$got" = "$want" ]; then
-    check "$tool: after the guest ran: snapshots' bytes $(snapshot_sums "$VA" | tr '\n' '|'), want $want" \
-      eq "$(snapshot_sums "$VA" | tr '\n' '|')" "$want"
+    got=$(snapshot_sums "$VA" | tr '\n' '|')
+    check "$tool: after the guest ran: snapshots' bytes $got, want $want" eq "$got" "$want"
   fi
 }
 
