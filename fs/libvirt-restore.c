@@ -66,15 +66,6 @@
 
 #define XML_MAX (16 << 20)
 
-/* TEMPORARY until libvirt-nvram.c lands (helper nvram). */
-bool libvirt_nvram_path_ok (const char *path) __attribute__ ((weak));
-bool
-libvirt_nvram_path_ok (const char *path)
-{
-  vd_error ("%s: NVRAM files are not made yet", path);
-  return false;
-}
-
 /* ---- Small helpers. ---- */
 
 /* The whole of fd (an XML file), NUL-terminated: malloc'd, or NULL with
