@@ -227,41 +227,22 @@ refresh_domain (const char *domain)
   }
 }
 
-/* The domain's NVRAM file (<os><nvram>PATH</nvram>, or its <source
- * file=>), malloc'd, or NULL. */
+/* The domain's NVRAM file (<os><nvram>, either form; for an
+ * <os firmware='efi'> without one, libvirt's default path), malloc'd, or
+ * NULL. */
 static char *
-nvram_path (const char *xml, size_t len)
+nvram_path (const char *domain, const char *xml, size_t len)
 {
-  xmlDocPtr doc = xmlReadMemory (xml, (int) len, NULL, NULL,
-                                 XML_PARSE_NONET | XML_PARSE_NOERROR
-                                 | XML_PARSE_NOWARNING);
-  xmlNodePtr nv;
+  struct domxml_nvram nv;
   char *path = NULL;
 
-  if (!doc)
+  if (domxml_parse_nvram (xml, len, &nv) < 0)
     return NULL;
-  nv = child_elem (child_elem (xmlDocGetRootElement (doc), "os"), "nvram");
-  if (nv) {
-    xmlNodePtr src = child_elem (nv, "source");
-    xmlChar *f = src ? xmlGetProp (src, (const xmlChar *) "file") : NULL;
-    if (f) {
-      path = strdup ((const char *) f);
-      xmlFree (f);
-    }
-    else {
-      xmlChar *t = xmlNodeGetContent (nv);
-      if (t) {
-        path = strdup ((const char *) t);
-        xmlFree (t);
-      }
-    }
-    trim (path);
-    if (path && !path[0]) {
-      free (path);
-      path = NULL;
-    }
-  }
-  xmlFreeDoc (doc);
+  if (nv.path && nv.path[0])
+    path = strdup (nv.path);
+  else if (!nv.path && nv.firmware && strcmp (nv.firmware, "efi") == 0)
+    path = libvirt_nvram_default (domain);
+  domxml_nvram_clear (&nv);
   return path;
 }
 
@@ -415,7 +396,7 @@ check_disks (virConnectPtr c, const char *domain, const char *xml,
   if (r == 0) {
     /* Its NVRAM file: one that exists, a regular file, or one that may
      * be made in libvirt's nvram directory. */
-    CLEANUP_FREE char *nv = nvram_path (xml, len);
+    CLEANUP_FREE char *nv = nvram_path (domain, xml, len);
     struct stat st;
     if (nv && !(plain_path (nv) && lstat (nv, &st) == 0
                 && S_ISREG (st.st_mode))
@@ -669,7 +650,7 @@ domain_nvram (const char *domain, int fd)
   active = virDomainIsActive (dom);
   virDomainFree (dom);
   virConnectClose (c);
-  nv = xml ? nvram_path (xml, strlen (xml)) : NULL;
+  nv = xml ? nvram_path (domain, xml, strlen (xml)) : NULL;
   if (!nv)
     return RESTORE_KEEP;        /* no NVRAM: a file kept aside */
   if (active == 1) {
