@@ -172,6 +172,14 @@ scramble ()                     # IMAGE TOOL
   if qemu-img compare -q -U -f raw -F "$fmt" "$B" "$img" 2>/dev/null; then
     fail "$1: the scrambled image equals the backup"
   fi
+  # Until the kernel's attribute cache expires, the mount may still show
+  # the mtime the last rsync -a or cp -a gave the disk, the backup's: rsync
+  # would take the disk for up to date (same size and mtime) and copy
+  # nothing.  A user rsyncing a second after the VM wrote would see the
+  # same; here the next restore waits until the mount shows the change.
+  local disk=$MNT/$1/disk.img
+  wait_for 10 eval '[ "$(stat -c %Y "$disk")" = "$(stat -c %Y "$img")" ]' ||
+    fail "$1: the mount does not show the scrambled image's mtime"
 }
 
 # All that must hold after restoring BACKUP (SIZE bytes) into image n.
