@@ -116,8 +116,17 @@ must_fail () {   # IMG WHAT [nomap: block_status need not fail]
   if ! grep -q "${MSG_RE:-qcow2: }" err.txt; then
     bad "corrupt $what: no error message"; head -5 err.txt; return
   fi
-  $VALGRIND "$VDCAT" -m "$img" > /dev/null 2>&1
+  # The extent map: under valgrind unless the image is refused at open
+  # (vd-cat -i, which only opens it, fails with the read's message): that
+  # path, the same for the map, was memchecked by the run above, and each
+  # valgrind run costs a second or more.
+  "$VDCAT" -m "$img" > /dev/null 2>&1
   rc=$?
+  "$VDCAT" -i "$img" > /dev/null 2> err-i.txt
+  if [ -n "$VALGRIND" ] && ! cmp -s err.txt err-i.txt; then
+    $VALGRIND "$VDCAT" -m "$img" > /dev/null 2>&1
+    rc=$?
+  fi
   if [ $rc -ge 99 ] || { [ $rc -eq 0 ] && [ $mapcheck = map ]; }; then
     bad "corrupt $what (map): rc $rc"; return
   fi

@@ -61,6 +61,17 @@
 extern uint64_t qcow2_wcache_bytes;
 
 static int failures;
+
+/* N, or FEWER under valgrind (tests/unit/valgrind.sh sets
+ * VD_UNDER_VALGRIND): memcheck wants every path taken, which the fewer
+ * random operations and kills still do, at 20 to 50 times the cost each;
+ * the full counts, which hunt for ordering and content mistakes, run in
+ * this test's own run. */
+static int
+reps (int n, int fewer)
+{
+  return getenv ("VD_UNDER_VALGRIND") ? fewer : n;
+}
 /* On tmpfs when there is one: the test is about ordering and contents,
  * not about the disk's speed (fdatasync costs nothing there). */
 static char dir[64] = "/tmp/vd-test-qcow2w-XXXXXX";
@@ -421,12 +432,12 @@ run_geom (const struct geom *g, int gi)
     close (mfd);
     return;
   }
-  random_ops (im, mfd, g, 0xabcdef + gi, 100, g->name);
+  random_ops (im, mfd, g, 0xabcdef + gi, reps (100, 50), g->name);
   if (g->wipe) {
     REQUIRE (vd_image_zero (im, g->size, 0) == 0);
     model_zero (mfd, g->size, 0);
     check_read (im, mfd, 0, MIN (g->size, 4 << 20), g->name);
-    random_ops (im, mfd, g, 0x777 + gi, 40, g->name);
+    random_ops (im, mfd, g, 0x777 + gi, reps (40, 20), g->name);
   }
   REQUIRE (vd_image_flush (im) == 0);
   vd_image_close (im);
@@ -627,7 +638,7 @@ rounds_test (void)
       sh ("cd %s && qemu-img snapshot -d r1 img.qcow2", sub);
     im = vd_image_open (img, VD_OPEN_RDWR);
     REQUIRE (im && mfd >= 0);
-    random_ops (im, mfd, &g, 500 + round, 60, "rounds");
+    random_ops (im, mfd, &g, 500 + round, reps (60, 32), "rounds");
     vd_image_close (im);
     close (mfd);
     if ((r = sh_rc ("qemu-img check -q %s", img)) != 0) {
@@ -703,7 +714,7 @@ concurrency_test (void)
   for (i = 0; i < 3; i++)
     REQUIRE (pthread_create (&th[i], NULL, conc_reader,
                              (void *) (uintptr_t) i) == 0);
-  for (i = 0; i < 3000; i++) {
+  for (i = 0; i < reps (3000, 1000); i++) {
     uint64_t reg = rnd (&s) % NREG;
 
     memset (b, i % 3 == 0 ? 0 : 1 + i % 255, 65536);
@@ -1048,7 +1059,7 @@ main (int argc, char **argv)
     static const struct geom k1 = { "kill", "cluster_size=65536", 16 << 20,
                                     65536, false, 1, false, false, false,
                                     false, false };
-    kill_test (&k1, NKILLS);
+    kill_test (&k1, reps (NKILLS, 5));
   }
   /* The writer's cache at its minimum (8 tables): write-backs forced by
    * cache pressure in the middle of operations, killed too. */
@@ -1067,7 +1078,7 @@ main (int argc, char **argv)
                                     "cluster_size=4096,refcount_bits=8",
                                     8 << 20, 4096, true, 1, false, false,
                                     false, false, false };
-    kill_test (&k2, 10);
+    kill_test (&k2, reps (10, 3));
   }
   if (failures == 0 || !getenv ("KEEP"))
     sh ("rm -rf %s", dir);
