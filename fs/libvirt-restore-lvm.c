@@ -266,7 +266,13 @@ libvirt_lvm_snapshot_write (const char *domain, const char *snap,
     e = EIO;
     goto out;
   }
-  if (si.flags & SNAP_NEEDS_ACTIVATION && lvm_use (si.id, si.flags, 0) < 0) {
+  /* lvm_use may remember an LV of that name that rmdir removed since (a
+   * thin snapshot read, deleted, made again): it answers "active" then,
+   * and the device is missing; activated here. */
+  if (si.flags & SNAP_NEEDS_ACTIVATION
+      && (lvm_use (si.id, si.flags, 0) < 0
+          || (access (si.device, F_OK) < 0
+              && lvm_snapshotter.activate (&si) < 0))) {
     e = errno ? errno : EIO;
     vd_error ("%s: LVM snapshot %s cannot be activated", what, si.id);
     goto out;
