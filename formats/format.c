@@ -871,3 +871,73 @@ vd_image_resize (struct vd_image *img, uint64_t size)
   rw_unlock (img);
   return r;
 }
+
+/* Date and clock fields a snapshot table can hold (qcow2: u32 seconds,
+ * nanoseconds below one second). */
+static int
+check_times (const struct vd_snapshot *t)
+{
+  if (t && (t->date_sec < 0 || t->date_sec > (int64_t) UINT32_MAX
+            || t->date_nsec >= 1000000000U)) {
+    errno = EINVAL;
+    return -1;
+  }
+  return 0;
+}
+
+int
+vd_image_snapshot_import (struct vd_image *img, const char *name, int fd,
+                          uint64_t size, const struct vd_snapshot *t)
+{
+  struct stat st;
+  int r;
+
+  if (!img->rw_init) {
+    errno = EBADF;
+    return -1;
+  }
+  if (!img->fmt->snapshot_import) {
+    errno = ENOTSUP;
+    return -1;
+  }
+  /* Sizes as qemu keeps them: whole sectors. */
+  if (!name || !*name || size % 512 != 0 || size > INT64_MAX
+      || check_times (t) < 0) {
+    errno = EINVAL;
+    return -1;
+  }
+  if (fstat (fd, &st) < 0)
+    return -1;
+  if (!S_ISREG (st.st_mode)) {
+    errno = EINVAL;
+    return -1;
+  }
+  pthread_rwlock_wrlock (&img->rw);
+  r = img->fmt->snapshot_import (img, name, fd, size, t);
+  rw_unlock (img);
+  return r;
+}
+
+int
+vd_image_snapshot_set_times (struct vd_image *img, const char *name,
+                             const struct vd_snapshot *t)
+{
+  int r;
+
+  if (!img->rw_init) {
+    errno = EBADF;
+    return -1;
+  }
+  if (!img->fmt->snapshot_set_times) {
+    errno = ENOTSUP;
+    return -1;
+  }
+  if (!name || !*name || !t || check_times (t) < 0) {
+    errno = EINVAL;
+    return -1;
+  }
+  pthread_rwlock_wrlock (&img->rw);
+  r = img->fmt->snapshot_set_times (img, name, t);
+  rw_unlock (img);
+  return r;
+}

@@ -184,8 +184,8 @@ qcow2_refcount_get (struct qcow2_image *q, uint64_t idx, uint64_t *rc)
   return 0;
 }
 
-static int
-refcount_set (struct qcow2_image *q, uint64_t idx, uint64_t rc)
+int
+qcow2_refcount_set (struct qcow2_image *q, uint64_t idx, uint64_t rc)
 {
   struct qcow2_wslot *s;
 
@@ -386,7 +386,7 @@ qcow2_alloc_clusters (struct qcow2_image *q, uint64_t n)
       break;
   }
   for (i = start; i < start + n; i++)
-    if (refcount_set (q, i, 1) < 0)
+    if (qcow2_refcount_set (q, i, 1) < 0)
       return -1;
   if (n == 1 || start == w->free_hint)
     w->free_hint = start + n;
@@ -510,7 +510,7 @@ apply_frees (struct qcow2_image *q)
                  "run qemu-img check", q->img.path, c << q->cluster_bits);
         continue;
       }
-      if (refcount_set (q, c, rc - 1) < 0)
+      if (qcow2_refcount_set (q, c, rc - 1) < 0)
         return -1;
       if (rc - 1 != 0)
         continue;

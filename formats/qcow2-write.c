@@ -200,8 +200,8 @@ qcow2_write_close (struct qcow2_image *q)
 
 /* ---- Helpers ---- */
 
-static void
-l1_set (struct qcow2_image *q, uint64_t l1i, uint64_t e)
+void
+qcow2_l1_set (struct qcow2_image *q, uint64_t l1i, uint64_t e)
 {
   struct qcow2_writer *w = q->w;
 
@@ -212,9 +212,9 @@ l1_set (struct qcow2_image *q, uint64_t l1i, uint64_t e)
   w->meta_dirty = true;
 }
 
-static int
-pwrite_now (struct qcow2_image *q, const void *buf, uint64_t len,
-            uint64_t off)
+int
+qcow2_pwrite_now (struct qcow2_image *q, const void *buf, uint64_t len,
+                  uint64_t off)
 {
   const uint8_t *p = buf;
 
@@ -248,7 +248,7 @@ qcow2_write_pending (struct qcow2_image *q)
 
   if (!w || w->pend_len == 0)
     return 0;
-  r = pwrite_now (q, w->pend_buf, w->pend_len, w->pend_off);
+  r = qcow2_pwrite_now (q, w->pend_buf, w->pend_len, w->pend_off);
   w->pend_len = 0;
   return r;
 }
@@ -269,7 +269,7 @@ pwrite_data (struct qcow2_image *q, const void *buf, uint64_t len,
   if (qcow2_write_pending (q) < 0)
     return -1;
   if (!user)
-    return pwrite_now (q, buf, len, off);
+    return qcow2_pwrite_now (q, buf, len, off);
   w->pend_buf = buf;
   w->pend_off = off;
   w->pend_len = len;
@@ -277,8 +277,8 @@ pwrite_data (struct qcow2_image *q, const void *buf, uint64_t len,
 }
 
 /* Drop our reference to what L2 entry e points to (later). */
-static int
-free_entry (struct qcow2_image *q, uint64_t e)
+int
+qcow2_free_entry (struct qcow2_image *q, uint64_t e)
 {
   uint64_t host = e & QCOW2_L2E_OFFSET_MASK;
 
@@ -332,7 +332,7 @@ l2_for_write (struct qcow2_image *q, uint64_t l1i, struct qcow2_wslot **out)
     }
   }
   qcow2_wcache_dirty (q, t);
-  l1_set (q, l1i, (uint64_t) noff | QCOW2_L2E_COPIED);
+  qcow2_l1_set (q, l1i, (uint64_t) noff | QCOW2_L2E_COPIED);
   *out = t;
   return 0;
 }
@@ -496,7 +496,7 @@ write_cluster (struct qcow2_image *q, const uint8_t *src, uint64_t gc,
     ne = nhost | QCOW2_L2E_COPIED;
     nbm = ((zero & ~M) << 32) | alloc | M;
   }
-  if (!reuse && (compressed || allocated) && free_entry (q, e) < 0)
+  if (!reuse && (compressed || allocated) && qcow2_free_entry (q, e) < 0)
     goto out;
   if (ne != e || (q->extended_l2 && nbm != bm)) {
     if (!nhost && !q->has_data_file) {
@@ -566,8 +566,9 @@ qcow2_write (struct vd_image *img, const void *buf, size_t count,
 enum zmode { Z_UNALLOC, Z_FLAG, Z_DATA };
 
 /* Does the backing file read as zeros over [off, off + len)? */
-static int
-backing_zero (struct qcow2_image *q, uint64_t off, uint64_t len, bool *zero)
+int
+qcow2_backing_zero (struct qcow2_image *q, uint64_t off, uint64_t len,
+                    bool *zero)
 {
   uint64_t end, bsize;
 
@@ -634,7 +635,7 @@ zero_cluster (struct qcow2_image *q, uint64_t gc, uint64_t a, uint64_t b)
   else {
     bool bz;
 
-    if (backing_zero (q, gc + a, b - a, &bz) < 0)
+    if (qcow2_backing_zero (q, gc + a, b - a, &bz) < 0)
       return -1;
     mode = bz ? Z_UNALLOC : Z_DATA;
   }
@@ -676,7 +677,7 @@ zero_cluster (struct qcow2_image *q, uint64_t gc, uint64_t a, uint64_t b)
     return -1;
   p = t->data + idx * q->l2_entry_bytes;
   e = load_be64 (p);           /* unchanged by a copy of the table */
-  if (ne != e && free_entry (q, e) < 0) {
+  if (ne != e && qcow2_free_entry (q, e) < 0) {
     qcow2_wcache_put (t);
     return -1;
   }
@@ -706,14 +707,14 @@ zero_table (struct qcow2_image *q, uint64_t l1i)
   for (i = 0; i < (1ULL << q->l2_bits); i++) {
     uint64_t e = load_be64 (t->data + i * q->l2_entry_bytes);
 
-    if (e && free_entry (q, e) < 0) {
+    if (e && qcow2_free_entry (q, e) < 0) {
       qcow2_wcache_put (t);
       return -1;
     }
   }
   qcow2_wcache_put (t);
   qcow2_wcache_drop (q, off);
-  l1_set (q, l1i, 0);
+  qcow2_l1_set (q, l1i, 0);
   if (qcow2_free_later (q, off, q->cluster_size) < 0)
     return -1;
   return zero_data_file (q, l1i << cov_bits, 1ULL << cov_bits);
@@ -736,7 +737,7 @@ zero_table_flags (struct qcow2_image *q, uint64_t l1i, uint64_t n)
     uint8_t *p = t->data + i * q->l2_entry_bytes;
     uint64_t e = load_be64 (p);
 
-    if (e != ne && free_entry (q, e) < 0) {
+    if (e != ne && qcow2_free_entry (q, e) < 0) {
       qcow2_wcache_put (t);
       return -1;
     }

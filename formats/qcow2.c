@@ -616,4 +616,6 @@ const struct vd_format qcow2_format = {
   .flush = qcow2_flush,
   .zero = qcow2_zero,
   .resize = qcow2_resize,
+  .snapshot_import = qcow2_snapshot_import,
+  .snapshot_set_times = qcow2_snapshot_set_times,
 };

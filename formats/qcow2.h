@@ -311,6 +311,9 @@ int qcow2_wcache_write (struct qcow2_image *q, enum qcow2_wkind kind,
 int qcow2_refcount_open (struct qcow2_image *q, uint64_t rt_offset,
                          uint32_t rt_clusters);
 int qcow2_refcount_get (struct qcow2_image *q, uint64_t idx, uint64_t *rc);
+/* Set the refcount of cluster idx (in memory; its block must exist:
+ * EIO when none does). */
+int qcow2_refcount_set (struct qcow2_image *q, uint64_t idx, uint64_t rc);
 /* Allocate n contiguous free clusters (refcount 0 -> 1, in memory):
  * their byte offset, or -1 with errno. */
 int64_t qcow2_alloc_clusters (struct qcow2_image *q, uint64_t n);
@@ -349,5 +352,22 @@ int qcow2_write (struct vd_image *img, const void *buf, size_t count,
 int qcow2_zero (struct vd_image *img, uint64_t count, uint64_t offset);
 int qcow2_flush (struct vd_image *img);
 int qcow2_resize (struct vd_image *img, uint64_t size);
+/* Helpers of the write side, for qcow2-snapimport.c: */
+/* Write len bytes at off of the data file now (data_dirty set). */
+int qcow2_pwrite_now (struct qcow2_image *q, const void *buf, uint64_t len,
+                      uint64_t off);
+/* Set active L1 entry l1i (raw, flags included) in both L1 copies. */
+void qcow2_l1_set (struct qcow2_image *q, uint64_t l1i, uint64_t e);
+/* Drop one reference to what L2 entry e points to (qcow2_free_later). */
+int qcow2_free_entry (struct qcow2_image *q, uint64_t e);
+/* Does the backing file read as zeros over [off, off + len)? */
+int qcow2_backing_zero (struct qcow2_image *q, uint64_t off, uint64_t len,
+                        bool *zero);
+
+/* qcow2-snapimport.c */
+int qcow2_snapshot_import (struct vd_image *img, const char *name, int fd,
+                           uint64_t size, const struct vd_snapshot *t);
+int qcow2_snapshot_set_times (struct vd_image *img, const char *name,
+                              const struct vd_snapshot *t);
 
 #endif

@@ -316,6 +316,16 @@ struct vd_format {
    * device).  Shrinking is never asked for. */
   int (*zero) (struct vd_image *img, uint64_t count, uint64_t offset);
   int (*resize) (struct vd_image *img, uint64_t size);
+
+  /* Internal snapshots made from bytes (images opened VD_OPEN_RDWR; NULL:
+   * the format cannot): see vd_image_snapshot_import and
+   * vd_image_snapshot_set_times below.  Called with the write lock held,
+   * arguments validated (name not empty, fd a regular file, size a
+   * multiple of 512, t's fields in range). */
+  int (*snapshot_import) (struct vd_image *img, const char *name, int fd,
+                          uint64_t size, const struct vd_snapshot *t);
+  int (*snapshot_set_times) (struct vd_image *img, const char *name,
+                             const struct vd_snapshot *t);
 };
 
 /* The drivers. */
@@ -377,6 +387,31 @@ int vd_image_pwrite (struct vd_image *img, const void *buf, size_t count,
 int vd_image_zero (struct vd_image *img, uint64_t count, uint64_t offset);
 int vd_image_flush (struct vd_image *img);
 int vd_image_resize (struct vd_image *img, uint64_t size);
+/* Make the internal snapshot called name read as the guest bytes in fd (a
+ * regular file: size bytes, holes read as zeros; SEEK_DATA/SEEK_HOLE skip
+ * holes), replacing the snapshot of that name if there is one (its id
+ * kept) or adding a new one (next free numeric id).  Clusters whose bytes
+ * equal the ACTIVE layer's guest bytes at the same offset are shared with
+ * the active layer (refcount + 1), not copied; all-zero clusters take no
+ * space (zero flag / unallocated as the format allows: v2 with a backing
+ * file must allocate where the backing file does not read zeros); other
+ * clusters are newly allocated and written.  The active layer's guest
+ * bytes, its L1 and everything another snapshot references are unchanged.
+ * t (may be NULL): date_sec, date_nsec, vm_clock_nsec to record (NULL: keep
+ * the replaced snapshot's, or now and 0 for a new one); disk_size = size;
+ * vm_state_size 0.  Durable (flushed) when it returns 0.  -1 with errno:
+ * EBADF (not opened VD_OPEN_RDWR), ENOTSUP (the format or this image
+ * cannot: qcow2 with an external data file), EINVAL (empty name or one
+ * longer than the format allows, fd not a regular file, size not a
+ * multiple of 512 or too big, t out of range), EFBIG (a disk the format
+ * cannot map, too many snapshots), EIO (corrupt metadata, logged).  fd is
+ * read with pread; its file position is left anywhere (SEEK_DATA). */
+int vd_image_snapshot_import (struct vd_image *img, const char *name, int fd,
+                              uint64_t size, const struct vd_snapshot *t);
+/* Set the date and VM clock of the internal snapshot called name (t not
+ * NULL; ENOENT when there is none).  Durable when it returns 0. */
+int vd_image_snapshot_set_times (struct vd_image *img, const char *name,
+                                 const struct vd_snapshot *t);
 /* Is buf all zero bytes? */
 bool vd_is_zero (const void *buf, size_t len);
 

@@ -66,6 +66,15 @@
 
 #define XML_MAX (16 << 20)
 
+/* TEMPORARY until libvirt-nvram.c lands (helper nvram). */
+bool libvirt_nvram_path_ok (const char *path) __attribute__ ((weak));
+bool
+libvirt_nvram_path_ok (const char *path)
+{
+  vd_error ("%s: NVRAM files are not made yet", path);
+  return false;
+}
+
 /* TEMPORARY until formats/ has them (helper snapimp). */
 int vd_image_snapshot_import (struct vd_image *img, const char *name, int fd,
                               uint64_t size, const struct vd_snapshot *t)
@@ -249,6 +258,44 @@ refresh_domain (const char *domain)
   }
 }
 
+/* The domain's NVRAM file (<os><nvram>PATH</nvram>, or its <source
+ * file=>), malloc'd, or NULL. */
+static char *
+nvram_path (const char *xml, size_t len)
+{
+  xmlDocPtr doc = xmlReadMemory (xml, (int) len, NULL, NULL,
+                                 XML_PARSE_NONET | XML_PARSE_NOERROR
+                                 | XML_PARSE_NOWARNING);
+  xmlNodePtr nv;
+  char *path = NULL;
+
+  if (!doc)
+    return NULL;
+  nv = child_elem (child_elem (xmlDocGetRootElement (doc), "os"), "nvram");
+  if (nv) {
+    xmlNodePtr src = child_elem (nv, "source");
+    xmlChar *f = src ? xmlGetProp (src, (const xmlChar *) "file") : NULL;
+    if (f) {
+      path = strdup ((const char *) f);
+      xmlFree (f);
+    }
+    else {
+      xmlChar *t = xmlNodeGetContent (nv);
+      if (t) {
+        path = strdup ((const char *) t);
+        xmlFree (t);
+      }
+    }
+    trim (path);
+    if (path && !path[0]) {
+      free (path);
+      path = NULL;
+    }
+  }
+  xmlFreeDoc (doc);
+  return path;
+}
+
 /* ---- Where a disk may be created. ---- */
 
 /* Is path absolute, without ".", ".." or empty components? */
@@ -396,6 +443,21 @@ check_disks (virConnectPtr c, const char *domain, const char *xml,
     }
   }
   domxml_disks_free (disks, n);
+  if (r == 0) {
+    /* Its NVRAM file: one that exists, a regular file, or one that may
+     * be made in libvirt's nvram directory. */
+    CLEANUP_FREE char *nv = nvram_path (xml, len);
+    struct stat st;
+    if (nv && !(plain_path (nv) && lstat (nv, &st) == 0
+                && S_ISREG (st.st_mode))
+        && !libvirt_nvram_path_ok (nv)) {
+      vd_error ("domain %s: domain.xml: its NVRAM file %s is neither an "
+                "existing file nor one that may be made in libvirt's "
+                "nvram directory: refused, nothing created or defined",
+                domain, nv);
+      r = -1;
+    }
+  }
   if (r < 0)
     errno = EACCES;
   return r;
@@ -611,6 +673,64 @@ disk_path (virConnectPtr c, const struct domxml_disk *d,
   if (k->src == DOMXML_SRC_VOLUME && d->pool && d->volume)
     return ds_volume_path (c, d->pool, d->volume);
   return NULL;
+}
+
+/* nvram.fd of a domain: its NVRAM file made if missing (in libvirt's
+ * nvram directory only), then written as a disk. */
+static int
+domain_nvram (const char *domain, int fd)
+{
+  CLEANUP_FREE char *xml = NULL, *nv = NULL, *what = NULL;
+  virConnectPtr c;
+  virDomainPtr dom;
+  struct stat st;
+  int active, nfd, r = RESTORE_DISK, e = 0;
+
+  if (asprintf (&what, "domain %s: nvram.fd", domain) < 0)
+    what = NULL;
+  c = conn_rw (what);
+  if (!c)
+    return -1;
+  dom = virDomainLookupByName (c, domain);
+  if (!dom) {
+    virConnectClose (c);
+    return RESTORE_KEEP;        /* its domain.xml has not come yet */
+  }
+  xml = virDomainGetXMLDesc (dom, VIR_DOMAIN_XML_INACTIVE);
+  active = virDomainIsActive (dom);
+  virDomainFree (dom);
+  virConnectClose (c);
+  nv = xml ? nvram_path (xml, strlen (xml)) : NULL;
+  if (!nv)
+    return RESTORE_KEEP;        /* no NVRAM: a file kept aside */
+  if (active == 1) {
+    vd_error ("%s: the domain is running: its NVRAM is written only while "
+              "it is shut off", what);
+    errno = EBUSY;
+    return -1;
+  }
+  if (lstat (nv, &st) < 0) {
+    if (!libvirt_nvram_path_ok (nv) || fstat (fd, &st) < 0) {
+      errno = EACCES;
+      return -1;
+    }
+    nfd = open (nv, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC,
+                0600);
+    if (nfd < 0 || ftruncate (nfd, st.st_size) < 0) {
+      e = errno;
+      vd_error ("%s: creating %s: %s", what, nv, strerror (e));
+      if (nfd >= 0) {
+        close (nfd);
+        unlink (nv);
+      }
+      errno = e;
+      return -1;
+    }
+    close (nfd);
+    vd_info ("%s: created %s", what, nv);
+  }
+  refresh_domain (domain);
+  return r;
 }
 
 static int
@@ -1076,6 +1196,8 @@ libvirt_complete (const char *dirpath, const char *name, int fd)
       r = define_domain (domain, fd);
     else if (strlen (name) > 4 && strcmp (name + strlen (name) - 4, ".img") == 0)
       r = domain_disk (domain, name, fd);
+    else if (strcmp (name, "nvram.fd") == 0)
+      r = domain_nvram (domain, fd);
   }
   else if (nc == 3 && strcmp (comp[1], "snapshots") == 0) {
     snap = vd_name_unescape (comp[2]);

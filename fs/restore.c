@@ -498,6 +498,19 @@ restore_may_stage (struct fs_node *dir)
   return p->may_stage && p->may_stage (dir);
 }
 
+static bool
+has_record (fuse_ino_t ino)
+{
+  bool r;
+
+  if (__atomic_load_n (&npending, __ATOMIC_RELAXED) == 0)
+    return false;
+  pthread_mutex_lock (&pending_lock);
+  r = find_locked (ino) != NULL;
+  pthread_mutex_unlock (&pending_lock);
+  return r;
+}
+
 /* The first component of path, with its slash ("/web" of
  * "/web/snapshots/s1"): malloc'd. */
 static char *
@@ -585,7 +598,10 @@ offer (struct fs_staging *s, char **dom)
       *dom = domain_of (dir->path);
   }
  out:
-  if (r == RESTORE_KEEP && !s->overlay)
+  /* It waits for the rest of its VM where one is being restored (a
+   * pending directory, or one a copy made); elsewhere (an rsync
+   * temporary file before its rename) it is an ordinary staging file. */
+  if (r == RESTORE_KEEP && !s->overlay && has_record (dir->ino))
     __atomic_store_n (&s->complete, true, __ATOMIC_RELAXED);
   else if (r < 0)
     __atomic_store_n (&s->complete, false, __ATOMIC_RELAXED);

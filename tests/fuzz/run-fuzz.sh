@@ -9,7 +9,7 @@
 # stack trace when anything crashes, leaks, hits UB or times out.
 #
 # Environment:
-#   FUZZ_SECONDS=40        run time per target (7 targets: under 5
+#   FUZZ_SECONDS=20        run time per target (7 targets: under 3
 #                          minutes in all)
 #   FUZZ_TARGETS="qcow2 qed qcow lvm-json domxml json write"
 #                          (qcow: QCOW version 1, formats/libqcow.c;
@@ -47,7 +47,7 @@ set -u
 
 srcdir=${abs_top_srcdir:-$(cd "$(dirname "$0")/../.." && pwd)}
 builddir=${abs_top_builddir:-$srcdir}
-FUZZ_SECONDS=${FUZZ_SECONDS:-40}
+FUZZ_SECONDS=${FUZZ_SECONDS:-20}
 FUZZ_TARGETS=${FUZZ_TARGETS:-qcow2 qed qcow lvm-json domxml json write}
 FUZZ_NICE=${FUZZ_NICE:-10}
 FUZZ_ARGS=${FUZZ_ARGS:-}

@@ -5,8 +5,8 @@
 # mount): qemu-img check exits 0 or 3 (leaked clusters at worst, never 2:
 # corruption), the snapshots read exactly as before; every few trials,
 # and at the end, a complete restore after a restart gives the backup's
-# bytes.  WRITE_CRASH_TRIALS (default 50) trials on the qcow2 image,
-# WRITE_CRASH_RAW_TRIALS (default 20) on the raw one.  The qcow2
+# bytes.  WRITE_CRASH_TRIALS (default 20) trials on the qcow2 image,
+# WRITE_CRASH_RAW_TRIALS (default 8) on the raw one.  The qcow2
 # part is skipped (with a message) until the qcow2 writer lands.
 # SPDX-License-Identifier: GPL-3.0-or-later
 
@@ -23,8 +23,8 @@ mkdir -p "$DIR" "$BK"
 mkdir -m 0700 "$STAGE"
 MiB=$((1024 * 1024))
 SIZE=$((32 * MiB))
-QTRIALS=${WRITE_CRASH_TRIALS:-50}
-RTRIALS=${WRITE_CRASH_RAW_TRIALS:-20}
+QTRIALS=${WRITE_CRASH_TRIALS:-20}
+RTRIALS=${WRITE_CRASH_RAW_TRIALS:-8}
 failures=0
 
 check ()                        # MESSAGE COMMAND...
