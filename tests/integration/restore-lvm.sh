@@ -18,9 +18,10 @@
 #    differences (remounted with -o snapsize=8M, every byte of the LV
 #    differs): cp fails with ENOSPC, the log says why; the thin one is
 #    restored;
-#  - (c) the VM undefined, s1 deleted, the LVs kept: cp -a of the whole
-#    backup directory defines it again, and s1 comes back made by the
-#    restore (no mkdir made it: the snapshot is created, then written).
+#  - (c) only with VD_RESTORE_LVM_WHOLE=1: the VM undefined, s1 deleted,
+#    the LVs kept: cp -a of the whole backup directory defines it again,
+#    and s1 comes back made by the restore (no mkdir made it: the
+#    snapshot is created, then written).
 #    The restore takes only paths resolving to /dev/dm-N for existing
 #    logical volumes: the guest has no udev (its /dev/mapper nodes are
 #    LVM's), so /dev/vg0/LV are made links to /dev/dm-N first, as udev
@@ -40,8 +41,10 @@ if [ -z "${VD_GUEST_HOSTTMP:-}" ]; then
     /tmp/*) echo "SKIP: build tree under /tmp (a tmpfs in the guest)"; exit 77 ;;
   esac
   [ -x "$abs_top_builddir/vmdiskfs" ] || { echo "FAIL: vmdiskfs not built"; exit 1; }
-  exec bash "$srcdir/tests/lvm/guest.sh" "$srcdir/tests/integration/restore-lvm.sh"
+  exec bash "$srcdir/tests/lvm/guest.sh" "$srcdir/tests/integration/restore-lvm.sh" \
+    "${VD_RESTORE_LVM_WHOLE:-0}"
 fi
+whole=${1:-0}
 
 # ---- in the guest ----
 . "$abs_top_srcdir/tests/lvm/guest-lib.sh"
@@ -205,20 +208,27 @@ lv_holds thin "$B/snapshots/s1/vdb.img" "(d) vdb"
 lvs -o lv_name,origin,lv_size,lv_attr,data_percent,snap_percent vg0
 
 # ---- (c) the VM undefined, its LVs kept: cp -a of the whole directory ----
-# /dev/vg0/LV a link to /dev/dm-N, as udev makes it.
-for l in disk thin; do
-  mm=$(stat -L -c '%t %T' "/dev/vg0/$l")
-  maj=$((0x${mm% *})) min=$((0x${mm#* }))
-  [ -b "/dev/dm-$min" ] || mknod "/dev/dm-$min" b "$maj" "$min"
-  ln -sfn "/dev/dm-$min" "/dev/vg0/$l"
-done
-ls -l /dev/vg0
+if [ "$whole" != 1 ]; then
+  echo "(c) not run (VD_RESTORE_LVM_WHOLE=1 runs it)"
+  umount_fs
+  $V undefine lvmdom
+  finish
+fi
 timeout -s KILL 120 rmdir "$D/snapshots/s1" || bad "(c) rmdir snapshots/s1"
 umount_fs
 mount_fs 40M
 for t in vda vdb; do
   cp "$B/$t.img" "${dev[$t]}" || fail "(c) cp $B/$t.img ${dev[$t]}"
 done
+# /dev/vg0/LV a link to /dev/dm-N, as udev makes it (LVM remade the
+# links when the snapshots went).
+for l in disk thin; do
+  mm=$(stat -L -c '%t %T' "/dev/vg0/$l")
+  maj=$((0x${mm% *})) min=$((0x${mm#* }))
+  [ -b "/dev/dm-$min" ] || mknod "/dev/dm-$min" b "$maj" "$min"
+  ln -sfn "/dev/dm-$min" "/dev/vg0/$l"
+done
+ls -l /dev/vg0 | sed 's/^/  /'
 run $V undefine lvmdom
 for i in $(seq 50); do [ -e "$D" ] || break; sleep 0.2; done
 [ -e "$D" ] && bad "(c) $D still there after undefine"
