@@ -18,7 +18,7 @@
 #    differences (remounted with -o snapsize=8M, every byte of the LV
 #    differs): cp fails with ENOSPC, the log says why; the thin one is
 #    restored;
-#  - (c) only with VD_RESTORE_LVM_WHOLE=1: the VM undefined, s1 deleted,
+#  - (c) (VD_RESTORE_LVM_WHOLE=0 leaves it out): the VM undefined, s1 deleted,
 #    the LVs kept: cp -a of the whole backup directory defines it again,
 #    and s1 comes back made by the restore (no mkdir made it: the
 #    snapshot is created, then written).
@@ -42,7 +42,7 @@ if [ -z "${VD_GUEST_HOSTTMP:-}" ]; then
   esac
   [ -x "$abs_top_builddir/vmdiskfs" ] || { echo "FAIL: vmdiskfs not built"; exit 1; }
   exec bash "$srcdir/tests/lvm/guest.sh" "$srcdir/tests/integration/restore-lvm.sh" \
-    "${VD_RESTORE_LVM_WHOLE:-0}"
+    "${VD_RESTORE_LVM_WHOLE:-1}"
 fi
 whole=${1:-0}
 
@@ -209,7 +209,7 @@ lvs -o lv_name,origin,lv_size,lv_attr,data_percent,snap_percent vg0
 
 # ---- (c) the VM undefined, its LVs kept: cp -a of the whole directory ----
 if [ "$whole" != 1 ]; then
-  echo "(c) not run (VD_RESTORE_LVM_WHOLE=1 runs it)"
+  echo "(c) not run (VD_RESTORE_LVM_WHOLE=0)"
   umount_fs
   $V undefine lvmdom
   finish
