@@ -56,6 +56,26 @@
 #include "escape.h"
 #include "vec.h"
 
+
+/* vd_busy_holder, vd_busy_quiet (vdformat.h): per thread. */
+static __thread char busy_holder[128];
+static __thread bool busy_quiet;
+
+const char *
+vd_busy_holder (void)
+{
+  return busy_holder;
+}
+
+void
+vd_busy_quiet (bool quiet)
+{
+  busy_quiet = quiet;
+  if (quiet)
+    busy_holder[0] = '\0';
+}
+
+
 #define MAX_SYMLINKS 40
 
 static pthread_mutex_t forbid_lock = PTHREAD_MUTEX_INITIALIZER;
@@ -533,9 +553,12 @@ vd_open_checked (const char *path, unsigned flags,
      * writes it. */
     if (vd_qemu_lock (fd, VD_LOCK_WRITE, holder, sizeof holder) < 0) {
       int e = errno;
-      if (e == EBUSY)
-        vd_error ("%s: in use by %s: not opened for writing", canon,
-                  holder);
+      if (e == EBUSY) {
+        snprintf (busy_holder, sizeof busy_holder, "%s", holder);
+        if (!busy_quiet)
+          vd_error ("%s: in use by %s: not opened for writing", canon,
+                    holder);
+      }
       else
         vd_error ("%s: cannot lock for writing: %s", canon, strerror (e));
       close (fd);

@@ -428,6 +428,13 @@ bool vd_is_zero (const void *buf, size_t len);
 #define VD_LOCK_WRITE   0x1
 #define VD_LOCK_RESIZE  0x2
 int vd_qemu_lock (int fd, unsigned perms, char *holder, size_t holder_len);
+/* The holder (as vd_qemu_lock names it) of the image that the last open
+ * for writing in this thread found locked (EBUSY), or "".  While
+ * vd_busy_quiet (true) is in effect in a thread, such a refusal is not
+ * logged there: the caller logs it, with what it knows more (the domain
+ * and the disk). */
+const char *vd_busy_holder (void);
+void vd_busy_quiet (bool quiet);
 void vd_qemu_unlock_resize (int fd);
 /* Does another open file hold any of qemu's lock bytes a writer would
  * conflict with (101-104, 201-204 ...)?  1 yes (holder filled), 0 no,

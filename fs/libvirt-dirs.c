@@ -57,6 +57,26 @@ snapshots_domain (struct fs_node *dir, char **name)
   return dom;
 }
 
+/* Is a disk of the domain node dom open for writing here (write.c)? */
+static bool
+writing (struct fs_node *dom)
+{
+  size_t i;
+  bool r = false;
+
+  tree_rdlock ();
+  for (i = 0; dom->attached && i < dom->nchildren && !r; i++) {
+    struct fs_node *k = dom->children[i];
+    if (k->type != FS_NODE_DISK)
+      continue;
+    pthread_mutex_lock (&k->lock);
+    r = k->writer != NULL;
+    pthread_mutex_unlock (&k->lock);
+  }
+  tree_unlock ();
+  return r;
+}
+
 /* The domain changed through us: refetch it now (its snapshot list and
  * XML, and LVM's answer), so that the reply shows the result. */
 static void
@@ -124,6 +144,16 @@ libvirt_mkdir (struct fs_node *dir, const char *ename, struct fs_node **out)
     what = NULL;
     inode_unref (dom);
     errno = ENOMEM;
+    return -1;
+  }
+  if (writing (dom)) {
+    /* Our own writer holds the domain's lock until its last close:
+     * waiting for it would hold this mkdir in the kernel, unkillable. */
+    vd_error ("domain %s: %s: a disk of the domain is open for writing "
+              "in this mount (a restore): try again when it is closed",
+              domain, what);
+    inode_unref (dom);
+    errno = EBUSY;
     return -1;
   }
   c = snap_conn (domain, what);
@@ -256,6 +286,14 @@ libvirt_rmdir (struct fs_node *dir, const char *ename, struct fs_node *sn)
     what = NULL;
     inode_unref (dom);
     errno = ENOMEM;
+    return -1;
+  }
+  if (writing (dom)) {
+    vd_error ("domain %s: %s: a disk of the domain is open for writing "
+              "in this mount (a restore): try again when it is closed",
+              domain, what);
+    inode_unref (dom);
+    errno = EBUSY;
     return -1;
   }
   c = snap_conn (domain, what);

@@ -206,6 +206,7 @@ int scan_domain (struct build *b, const struct domxml_disk *cur, size_t ncur,
 int scan_lvm_snapshots (struct build *b, const char *fname, const char *path,
                         const struct snap_list *l, int err);
 void scan_free (struct build *b);
+int scan_nvram (struct build *b, const char *xml, size_t len, bool running);
 
 /* ---- libvirt-apply.c ---- */
 void apply_domain (struct fs_node *node, struct virt_dom *d, struct build *b,
@@ -236,5 +237,15 @@ int libvirt_may_pend (struct fs_node *dir, const char *ename);
 int libvirt_complete (const char *dirpath, const char *name, int fd);
 int libvirt_lvm_snapshot_write (const char *domain, const char *snap,
                                 const char *lv, int fd);
+
+/* ---- libvirt-nvram.c ---- */
+/* May an NVRAM file be created at path for a domain being restored?  True
+ * only for a plain file name directly inside libvirt's nvram directory
+ * (qemu:///system: /var/lib/libvirt/qemu/nvram), no "..", no symlink
+ * components, not existing yet.  False with a log line otherwise. */
+bool libvirt_nvram_path_ok (const char *path);
+/* libvirt's default NVRAM path of a domain (<nvram dir>/<name>_VARS.fd),
+ * malloc'd; NULL without a local nvram directory (or on ENOMEM). */
+char *libvirt_nvram_default (const char *domain);
 
 #endif /* VD_LIBVIRT_PRIV_H */

@@ -66,37 +66,6 @@
 
 #define XML_MAX (16 << 20)
 
-/* TEMPORARY until libvirt-nvram.c lands (helper nvram). */
-bool libvirt_nvram_path_ok (const char *path) __attribute__ ((weak));
-bool
-libvirt_nvram_path_ok (const char *path)
-{
-  vd_error ("%s: NVRAM files are not made yet", path);
-  return false;
-}
-
-/* TEMPORARY until formats/ has them (helper snapimp). */
-int vd_image_snapshot_import (struct vd_image *img, const char *name, int fd,
-                              uint64_t size, const struct vd_snapshot *t)
-  __attribute__ ((weak));
-int vd_image_snapshot_set_times (struct vd_image *img, const char *name,
-                                 const struct vd_snapshot *t)
-  __attribute__ ((weak));
-int
-vd_image_snapshot_import (struct vd_image *img, const char *name, int fd,
-                          uint64_t size, const struct vd_snapshot *t)
-{
-  errno = ENOTSUP;
-  return -1;
-}
-int
-vd_image_snapshot_set_times (struct vd_image *img, const char *name,
-                             const struct vd_snapshot *t)
-{
-  errno = ENOTSUP;
-  return -1;
-}
-
 /* ---- Small helpers. ---- */
 
 /* The whole of fd (an XML file), NUL-terminated: malloc'd, or NULL with
@@ -258,41 +227,22 @@ refresh_domain (const char *domain)
   }
 }
 
-/* The domain's NVRAM file (<os><nvram>PATH</nvram>, or its <source
- * file=>), malloc'd, or NULL. */
+/* The domain's NVRAM file (<os><nvram>, either form; for an
+ * <os firmware='efi'> without one, libvirt's default path), malloc'd, or
+ * NULL. */
 static char *
-nvram_path (const char *xml, size_t len)
+nvram_path (const char *domain, const char *xml, size_t len)
 {
-  xmlDocPtr doc = xmlReadMemory (xml, (int) len, NULL, NULL,
-                                 XML_PARSE_NONET | XML_PARSE_NOERROR
-                                 | XML_PARSE_NOWARNING);
-  xmlNodePtr nv;
+  struct domxml_nvram nv;
   char *path = NULL;
 
-  if (!doc)
+  if (domxml_parse_nvram (xml, len, &nv) < 0)
     return NULL;
-  nv = child_elem (child_elem (xmlDocGetRootElement (doc), "os"), "nvram");
-  if (nv) {
-    xmlNodePtr src = child_elem (nv, "source");
-    xmlChar *f = src ? xmlGetProp (src, (const xmlChar *) "file") : NULL;
-    if (f) {
-      path = strdup ((const char *) f);
-      xmlFree (f);
-    }
-    else {
-      xmlChar *t = xmlNodeGetContent (nv);
-      if (t) {
-        path = strdup ((const char *) t);
-        xmlFree (t);
-      }
-    }
-    trim (path);
-    if (path && !path[0]) {
-      free (path);
-      path = NULL;
-    }
-  }
-  xmlFreeDoc (doc);
+  if (nv.path && nv.path[0])
+    path = strdup (nv.path);
+  else if (!nv.path && nv.firmware && strcmp (nv.firmware, "efi") == 0)
+    path = libvirt_nvram_default (domain);
+  domxml_nvram_clear (&nv);
   return path;
 }
 
@@ -446,7 +396,7 @@ check_disks (virConnectPtr c, const char *domain, const char *xml,
   if (r == 0) {
     /* Its NVRAM file: one that exists, a regular file, or one that may
      * be made in libvirt's nvram directory. */
-    CLEANUP_FREE char *nv = nvram_path (xml, len);
+    CLEANUP_FREE char *nv = nvram_path (domain, xml, len);
     struct stat st;
     if (nv && !(plain_path (nv) && lstat (nv, &st) == 0
                 && S_ISREG (st.st_mode))
@@ -700,7 +650,7 @@ domain_nvram (const char *domain, int fd)
   active = virDomainIsActive (dom);
   virDomainFree (dom);
   virConnectClose (c);
-  nv = xml ? nvram_path (xml, strlen (xml)) : NULL;
+  nv = xml ? nvram_path (domain, xml, strlen (xml)) : NULL;
   if (!nv)
     return RESTORE_KEEP;        /* no NVRAM: a file kept aside */
   if (active == 1) {
@@ -826,6 +776,36 @@ open_current (const char *domain, const char *fname, struct fs_node **node,
   return img;
 }
 
+/* The tree's node of snapshots/<snap>/<fname> of domain (a reference),
+ * or NULL. */
+static struct fs_node *
+snapshot_node (const char *domain, const char *snap, const char *fname)
+{
+  CLEANUP_FREE char *ed = vd_name_escape (domain), *es = vd_name_escape (snap);
+  struct fs_node *a, *b = NULL, *c = NULL, *d = NULL;
+
+  if (!ed || !es)
+    return NULL;
+  a = child_of (tree_root (), ed);
+  if (a)
+    b = child_of (a, "snapshots");
+  if (b)
+    c = child_of (b, es);
+  if (c)
+    d = child_of (c, fname);
+  if (a)
+    inode_unref (a);
+  if (b)
+    inode_unref (b);
+  if (c)
+    inode_unref (c);
+  if (d && d->type != FS_NODE_DISK) {
+    inode_unref (d);
+    d = NULL;
+  }
+  return d;
+}
+
 static void
 close_current (struct fs_node *node, struct vd_image *img, void *token)
 {
@@ -869,7 +849,7 @@ snapshot_disk (const char *domain, const char *snap, const char *fname,
   CLEANUP_FREE char *path = NULL, *what = NULL;
   struct vd_snapshot t;
   struct vd_image *img;
-  struct fs_node *node;
+  struct fs_node *node, *snapnode = NULL;
   void *token;
   struct stat st;
   bool known;
@@ -926,11 +906,28 @@ snapshot_disk (const char *domain, const char *snap, const char *fname,
     goto out;
   }
   known = snapshot_times (dom, snap, &t);
+  /* A reader of the snapshot being replaced would read freed clusters. */
+  snapnode = snapshot_node (domain, snap, fname);
+  if (snapnode) {
+    unsigned nopen;
+    pthread_mutex_lock (&snapnode->lock);
+    nopen = snapnode->nopen;
+    pthread_mutex_unlock (&snapnode->lock);
+    if (nopen) {
+      vd_error ("%s: the snapshot's disk is open (being read): not "
+                "replaced", what);
+      inode_unref (snapnode);
+      e = EBUSY;
+      goto out;
+    }
+  }
   img = open_current (domain, fname, &node, &token);
   if (!img) {
     e = errno ? errno : EIO;
     vd_error ("%s: the current disk cannot be opened for writing: %s",
               what, strerror (e));
+    if (snapnode)
+      inode_unref (snapnode);
     goto out;
   }
   if (vd_image_snapshot_import (img, snap, fd, st.st_size,
@@ -939,9 +936,16 @@ snapshot_disk (const char *domain, const char *snap, const char *fname,
     e = errno ? errno : EIO;
     vd_error ("%s: not restored: %s", what, strerror (e));
     close_current (node, img, token);
+    if (snapnode)
+      inode_unref (snapnode);
     goto out;
   }
   close_current (node, img, token);
+  if (snapnode) {
+    tree_set_disk (snapnode, NULL, 0);  /* the old one's image: reopen */
+    inode_unref (snapnode);
+    snapnode = NULL;
+  }
   vd_info ("%s: restored as the internal snapshot %s of %s", what, snap,
            path);
   r = RESTORE_DONE;

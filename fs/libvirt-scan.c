@@ -174,22 +174,21 @@ disk_path (struct build *b, const struct domxml_disk *d,
   return -1;
 }
 
-/* Fill s for target's disk at path (may be NULL) in format; snapshot
- * name snap (NULL: the image itself). */
+/* Fill s for the file fname (malloc'd, taken) showing target's disk at
+ * path (may be NULL) in format; snapshot name snap (NULL: the image
+ * itself). */
 static int
-fill_disk (struct build *b, struct disk_scan *s, const char *target,
-           const char *path, const char *format, const char *snap,
-           bool live, const struct domxml_disk *x)
+fill_named (struct build *b, struct disk_scan *s, char *fname,
+            const char *target, const char *path, const char *format,
+            const char *snap, bool live, const struct domxml_disk *x)
 {
-  CLEANUP_FREE char *et = vd_name_escape (target);
   struct img_info *ii;
   size_t i;
 
   memset (s, 0, sizeof *s);
-  if (!et || asprintf (&s->fname, "%s.img", et) < 0) {
-    s->fname = NULL;
+  s->fname = fname;
+  if (!s->fname)
     return -1;
-  }
   s->format = strdup (format);
   if (!s->format)
     return -1;
@@ -243,6 +242,20 @@ fill_disk (struct build *b, struct disk_scan *s, const char *target,
     return -1;
   s->size = ii->snaps[i].disk_size;
   return 0;
+}
+
+/* fill_named for <target>.img. */
+static int
+fill_disk (struct build *b, struct disk_scan *s, const char *target,
+           const char *path, const char *format, const char *snap,
+           bool live, const struct domxml_disk *x)
+{
+  CLEANUP_FREE char *et = vd_name_escape (target);
+  char *fname;
+
+  if (!et || asprintf (&fname, "%s.img", et) < 0)
+    fname = NULL;
+  return fill_named (b, s, fname, target, path, format, snap, live, x);
 }
 
 static struct snap_scan *
@@ -581,4 +594,56 @@ scan_domain (struct build *b, const struct domxml_disk *cur, size_t ncur,
   if (build_image_snapshots (b, snaps, nsnaps) < 0)
     return -1;
   return 0;
+}
+
+/* The domain's UEFI variable store (<os><nvram> of its XML xml) as
+ * nvram.fd among its current disks: a raw disk like the others (read,
+ * written by restores under the same locks, its size and mtime the
+ * file's), never part of a snapshot (libvirt's internal snapshots do not
+ * cover it).  <os firmware='efi'> without <nvram>: at libvirt's default
+ * path (libvirt-nvram.c).  No <nvram>, a network one: nothing.  A file
+ * that does not exist (yet): nothing either, as a file manager expects
+ * of a file that is not there (libvirt makes it from the template at the
+ * first start, whose lifecycle event rescans the domain); a backup never
+ * fails on it.  Any other failure to open it: shown empty, failing with
+ * EIO, as a disk.  0, or -1 (ENOMEM). */
+int
+scan_nvram (struct build *b, const char *xml, size_t len, bool running)
+{
+  struct domxml_nvram nv;
+  struct disk_scan *ds;
+  struct stat st;
+  const char *format;
+  int r = 0;
+
+  if (domxml_parse_nvram (xml, len, &nv) < 0)
+    return errno == ENOMEM ? -1 : 0;   /* unparsable: rebuild logged it */
+  if (!nv.path && !nv.type && streq (nv.firmware, "efi")) {
+    /* Firmware chosen by libvirt at start: the store, if the firmware has
+     * one, is at libvirt's default path. */
+    nv.path = libvirt_nvram_default (b->dname);
+  }
+  if (!nv.path) {
+    if (nv.type && b->log)
+      vd_warn ("domain %s: its NVRAM (<nvram type='%s'>) is not shown (not "
+               "readable by vmdiskfs yet)", b->dname, nv.type);
+    goto out;
+  }
+  /* Not stat(2) (a symlink into our mount), and nothing inside the mount
+   * touched: such a path is left to fill_named (shown with EIO). */
+  if (!scan_inside_mount (nv.path)
+      && vd_stat_checked (nv.path, NULL, &st) < 0 && errno == ENOENT) {
+    if (b->log)
+      vd_info ("domain %s: its NVRAM %s does not exist yet (nvram.fd not "
+               "shown)", b->dname, nv.path);
+    goto out;
+  }
+  format = nv.format ? nv.format : "raw";
+  ds = add_disk (&b->disks, &b->ndisks, &b->capdisks);
+  if (!ds || fill_named (b, ds, strdup ("nvram.fd"), "nvram", nv.path,
+                         format, NULL, running, NULL) < 0)
+    r = -1;
+ out:
+  domxml_nvram_clear (&nv);
+  return r;
 }

@@ -115,13 +115,16 @@ libvirt_open_write (struct fs_node *node, void **token)
                 "written only while it is shut off", domain, node->name);
     goto out;
   }
+  vd_busy_quiet (true);
   img = vd_image_open_policy (path, format, VD_OPEN_RDWR, pol);
+  vd_busy_quiet (false);
   if (!img) {
     err = errno ? errno : EIO;
     if (err == EBUSY)
-      vd_error ("domain %s: %s: %s is in use by another program (see the "
-                "line above): not opened for writing", domain, node->name,
-                path);
+      vd_error ("domain %s: %s: %s is in use by %s: not opened for "
+                "writing", domain, node->name, path,
+                vd_busy_holder ()[0] ? vd_busy_holder ()
+                : "another program");
     goto out;
   }
   if (scanned.st_ino && (img->dev != scanned.st_dev

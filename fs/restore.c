@@ -598,6 +598,19 @@ offer (struct fs_staging *s, char **dom)
       *dom = domain_of (dir->path);
   }
  out:
+  if (r < 0 && !s->overlay) {
+    /* Refused: if it replaced a file of the tree (tar: unlink, create),
+     * that file shows again and the refused bytes go, as for cp and
+     * rename. */
+    t = child_of (dir, name);
+    if (t && hidden_test (dir->ino, name)) {
+      hidden_take (dir->ino, name);
+      staging_remove (s, 0);
+      tree_notify_entry (dir->ino, name);
+    }
+    if (t)
+      inode_unref (t);
+  }
   /* It waits for the rest of its VM where one is being restored (a
    * pending directory, or one a copy made); elsewhere (an rsync
    * temporary file before its rename) it is an ordinary staging file. */

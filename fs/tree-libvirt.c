@@ -210,6 +210,11 @@ rebuild (struct fs_node *node, struct virt_dom *d, virConnectPtr c, bool log)
       goto nomem;
   }
 
+  /* The UEFI variable store: a current disk, after the LVM snapshots
+   * (never part of a snapshot). */
+  if (px && scan_nvram (&b, px->data, px->len, d->running) < 0)
+    goto nomem;
+
   /* Watch the current disks' files. */
   watch = calloc (b.ndisks ? b.ndisks : 1, sizeof *watch);
   if (!watch)

@@ -22,6 +22,11 @@
  *       <disk type='network' device='disk'>
  *         <source protocol='rbd' name='pool/image'> ...
  *
+ *     <os>                      (or <os firmware='efi'>: libvirt chooses)
+ *       <loader readonly='yes' type='pflash'>/usr/share/OVMF/...</loader>
+ *       <nvram>/var/lib/libvirt/qemu/nvram/web_VARS.fd</nvram>
+ *         or <nvram type='file'><source file='...'/></nvram>
+ *
  *   <domainsnapshot>
  *     <name>nightly</name>
  *     <description>vmdisk-snapshot ...</description>
@@ -308,6 +313,87 @@ domxml_parse_domain (const char *xml, size_t len, struct domxml_disk **disks,
   r = parse_disks (child (root, "devices"), false, disks, n);
   xmlFreeDoc (doc);
   return r;
+}
+
+void
+domxml_nvram_clear (struct domxml_nvram *nv)
+{
+  free (nv->type);
+  free (nv->path);
+  free (nv->format);
+  free (nv->template);
+  free (nv->loader);
+  free (nv->loader_type);
+  free (nv->firmware);
+  memset (nv, 0, sizeof *nv);
+}
+
+/* The text of element n, without the blanks around it (a hand-written
+ * XML may wrap the path); NULL when empty or absent.  *oom on ENOMEM. */
+static char *
+trimmed_text (const xmlNode *n, bool *oom)
+{
+  xmlChar *v = n ? xmlNodeGetContent (n) : NULL;
+  const char *b, *e;
+  char *s = NULL;
+
+  if (!v)
+    return NULL;
+  b = (const char *) v;
+  b += strspn (b, " \t\r\n");
+  e = b + strlen (b);
+  while (e > b && strchr (" \t\r\n", e[-1]))
+    e--;
+  if (e > b && (s = strndup (b, e - b)) == NULL)
+    *oom = true;
+  xmlFree (v);
+  return s;
+}
+
+int
+domxml_parse_nvram (const char *xml, size_t len, struct domxml_nvram *nv)
+{
+  xmlDoc *doc = read_doc (xml, len);
+  const xmlNode *root, *os, *n, *src;
+  bool oom = false;
+
+  memset (nv, 0, sizeof *nv);
+  if (!doc)
+    return -1;
+  root = xmlDocGetRootElement (doc);
+  if (!root || !is_elem (root, "domain")) {
+    xmlFreeDoc (doc);
+    errno = EINVAL;
+    return -1;
+  }
+  os = child (root, "os");
+  nv->firmware = attr (os, "firmware", &oom);
+  if (os && (n = child (os, "loader")) != NULL) {
+    nv->loader = trimmed_text (n, &oom);
+    nv->loader_type = attr (n, "type", &oom);
+  }
+  if (os && (n = child (os, "nvram")) != NULL) {
+    nv->type = attr (n, "type", &oom);
+    nv->format = attr (n, "format", &oom);
+    nv->template = attr (n, "template", &oom);
+    src = child (n, "source");
+    if (nv->type || src) {
+      /* A storage source: a file or a block device has a path here;
+       * network (protocol= name=) has none. */
+      nv->path = attr (src, "file", &oom);
+      if (!nv->path)
+        nv->path = attr (src, "dev", &oom);
+    }
+    else
+      nv->path = trimmed_text (n, &oom);
+  }
+  xmlFreeDoc (doc);
+  if (oom) {
+    domxml_nvram_clear (nv);
+    errno = ENOMEM;
+    return -1;
+  }
+  return 0;
 }
 
 void

@@ -86,6 +86,31 @@ struct domxml_class {
 void domxml_disk_classify (const struct domxml_disk *d,
                            struct domxml_class *c);
 
+/* A domain's UEFI variable store, from its <os>:
+ *
+ *   <loader readonly='yes' type='pflash'>/usr/share/OVMF/OVMF_CODE.fd</loader>
+ *   <nvram template='...'>/var/lib/libvirt/qemu/nvram/web_VARS.fd</nvram>
+ *
+ * or, libvirt >= 8.5 (Debian 12's 9.0 schema has it), a storage source
+ * as a disk's:
+ *
+ *   <nvram type='file'><source file='/.../web_VARS.fd'/></nvram>
+ *   <nvram type='block'><source dev='/dev/vg/web-vars'/></nvram>
+ *
+ * Missing parts are NULL. */
+struct domxml_nvram {
+  char *type;         /* type=: file block network ...; NULL: the text form */
+  char *path;         /* the text, <source file>, or <source dev>; NULL:
+                         no <nvram>, an empty one, or a network source   */
+  char *format;       /* format= (libvirt >= 9.2): raw qcow2             */
+  char *template;     /* template=: what libvirt copies at first start  */
+  char *loader;       /* <loader> text: the firmware                     */
+  char *loader_type;  /* <loader type>: rom pflash                       */
+  char *firmware;     /* <os firmware>: efi bios (libvirt chooses the
+                         firmware at start; an efi one without <nvram>
+                         has its store at libvirt's default path)        */
+};
+
 void domxml_init (void);
 /* The <disk> elements of a <domain> document.  0, or -1 with errno
  * (EINVAL: not well-formed or not a domain). */
@@ -98,6 +123,12 @@ int domxml_parse_snapshot (const char *xml, size_t len,
  * nesting and, for <inactiveDomain>, the element's name: malloc'd, or
  * NULL with errno (ENOENT: none). */
 char *domxml_snapshot_domain (const char *xml, size_t len, size_t *outlen);
+/* The <os><loader> and <os><nvram> of a <domain> document (not the
+ * pSeries <devices><nvram>).  0 (nv all NULL without them), or -1 with
+ * errno (EINVAL: not well-formed or not a domain; ENOMEM). */
+int domxml_parse_nvram (const char *xml, size_t len,
+                        struct domxml_nvram *nv);
+void domxml_nvram_clear (struct domxml_nvram *nv);
 void domxml_disks_free (struct domxml_disk *disks, size_t n);
 void domxml_snapshot_clear (struct domxml_snapshot *snap);
 

@@ -17,6 +17,7 @@ pkgs=(
   netcat-openbsd   # tests/integration/live-image.sh: talks to qemu's monitor
   qemu-guest-agent   # tests/integration/domsnap-agent.sh: runs in its guest
   xz-utils   # tests/lvm/guest.sh: the guest kernel's modules may be .ko.xz
+  ovmf   # tests/integration/nvram.sh: UEFI firmware and variable store
   clang libclang-rt-14-dev
   # benchmarks
   fio libqcow-utils

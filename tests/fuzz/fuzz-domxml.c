@@ -61,6 +61,11 @@ LLVMFuzzerTestOneInput (const uint8_t *data, size_t size)
     check_disks (snap.snapdisks, snap.nsnapdisks);
     domxml_snapshot_clear (&snap);
   }
+  {
+    struct domxml_nvram nv;
+    if (domxml_parse_nvram ((const char *) data, size, &nv) == 0)
+      domxml_nvram_clear (&nv);
+  }
   dom = domxml_snapshot_domain ((const char *) data, size, &len);
   if (dom) {
     if (len > size + 1 || len == 0 || dom[len - 1] != '\n') {

@@ -163,8 +163,14 @@ for n in 'with space' 'snïmök ✓'; do
 done
 check_snap_disk "$s/snïmök ✓/vdb.img" "$B" 'snïmök ✓'
 
-# Elsewhere: EPERM; an existing name: EEXIST.
-expect EPERM mkdir "$MNT/newdomain"
+# At the top, an unknown name is a pending domain (restore-vm.sh): made,
+# shown, removed without a trace; a domain's name: EEXIST.  Elsewhere:
+# EPERM; an existing name: EEXIST.
+expect OK mkdir "$MNT/newdomain"
+check "pending newdomain not listed" sh -c "ls '$MNT' | grep -qx newdomain"
+expect OK rmdir "$MNT/newdomain"
+check "pending newdomain still there" test ! -e "$MNT/newdomain"
+expect EEXIST mkdir "$d"
 expect EPERM mkdir "$d/newdir"
 expect EPERM mkdir "$s/nightly/newdir"
 expect EEXIST mkdir "$d/snapshots"

@@ -63,6 +63,20 @@ _start:
         incl    %edx
 4:      movl    %edx, mult
 
+        # Resume: when sector 1 holds "VDTW" (an earlier run, or the disk
+        # restored from a backup of one), count on from its counter.
+        movl    $1, dap_lba
+        movw    $1, dap_count
+        movb    $0x42, %ah              # int 13h AH=42h: extended read
+        movb    drive, %dl
+        movw    $dap, %si
+        int     $0x13
+        jc      main_loop
+        cmpl    $0x57544456, buffer     # "VDTW"
+        jne     main_loop
+        movl    buffer+4, %eax
+        movl    %eax, counter
+
 main_loop:
         incl    counter
 

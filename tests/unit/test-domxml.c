@@ -1,7 +1,8 @@
 /* Unit test of snapshotter/domxml.c: the disks of a domain's XML, the facts of a
  * snapshot's XML, and the domain definition cut out of a snapshot's XML
  * (<inactiveDomain> preferred, renamed, de-indented), as libvirt 9 writes
- * them; and what a disk is (domxml_disk_classify).
+ * them; what a disk is (domxml_disk_classify); and a domain's <os>
+ * <loader> and <nvram> (domxml_parse_nvram).
  *
  * SPDX-License-Identifier: GPL-3.0-or-later
  */
@@ -92,6 +93,78 @@ static const char snapshot[] =
   "    <name>web</name>\n"
   "  </domain>\n"
   "</domainsnapshot>\n";
+
+/* <os><loader> and <os><nvram>: the text form, the storage source form
+ * (file, block, network), none, and the pSeries <devices><nvram> that is
+ * no variable store. */
+static void
+test_nvram (void)
+{
+  static const char text[] =
+    "<domain type='qemu'><name>u</name>\n"
+    "  <os>\n"
+    "    <type arch='x86_64' machine='pc'>hvm</type>\n"
+    "    <loader readonly='yes' type='pflash'>/usr/share/OVMF/OVMF_CODE.fd"
+    "</loader>\n"
+    "    <nvram template='/usr/share/OVMF/OVMF_VARS.fd'>\n"
+    "      /var/lib/libvirt/qemu/nvram/u_VARS.fd\n"
+    "    </nvram>\n"
+    "  </os>\n"
+    "  <devices><nvram><address type='spapr-vio' reg='0x3000'/></nvram>"
+    "</devices>\n"
+    "</domain>";
+  static const char file[] =
+    "<domain><name>u</name><os><nvram type='file' format='raw'>"
+    "<source file='/img/u &amp; v_VARS.fd'/></nvram></os></domain>";
+  static const char block[] =
+    "<domain><name>u</name><os><nvram type='block'>"
+    "<source dev='/dev/vg/u-vars'/></nvram></os></domain>";
+  static const char net[] =
+    "<domain><name>u</name><os><nvram type='network'>"
+    "<source protocol='iscsi' name='iqn.x/1'/></nvram></os></domain>";
+  static const char none[] =
+    "<domain><name>u</name><os><nvram/></os>"
+    "<devices><nvram>/not/this</nvram></devices></domain>";
+  static const char efi[] =
+    "<domain><name>u</name><os firmware='efi'><type>hvm</type></os>"
+    "</domain>";
+  struct domxml_nvram nv;
+
+  CHECK (domxml_parse_nvram (text, strlen (text), &nv) == 0);
+  CHECK (eq (nv.path, "/var/lib/libvirt/qemu/nvram/u_VARS.fd"));
+  CHECK (nv.type == NULL && nv.format == NULL);
+  CHECK (eq (nv.template, "/usr/share/OVMF/OVMF_VARS.fd"));
+  CHECK (eq (nv.loader, "/usr/share/OVMF/OVMF_CODE.fd"));
+  CHECK (eq (nv.loader_type, "pflash"));
+  domxml_nvram_clear (&nv);
+  CHECK (nv.path == NULL && nv.loader == NULL);
+
+  CHECK (domxml_parse_nvram (file, strlen (file), &nv) == 0);
+  CHECK (eq (nv.type, "file") && eq (nv.path, "/img/u & v_VARS.fd"));
+  CHECK (eq (nv.format, "raw") && nv.loader == NULL);
+  domxml_nvram_clear (&nv);
+  CHECK (domxml_parse_nvram (block, strlen (block), &nv) == 0);
+  CHECK (eq (nv.type, "block") && eq (nv.path, "/dev/vg/u-vars"));
+  domxml_nvram_clear (&nv);
+  CHECK (domxml_parse_nvram (net, strlen (net), &nv) == 0);
+  CHECK (eq (nv.type, "network") && nv.path == NULL);
+  domxml_nvram_clear (&nv);
+  CHECK (domxml_parse_nvram (none, strlen (none), &nv) == 0);
+  CHECK (nv.path == NULL && nv.type == NULL && nv.loader == NULL);
+  CHECK (nv.firmware == NULL);
+  domxml_nvram_clear (&nv);
+  CHECK (domxml_parse_nvram (efi, strlen (efi), &nv) == 0);
+  CHECK (eq (nv.firmware, "efi") && nv.path == NULL && nv.loader == NULL);
+  domxml_nvram_clear (&nv);
+  /* The domain without <os> of the tests above. */
+  CHECK (domxml_parse_nvram (domain, strlen (domain), &nv) == 0);
+  CHECK (nv.path == NULL && nv.loader == NULL);
+  domxml_nvram_clear (&nv);
+
+  CHECK (domxml_parse_nvram ("<domain", 7, &nv) < 0);
+  CHECK (domxml_parse_nvram (snapshot, strlen (snapshot), &nv) < 0);
+  CHECK (nv.path == NULL);
+}
 
 int
 main (void)
@@ -232,6 +305,8 @@ main (void)
   }
   t = domxml_snapshot_domain (domain, strlen (domain), &len);
   CHECK (t == NULL);
+
+  test_nvram ();
 
   if (failures)
     return 1;

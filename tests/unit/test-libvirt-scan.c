@@ -1,7 +1,8 @@
 /* vmdiskfs - unit test of the libvirt provider's model (fs/libvirt-scan.c):
  * a domain's XML, libvirt's snapshots, the images' own snapshot tables
  * (real qcow2 images made by qemu-img) and LVM's answer to the disks and
- * snapshot directories the provider shows, with no libvirt connection.
+ * snapshot directories the provider shows, with no libvirt connection;
+ * a domain's NVRAM (nvram.fd) and where a restore may create one.
  *
  * SPDX-License-Identifier: GPL-3.0-or-later
  */
@@ -368,6 +369,178 @@ test_disk_kinds (void)
   domxml_disks_free (cur, ncur);
 }
 
+/* <os><nvram> as nvram.fd among the current disks (raw, the file's size
+ * and times), in both of libvirt's forms; none for a file that does not
+ * exist yet or a network one; never in a snapshot. */
+static void
+test_nvram (void)
+{
+  CLEANUP_FREE char *dx = NULL, *vars = NULL, *sx = snapshot_xml ();
+  struct build b = { .dname = "uefi", .log = true };
+  struct domxml_disk *cur = NULL;
+  struct virt_snap *s1 = snap ("s1", sx);
+  const struct disk_scan *d;
+  const char *tail;
+  size_t ncur = 0, i;
+  struct stat st;
+
+  REQUIRE (asprintf (&vars, "%s/uefi_VARS.fd", dir) >= 0);
+  REQUIRE (asprintf (&dx,
+    "<domain type='qemu'>\n"
+    "  <name>uefi</name>\n"
+    "  <os>\n"
+    "    <type arch='x86_64' machine='pc'>hvm</type>\n"
+    "    <loader readonly='yes' type='pflash'>/usr/share/OVMF/OVMF_CODE.fd"
+    "</loader>\n"
+    "    <nvram>%s</nvram>\n"
+    "  </os>\n"
+    "  <devices>\n"
+    "    <disk type='file' device='disk'>\n"
+    "      <driver name='qemu' type='qcow2'/>\n"
+    "      <source file='%s/vda.qcow2'/>\n"
+    "      <target dev='vda'/>\n"
+    "    </disk>\n"
+    "  </devices>\n"
+    "</domain>", vars, dir) >= 0);
+  REQUIRE (domxml_parse_domain (dx, strlen (dx), &cur, &ncur) == 0);
+
+  /* Not there yet (libvirt makes it at the first start): not shown. */
+  unlink (vars);
+  REQUIRE (scan_domain (&b, cur, ncur, false, s1, 1) == 0);
+  REQUIRE (scan_nvram (&b, dx, strlen (dx), false) == 0);
+  CHECK (b.ndisks == 1 && find_disk (b.disks, b.ndisks, "nvram.fd") == NULL);
+  scan_free (&b);
+  memset (&b, 0, sizeof b);
+  b.dname = "uefi";
+
+  run ("truncate -s 128K %s/uefi_VARS.fd", dir);
+  run ("printf 'VARS' | dd of=%s/uefi_VARS.fd bs=1 seek=1000 conv=notrunc "
+       "status=none", dir);
+  REQUIRE (stat (vars, &st) == 0);
+  REQUIRE (scan_domain (&b, cur, ncur, true, s1, 1) == 0);
+  REQUIRE (scan_nvram (&b, dx, strlen (dx), true) == 0);
+  CHECK (b.ndisks == 2);
+  d = find_disk (b.disks, b.ndisks, "nvram.fd");
+  REQUIRE (d != NULL);
+  CHECK (eq (d->path, vars) && eq (d->format, "raw"));
+  CHECK (d->err == 0 && d->size == 128 << 10 && d->live);
+  CHECK (d->snap_id == NULL && d->policy == NULL && d->have_st);
+  CHECK (d->st.st_ino == st.st_ino);
+  CHECK (d->st.st_mtim.tv_sec == st.st_mtim.tv_sec
+         && d->st.st_mtim.tv_nsec == st.st_mtim.tv_nsec);
+  CHECK (d->read_mode == (st.st_mode & 0444));
+  /* Snapshots: their disks only. */
+  CHECK (b.nsnaps >= 1);
+  for (i = 0; i < b.nsnaps; i++)
+    CHECK (find_disk (b.snaps[i].disks, b.snaps[i].ndisks, "nvram.fd")
+           == NULL);
+  scan_free (&b);
+  domxml_disks_free (cur, ncur);
+  virt_snaps_free (s1, 1);
+
+  /* The storage source form, and a network one (not shown). */
+  {
+    CLEANUP_FREE char *fx = NULL;
+    static const char nx[] =
+      "<domain><name>uefi</name><os><nvram type='network'>"
+      "<source protocol='iscsi' name='iqn.x/1'/></nvram></os></domain>";
+    static const char no[] =
+      "<domain><name>uefi</name><os><type>hvm</type></os></domain>";
+
+    REQUIRE (asprintf (&fx, "<domain><name>uefi</name><os>"
+                       "<nvram type='file'><source file='%s'/></nvram>"
+                       "</os></domain>", vars) >= 0);
+    memset (&b, 0, sizeof b);
+    b.dname = "uefi";
+    CHECK (scan_nvram (&b, fx, strlen (fx), false) == 0);
+    CHECK (b.ndisks == 1 && eq (b.disks[0].fname, "nvram.fd"));
+    CHECK (b.ndisks == 1 && b.disks[0].size == 128 << 10
+           && !b.disks[0].live && b.disks[0].err == 0);
+    CHECK (scan_nvram (&b, nx, strlen (nx), false) == 0);
+    CHECK (scan_nvram (&b, no, strlen (no), false) == 0);
+    CHECK (scan_nvram (&b, "<domain", 7, false) == 0);
+    CHECK (b.ndisks == 1);
+    scan_free (&b);
+  }
+
+  /* <os firmware='efi'> (libvirt chooses the firmware at start): at
+   * libvirt's default path, for qemu:///session under $XDG_CONFIG_HOME;
+   * nothing where there is no such file or no local directory. */
+  {
+    static const char ex[] =
+      "<domain><name>uefi</name><os firmware='efi'><type>hvm</type></os>"
+      "</domain>";
+    CLEANUP_FREE char *want = NULL, *got = NULL;
+
+    setenv ("XDG_CONFIG_HOME", dir, 1);
+    virt_uri = (char *) "qemu:///session";
+    run ("mkdir -p %s/libvirt/qemu/nvram", dir);
+    REQUIRE (asprintf (&want, "%s/libvirt/qemu/nvram/uefi_VARS.fd", dir) >= 0);
+    got = libvirt_nvram_default ("uefi");
+    CHECK (eq (got, want));
+    CHECK (libvirt_nvram_default ("a/b") == NULL);
+    memset (&b, 0, sizeof b);
+    b.dname = "uefi";
+    CHECK (scan_nvram (&b, ex, strlen (ex), false) == 0);
+    CHECK (b.ndisks == 0);
+    REQUIRE (link (vars, want) == 0);
+    CHECK (scan_nvram (&b, ex, strlen (ex), false) == 0);
+    CHECK (b.ndisks == 1 && eq (b.disks[0].path, want));
+    CHECK (b.ndisks == 1 && b.disks[0].size == 128 << 10);
+    CHECK (libvirt_nvram_path_ok (want) == false);      /* exists */
+    unlink (want);
+    CHECK (libvirt_nvram_path_ok (want));
+    scan_free (&b);
+    virt_uri = NULL;
+    memset (&b, 0, sizeof b);
+    b.dname = "uefi";
+    CHECK (scan_nvram (&b, ex, strlen (ex), false) == 0);
+    CHECK (b.ndisks == 0);
+    scan_free (&b);
+  }
+
+  /* A directory is no image: shown empty, failing with EIO. */
+  {
+    CLEANUP_FREE char *fx = NULL;
+
+    REQUIRE (asprintf (&fx, "<domain><name>uefi</name><os>"
+                       "<nvram>%s</nvram></os></domain>", dir) >= 0);
+    memset (&b, 0, sizeof b);
+    b.dname = "uefi";
+    CHECK (scan_nvram (&b, fx, strlen (fx), false) == 0);
+    CHECK (b.ndisks == 1 && b.disks[0].err == EIO);
+    scan_free (&b);
+  }
+
+  /* Where a restore may create it: directly inside libvirt's nvram
+   * directory (qemu:///system), nothing else; nothing is created. */
+  virt_system_uri = true;
+  CHECK (!libvirt_nvram_path_ok (NULL));
+  CHECK (!libvirt_nvram_path_ok ("uefi_VARS.fd"));
+  CHECK (!libvirt_nvram_path_ok ("/etc/vmdiskfs-evil_VARS.fd"));
+  CHECK (!libvirt_nvram_path_ok ("/var/lib/libvirt/qemu/nvram"));
+  CHECK (!libvirt_nvram_path_ok ("/var/lib/libvirt/qemu/nvram/"));
+  CHECK (!libvirt_nvram_path_ok ("/var/lib/libvirt/qemu/nvram/.."));
+  CHECK (!libvirt_nvram_path_ok ("/var/lib/libvirt/qemu/nvram/../x.fd"));
+  CHECK (!libvirt_nvram_path_ok ("/var/lib/libvirt/qemu/nvram//x.fd"));
+  CHECK (!libvirt_nvram_path_ok ("/var/lib/libvirt/qemu/nvram/a/x.fd"));
+  CHECK (!libvirt_nvram_path_ok ("/var/lib/libvirt/qemu/nvramx/x.fd"));
+  CHECK (!libvirt_nvram_path_ok (vars));
+  tail = "/var/lib/libvirt/qemu/nvram/vdt-unit-no-such_VARS.fd";
+  if (lstat ("/var/lib/libvirt/qemu/nvram", &st) == 0 && S_ISDIR (st.st_mode)
+      && lstat ("/var/lib/libvirt", &st) == 0 && !S_ISLNK (st.st_mode)) {
+    CHECK (libvirt_nvram_path_ok (tail));
+    CHECK (lstat (tail, &st) < 0 && errno == ENOENT);
+  }
+  else {
+    fprintf (stderr, "no /var/lib/libvirt/qemu/nvram: refused\n");
+    CHECK (!libvirt_nvram_path_ok (tail));
+  }
+  /* A remote host's directory is not ours to check. */
+  virt_system_uri = false;
+  CHECK (!libvirt_nvram_path_ok (tail));
+}
+
 int
 main (void)
 {
@@ -393,6 +566,7 @@ main (void)
   test_domain ();
   test_inside_mount ();
   test_disk_kinds ();
+  test_nvram ();
 
   run ("rm -rf %s", dir);
   if (failures) {
