@@ -235,6 +235,8 @@ bool libvirt_may_stage (struct fs_node *dir);
 /* ---- libvirt-restore.c ---- */
 int libvirt_may_pend (struct fs_node *dir, const char *ename);
 int libvirt_complete (const char *dirpath, const char *name, int fd);
+int libvirt_lvm_snapshot_write (const char *domain, const char *snap,
+                                const char *lv, int fd);
 
 /* ---- libvirt-nvram.c ---- */
 /* May an NVRAM file be created at path for a domain being restored?  True

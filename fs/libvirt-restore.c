@@ -887,6 +887,14 @@ snapshot_disk (const char *domain, const char *snap, const char *fname,
     e = EBUSY;
     goto out;
   }
+  if (!k.qcow2 && S_ISBLK (st.st_mode)) {
+    /* A logical volume: an LVM snapshot of it holds the bytes. */
+    if (libvirt_lvm_snapshot_write (domain, snap, path, fd) < 0)
+      e = errno;
+    else
+      r = RESTORE_DONE;
+    goto out;
+  }
   if (!k.qcow2) {
     vd_error ("%s: the disk is %s %s, which holds no internal snapshots: "
               "not restored", what, k.format, path);
