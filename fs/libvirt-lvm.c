@@ -13,6 +13,8 @@
 
 #include <dirent.h>
 #include <errno.h>
+#include <unistd.h>
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -177,6 +179,15 @@ lvm_use (const char *id, unsigned flags, fuse_ino_t ino)
   pthread_mutex_lock (&act_lock);
   for (i = 0; i < nactive; i++)
     if (strcmp (active[i].id, id) == 0) {
+      char dev[PATH_MAX];
+      /* A snapshot removed (rmdir) and made again under its name is
+       * not active any more: its record goes, and it is activated. */
+      snprintf (dev, sizeof dev, "/dev/%s", id);
+      if (access (dev, F_OK) < 0 && errno == ENOENT) {
+        free (active[i].id);
+        active[i] = active[--nactive];
+        break;
+      }
       active[i].used_ms = vd_now_ms ();
       goto out;
     }

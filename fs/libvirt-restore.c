@@ -319,12 +319,15 @@ static bool
 existing_lv (const char *path)
 {
   struct stat st;
-  CLEANUP_FREE char *real = NULL;
+  char sys[64];
 
   if (stat (path, &st) < 0 || !S_ISBLK (st.st_mode))
     return false;
-  real = realpath (path, NULL);
-  return real && strncmp (real, "/dev/dm-", 8) == 0;
+  /* A device-mapper device has a dm/ in sysfs (with udev or without:
+   * /dev/VG/LV may lead to /dev/dm-N or to /dev/mapper/VG-LV). */
+  snprintf (sys, sizeof sys, "/sys/dev/block/%u:%u/dm",
+            major (st.st_rdev), minor (st.st_rdev));
+  return access (sys, F_OK) == 0;
 }
 
 /* Check every disk a domain being restored names (see the head
