@@ -923,11 +923,17 @@ qcow2_resize (struct vd_image *img, uint64_t size)
     uint64_t head = MIN ((old_size + a - 1) & ~(a - 1), size), pos;
     uint64_t cend = MIN ((old_size + c - 1) & ~(c - 1), size);
     struct vd_extent e;
+    bool data = false;
 
-    if (cend > old_size
-        && (longer
-            || (qcow2_block_status (img, old_size, cend - old_size, &e) == 0
-                && (e.type == VD_EXTENT_DATA || e.length < cend - old_size)))) {
+    /* Data anywhere in the rest of the cluster (zero and unallocated
+     * subclusters side by side are not data). */
+    for (pos = old_size; !longer && pos < cend; pos += e.length)
+      if (qcow2_block_status (img, pos, cend - pos, &e) < 0
+          || e.type == VD_EXTENT_DATA || e.length == 0) {
+        data = true;
+        break;
+      }
+    if (cend > old_size && (longer || data)) {
       /* The partial (sub)cluster by writing, the rest of the cluster (its
        * other subclusters) by zeroing. */
       for (pos = old_size; pos < head; ) {

@@ -230,6 +230,27 @@ else
   echo "SKIP (part): virsh start $D4 (firmware='efi') failed: $(cat "$TEST_DIR/start.err")"
 fi
 
+# ---- A deleted UEFI VM copied back: its NVRAM file is made again in
+# libvirt's nvram directory, with the backup's bytes (restore-vm.sh does
+# the rest of a whole-VM restore). ----
+
+if [ -f "$VARS4" ]; then
+  lv_pool "$P-pool" "$IMG"      # its disk's directory: a storage pool
+  check "cp -a $DD4 (backup)" cp -a "$DD4" "$BK/"
+  B4=$BK/$(basename "$DD4")
+  check "the backup has no nvram.fd: $(ls "$B4")" test -f "$B4/nvram.fd"
+  lv_virsh undefine --nvram "$D4" >/dev/null || fail "virsh undefine --nvram $D4"
+  check "$VARS4 still there after undefine --nvram" test ! -e "$VARS4"
+  check "$DD4 still shown after undefine" wait_for 10 test ! -e "$DD4"
+  check "cp -a of the backup back into the mount" cp -a "$B4" "$MNT/"
+  check "$D4 not defined again" lv_virsh dominfo "$D4"
+  check "$VARS4 not made again" test -f "$VARS4"
+  check "$VARS4 differs from the backup's nvram.fd" same_bytes "$VARS4" "$B4/nvram.fd"
+  check "$VARS4 mode $(stat -c %a "$VARS4" 2>&1), want 600" eq "$(stat -c %a "$VARS4" 2>&1)" 600
+  check "$D4/nvram.fd differs from the backup's" same_bytes "$DD4/nvram.fd" "$B4/nvram.fd"
+  check "staging not empty" wait_for 5 staging_empty
+fi
+
 stop_vmdiskfs "$MNT" || check "the daemon exited with $?" false
 [ $failures = 0 ] || fail "$failures checks failed"
 echo PASS
