@@ -224,12 +224,20 @@ prune_locked (void)
 bool
 restore_hides (struct fs_node *dir, const char *name, pid_t pid)
 {
+  static uint64_t pruned_ms;     /* pending_lock */
   struct pending **pp;
   bool r = false;
 
   if (__atomic_load_n (&npending, __ATOMIC_RELAXED) == 0)
     return false;
   pthread_mutex_lock (&pending_lock);
+  /* Every lookup asks: forget the records that hide nothing any more (at
+   * most once a second), so that once the copies are done lookups are
+   * back to the lock-free test above. */
+  if (vd_now_ms () - pruned_ms >= 1000) {
+    pruned_ms = vd_now_ms ();
+    prune_locked ();
+  }
   pp = find_locked (dir->ino);
   if (pp && pid == (*pp)->maker && !revealed_locked (*pp, name)
       && maker_alive (*pp))
