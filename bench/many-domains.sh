@@ -15,7 +15,9 @@
 # Run as root from a built tree (not part of `make check`):
 #   bench/many-domains.sh              N=1000 S=10, about 2 minutes
 #   N=200 S=5 bench/many-domains.sh
-# Environment: N S VMDISKFS LV_URI; RUNS=n (mount, ls, ls -R twice, n
+# Environment: N S VMDISKFS LV_URI; COMPARE=ANOTHER_VMDISKFS (each run
+# mounts it too, after VMDISKFS: before/after figures on the same
+# domains); RUNS=n (mount, ls, ls -R twice, n
 # times: n cold figures); PROFILE=CMD (run as CMD DAEMON_PID LIBVIRTD_PID
 # during the first cold ls -R, then sent SIGINT: e.g. a script running
 # perf record -g -p "$1"); KEEP=1 (wait for Enter before the cleanup, to
@@ -104,10 +106,16 @@ cpu ()
 }
 lvpid=$(pgrep -x -o libvirtd)
 
+bins=("$VMDISKFS")
+[ -n "${COMPARE:-}" ] && bins+=("$COMPARE")
+mounted=false
 for ((run = 1; run <= ${RUNS:-1}; run++)); do
-  [ "$run" -gt 1 ] && stop_vmdiskfs "$MNT"
+ for bin in "${bins[@]}"; do
+  $mounted && stop_vmdiskfs "$MNT"
+  [ ${#bins[@]} -gt 1 ] && echo "many-domains: run $run: $bin"
   t=$(date +%s%N)
-  start_vmdiskfs "$MNT" -o connect="$LV_URI"
+  VMDISKFS=$bin start_vmdiskfs "$MNT" -o connect="$LV_URI"
+  mounted=true
   echo "many-domains: mounted in $(ms "$t") ms; $(mem)"
   pid=$(vmdiskfs_pid "$MNT")
   t=$(date +%s%N)
@@ -131,6 +139,7 @@ for ((run = 1; run <= ${RUNS:-1}; run++)); do
       wait "$prof"
     fi
   done
+ done
 done
 t=$(date +%s%N)
 files=$(find "$MNT/$P"-* -type f | wc -l)
