@@ -529,10 +529,10 @@ virt_same_names (const struct virt_dom *d, const struct virt_snap *v, size_t n)
   return true;
 }
 
-/* Fetch everything of the domain from libvirt into d (refresh_lock). 0,
- * or -1: the domain is gone (errno ENOENT) or libvirt failed (logged). */
-int
-virt_fetch_domain (struct virt_dom *d, bool refetch)
+/* virt_fetch_domain; running: the domain's state as its virDomainPtr
+ * came (a listing's, just made: one call less), or -1 to ask. */
+static int
+fetch_domain (struct virt_dom *d, bool refetch, int running)
 {
   struct virt_snap *v;
   size_t n;
@@ -559,7 +559,7 @@ virt_fetch_domain (struct virt_dom *d, bool refetch)
       fs_blob_unref (nb);
   }
   free (x);
-  active = virDomainIsActive (d->dom);
+  active = running >= 0 ? running : virDomainIsActive (d->dom);
   if (active >= 0)
     d->running = active == 1;
   if (virt_fetch_snapshots (d, true, refetch, &v, &n) == 0) {
@@ -568,6 +568,14 @@ virt_fetch_domain (struct virt_dom *d, bool refetch)
     d->nsnaps = n;
   }
   return 0;
+}
+
+/* Fetch everything of the domain from libvirt into d (refresh_lock). 0,
+ * or -1: the domain is gone (errno ENOENT) or libvirt failed (logged). */
+int
+virt_fetch_domain (struct virt_dom *d, bool refetch)
+{
+  return fetch_domain (d, refetch, -1);
 }
 
 /* ---- Prefetch.  The first scan of a domain costs some 4 + S libvirt
@@ -660,7 +668,10 @@ pre_main (void *arg)
     if (!c)
       err = ENOTCONN;
     else {
-      if (virt_fetch_domain (&tmp, true) < 0)
+      /* The listing's domain (refresh_root, just now) says whether it
+       * runs: a start or stop since sent an event, which drops this. */
+      if (fetch_domain (&tmp, true,
+                        virDomainGetID (tmp.dom) != (unsigned) -1) < 0)
         err = errno ? errno : EIO;
       virConnectClose (c);
     }
