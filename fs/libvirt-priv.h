@@ -63,6 +63,20 @@ struct virt_snap {
   struct fs_blob *xml;
 };
 
+/* A domain's libvirt data fetched ahead by the prefetch threads
+ * (libvirt-source.c), for its first scan: pre_lock. */
+enum { PRE_QUEUED, PRE_RUNNING, PRE_DONE };
+struct virt_pre {
+  int state;
+  unsigned epoch;                  /* virt_epoch when queued             */
+  virDomainPtr dom;                /* the listing's                      */
+  int err;                         /* PRE_DONE: 0, or the fetch failed   */
+  struct fs_blob *xml;
+  bool running;
+  struct virt_snap *snaps;         /* sorted by name                     */
+  size_t nsnaps;
+};
+
 /* priv of a domain directory. */
 struct virt_dom {
   char *name;                      /* constant */
@@ -85,6 +99,9 @@ struct virt_dom {
   struct virt_snap *snaps;         /* sorted by name                     */
   size_t nsnaps;
   int64_t first_seen;              /* when xml last changed              */
+
+  /* pre_lock (libvirt-source.c): fetched ahead, or NULL. */
+  struct virt_pre *pre;
 };
 
 /* priv of a disk node: how to open it; tree_lock. */
@@ -197,6 +214,10 @@ int virt_fetch_snapshots (struct virt_dom *d, bool xml, bool refetch,
 bool virt_same_names (const struct virt_dom *d, const struct virt_snap *v,
                       size_t n);
 int virt_fetch_domain (struct virt_dom *d, bool refetch);
+void virt_prefetch (struct fs_node **nodes, size_t n);
+bool virt_prefetch_take (struct virt_dom *d, unsigned ep, bool use);
+void virt_pre_free (struct virt_pre *p);
+void virt_prefetch_stop (void);
 
 /* ---- libvirt-scan.c ---- */
 bool scan_inside_mount (const char *path);

@@ -529,10 +529,10 @@ virt_same_names (const struct virt_dom *d, const struct virt_snap *v, size_t n)
   return true;
 }
 
-/* Fetch everything of the domain from libvirt into d (refresh_lock). 0,
- * or -1: the domain is gone (errno ENOENT) or libvirt failed (logged). */
-int
-virt_fetch_domain (struct virt_dom *d, bool refetch)
+/* virt_fetch_domain; running: the domain's state as its virDomainPtr
+ * came (a listing's, just made: one call less), or -1 to ask. */
+static int
+fetch_domain (struct virt_dom *d, bool refetch, int running)
 {
   struct virt_snap *v;
   size_t n;
@@ -559,7 +559,7 @@ virt_fetch_domain (struct virt_dom *d, bool refetch)
       fs_blob_unref (nb);
   }
   free (x);
-  active = virDomainIsActive (d->dom);
+  active = running >= 0 ? running : virDomainIsActive (d->dom);
   if (active >= 0)
     d->running = active == 1;
   if (virt_fetch_snapshots (d, true, refetch, &v, &n) == 0) {
@@ -568,4 +568,246 @@ virt_fetch_domain (struct virt_dom *d, bool refetch)
     d->nsnaps = n;
   }
   return 0;
+}
+
+/* Fetch everything of the domain from libvirt into d (refresh_lock). 0,
+ * or -1: the domain is gone (errno ENOENT) or libvirt failed (logged). */
+int
+virt_fetch_domain (struct virt_dom *d, bool refetch)
+{
+  return fetch_domain (d, refetch, -1);
+}
+
+/* ---- Prefetch.  The first scan of a domain costs some 4 + S libvirt
+ * calls (S snapshots), each a round trip to libvirtd; ls -R asks for one
+ * domain after the other, so a mount of 1,000 domains spent seconds
+ * waiting for them one at a time.  When the root's listing shows domains
+ * never scanned, PREFETCH_THREADS threads fetch their data (virt_fetch_
+ * domain, the same calls) ahead, in name order, several at a time:
+ * libvirt's client has many calls in flight on one connection and
+ * libvirtd answers them with several workers.  refresh_domain takes a
+ * domain's data from there for its first scan (virt_prefetch_take),
+ * waiting for a fetch under way, instead of calling libvirt itself; the
+ * rest of the scan (images, the tree) is unchanged.
+ *
+ * pre_lock protects the queue and every struct virt_pre (d->pre); it is
+ * taken with refresh_lock held or alone, and no lock is taken under it.
+ * A queued domain's node is held by a reference of the queue's, then of
+ * the thread fetching it, so its struct virt_dom outlives the fetch. ---- */
+
+#define PREFETCH_THREADS 4
+
+static pthread_mutex_t pre_lock = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t pre_cond = PTHREAD_COND_INITIALIZER;   /* queued  */
+static pthread_cond_t pre_done = PTHREAD_COND_INITIALIZER;   /* fetched */
+static struct fs_node **pre_queue;     /* [pre_head, pre_n) queued */
+static size_t pre_head, pre_n, pre_cap;
+static pthread_t pre_threads[PREFETCH_THREADS];
+static size_t pre_nthreads;
+static bool pre_quit;
+
+void
+virt_pre_free (struct virt_pre *p)
+{
+  if (!p)
+    return;
+  if (p->dom)
+    virDomainFree (p->dom);
+  fs_blob_unref (p->xml);
+  virt_snaps_free (p->snaps, p->nsnaps);
+  free (p);
+}
+
+/* The next node whose fetch is to be made (a reference of the caller's),
+ * or NULL to stop.  pre_lock held. */
+static struct fs_node *
+pre_next (void)
+{
+  while (!pre_quit) {
+    if (pre_head < pre_n) {
+      struct fs_node *node = pre_queue[pre_head++];
+      if (pre_head == pre_n)
+        pre_head = pre_n = 0;
+      return node;
+    }
+    pthread_cond_wait (&pre_cond, &pre_lock);
+  }
+  return NULL;
+}
+
+static void *
+pre_main (void *arg)
+{
+  struct fs_node *node;
+
+  pthread_mutex_lock (&pre_lock);
+  while ((node = pre_next ()) != NULL) {
+    struct virt_dom *d, tmp;
+    struct virt_pre *p;
+    virConnectPtr c;
+    int err = 0;
+
+    tree_rdlock ();
+    d = node->priv;
+    tree_unlock ();
+    p = d ? d->pre : NULL;
+    if (!p || p->state != PRE_QUEUED) {
+      /* Scanned meanwhile (virt_prefetch_take dropped it). */
+      pthread_mutex_unlock (&pre_lock);
+      inode_unref (node);
+      pthread_mutex_lock (&pre_lock);
+      continue;
+    }
+    p->state = PRE_RUNNING;
+    memset (&tmp, 0, sizeof tmp);
+    tmp.name = d->name;         /* constant */
+    tmp.dom = p->dom;           /* p is ours while PRE_RUNNING */
+    pthread_mutex_unlock (&pre_lock);
+
+    c = virt_get_conn ();
+    if (!c)
+      err = ENOTCONN;
+    else {
+      /* The listing's domain (refresh_root, just now) says whether it
+       * runs: a start or stop since sent an event, which drops this. */
+      if (fetch_domain (&tmp, true,
+                        virDomainGetID (tmp.dom) != (unsigned) -1) < 0)
+        err = errno ? errno : EIO;
+      virConnectClose (c);
+    }
+
+    pthread_mutex_lock (&pre_lock);
+    p->err = err;
+    p->xml = tmp.xml;
+    p->running = tmp.running;
+    p->snaps = tmp.snaps;
+    p->nsnaps = tmp.nsnaps;
+    p->state = PRE_DONE;
+    pthread_cond_broadcast (&pre_done);
+    pthread_mutex_unlock (&pre_lock);
+    inode_unref (node);
+    pthread_mutex_lock (&pre_lock);
+  }
+  pthread_mutex_unlock (&pre_lock);
+  return NULL;
+}
+
+static int
+pre_node_cmp (const void *a, const void *b)
+{
+  const struct fs_node *x = *(struct fs_node *const *) a;
+  const struct fs_node *y = *(struct fs_node *const *) b;
+
+  return strcmp (x->name, y->name);
+}
+
+/* refresh_lock held, not tree_lock: queue the fetch of the domains of
+ * nodes never scanned nor queued yet.  nodes holds references of the
+ * caller's, all given here (nodes is reordered). */
+void
+virt_prefetch (struct fs_node **nodes, size_t n)
+{
+  unsigned ep = __atomic_load_n (&virt_epoch, __ATOMIC_ACQUIRE);
+  size_t i, k = 0;
+
+  /* In the order of ls's listing. */
+  qsort (nodes, n, sizeof *nodes, pre_node_cmp);
+  pthread_mutex_lock (&pre_lock);
+  for (i = 0; i < n; i++) {
+    struct virt_dom *d;
+    struct virt_pre *p = NULL;
+    struct fs_node **t;
+
+    tree_rdlock ();
+    d = nodes[i]->priv;
+    tree_unlock ();
+    if (pre_quit || !d || d->scanned || d->pre || !d->dom)
+      continue;
+    t = vd_vec_grow (pre_queue, &pre_cap, pre_n, 1, sizeof *t);
+    if (t)
+      pre_queue = t;
+    if (!t || (p = calloc (1, sizeof *p)) == NULL)
+      continue;
+    p->state = PRE_QUEUED;
+    p->epoch = ep;
+    p->dom = d->dom;
+    virDomainRef (p->dom);
+    d->pre = p;
+    pre_queue[pre_n++] = nodes[i];
+    nodes[i] = NULL;            /* the queue's reference now */
+    k++;
+  }
+  while (k && !pre_quit && pre_nthreads < PREFETCH_THREADS
+         && pthread_create (&pre_threads[pre_nthreads], NULL, pre_main,
+                            NULL) == 0)
+    pre_nthreads++;
+  if (k)
+    pthread_cond_broadcast (&pre_cond);
+  pthread_mutex_unlock (&pre_lock);
+  for (i = 0; i < n; i++)
+    if (nodes[i])
+      inode_unref (nodes[i]);
+}
+
+/* refresh_lock held (refresh_domain, a first scan): d's data fetched
+ * ahead into d (its XML, state, snapshots and domain), if fetched in
+ * epoch ep without error: true.  A fetch under way is waited for; one
+ * queued is dropped (false: the caller fetches; its thread skips it).
+ * use false: whatever there is is dropped (an event named the domain since: it may have
+ * changed after the fetch). */
+bool
+virt_prefetch_take (struct virt_dom *d, unsigned ep, bool use)
+{
+  struct virt_pre *p;
+  bool ok = false;
+
+  pthread_mutex_lock (&pre_lock);
+  p = d->pre;
+  if (p && p->state == PRE_RUNNING)
+    while (p->state == PRE_RUNNING)
+      pthread_cond_wait (&pre_done, &pre_lock);
+  if (p) {
+    d->pre = NULL;
+    if (use && p->state == PRE_DONE && p->epoch == ep && !p->err) {
+      fs_blob_unref (d->xml);
+      d->xml = p->xml;
+      p->xml = NULL;
+      d->first_seen = time (NULL);
+      d->running = p->running;
+      virt_snaps_free (d->snaps, d->nsnaps);
+      d->snaps = p->snaps;
+      d->nsnaps = p->nsnaps;
+      p->snaps = NULL;
+      p->nsnaps = 0;
+      if (d->dom)
+        virDomainFree (d->dom);
+      d->dom = p->dom;
+      d->dom_epoch = p->epoch;
+      p->dom = NULL;
+      ok = true;
+    }
+  }
+  pthread_mutex_unlock (&pre_lock);
+  virt_pre_free (p);
+  return ok;
+}
+
+/* At exit, before the connection goes. */
+void
+virt_prefetch_stop (void)
+{
+  size_t i;
+
+  pthread_mutex_lock (&pre_lock);
+  pre_quit = true;
+  pthread_cond_broadcast (&pre_cond);
+  pthread_mutex_unlock (&pre_lock);
+  for (i = 0; i < pre_nthreads; i++)
+    pthread_join (pre_threads[i], NULL);
+  pre_nthreads = 0;
+  for (i = pre_head; i < pre_n; i++)
+    inode_unref (pre_queue[i]);
+  free (pre_queue);
+  pre_queue = NULL;
+  pre_head = pre_n = pre_cap = 0;
 }

@@ -131,6 +131,7 @@ dom_priv_free (void *p)
     virDomainFree (d->dom);
   fs_blob_unref (d->xml);
   virt_snaps_free (d->snaps, d->nsnaps);
+  virt_pre_free (d->pre);     /* no thread fetches: it holds the node */
   free (d);
 }
 
@@ -262,7 +263,7 @@ refresh_domain (struct fs_node *node)
 {
   struct virt_dom *d;
   virConnectPtr c;
-  bool scanned, full, recheck, changed, build, meta_changed;
+  bool scanned, full, recheck, changed, build, meta_changed, dirty;
   struct virt_watch meta = { NULL, { 0 }, 0 };
   unsigned ep = __atomic_load_n (&virt_epoch, __ATOMIC_ACQUIRE), dep;
   uint64_t now = vd_now_ms (), checked, disks_ms;
@@ -285,7 +286,8 @@ refresh_domain (struct fs_node *node)
   tree_unlock ();
 
   full = !scanned || dep != ep;
-  full |= virt_is_dirty (d->name, true);
+  dirty = virt_is_dirty (d->name, true);
+  full |= dirty;
   recheck = full || changed || meta_changed
     || now - checked >= (virt_system_uri ? LOCAL_RECHECK_MS : DOM_RECHECK_MS);
   if (recheck && virt_system_uri) {
@@ -299,7 +301,9 @@ refresh_domain (struct fs_node *node)
   build = full || changed;
 
   c = recheck ? virt_get_conn () : NULL;
-  if (c) {
+  if (c && !scanned && virt_prefetch_take (d, ep, !dirty))
+    ;                           /* fetched ahead, in this epoch */
+  else if (c) {
     /* Looked up again after an event: the name may stand for another
      * domain now (undefined and defined again). */
     if (!d->dom || d->dom_epoch != ep || full) {
@@ -380,10 +384,10 @@ refresh_root (struct fs_node *root)
 {
   struct virt_root *r = root->priv;
   virDomainPtr *doms = NULL;
-  struct fs_node **kids = NULL;
+  struct fs_node **kids = NULL, **fresh = NULL;
   virConnectPtr c;
   int n = 0, i;
-  size_t k = 0;
+  size_t k = 0, nfresh = 0;
   uint64_t now = vd_now_ms ();
 
   __atomic_store_n (&virt_root_dirty, 0, __ATOMIC_RELEASE);
@@ -396,8 +400,10 @@ refresh_root (struct fs_node *root)
     goto done;
   }
   kids = calloc (n ? n : 1, sizeof *kids);
-  if (!kids) {
+  fresh = calloc (n ? n : 1, sizeof *fresh);
+  if (!kids || !fresh) {
     vd_error ("out of memory");
+    free (kids);
     goto done;
   }
   tree_wrlock ();
@@ -412,6 +418,8 @@ refresh_root (struct fs_node *root)
     node = tree_find_child (root, ename);
     if (node && node->priv) {
       kids[k++] = inode_ref (node);
+      if (!((struct virt_dom *) node->priv)->scanned)
+        fresh[nfresh++] = inode_ref (node);
       continue;
     }
     node = tree_get_node (FS_NODE_DIR, "/%s", ename);
@@ -434,6 +442,7 @@ refresh_root (struct fs_node *root)
     doms[i] = NULL;
     tree_set_attr (&node->attr, S_IFDIR | 0555, 3, 0, 0, 0, d->first_seen, 0);
     kids[k++] = node;
+    fresh[nfresh++] = inode_ref (node);
   }
   tree_set_children (root, kids, k);
   root->attr.st_nlink = 2 + k;
@@ -441,7 +450,10 @@ refresh_root (struct fs_node *root)
   virt_prune_dirty (root);
   tree_unlock ();
   vd_debug ("%s: %zu domains", virt_uri, k);
+  /* Their first scans' libvirt calls, made ahead several at a time. */
+  virt_prefetch (fresh, nfresh);
  done:
+  free (fresh);
   tree_wrlock ();
   r->listed_ms = now;
   tree_unlock ();
@@ -614,6 +626,7 @@ libvirt_open_disk (struct fs_node *node)
 static void
 libvirt_stop (void)
 {
+  virt_prefetch_stop ();
   virt_conn_close ();
   lvm_idle_stop ();
   virt_events_stop ();
