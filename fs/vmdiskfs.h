@@ -33,6 +33,10 @@
  *   dirty_lock             the domains named by libvirt events
  *                          (libvirt-source.c); under tree_lock too
  *   notify_lock (tree.c)   the queue of kernel invalidations
+ *   pre_lock               the prefetch queue and its data
+ *                          (libvirt-source.c); with refresh_lock held or
+ *                          alone; the prefetch threads never take
+ *                          refresh_lock
  *   alloc_lock (tree.c)    which disk node's allocation a thread counts
  * Outside them all, the per-domain snapshot lock: a flock on
  * /run/vmdiskfs/<uuid>.lock (snapshotter/domsnap-lock.c, DESIGN.md) that
