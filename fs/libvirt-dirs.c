@@ -57,9 +57,12 @@ snapshots_domain (struct fs_node *dir, char **name)
   return dom;
 }
 
-/* Is a disk of the domain node dom open for writing here (write.c)? */
+/* Is a disk of the domain node dom open for writing here (write.c)?  Then
+ * what (mkdir or rmdir of a snapshot) is refused with a log line: our own
+ * writer holds the domain's lock until its last close, and waiting for it
+ * would hold the request in the kernel, unkillable. */
 static bool
-writing (struct fs_node *dom)
+writing (struct fs_node *dom, const char *domain, const char *what)
 {
   size_t i;
   bool r = false;
@@ -74,6 +77,10 @@ writing (struct fs_node *dom)
     pthread_mutex_unlock (&k->lock);
   }
   tree_unlock ();
+  if (r)
+    vd_error ("domain %s: %s: a disk of the domain is open for writing "
+              "in this mount (a restore): try again when it is closed",
+              domain, what);
   return r;
 }
 
@@ -146,12 +153,7 @@ libvirt_mkdir (struct fs_node *dir, const char *ename, struct fs_node **out)
     errno = ENOMEM;
     return -1;
   }
-  if (writing (dom)) {
-    /* Our own writer holds the domain's lock until its last close:
-     * waiting for it would hold this mkdir in the kernel, unkillable. */
-    vd_error ("domain %s: %s: a disk of the domain is open for writing "
-              "in this mount (a restore): try again when it is closed",
-              domain, what);
+  if (writing (dom, domain, what)) {
     inode_unref (dom);
     errno = EBUSY;
     return -1;
@@ -288,10 +290,7 @@ libvirt_rmdir (struct fs_node *dir, const char *ename, struct fs_node *sn)
     errno = ENOMEM;
     return -1;
   }
-  if (writing (dom)) {
-    vd_error ("domain %s: %s: a disk of the domain is open for writing "
-              "in this mount (a restore): try again when it is closed",
-              domain, what);
+  if (writing (dom, domain, what)) {
     inode_unref (dom);
     errno = EBUSY;
     return -1;
