@@ -435,6 +435,8 @@ main (int argc, char **argv)
   if (tree_start (provider) < 0)
     goto out_tree;
 
+  if (fs_ops_start () < 0)
+    goto out_tree;
   fs_session = fuse_session_new (&args, &fs_ops, sizeof fs_ops, NULL);
   if (!fs_session)
     goto out_tree;

@@ -11,7 +11,7 @@
  *  - struct fs_disk, the open images: read and lseek use the handle's own
  *    reference without any lock (the formats library allows concurrent
  *    reads of one image);
- *  - zero_fd and zeros[], read-only sources of every hole (see below).
+ *  - zero_fd, the read-only source of every hole (see below).
  * Nothing else is shared; a read's buffer vector lives on its stack.
  * A handle's release comes after every request on it was answered (the
  * kernel holds the file until then), so release frees the handle without
@@ -67,11 +67,26 @@
  * memory instead costs a pinning of the user pages and a copy (a write
  * into the pipe when mixed): measured with fio bs=1M over an all-hole
  * qcow2, 150-180 ms of daemon CPU per GiB against 265-300.
- * zeros[] is the fallback when memfd_create fails.  Never written; not
- * const, so that it lives in .bss (the kernel's zero page) instead of
- * taking 1 MiB of the binary and of the page cache. */
-static char zeros[FS_MAX_READ];
+ * Made before mounting (fs_ops_start): a daemon without it does not
+ * start. */
 static int zero_fd = -1;
+
+int
+fs_ops_start (void)
+{
+  zero_fd = memfd_create ("vmdiskfs-zeros", MFD_CLOEXEC | MFD_ALLOW_SEALING);
+  if (zero_fd < 0
+      || ftruncate (zero_fd, FS_MAX_READ) < 0
+      || fcntl (zero_fd, F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW
+                | F_SEAL_WRITE | F_SEAL_SEAL) < 0) {
+    vd_error ("cannot make the zero file (memfd): %m");
+    if (zero_fd >= 0)
+      close (zero_fd);
+    zero_fd = -1;
+    return -1;
+  }
+  return 0;
+}
 
 
 /* An open directory: its entries as they were at opendir, so that
@@ -111,17 +126,6 @@ fs_init (void *userdata, struct fuse_conn_info *conn)
    * O_TRUNC comes with open (atomic), not as a truncate before it. */
   conn->want &= ~(FUSE_CAP_WRITEBACK_CACHE | FUSE_CAP_SPLICE_READ);
   conn->time_gran = 1;
-  if (zero_fd < 0) {
-    zero_fd = memfd_create ("vmdiskfs-zeros", MFD_CLOEXEC | MFD_ALLOW_SEALING);
-    if (zero_fd >= 0
-        && (ftruncate (zero_fd, FS_MAX_READ) < 0
-            || fcntl (zero_fd, F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW
-                      | F_SEAL_WRITE | F_SEAL_SEAL) < 0)) {
-      vd_debug ("zero memfd: %m (holes are copied from memory)");
-      close (zero_fd);
-      zero_fd = -1;
-    }
-  }
   vd_debug ("init: proto %u.%u, max_readahead %u, max_write %u",
             conn->proto_major, conn->proto_minor, conn->max_readahead,
             conn->max_write);
@@ -696,7 +700,7 @@ fs_read (fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
       }
       pos += len;
     }
-    else if (x.type != VD_EXTENT_DATA && zero_fd >= 0) {
+    else if (x.type != VD_EXTENT_DATA) {
       /* Zeros: a view of the zero file, merged with a zero view just
        * before. */
       if (last && (last->flags & FUSE_BUF_IS_FD) && last->fd == zero_fd
@@ -711,31 +715,6 @@ fs_read (fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
         n++;
       }
       pos += len;
-    }
-    else if (x.type != VD_EXTENT_DATA) {
-      /* Zeros without the zero file: views of the static area. */
-      while (len > 0) {
-        size_t chunk;
-        last = n > 0 ? &b[n - 1] : NULL;
-        if (last && !(last->flags & FUSE_BUF_IS_FD) && last->mem == zeros
-            && last->size < sizeof zeros) {
-          chunk = MIN (len, sizeof zeros - last->size);
-          last->size += chunk;
-        }
-        else {
-          if (n == FS_MAX_BUFS)
-            goto bounce_rest;
-          chunk = MIN (len, sizeof zeros);
-          b[n].size = chunk;
-          b[n].flags = 0;
-          b[n].mem = zeros;
-          b[n].fd = -1;
-          b[n].pos = 0;
-          n++;
-        }
-        len -= chunk;
-        pos += chunk;
-      }
     }
     else {
       /* Data the driver must decode (compressed, encrypted ...). */

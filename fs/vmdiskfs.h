@@ -100,6 +100,8 @@ struct fs_config {
 extern struct fs_config fs_config;
 extern struct fuse_session *fs_session;
 void fs_write_pidfile (void);
+/* ops.c: what the read path needs before mounting; -1 after a log line. */
+int fs_ops_start (void);
 
 /* An open image, shared by the tree and by open files; freed with its last
  * reference (disk_unref), which closes the image.  img is immutable after
