@@ -6,8 +6,11 @@
  * Our options (-o images=, connect=, pidfile=, l2_cache=, snapsize=, ro)
  * are parsed
  * with fuse_opt_parse, then fuse_parse_cmdline takes the usual ones (-f
- * -d -s -h -V, max_threads, clone_fd), and what remains (allow_other,
+ * -d -s -h -V, max_threads, max_idle_threads), and what remains (allow_other,
  * default_permissions, ro ...) goes to fuse_session_new.
+ *
+ * The session loop is loop.c's (one thread reading requests and serving
+ * reads, a pool for the rest); -s runs libfuse's single-threaded one.
  *
  * Tree providers: images mode (-o images=DIR) is tree-images.c; without
  * -o images, libvirt mode (tree-libvirt.c) with -o connect=URI, else
@@ -30,6 +33,7 @@
 #include <unistd.h>
 
 #include "vmdiskfs.h"
+#include "loop.h"
 #include "cleanup.h"
 #include "log.h"
 #include "escape.h"
@@ -49,7 +53,14 @@ enum {
   KEY_HELP,
   KEY_VERSION,
   KEY_ALLOW_OTHER,
+  KEY_SPIN,
 };
+
+/* -o spin_us=N: how long the reader tries /dev/fuse again before it
+ * sleeps (loop.c).  50 us covers a reader's turnaround between two 4k
+ * reads on the machines measured (bench/README.md). */
+#define DEFAULT_SPIN_US 50
+static unsigned spin_us = DEFAULT_SPIN_US;
 
 static bool have_fsname;
 static bool allow_other;
@@ -67,6 +78,7 @@ static const struct fuse_opt fs_opts[] = {
   FUSE_OPT_KEY ("ro", KEY_RO),
   FUSE_OPT_KEY ("allow_other", KEY_ALLOW_OTHER),
   FUSE_OPT_KEY ("fsname=", KEY_FSNAME),
+  FUSE_OPT_KEY ("spin_us=", KEY_SPIN),
   /* fstab's placeholder, in case a mount helper passes it on. */
   FUSE_OPT_KEY ("defaults", FUSE_OPT_KEY_DISCARD),
   FUSE_OPT_END
@@ -85,6 +97,21 @@ opt_proc (void *data, const char *arg, int key, struct fuse_args *outargs)
   case KEY_ALLOW_OTHER:
     allow_other = true;
     return 1;                   /* keep: for fuse_session_new */
+  case KEY_SPIN:
+    {
+      char *end;
+      unsigned long v;
+
+      errno = 0;
+      v = strtoul (arg + strlen ("spin_us="), &end, 10);
+      if (errno || *end || end == arg + strlen ("spin_us=") || v > 100000) {
+        fprintf (stderr, "vmdiskfs: spin_us: a number of microseconds "
+                 "from 0 to 100000 expected: %s\n", arg);
+        return -1;
+      }
+      spin_us = v;
+      return 0;
+    }
   case FUSE_OPT_KEY_NONOPT:
     /* SOURCE MOUNTPOINT (mount.fuse3), or MOUNTPOINT. */
     if (nnonopt == 2) {
@@ -136,6 +163,8 @@ usage (FILE *fp, const char *prog)
 "                           answers\n"
 "    -o l2_cache=SIZE       bound of each qcow2 image's L2 cache, and of\n"
 "                           each backing chain's metadata (64M, 1GiB)\n"
+"    -o spin_us=N           how long the thread reading requests tries\n"
+"                           again before it sleeps (default 50; 0: never)\n"
 "    -V   --version         print version\n"
 "    -h   --help            print help\n"
 "\n", prog);
@@ -286,7 +315,6 @@ main (int argc, char **argv)
 {
   struct fuse_args args = FUSE_ARGS_INIT (argc, argv);
   struct fuse_cmdline_opts opts;
-  struct fuse_loop_config *cfg;
   const struct fs_provider *provider;
   char *abs;
   int ret = 1;
@@ -458,23 +486,17 @@ main (int argc, char **argv)
   if (opts.singlethread)
     ret = fuse_session_loop (fs_session);
   else {
-    cfg = fuse_loop_cfg_create ();
-    if (!cfg) {
-      vd_error ("out of memory");
-      goto out_notify;
-    }
-    /* One /dev/fuse descriptor per thread unless told otherwise: the
-     * threads do not wake each other up. */
-    fuse_loop_cfg_set_clone_fd (cfg, 1);
-    fuse_loop_cfg_set_max_threads (cfg, opts.max_threads);
-    if (opts.max_idle_threads != UINT_MAX)
-      fuse_loop_cfg_set_idle_threads (cfg, opts.max_idle_threads);
-    ret = fuse_session_loop_mt (fs_session, cfg);
-    fuse_loop_cfg_destroy (cfg);
+    /* loop.c: one reader serving reads, a pool for the rest; the
+     * usual max_threads and max_idle_threads bound the pool. */
+    struct fs_loop_config cfg = {
+      .spin_us = spin_us,
+      .max_threads = opts.max_threads,
+      .max_idle_threads = opts.max_idle_threads,
+    };
+    ret = fs_loop_run (fs_session, &cfg);
   }
   ret = ret < 0 ? 1 : 0;
 
- out_notify:
   tree_notify_stop ();
   if (fs_config.pidfile)
     unlink (fs_config.pidfile);

@@ -1,0 +1,21 @@
+/* vmdiskfs - the session loop (loop.c).
+ *
+ * SPDX-License-Identifier: GPL-3.0-or-later
+ */
+#ifndef VMDISKFS_LOOP_H
+#define VMDISKFS_LOOP_H
+
+#include <fuse_lowlevel.h>
+
+struct fs_loop_config
+{
+  unsigned spin_us;             /* try /dev/fuse again this long, then sleep */
+  unsigned max_threads;         /* workers for requests not served inline */
+  unsigned max_idle_threads;    /* idle workers kept */
+};
+
+/* Serve SE until it ends: 0, or -errno. */
+extern int fs_loop_run (struct fuse_session *se,
+                        const struct fs_loop_config *cfg);
+
+#endif
