@@ -79,6 +79,8 @@ static struct
   pthread_cond_t end;           /* main: the session ended */
   struct job *head, *tail;
   unsigned nthreads, nidle;     /* workers, not counting the main thread */
+  unsigned njobs;               /* queued, not yet taken */
+  unsigned nstuck;              /* readers that lost the role while busy */
   bool exiting;
   int err;
 
@@ -88,7 +90,9 @@ static struct
   /* The reader's state, for the watchdog. */
   _Atomic unsigned long gen;    /* bumped when the role changes hands */
   _Atomic unsigned long seq;    /* bumped for each request served inline */
-  _Atomic bool busy;            /* serving a request inline */
+  /* gen + 1 of the reader serving a request inline, or 0: a reader that
+   * lost the role and is still stuck no longer counts as busy. */
+  _Atomic unsigned long busy;
   _Atomic bool watching;        /* the watchdog is awake */
   pthread_cond_t watch;
   pthread_t watchdog;
@@ -150,25 +154,36 @@ start_thread_locked (pthread_t *t, void *(*fn) (void *), bool detach)
   return e;
 }
 
-/* Queue a job; wake an idle worker or start one.  A job that no thread
- * can take is still queued: the running workers drain the queue. */
+/* Queue a job; wake an idle worker, and start one more while the jobs
+ * outnumber the idle workers (one of them may be busy for seconds in
+ * libvirt: a quick request must not wait behind it).  At max_threads
+ * jobs wait in the queue.  The reader's role goes first in the queue,
+ * and always gets a thread: without a reader the mount stops. */
 static void
 queue_job (struct job *j)
 {
+  bool role = j->buf.mem == NULL;
   pthread_t t;
 
   pthread_mutex_lock (&L.lock);
-  j->next = NULL;
-  if (L.tail)
-    L.tail->next = j;
-  else
+  if (role) {
+    j->next = L.head;
     L.head = j;
-  L.tail = j;
+    if (!L.tail)
+      L.tail = j;
+  }
+  else {
+    j->next = NULL;
+    if (L.tail)
+      L.tail->next = j;
+    else
+      L.head = j;
+    L.tail = j;
+  }
+  L.njobs++;
   if (L.nidle > 0)
     pthread_cond_signal (&L.work);
-  else if (L.nthreads < L.max_threads || j->buf.mem == NULL) {
-    /* A reader is always given a thread, even above max_threads: without
-     * one the mount would stop. */
+  if (L.njobs > L.nidle && (L.nthreads < L.max_threads || role)) {
     if (start_thread_locked (&t, worker_main, true) == 0)
       L.nthreads++;
     else
@@ -221,8 +236,7 @@ serve_inline (const struct fuse_buf *buf)
 static void
 watch_me (void)
 {
-  if (!L.have_watchdog || atomic_load_explicit (&L.watching,
-                                                memory_order_relaxed))
+  if (!L.have_watchdog || atomic_load (&L.watching))
     return;
   pthread_mutex_lock (&L.lock);
   atomic_store (&L.watching, true);
@@ -309,14 +323,24 @@ reader (void)
       break;
     }
     if (serve_inline (&buf)) {
-      watch_me ();
+      unsigned long me = gen + 1, was = me;
+
+      /* seq before watch_me: the watchdog, going to sleep, looks at seq
+       * after it cleared watching, so one of the two sees the other. */
       atomic_fetch_add (&L.seq, 1);
-      atomic_store (&L.busy, true);
+      atomic_store (&L.busy, me);
+      watch_me ();
       fuse_session_process_buf (L.se, &buf);
-      atomic_store (&L.busy, false);
+      /* Clear only our own mark: a new reader may have set its own. */
+      atomic_compare_exchange_strong (&L.busy, &was, 0);
       spin = true;
-      if (atomic_load (&L.gen) != gen)
-        break;                  /* the watchdog gave the role away */
+      if (atomic_load (&L.gen) != gen) {
+        /* The watchdog gave the role away. */
+        pthread_mutex_lock (&L.lock);
+        L.nstuck--;
+        pthread_mutex_unlock (&L.lock);
+        break;
+      }
       continue;
     }
     j = malloc (sizeof *j);
@@ -355,6 +379,7 @@ worker_main (void *arg)
     L.head = j->next;
     if (!L.head)
       L.tail = NULL;
+    L.njobs--;
     pthread_mutex_unlock (&L.lock);
     if (j->buf.mem) {
       fuse_session_process_buf (L.se, &j->buf);
@@ -407,11 +432,16 @@ watchdog_main (void *arg)
       if (L.exiting)
         break;
       seq = atomic_load (&L.seq);
-      busy = atomic_load (&L.busy);
-      if (busy && last_busy && seq == last_seq) {
+      busy = atomic_load (&L.busy) == atomic_load (&L.gen) + 1;
+      if (busy && last_busy && seq == last_seq
+          && L.nstuck < L.max_threads) {
+        /* Bounded: if reads keep stalling (every image on a dead NFS
+         * server), at most max_threads readers are stuck, and then the
+         * mount waits as libfuse's loop would, without a thread more. */
         struct job *j = malloc (sizeof *j);
 
         if (j) {
+          L.nstuck++;
           vd_debug ("session loop: a read has taken over %d ms; another "
                     "thread reads requests", WATCH_MS);
           atomic_fetch_add (&L.gen, 1);
@@ -424,8 +454,13 @@ watchdog_main (void *arg)
       }
       /* Back to sleep after a quiet spell (no request served inline). */
       if (seq == last_seq && !busy) {
-        if (++quiet >= 5)
+        if (++quiet >= 5) {
           atomic_store (&L.watching, false);
+          if (atomic_load (&L.seq) != seq) {
+            atomic_store (&L.watching, true);
+            quiet = 0;
+          }
+        }
       }
       else
         quiet = 0;

@@ -7,8 +7,12 @@
 # stopped with SIGSTOP, so A's pread of it sleeps in the kernel.  While
 # it hangs (20 s at most):
 #  - ls and stat of the mount, and a 4k read and a 1 MiB read of another
-#    image of the same mount, answer, with the right bytes;
-#  - after SIGCONT the hung read completes with the right bytes;
+#    image of the same mount, answer, with the right bytes, and the
+#    daemon's threads do not grow while it hangs;
+#  - with 12 more reads stalled the threads stay bounded (max_threads=4
+#    stuck readers at most: then the mount waits, as libfuse's loop
+#    would);
+#  - after SIGCONT the hung reads complete with the right bytes;
 #  - SIGTERM then ends the daemon (the signal reaches whichever thread
 #    reads requests by then), and it unmounts cleanly.
 # The bound asserted is 10 s against a 20 s stall (no speed is asserted);
@@ -37,7 +41,7 @@ on_exit "kill -CONT $bpid 2>/dev/null; umount -l '$TEST_DIR/a-dir/slow.img' 2>/d
 qemu-img create -q -f qcow2 "$TEST_DIR/a-dir/fast.qcow2" 64M
 qemu-io -f qcow2 -c "write -P 0x33 0 32M" "$TEST_DIR/a-dir/fast.qcow2" \
   >/dev/null
-start_vmdiskfs "$TEST_DIR/a" -o "images=$TEST_DIR/a-dir,ro"
+start_vmdiskfs "$TEST_DIR/a" -o "images=$TEST_DIR/a-dir,ro,max_threads=4"
 A=$TEST_DIR/a
 apid=$(vmdiskfs_pid "$A")
 [ -f "$A/slow.img/disk.img" ] && [ -f "$A/fast.qcow2/disk.img" ] \
@@ -48,20 +52,38 @@ apid=$(vmdiskfs_pid "$A")
 # that what hangs is A's read of B's file, not an open.
 cmp -n 4096 "$A/slow.img/disk.img" "$TEST_DIR/b-dir/slow.img" \
   || fail "slow.img reads wrong before the stall"
-python3 - "$A/slow.img/disk.img" "$TEST_DIR" <<'PY' &
-import mmap, os, sys, time
-fd = os.open(sys.argv[1], os.O_RDONLY | os.O_DIRECT)
-d = sys.argv[2]
-open(d + "/hung.ready", "w").close()
-while not os.path.exists(d + "/hung.go"):
+# hung_reads TAG N: N threads, each with its own descriptor, read 4k at
+# their own offset once TAG.go exists; TAG.rc gets "0" once all read
+# right.
+hung_reads ()
+{
+  python3 - "$A/slow.img/disk.img" "$TEST_DIR/$1" "$2" <<'PY' &
+import mmap, os, sys, threading, time
+path, tag, n = sys.argv[1], sys.argv[2], int(sys.argv[3])
+fds = [os.open(path, os.O_RDONLY | os.O_DIRECT) for _ in range(n)]
+open(tag + ".ready", "w").close()
+while not os.path.exists(tag + ".go"):
     time.sleep(0.05)
-buf = mmap.mmap(-1, 4096)
-n = os.preadv(fd, [buf], 9000 * 4096)
-open(d + "/hung.out", "wb").write(buf[:n])
-open(d + "/hung.rc", "w").write("0\n" if n == 4096 else "short\n")
+ok = []
+def one(i):
+    buf = mmap.mmap(-1, 4096)
+    off = (9000 + 100 * i + 3000 * ("many" in tag)) * 4096
+    if os.preadv(fds[i], [buf], off) == 4096 and buf[:] == b"\x5a" * 4096:
+        ok.append(i)
+ts = [threading.Thread(target=one, args=(i,)) for i in range(n)]
+for t in ts:
+    t.start()
+for t in ts:
+    t.join()
+open(tag + ".rc", "w").write("0\n" if len(ok) == n else "%d of %d\n" % (len(ok), n))
 PY
+}
+hung_reads hung 1
 hung=$!
+hung_reads many 12
+many=$!
 wait_for 10 test -e "$TEST_DIR/hung.ready" || fail "the reader did not open slow.img"
+wait_for 10 test -e "$TEST_DIR/many.ready" || fail "the readers did not open slow.img"
 kill -STOP "$bpid"
 touch "$TEST_DIR/hung.go"
 sleep 1
@@ -83,15 +105,31 @@ assert open(sys.argv[1], "rb").read() == b"\x33" * 4096
 assert open(sys.argv[2], "rb").read() == b"\x33" * (1 << 20)
 PY
 [ -e "$TEST_DIR/hung.rc" ] && fail "the stalled read returned while B was stopped"
+# The role is handed on once per stall, not at every look of the
+# watchdog: 2 s more of the stall add no threads.
+n1=$(ls "/proc/$apid/task" | wc -l)
+sleep 2
+n2=$(ls "/proc/$apid/task" | wc -l)
+echo "threads during the stall: $n1, 2 s later $n2"
+[ "$n2" -le "$n1" ] || fail "threads grow during a stall: $n1 -> $n2"
+# Twelve more reads that stall: readers are handed the role at most
+# max_threads (4) times, so the daemon's threads stay bounded (it has 4
+# workers, the watchdog, the main thread and at most 4 stuck readers
+# more), however long the stall.
+touch "$TEST_DIR/many.go"
+sleep 2
+n3=$(ls "/proc/$apid/task" | wc -l)
+echo "threads with 13 reads stalled: $n3"
+[ "$n3" -le 12 ] || fail "threads grow with stalled reads: $n3"
+[ -e "$TEST_DIR/hung.rc" ] && fail "the stalled read returned while B was stopped"
 
 kill -CONT "$bpid"
 wait_for 10 test -e "$TEST_DIR/hung.rc" || fail "the read did not resume"
-[ "$(cat "$TEST_DIR/hung.rc")" = 0 ] || fail "the resumed read failed"
-python3 -c '
-import sys
-assert open(sys.argv[1], "rb").read() == b"\x5a" * 4096' "$TEST_DIR/hung.out" \
-  || fail "the resumed read: wrong bytes"
-wait "$hung"
+[ "$(cat "$TEST_DIR/hung.rc")" = 0 ] || fail "the resumed read failed or read wrong bytes"
+wait_for 10 test -e "$TEST_DIR/many.rc" || fail "the 12 reads did not resume"
+[ "$(cat "$TEST_DIR/many.rc")" = 0 ] \
+  || fail "the resumed reads: $(cat "$TEST_DIR/many.rc") right"
+wait "$hung" "$many"
 
 # SIGTERM reaches the daemon whichever thread now reads requests.
 umount -l "$TEST_DIR/a-dir/slow.img"
