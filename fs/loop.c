@@ -2,29 +2,35 @@
  *
  * libfuse's multithreaded loop makes every request wake a sleeping
  * thread.  On a small machine that wakeup is most of a 4k read's cost:
- * one busy thread taking queued requests back to back did twice the
- * IOPS of the pool (see bench/README.md).  So:
+ * one busy thread taking queued requests back to back did up to twice
+ * the IOPS of the pool (bench/README.md, "The session loop").  So:
  *
  *   - One thread at a time, the reader, reads /dev/fuse.  The device is
- *     non-blocking: after each request the reader tries again for up to
- *     spin_us microseconds before it sleeps in poll(), so a reader that
- *     sends its next request at once finds the daemon awake.
- *   - Reads of an open file (the disks, domain.xml, staging files: all
- *     local, bounded by the disk) are served by the reader itself.
+ *     non-blocking: after a read it answered itself the reader tries
+ *     again for up to spin_us microseconds before it sleeps in poll(),
+ *     so a program that asks again at once finds the daemon awake.
+ *   - Reads of an open file up to INLINE_MAX (the disks, domain.xml,
+ *     staging files: all local, bounded by the disk) are served by the
+ *     reader itself.
  *   - Everything else (lookup, open, mkdir, writes: libvirt calls, LVM,
- *     commits that take seconds) is handed to a pool of workers, so that
- *     a slow call never holds up the reads.  The request's buffer goes
- *     with it; the reader takes a fresh one.
+ *     commits that take seconds; and the kernel's large readahead
+ *     requests) is handed to a pool of workers, so that a slow call never
+ *     holds up the reads.  The request's buffer goes with it; the reader
+ *     takes a fresh one.
  *   - A read can still be slow (an image on a disk that stalls, a lock a
  *     writer holds).  A watchdog looks at the reader every WATCH_MS while
- *     requests come in; a reader busy with the same request at two looks
+ *     reads come in; a reader busy with the same request at two looks
  *     loses the role to a worker, and finishes its request as a worker.
- *     One stalled read thus costs its own reader, not the mount.
+ *     One stalled read thus costs its own thread, not the mount.  At most
+ *     max_threads readers are stuck at once: then the mount waits, as it
+ *     would with libfuse's loop, rather than add threads without end.
  *
  * Signals: the workers and the watchdog block them, so SIGTERM and
  * SIGINT reach the main thread.  When the main thread is the reader its
  * poll() is interrupted at once; when it is not, the reader's poll()
  * wakes each EXIT_POLL_MS to look at fuse_session_exited().
+ *
+ * tests/integration/stalled-read.sh stalls reads for real.
  *
  * SPDX-License-Identifier: GPL-3.0-or-later
  */
