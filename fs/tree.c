@@ -523,14 +523,25 @@ child_cmp (const void *a, const void *b)
 
 /* tree_lock held for writing.  Make children[0..n) (references passed in,
  * names unique) the children of dir.  Old children not among them leave
- * the tree, and the kernel is told. */
+ * the tree, and the kernel is told.  When the listing changes, dir's gen
+ * moves on: the kernel's cached listing of it is dropped at the next
+ * opendir (ops.c struct fs_dirh). */
 void
 tree_set_children (struct fs_node *dir, struct fs_node **children, size_t n)
 {
   struct fs_node **old = dir->children;
   size_t nold = dir->nchildren, i;
+  bool same = n == nold;
 
   qsort (children, n, sizeof *children, child_cmp);
+  /* Both sorted by name; a name's node is one object for its life. */
+  for (i = 0; same && i < n; i++)
+    same = children[i] == old[i];
+  if (!same) {
+    pthread_mutex_lock (&dir->lock);
+    dir->gen++;
+    pthread_mutex_unlock (&dir->lock);
+  }
   for (i = 0; i < n; i++) {
     children[i]->attached = true;
     children[i]->parent_ino = dir->ino;
