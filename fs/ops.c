@@ -982,7 +982,10 @@ fs_opendir (fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
      * copy is gone; the kernel takes no lock of ours for it. */
     pthread_mutex_lock (&node->lock);
     if (node->opened_gen != d->gen) {
-      int r = fuse_lowlevel_notify_inval_inode (fs_session, ino, 0, 0);
+      /* 0: never cached (a generation is 1 from the first children;
+       * the notification would cost a getattr for nothing). */
+      int r = node->opened_gen == 0 ? 0
+        : fuse_lowlevel_notify_inval_inode (fs_session, ino, 0, 0);
       if (r < 0 && r != -ENOENT)
         vd_debug ("%s: cannot drop the kernel's listing: %s", node->path,
                   strerror (-r));
@@ -1099,7 +1102,7 @@ fs_releasedir (fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
     if (node) {
       pthread_mutex_lock (&node->lock);
       if (node->gen != d->gen)
-        node->opened_gen = d->gen;
+        node->opened_gen = d->gen ? d->gen : UINT64_MAX;
       pthread_mutex_unlock (&node->lock);
       inode_unref (node);
     }
