@@ -217,6 +217,7 @@ int virt_fetch_domain (struct virt_dom *d, bool refetch);
 void virt_prefetch (struct fs_node **nodes, size_t n);
 bool virt_prefetch_take (struct virt_dom *d, unsigned ep, bool use);
 void virt_pre_free (struct virt_pre *p);
+void virt_prefetch_open (void);
 void virt_prefetch_stop (void);
 
 /* ---- libvirt-scan.c ---- */
