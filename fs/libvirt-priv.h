@@ -179,6 +179,11 @@ struct build {
   size_t ndisks, capdisks;
   struct snap_scan *snaps;
   size_t nsnaps, capsnaps;
+  /* The last snapshot definition compressed (libvirt-scan.c), plain,
+   * and its blob (a snapshot's reference). */
+  char *last_dx;
+  size_t last_dxlen;
+  struct fs_blob *last_domxml;
 };
 
 /* ---- Small helpers. ---- */
