@@ -523,9 +523,9 @@ child_cmp (const void *a, const void *b)
 
 /* tree_lock held for writing.  Make children[0..n) (references passed in,
  * names unique) the children of dir.  Old children not among them leave
- * the tree, and the kernel is told.  When the listing changes, dir's gen
- * moves on: the kernel's cached listing of it is dropped at the next
- * opendir (ops.c struct fs_dirh). */
+ * the tree, and the kernel is told (if it holds them: inode_known).  When
+ * the listing changes, dir's gen moves on: the kernel's cached listing of
+ * it is dropped at the next opendir (ops.c struct fs_dirh). */
 void
 tree_set_children (struct fs_node *dir, struct fs_node **children, size_t n)
 {
@@ -548,7 +548,8 @@ tree_set_children (struct fs_node *dir, struct fs_node **children, size_t n)
   }
   for (i = 0; i < nold; i++) {
     if (!bsearch (&old[i], children, n, sizeof *children, child_cmp)) {
-      notify_queue (dir->ino, old[i]->name);
+      if (inode_known (old[i]))
+        notify_queue (dir->ino, old[i]->name);
       detach (old[i]);
     }
     inode_unref (old[i]);
@@ -604,14 +605,18 @@ tree_set_disk (struct fs_node *node, struct fs_disk *disk, int err)
 }
 
 /* tree_lock held for writing.  The bytes of the disk node changed: new
- * opens must not keep the kernel's page cache, and the kernel is told. */
+ * opens must not keep the kernel's page cache, and the kernel is told,
+ * if it holds the node at all: a disk scanned for the first time is not
+ * (eleven per domain in the first listing of 1,000 domains, each a wakeup
+ * of the notify thread and a write to the device answered ENOENT). */
 void
 tree_changed_content (struct fs_node *node)
 {
   pthread_mutex_lock (&node->lock);
   node->gen++;
   pthread_mutex_unlock (&node->lock);
-  notify_queue (node->ino, NULL);
+  if (inode_known (node))
+    notify_queue (node->ino, NULL);
 }
 
 /* tree_lock held for writing.  The content of a file node (a new
