@@ -475,12 +475,19 @@ tree_start (const struct fs_provider *p)
 
 static void detach (struct fs_node *node);
 
-/* tree_lock held for writing.  Drop the children of dir. */
+/* tree_lock held for writing.  Drop the children of dir (its listing
+ * changes: the kernel's copy goes at the next opendir, as in
+ * tree_set_children; a shell's working directory can still list it). */
 static void
 drop_children (struct fs_node *dir)
 {
   size_t i;
 
+  if (dir->nchildren) {
+    pthread_mutex_lock (&dir->lock);
+    dir->gen++;
+    pthread_mutex_unlock (&dir->lock);
+  }
   for (i = 0; i < dir->nchildren; i++) {
     detach (dir->children[i]);
     inode_unref (dir->children[i]);
