@@ -96,13 +96,14 @@ fs_ops_start (void)
  * no pending directory or staging file in it, no name hidden from the
  * caller (restore.c, write.c), which would make it one process's view.
  * A directory's node->gen counts the changes of its children (tree.c
- * tree_set_children); node->opened_gen (node->lock) is the generation
- * the kernel's cached listing may hold.  An opendir that finds them
- * different drops the kernel's copy (notify_inval_inode, sent before the
- * reply, so that no reader of this open sees the old one) and records
- * the new generation; a handle whose listing went stale while it was
- * open may have filled the cache after that, so its release marks the
- * cache stale again.  Changes made through the mount (create, unlink,
+ * tree_set_children); node->opened_gen (node->lock) is 1 + the
+ * generation the kernel's cached listing may hold, 0 for none (a
+ * directory's, unlike a file's: see fs_open).  An opendir that finds
+ * them different drops the kernel's copy (notify_inval_inode, sent
+ * before the reply, so that no reader of this open sees the old one) and
+ * records the new generation; a handle whose listing went stale while it
+ * was open may have filled the cache after that, so its release marks
+ * the cache stale again.  Changes made through the mount (create, unlink,
  * mkdir, rename) drop the kernel's copy by themselves (the directory's
  * i_version).
  *
@@ -981,15 +982,15 @@ fs_opendir (fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
      * so that a concurrent opendir cannot reply "keep" before the old
      * copy is gone; the kernel takes no lock of ours for it. */
     pthread_mutex_lock (&node->lock);
-    if (node->opened_gen != d->gen) {
-      /* 0: never cached (a generation is 1 from the first children;
-       * the notification would cost a getattr for nothing). */
+    if (node->opened_gen != d->gen + 1) {
+      /* 0: never cached, nothing to drop (the notification would cost a
+       * getattr for nothing). */
       int r = node->opened_gen == 0 ? 0
         : fuse_lowlevel_notify_inval_inode (fs_session, ino, 0, 0);
       if (r < 0 && r != -ENOENT)
         vd_debug ("%s: cannot drop the kernel's listing: %s", node->path,
                   strerror (-r));
-      node->opened_gen = d->gen;
+      node->opened_gen = d->gen + 1;
     }
     pthread_mutex_unlock (&node->lock);
     d->cached = true;
@@ -1102,7 +1103,7 @@ fs_releasedir (fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
     if (node) {
       pthread_mutex_lock (&node->lock);
       if (node->gen != d->gen)
-        node->opened_gen = d->gen ? d->gen : UINT64_MAX;
+        node->opened_gen = d->gen + 1;
       pthread_mutex_unlock (&node->lock);
       inode_unref (node);
     }
