@@ -24,12 +24,12 @@
 # and the first ls -R, with the CPU both spent meanwhile: the prefetch of
 # the libvirt data runs alone, and the first ls -R measures the rest);
 # KEEP=1 (wait for Enter before the cleanup, to look around in the mount).
-# Figures (2026-12-06, 2 shared cores under a load of 3.6-4.1, no
+# Figures (2026-12-06, 2 shared cores under a load of 2-3.5, no
 # /dev/kvm, N=1000 S=10, RUNS=2, COMPARE in one run; bench/README.md):
-# ls -R first 8.9-13.5 s at 54d2eeb -> 5.5-8.9 s at 814da9b (daemon CPU
-# 7.8-10.2 -> 4.1-5.6 s, libvirtd's 2.0-3.9 -> 1.7-2.4 s); second
-# 3.4-7.0 -> 1.1-2.4 s (daemon CPU 2.3-4.0 -> 0.6-1.4 s); VmHWM 57 MiB
-# both.  With WAIT=15: the prefetch alone 1.2 s of daemon CPU and 1.8 s
+# ls -R first 9.7/10.2 s at 54d2eeb -> 7.0/8.7 s at e975c71 (daemon CPU
+# 7.0/6.9 -> 3.9/4.1 s, libvirtd's 2.2/2.8 -> 2.4/2.0 s); second
+# 4.5/4.1 -> 1.2/1.6 s (daemon CPU 2.7/2.3 -> 0.7/0.8 s); VmHWM 57-58
+# MiB both.  With WAIT=15: the prefetch alone 1.2 s of daemon CPU and 1.8 s
 # of libvirtd's, the first ls -R after it 4.8 s (2.9 s of daemon CPU).
 # Other domains defined on the host are listed too and counted in the
 # report.  Cleanup: undefine (--snapshots-metadata) the domains it made,
