@@ -15,17 +15,22 @@
 # Run as root from a built tree (not part of `make check`):
 #   bench/many-domains.sh              N=1000 S=10, about 2 minutes
 #   N=200 S=5 bench/many-domains.sh
-# Environment: N S VMDISKFS LV_URI; COMPARE=ANOTHER_VMDISKFS (each run
-# mounts it too, after VMDISKFS: before/after figures on the same
+# Environment: N S VMDISKFS LV_URI; COMPARE="ANOTHER_VMDISKFS ..." (each
+# run mounts them too, after VMDISKFS: before/after figures on the same
 # domains); RUNS=n (mount, ls, ls -R twice, n
 # times: n cold figures); PROFILE=CMD (run as CMD DAEMON_PID LIBVIRTD_PID
 # during the first cold ls -R, then sent SIGINT: e.g. a script running
-# perf record -g -p "$1"); KEEP=1 (wait for Enter before the cleanup, to
-# look around in the mount).
-# Figures (2026-12-05, 2 shared cores under a load of 2-3, no /dev/kvm,
-# N=1000 S=10, COMPARE in one run): ls -R first 25.2/26.8 s at dd79e93
-# -> 6.9/6.6 s at cc2cd7f (daemon CPU 24-27 -> 7-7.5 s, libvirtd's
-# 4.1-4.3 -> 2.0-2.2 s); second 2.4 s both; VmHWM 61-62 -> 56-57 MiB.
+# perf record -g -p "$1"); WAIT=SECONDS (sleep between the root's `ls`
+# and the first ls -R, with the CPU both spent meanwhile: the prefetch of
+# the libvirt data runs alone, and the first ls -R measures the rest);
+# KEEP=1 (wait for Enter before the cleanup, to look around in the mount).
+# Figures (2026-12-06, 2 shared cores under a load of 2-3.5, no
+# /dev/kvm, N=1000 S=10, RUNS=2, COMPARE in one run; bench/README.md):
+# ls -R first 9.7/10.2 s at 54d2eeb -> 7.0/8.7 s at e975c71 (daemon CPU
+# 7.0/6.9 -> 3.9/4.1 s, libvirtd's 2.2/2.8 -> 2.4/2.0 s); second
+# 4.5/4.1 -> 1.2/1.6 s (daemon CPU 2.7/2.3 -> 0.7/0.8 s); VmHWM 57-58
+# MiB both.  With WAIT=15: the prefetch alone 1.2 s of daemon CPU and 1.8 s
+# of libvirtd's, the first ls -R after it 4.8 s (2.9 s of daemon CPU).
 # Other domains defined on the host are listed too and counted in the
 # report.  Cleanup: undefine (--snapshots-metadata) the domains it made,
 # unmount, remove its files.
@@ -111,7 +116,8 @@ cpu ()
 lvpid=$(pgrep -x -o libvirtd)
 
 bins=("$VMDISKFS")
-[ -n "${COMPARE:-}" ] && bins+=("$COMPARE")
+# shellcheck disable=SC2206 # COMPARE: one or more binaries
+[ -n "${COMPARE:-}" ] && bins+=($COMPARE)
 mounted=false
 for ((run = 1; run <= ${RUNS:-1}; run++)); do
  for bin in "${bins[@]}"; do
@@ -125,6 +131,14 @@ for ((run = 1; run <= ${RUNS:-1}; run++)); do
   t=$(date +%s%N)
   shown=$(ls -1 "$MNT" | wc -l)
   echo "many-domains: ls of the root: $shown entries ($total domains defined on the host, $N ours) in $(ms "$t") ms; $(mem)"
+  if [ -n "${WAIT:-}" ]; then
+    # The root's listing started the prefetch of every domain's libvirt
+    # data: let it finish, so that the first ls -R measures the daemon's
+    # own work alone.
+    c0=$(cpu "$pid") l0=$(cpu "$lvpid")
+    sleep "$WAIT"
+    echo "many-domains: waited $WAIT s (CPU: daemon $(( $(cpu "$pid") - c0 )) ms, libvirtd $(( $(cpu "$lvpid") - l0 )) ms)"
+  fi
   for pass in first second; do
     prof=
     if [ "$pass" = first ] && [ -n "${PROFILE:-}" ]; then

@@ -251,6 +251,21 @@ inode_lookup_inc (struct fs_node *node)
   pthread_mutex_unlock (&inode_lock);
 }
 
+/* Does the kernel hold node (a lookup it has not forgotten)?  Without
+ * one it has no inode of that number, hence nothing of it cached: no
+ * dentry, no attributes, no pages.  A lookup's count is taken before
+ * its reply is sent, so false cannot miss one under way. */
+bool
+inode_known (struct fs_node *node)
+{
+  bool r;
+
+  pthread_mutex_lock (&inode_lock);
+  r = node->nlookup > 0;
+  pthread_mutex_unlock (&inode_lock);
+  return r;
+}
+
 void
 inode_forget (fuse_ino_t ino, uint64_t nlookup)
 {

@@ -179,6 +179,11 @@ struct build {
   size_t ndisks, capdisks;
   struct snap_scan *snaps;
   size_t nsnaps, capsnaps;
+  /* The last snapshot definition compressed (libvirt-scan.c), plain,
+   * and its blob (a snapshot's reference). */
+  char *last_dx;
+  size_t last_dxlen;
+  struct fs_blob *last_domxml;
 };
 
 /* ---- Small helpers. ---- */
@@ -217,6 +222,7 @@ int virt_fetch_domain (struct virt_dom *d, bool refetch);
 void virt_prefetch (struct fs_node **nodes, size_t n);
 bool virt_prefetch_take (struct virt_dom *d, unsigned ep, bool use);
 void virt_pre_free (struct virt_pre *p);
+void virt_prefetch_open (void);
 void virt_prefetch_stop (void);
 
 /* ---- libvirt-scan.c ---- */

@@ -90,14 +90,39 @@ fs_ops_start (void)
 
 
 /* An open directory: its entries as they were at opendir, so that
- * readdir offsets stay meaningful while the tree changes. */
+ * readdir offsets stay meaningful while the tree changes.
+ *
+ * The kernel caches a listing (cache_readdir) when it is the tree's own:
+ * no pending directory or staging file in it, no name hidden from the
+ * caller (restore.c, write.c), which would make it one process's view.
+ * A directory's node->gen counts the changes of its children (tree.c
+ * tree_set_children); node->opened_gen (node->lock) is 1 + the
+ * generation the kernel's cached listing may hold, 0 for none (a
+ * directory's, unlike a file's: see fs_open).  An opendir that finds
+ * them different drops the kernel's copy (notify_inval_inode, sent
+ * before the reply, so that no reader of this open sees the old one) and
+ * records the new generation; a handle whose listing went stale while it
+ * was open may have filled the cache after that, so its release marks
+ * the cache stale again.  Changes made through the mount (create, unlink,
+ * mkdir, rename) drop the kernel's copy by themselves (the directory's
+ * i_version).
+ *
+ * readdirplus gives the attributes (and so a lookup reference) of the
+ * subdirectories only (plus): the kernel then needs no lookup before
+ * opening them (ls -R, find).  Not of files (a disk's st_blocks counts
+ * its allocation, which means opening its image), and not of the
+ * domain or image directories in the root, whose lookup is what scans
+ * them first. */
 struct fs_dir_entry {
   fuse_ino_t ino;
   mode_t type;
+  bool plus;
   char *name;
 };
 struct fs_dirh {
   size_t n;
+  uint64_t gen;               /* the directory's generation listed       */
+  bool cached;                /* opened with cache_readdir               */
   struct fs_dir_entry e[];
 };
 
@@ -120,7 +145,9 @@ fs_init (void *userdata, struct fuse_conn_info *conn)
                                  | FUSE_CAP_SPLICE_MOVE
                                  | FUSE_CAP_PARALLEL_DIROPS
                                  | FUSE_CAP_AUTO_INVAL_DATA
-                                 | FUSE_CAP_ATOMIC_O_TRUNC);
+                                 | FUSE_CAP_ATOMIC_O_TRUNC
+                                 | FUSE_CAP_READDIRPLUS
+                                 | FUSE_CAP_READDIRPLUS_AUTO);
   /* Writes go through to the image at once (write.c): no writeback
    * cache; no splice reads (the data is inspected for zeros anyway).
    * O_TRUNC comes with open (atomic), not as a truncate before it. */
@@ -881,6 +908,7 @@ fs_opendir (fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
   struct fs_dirh *d = NULL;
   struct extra x = { NULL, 0, 0 };
   size_t i, n;
+  bool cacheable;
 
   if (!node) {
     fuse_reply_err (req, ENOENT);
@@ -894,31 +922,39 @@ fs_opendir (fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
   tree_revalidate (node);
   /* Pending directories and staging files (restore.c): not the tree's. */
   restore_entries (node, add_extra, &x);
+  cacheable = x.n == 0 && !restore_is_pending (node);
   tree_rdlock ();
   n = node->nchildren + 2 + x.n;
   d = malloc (sizeof *d + n * sizeof d->e[0]);
   if (d) {
     d->n = 0;
+    d->gen = node->gen;
+    d->cached = false;
     d->e[0].ino = node->ino;
     d->e[0].type = S_IFDIR;
+    d->e[0].plus = false;
     d->e[0].name = strdup (".");
     d->e[1].ino = node->parent_ino;
     d->e[1].type = S_IFDIR;
+    d->e[1].plus = false;
     d->e[1].name = strdup ("..");
     for (i = 0; i < node->nchildren; i++) {
       struct fs_node *c = node->children[i];
       if (write_hidden (node, c->name)
           || restore_hides (node, c->name, fuse_req_ctx (req)->pid)) {
         n--;                    /* unlinked (write.c) */
+        cacheable = false;
         continue;
       }
       d->e[d->n + 2].ino = c->ino;
       d->e[d->n + 2].type = c->attr.st_mode & S_IFMT;
+      d->e[d->n + 2].plus = c->type == FS_NODE_DIR && node != tree_root ();
       d->e[d->n + 2].name = strdup (c->name);
       d->n++;
     }
     for (i = 0; i < x.n; i++) {
       d->e[d->n + 2] = x.e[i];
+      d->e[d->n + 2].plus = false;
       x.e[i].name = NULL;
       d->n++;
     }
@@ -933,14 +969,35 @@ fs_opendir (fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
       }
   }
   tree_unlock ();
-  inode_unref (node);
   for (i = 0; i < x.n; i++)
     free (x.e[i].name);
   free (x.e);
   if (!d) {
+    inode_unref (node);
     fuse_reply_err (req, ENOMEM);
     return;
   }
+  if (cacheable) {
+    /* See struct fs_dirh.  node->lock is held across the notification
+     * so that a concurrent opendir cannot reply "keep" before the old
+     * copy is gone; the kernel takes no lock of ours for it. */
+    pthread_mutex_lock (&node->lock);
+    if (node->opened_gen != d->gen + 1) {
+      /* 0: never cached, nothing to drop (the notification would cost a
+       * getattr for nothing). */
+      int r = node->opened_gen == 0 ? 0
+        : fuse_lowlevel_notify_inval_inode (fs_session, ino, 0, 0);
+      if (r < 0 && r != -ENOENT)
+        vd_debug ("%s: cannot drop the kernel's listing: %s", node->path,
+                  strerror (-r));
+      node->opened_gen = d->gen + 1;
+    }
+    pthread_mutex_unlock (&node->lock);
+    d->cached = true;
+    fi->cache_readdir = 1;
+    fi->keep_cache = 1;
+  }
+  inode_unref (node);
   fi->fh = (uintptr_t) d;
   if (fuse_reply_open (req, fi) < 0) {
     for (i = 0; i < d->n; i++)
@@ -972,11 +1029,85 @@ fs_readdir (fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
   fuse_reply_buf (req, buf, used);
 }
 
+/* Like readdir, with the attributes of the entries marked plus (struct
+ * fs_dirh); each of those gets a lookup reference, as the kernel counts
+ * one for every entry with a node id but "." and "..". */
+static void
+fs_readdirplus (fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
+                struct fuse_file_info *fi)
+{
+  struct fs_dirh *d = (struct fs_dirh *) (uintptr_t) fi->fh;
+  CLEANUP_FREE char *buf = calloc (1, size ? size : 1);
+  CLEANUP_FREE fuse_ino_t *counted = NULL;
+  size_t used = 0, i, k, ncounted = 0, max;
+
+  /* An entry takes at least its fuse_entry_out (128 bytes). */
+  max = off >= 0 && (size_t) off < d->n ? MIN (d->n - off, size / 128 + 1)
+    : 1;
+  counted = malloc (max * sizeof *counted);
+  if (!buf || !counted) {
+    fuse_reply_err (req, ENOMEM);
+    return;
+  }
+  for (i = off; i < d->n; i++) {
+    struct fuse_entry_param e;
+    struct fs_node *node = NULL;
+    size_t len;
+    bool attached = false;
+
+    memset (&e, 0, sizeof e);
+    e.attr.st_ino = d->e[i].ino;
+    e.attr.st_mode = d->e[i].type;
+    if (d->e[i].plus && ncounted < max
+        && (node = inode_find (d->e[i].ino)) != NULL) {
+      tree_rdlock ();
+      attached = node->attached;
+      tree_unlock ();
+      if (attached) {
+        fill_attr (node, &e.attr);
+        e.ino = node->ino;
+        e.attr_timeout = FS_ATTR_TIMEOUT;
+        e.entry_timeout = FS_ENTRY_TIMEOUT;
+      }
+    }
+    len = fuse_add_direntry_plus (req, buf + used, size - used,
+                                  d->e[i].name, &e, (off_t) i + 1);
+    if (len > size - used) {
+      if (node)
+        inode_unref (node);
+      break;
+    }
+    if (e.ino) {
+      inode_lookup_inc (node);
+      counted[ncounted++] = e.ino;
+    }
+    if (node)
+      inode_unref (node);
+    used += len;
+  }
+  if (fuse_reply_buf (req, buf, used) < 0)
+    for (k = 0; k < ncounted; k++)
+      inode_forget (counted[k], 1);     /* interrupted: not taken */
+}
+
 static void
 fs_releasedir (fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
   struct fs_dirh *d = (struct fs_dirh *) (uintptr_t) fi->fh;
   size_t i;
+
+  if (d->cached) {
+    /* Listed with an older generation than the directory's now: what it
+     * put in the kernel's cache is stale (struct fs_dirh). */
+    struct fs_node *node = inode_find (ino);
+    if (node) {
+      pthread_mutex_lock (&node->lock);
+      if (node->gen != d->gen)
+        node->opened_gen = d->gen + 1;
+      pthread_mutex_unlock (&node->lock);
+      inode_unref (node);
+    }
+  }
 
   for (i = 0; i < d->n; i++)
     free (d->e[i].name);
@@ -1025,6 +1156,7 @@ const struct fuse_lowlevel_ops fs_ops = {
   .fsync = fs_fsync,
   .opendir = fs_opendir,
   .readdir = fs_readdir,
+  .readdirplus = fs_readdirplus,
   .releasedir = fs_releasedir,
   .statfs = fs_statfs,
   .setxattr = fs_setxattr,

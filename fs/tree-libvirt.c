@@ -517,6 +517,10 @@ libvirt_start (struct fs_node *root)
 static void
 libvirt_mounted (void)
 {
+  /* Before the event loop exists (see virt_prefetch_open); a remote
+   * host's connections cost more to open than they save. */
+  if (!remote_uri (virt_uri))
+    virt_prefetch_open ();
   if (virt_events_start () == 0)
     lvm_idle_start ();
 }

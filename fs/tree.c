@@ -475,12 +475,19 @@ tree_start (const struct fs_provider *p)
 
 static void detach (struct fs_node *node);
 
-/* tree_lock held for writing.  Drop the children of dir. */
+/* tree_lock held for writing.  Drop the children of dir (its listing
+ * changes: the kernel's copy goes at the next opendir, as in
+ * tree_set_children; a shell's working directory can still list it). */
 static void
 drop_children (struct fs_node *dir)
 {
   size_t i;
 
+  if (dir->nchildren) {
+    pthread_mutex_lock (&dir->lock);
+    dir->gen++;
+    pthread_mutex_unlock (&dir->lock);
+  }
   for (i = 0; i < dir->nchildren; i++) {
     detach (dir->children[i]);
     inode_unref (dir->children[i]);
@@ -523,21 +530,33 @@ child_cmp (const void *a, const void *b)
 
 /* tree_lock held for writing.  Make children[0..n) (references passed in,
  * names unique) the children of dir.  Old children not among them leave
- * the tree, and the kernel is told. */
+ * the tree, and the kernel is told (if it holds them: inode_known).  When
+ * the listing changes, dir's gen moves on: the kernel's cached listing of
+ * it is dropped at the next opendir (ops.c struct fs_dirh). */
 void
 tree_set_children (struct fs_node *dir, struct fs_node **children, size_t n)
 {
   struct fs_node **old = dir->children;
   size_t nold = dir->nchildren, i;
+  bool same = n == nold;
 
   qsort (children, n, sizeof *children, child_cmp);
+  /* Both sorted by name; a name's node is one object for its life. */
+  for (i = 0; same && i < n; i++)
+    same = children[i] == old[i];
+  if (!same) {
+    pthread_mutex_lock (&dir->lock);
+    dir->gen++;
+    pthread_mutex_unlock (&dir->lock);
+  }
   for (i = 0; i < n; i++) {
     children[i]->attached = true;
     children[i]->parent_ino = dir->ino;
   }
   for (i = 0; i < nold; i++) {
     if (!bsearch (&old[i], children, n, sizeof *children, child_cmp)) {
-      notify_queue (dir->ino, old[i]->name);
+      if (inode_known (old[i]))
+        notify_queue (dir->ino, old[i]->name);
       detach (old[i]);
     }
     inode_unref (old[i]);
@@ -593,14 +612,18 @@ tree_set_disk (struct fs_node *node, struct fs_disk *disk, int err)
 }
 
 /* tree_lock held for writing.  The bytes of the disk node changed: new
- * opens must not keep the kernel's page cache, and the kernel is told. */
+ * opens must not keep the kernel's page cache, and the kernel is told,
+ * if it holds the node at all: a disk scanned for the first time is not
+ * (eleven per domain in the first listing of 1,000 domains, each a wakeup
+ * of the notify thread and a write to the device answered ENOENT). */
 void
 tree_changed_content (struct fs_node *node)
 {
   pthread_mutex_lock (&node->lock);
   node->gen++;
   pthread_mutex_unlock (&node->lock);
-  notify_queue (node->ino, NULL);
+  if (inode_known (node))
+    notify_queue (node->ino, NULL);
 }
 
 /* tree_lock held for writing.  The content of a file node (a new

@@ -321,4 +321,8 @@ extern const struct fuse_lowlevel_ops fs_ops;
 int staging_start (void);
 void staging_stop (void);
 
+/* inode.c: does the kernel hold this node (tree.c sends it invalidations
+ * only then)? */
+bool inode_known (struct fs_node *node);
+
 #endif /* VD_VMDISKFS_H */

@@ -262,6 +262,66 @@ test_domain (void)
 }
 
 /* A disk inside our own mount is not opened (ELOOP, shown with EIO). */
+/* Snapshots of one definition share one domain.xml blob, whether the
+ * previous snapshot had it (compared before compressing) or an earlier
+ * one; another definition gets its own bytes. */
+static void
+test_shared_domxml (void)
+{
+  CLEANUP_FREE char *dx = domain_xml ();
+  static const char *const names[] = { "a", "b", "c", "d" };
+  static const char *const defs[] = { "web", "web", "other", "web" };
+  struct build b = { .dname = "web", .log = false };
+  struct domxml_disk *cur = NULL;
+  struct virt_snap *v = calloc (4, sizeof *v);
+  struct fs_blob *p;
+  size_t ncur = 0, i;
+
+  REQUIRE (v != NULL);
+  REQUIRE (domxml_parse_domain (dx, strlen (dx), &cur, &ncur) == 0);
+  for (i = 0; i < 4; i++) {
+    CLEANUP_FREE char *x = NULL;
+    REQUIRE (asprintf (&x,
+      "<domainsnapshot>\n"
+      "  <name>%s</name>\n"
+      "  <creationTime>1700000000</creationTime>\n"
+      "  <domain type='kvm'>\n"
+      "    <name>%s</name>\n"
+      "    <devices>\n"
+      "      <disk type='file' device='disk'>\n"
+      "        <driver name='qemu' type='raw'/>\n"
+      "        <source file='%s/vdb.raw'/>\n"
+      "        <target dev='vdb'/>\n"
+      "      </disk>\n"
+      "    </devices>\n"
+      "  </domain>\n"
+      "</domainsnapshot>", names[i], defs[i], dir) >= 0);
+    v[i].name = strdup (names[i]);
+    v[i].xml = scan_virsh_blob (x, strlen (x));
+    REQUIRE (v[i].name && v[i].xml);
+  }
+  REQUIRE (scan_domain (&b, cur, ncur, false, v, 4) == 0);
+  REQUIRE (b.nsnaps >= 4);
+  for (i = 0; i < 4; i++)
+    REQUIRE (eq (b.snaps[i].name, names[i]) && b.snaps[i].domxml);
+  CHECK (b.snaps[1].domxml == b.snaps[0].domxml);
+  CHECK (b.snaps[2].domxml != b.snaps[0].domxml);
+  CHECK (b.snaps[3].domxml == b.snaps[0].domxml);
+  p = fs_blob_plain (b.snaps[2].domxml);
+  REQUIRE (p != NULL);
+  CHECK (strstr (p->data, "<name>other</name>") != NULL
+         && strncmp (p->data, "<domain type='kvm'>", 19) == 0
+         && p->data[p->len - 1] == '\n');
+  fs_blob_unref (p);
+  p = fs_blob_plain (b.snaps[1].domxml);
+  REQUIRE (p != NULL);
+  CHECK (strstr (p->data, "<name>web</name>") != NULL);
+  fs_blob_unref (p);
+  scan_free (&b);
+  domxml_disks_free (cur, ncur);
+  virt_snaps_free (v, 4);
+}
+
 static void
 test_inside_mount (void)
 {
@@ -564,6 +624,7 @@ main (void)
   fs_blob_unref (bl);
 
   test_domain ();
+  test_shared_domxml ();
   test_inside_mount ();
   test_disk_kinds ();
   test_nvram ();
