@@ -171,7 +171,9 @@ struct fs_node {
   void *priv;                 /* provider data of this node               */
   void (*priv_free) (void *);
   char *snap_id;              /* snapshot nodes: the snapshot's id        */
-  uint64_t gen;               /* disk nodes: bumped when content changed  */
+  uint64_t gen;               /* disk, file and directory nodes: bumped
+                                 when content (a directory: its children)
+                                 changed                                  */
   struct fs_blob *blob;       /* file nodes: the content                  */
 
   /* node->lock. */
@@ -184,7 +186,9 @@ struct fs_node {
   uint64_t alloc_gen;         /* current when alloc_gen == gen            */
   unsigned nopen;             /* open file handles                        */
   bool removing;              /* being deleted (rmdir): open gets EBUSY   */
-  uint64_t opened_gen;        /* gen at the last open (keep_cache)        */
+  uint64_t opened_gen;        /* files: gen at the last open (keep_cache);
+                                 directories: 1 + the gen the kernel
+                                 cached a listing at, or 0               */
   struct fs_writer *writer;   /* disk nodes open for writing (write.c)    */
 
   /* alloc_lock (tree.c, a leaf lock). */
