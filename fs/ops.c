@@ -199,17 +199,25 @@ child_of (struct fs_node *dir, const char *name)
   return child;
 }
 
+/* The entry of node for a reply (lookup, mkdir, readdirplus).  No lock
+ * held. */
+static void
+fill_entry (struct fs_node *node, struct fuse_entry_param *e)
+{
+  memset (e, 0, sizeof *e);
+  e->ino = node->ino;
+  e->attr_timeout = FS_ATTR_TIMEOUT;
+  e->entry_timeout = FS_ENTRY_TIMEOUT;
+  fill_attr (node, &e->attr);
+}
+
 /* Reply to lookup or mkdir with node, and drop the caller's reference. */
 void
 reply_entry (fuse_req_t req, struct fs_node *node)
 {
   struct fuse_entry_param e;
 
-  memset (&e, 0, sizeof e);
-  e.ino = node->ino;
-  e.attr_timeout = FS_ATTR_TIMEOUT;
-  e.entry_timeout = FS_ENTRY_TIMEOUT;
-  fill_attr (node, &e.attr);
+  fill_entry (node, &e);
   inode_lookup_inc (node);
   inode_unref (node);
   if (fuse_reply_entry (req, &e) < 0)
@@ -1063,12 +1071,8 @@ fs_readdirplus (fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
       tree_rdlock ();
       attached = node->attached;
       tree_unlock ();
-      if (attached) {
-        fill_attr (node, &e.attr);
-        e.ino = node->ino;
-        e.attr_timeout = FS_ATTR_TIMEOUT;
-        e.entry_timeout = FS_ENTRY_TIMEOUT;
-      }
+      if (attached)
+        fill_entry (node, &e);
     }
     len = fuse_add_direntry_plus (req, buf + used, size - used,
                                   d->e[i].name, &e, (off_t) i + 1);
