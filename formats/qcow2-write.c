@@ -935,8 +935,19 @@ qcow2_resize (struct vd_image *img, uint64_t size)
       }
     if (cend > old_size && (longer || data)) {
       /* The partial (sub)cluster by writing, the rest of the cluster (its
-       * other subclusters) by zeroing. */
-      for (pos = old_size; pos < head; ) {
+       * other subclusters) by zeroing.  The partial one only when it
+       * shows data past the old end (its own or the backing file's): one
+       * with the zero flag, or over a hole, already reads as zeros, and
+       * writing would allocate it for nothing. */
+      bool head_data = false;
+
+      for (pos = old_size; pos < head; pos += e.length)
+        if (qcow2_block_status (img, pos, head - pos, &e) < 0
+            || e.type == VD_EXTENT_DATA || e.length == 0) {
+          head_data = true;
+          break;
+        }
+      for (pos = old_size; head_data && pos < head; ) {
         size_t n = MIN (head - pos, sizeof zeros);
         if (qcow2_write (img, zeros, n, pos) < 0)
           return -1;
