@@ -16,6 +16,10 @@
  *                                                 starts once FILE exists
  *                                                 is the last
  *
+ * IMAGE may be a network disk's URI (netdisk.h, vd_net_parse):
+ * nbd://HOST[:PORT]/EXPORT, nbd+unix:///EXPORT?socket=PATH,
+ * iscsi://HOST[:PORT]/IQN/LUN, rbd:POOL/IMAGE[@SNAP][:mon_host=...].
+ *
  * -L opens the image with VD_OPEN_LIVE (a running VM writes it), -b sets
  * the read size (default 1 MiB).
  *
@@ -36,6 +40,7 @@
 #include <zlib.h>
 
 #include "vdformat.h"
+#include "netdisk.h"
 #include "log.h"
 
 #define USAGE "usage: vd-cat [-L] [-f FMT] [-s SNAP] [-b BYTES] " \
@@ -119,7 +124,17 @@ main (int argc, char **argv)
     return 1;
   }
 
-  top = vd_image_open_chain (argv[optind], format, flags, NULL);
+  if (vd_net_is_uri (argv[optind])) {
+    /* A network disk (netdisk.h): nbd://, nbd+unix://, iscsi://, rbd:. */
+    struct vd_netsrc src;
+
+    if (vd_net_parse (argv[optind], &src) < 0)
+      return 1;
+    top = vd_net_open (&src, flags);
+    vd_netsrc_clear (&src);
+  }
+  else
+    top = vd_image_open_chain (argv[optind], format, flags, NULL);
   if (!top)
     return 1;
   img = top;

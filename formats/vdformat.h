@@ -198,6 +198,10 @@ struct vd_image {
   int lock_fd;                /* the image file (the driver's), on which
                                  qemu's locks are held; resize takes the
                                  resize bytes on it meanwhile          */
+  /* A network disk (netdisk.h): a read may wait on a server for up to
+   * its timeout, so it is never served where a wait would hold up other
+   * requests (fs/loop.c's reading thread). */
+  bool remote;
 };
 
 /* Chain of images being opened, innermost first: used to refuse cyclic

@@ -9,6 +9,7 @@ pkgs=(
   build-essential autoconf automake pkg-config
   libfuse3-dev libvirt-dev libxml2-dev zlib1g-dev libzstd-dev liblvm2-dev
   libqcow-dev
+  libnbd-dev libiscsi-dev librbd-dev librados-dev   # network disks
   # run
   fuse3 libvirt-daemon-system libvirt-clients lvm2
   # test oracles and tools
@@ -18,6 +19,10 @@ pkgs=(
   qemu-guest-agent   # tests/integration/domsnap-agent.sh: runs in its guest
   xz-utils   # tests/lvm/guest.sh: the guest kernel's modules may be .ko.xz
   ovmf   # tests/integration/nvram.sh: UEFI firmware and variable store
+  # network disks' servers, started by the tests (TESTING.md)
+  ceph-mon ceph-osd ceph-common   # Ceph RBD: one mon, one memstore OSD
+  tgt libiscsi-bin                # iSCSI target (tgtd), iscsi-ls
+  nbdkit qemu-block-extra         # NBD; qemu's rbd/iscsi block drivers
   clang libclang-rt-14-dev
   # benchmarks
   fio libqcow-utils

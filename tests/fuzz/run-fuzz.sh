@@ -91,9 +91,9 @@ cflags=(-g -O1 -fno-omit-frame-pointer
         -I "$srcdir/snapshotter" -I "$srcdir/fs" -I "$srcdir"
         $(pkg-config --cflags libxml-2.0 2>/dev/null)
         -D_GNU_SOURCE -pthread
-        $(pkg-config --cflags zlib libzstd libqcow 2>/dev/null)
+        $(pkg-config --cflags zlib libzstd libqcow libnbd libiscsi 2>/dev/null)
         ${FUZZ_CFLAGS:-})
-libs=(-lz -lzstd $(pkg-config --libs libqcow libxml-2.0) -pthread)
+libs=(-lz -lzstd $(pkg-config --libs libqcow libxml-2.0 libnbd libiscsi) -lrbd -lrados -pthread)
 
 mkdir -p "$out"
 for fmt in $FUZZ_TARGETS; do

@@ -1,0 +1,19 @@
+/* vmdiskfs - the iscsi network disk driver (netdisk.h).  Placeholder while
+ * the driver is written: opening fails ENOTSUP.
+ *
+ * SPDX-License-Identifier: GPL-3.0-or-later
+ */
+#include <config.h>
+
+#include <errno.h>
+
+#include "netdisk.h"
+#include "log.h"
+
+struct vd_image *
+vd_iscsi_open (const struct vd_netsrc *src, unsigned flags, const char *desc)
+{
+  vd_error ("%s: iscsi disks are not readable in this build", desc);
+  errno = ENOTSUP;
+  return NULL;
+}
