@@ -20,6 +20,13 @@
  * nbd://HOST[:PORT]/EXPORT, nbd+unix:///EXPORT?socket=PATH,
  * iscsi://HOST[:PORT]/IQN/LUN, rbd:POOL/IMAGE[@SNAP][:mon_host=...].
  *
+ *   vd-cat -w FILE IMAGE                          write FILE's bytes at 0
+ *                                                 (opened read-write;
+ *                                                 zeros by the zero op),
+ *                                                 then flush
+ *   vd-cat -S NAME|-R NAME rbd:POOL/IMAGE         create / remove an RBD
+ *                                                 snapshot
+ *
  * -L opens the image with VD_OPEN_LIVE (a running VM writes it), -b sets
  * the read size (default 1 MiB).
  *
@@ -44,7 +51,7 @@
 #include "log.h"
 
 #define USAGE "usage: vd-cat [-L] [-f FMT] [-s SNAP] [-b BYTES] " \
-  "[-m|-l|-i|-r N [-u FILE]] IMAGE\n"
+  "[-m|-l|-i|-r N [-u FILE]|-w FILE|-S NAME|-R NAME] IMAGE\n"
 
 static int
 write_all (int fd, const char *p, size_t n)
@@ -100,9 +107,10 @@ main (int argc, char **argv)
   int c, ret = 1;
   unsigned flags = 0;
   long passes = -1;
-  const char *until = NULL;
+  const char *until = NULL, *wfile = NULL;
+  const char *snap_create = NULL, *snap_remove = NULL;
 
-  while ((c = getopt (argc, argv, "f:s:mlidb:Lr:u:")) != -1) {
+  while ((c = getopt (argc, argv, "f:s:mlidb:Lr:u:w:S:R:")) != -1) {
     switch (c) {
     case 'f': format = optarg; break;
     case 's': snap = optarg; break;
@@ -114,6 +122,9 @@ main (int argc, char **argv)
     case 'L': flags |= VD_OPEN_LIVE; break;
     case 'r': passes = strtol (optarg, NULL, 0); break;
     case 'u': until = optarg; break;
+    case 'w': wfile = optarg; flags |= VD_OPEN_RDWR; break;
+    case 'S': snap_create = optarg; break;
+    case 'R': snap_remove = optarg; break;
     default:
       fputs (USAGE, stderr);
       return 1;
@@ -130,6 +141,16 @@ main (int argc, char **argv)
 
     if (vd_net_parse (argv[optind], &src) < 0)
       return 1;
+    if (snap_create || snap_remove) {
+      ret = src.proto != VD_NET_RBD ? (errno = ENOTSUP, -1)
+        : snap_create ? vd_rbd_snap_create (&src, snap_create)
+        : vd_rbd_snap_remove (&src, snap_remove);
+      if (ret < 0)
+        fprintf (stderr, "vd-cat: %s: %s\n", snap_create ? "-S" : "-R",
+                 strerror (errno));
+      vd_netsrc_clear (&src);
+      return ret < 0 ? 1 : 0;
+    }
     top = vd_net_open (&src, flags);
     vd_netsrc_clear (&src);
   }
@@ -148,7 +169,35 @@ main (int argc, char **argv)
     }
   }
 
-  if (info) {
+  if (wfile) {
+    /* Write FILE's bytes at offset 0 (zeros through the zero op, as a
+     * restore writes them), then flush. */
+    FILE *f = fopen (wfile, "rb");
+    size_t n;
+
+    buf = malloc (bufsize);
+    if (!f || !buf) {
+      fprintf (stderr, "vd-cat: %s: %s\n", wfile, strerror (errno));
+      if (f)
+        fclose (f);
+      free (buf);
+      goto out;
+    }
+    off = 0;
+    while ((n = fread (buf, 1, bufsize, f)) > 0) {
+      if (vd_image_pwrite (img, buf, n, off) < 0) {
+        fprintf (stderr, "vd-cat: write at %" PRIu64 ": %s\n", off,
+                 strerror (errno));
+        break;
+      }
+      off += n;
+    }
+    if (n == 0 && !ferror (f) && vd_image_flush (img) == 0)
+      ret = 0;
+    fclose (f);
+    free (buf);
+  }
+  else if (info) {
     printf ("format %s\nsize %" PRIu64 "\n", vd_image_format_name (img),
             vd_image_size (img));
     ret = 0;
