@@ -211,12 +211,43 @@ bad (const char *uri, const char *why)
   return -1;
 }
 
+/* Length of s up to the next ':' not escaped as "\:" (qemu's rbd:
+ * syntax: mon_host=127.0.0.1\:6789). */
+static size_t
+rbd_span (const char *s)
+{
+  size_t i;
+
+  for (i = 0; s[i] && s[i] != ':'; i++)
+    if (s[i] == '\\' && s[i + 1])
+      i++;
+  return i;
+}
+
+/* s[0..n) with its backslash escapes removed: malloc'd. */
+static char *
+rbd_unescape (const char *s, size_t n)
+{
+  char *d = malloc (n + 1), *o = d;
+  size_t i;
+
+  if (!d)
+    return NULL;
+  for (i = 0; i < n; i++) {
+    if (s[i] == '\\' && i + 1 < n)
+      i++;
+    *o++ = s[i];
+  }
+  *o = '\0';
+  return d;
+}
+
 static int
 parse_rbd (const char *uri, struct vd_netsrc *src)
 {
   const char *p = uri + 4;
-  size_t n = strcspn (p, ":");
-  char *spec = strndup (p, n), *at;
+  size_t n = rbd_span (p);
+  char *spec = rbd_unescape (p, n), *at;
 
   if (!spec)
     return -1;
@@ -238,13 +269,13 @@ parse_rbd (const char *uri, struct vd_netsrc *src)
   p += n;
   while (*p == ':') {
     const char *opt = ++p, *eq;
-    size_t len = strcspn (p, ":");
+    size_t len = rbd_span (p);
     char *val;
 
     eq = memchr (opt, '=', len);
     if (!eq)
       return bad (uri, "option without '='");
-    val = strndup (eq + 1, len - (eq + 1 - opt));
+    val = rbd_unescape (eq + 1, len - (eq + 1 - opt));
     if (!val)
       return -1;
 #define OPT(s) ((size_t) (eq - opt) == strlen (s) && memcmp (opt, s, eq - opt) == 0)
@@ -287,6 +318,40 @@ parse_rbd (const char *uri, struct vd_netsrc *src)
   return 0;
 }
 
+/* The query of an nbd/iscsi URI: "socket=PATH" (nbd+unix) and
+ * "timeout=SECONDS", '&'-separated.  0 or -1 (logged). */
+static int
+parse_query (const char *uri, const char *q, struct vd_netsrc *src,
+             bool want_socket)
+{
+  while (*q) {
+    size_t len = strcspn (q, "&");
+
+    if (want_socket && strncmp (q, "socket=", 7) == 0 && len > 7) {
+      if (add_host (src) < 0
+          || (src->hosts[src->nhosts - 1].socket = strndup (q + 7, len - 7))
+          == NULL)
+        return -1;
+    }
+    else if (strncmp (q, "timeout=", 8) == 0 && len > 8) {
+      char *end;
+      unsigned long t = strtoul (q + 8, &end, 10);
+
+      if (end != q + len || t == 0 || t > 3600)
+        return bad (uri, "timeout= takes 1 to 3600 seconds");
+      src->timeout_s = t;
+    }
+    else
+      return bad (uri, "unknown query parameter");
+    q += len;
+    if (*q == '&')
+      q++;
+  }
+  if (want_socket && src->nhosts != 1)
+    return bad (uri, "expected one socket=PATH");
+  return 0;
+}
+
 int
 vd_net_parse (const char *uri, struct vd_netsrc *src)
 {
@@ -302,15 +367,14 @@ vd_net_parse (const char *uri, struct vd_netsrc *src)
     const char *p = uri + 11, *q = strchr (p, '?');
 
     src->proto = VD_NET_NBD;
-    if (*p != '/' || !q || strncmp (q, "?socket=", 8) != 0 || !q[8]) {
+    if (*p != '/' || !q) {
       bad (uri, "expected nbd+unix:///[EXPORT]?socket=PATH");
       goto fail;
     }
     p++;
     if (q > p && (src->name = strndup (p, q - p)) == NULL)
       goto fail;
-    if (add_host (src) < 0
-        || (src->hosts[0].socket = strdup (q + 8)) == NULL)
+    if (parse_query (uri, q + 1, src, true) < 0)
       goto fail;
     return 0;
   }
@@ -342,8 +406,15 @@ vd_net_parse (const char *uri, struct vd_netsrc *src)
     }
     if (add_host (src) < 0 || parse_hostport (p, hl, &src->hosts[0]) < 0)
       goto fail;
-    if (slash && slash[1] && (src->name = strdup (slash + 1)) == NULL)
-      goto fail;
+    if (slash && slash[1]) {
+      const char *q = strchr (slash + 1, '?');
+      size_t nl = q ? (size_t) (q - slash - 1) : strlen (slash + 1);
+
+      if (nl && (src->name = strndup (slash + 1, nl)) == NULL)
+        goto fail;
+      if (q && parse_query (uri, q + 1, src, false) < 0)
+        goto fail;
+    }
     if (iscsi && (!src->name || !strchr (src->name, '/'))) {
       bad (uri, "expected iscsi://HOST[:PORT]/IQN/LUN");
       goto fail;

@@ -90,11 +90,12 @@ struct vd_image *vd_net_open (const struct vd_netsrc *src, unsigned flags);
 char *vd_net_describe (const struct vd_netsrc *src);
 
 /* Parse a URI into *src (zeroed first; free with vd_netsrc_clear):
- *   nbd://HOST[:PORT][/EXPORT]
- *   nbd+unix:///[EXPORT]?socket=PATH
- *   iscsi://[USER[%PASSWORD]@]HOST[:PORT]/IQN/LUN
+ *   nbd://HOST[:PORT][/EXPORT][?timeout=SECONDS]
+ *   nbd+unix:///[EXPORT]?socket=PATH[&timeout=SECONDS]
+ *   iscsi://[USER[%PASSWORD]@]HOST[:PORT]/IQN/LUN[?timeout=SECONDS]
  *   rbd:POOL/IMAGE[@SNAP][:OPT=VALUE]...   OPT: mon_host (hosts
- *       separated by ';' or ','), conf, id, key, timeout
+ *       separated by ';' or ','), conf, id, key, timeout; as in qemu's
+ *       rbd: names, "\:" is a ':' inside a value (HOST\:PORT)
  * 0, or -1 with errno EINVAL (and a log line). */
 int vd_net_parse (const char *uri, struct vd_netsrc *src);
 
