@@ -27,6 +27,7 @@ disk_priv_free (void *p)
     free (k->snap_id);
     free (k->lvm_id);
     vd_policy_free (k->policy);
+    vd_netsrc_free (k->net);
     free (k);
   }
 }
@@ -62,7 +63,7 @@ apply_disk (struct fs_node *dom, const char *dir, const struct disk_scan *s,
     && streq (k->format, s->format) && streq (k->snap_id, s->snap_id)
     && streq (k->lvm_id, s->lvm_id)
     && k->live == s->live && k->err == s->err && k->size == s->size
-    && !vd_stat_changed (&k->st, &s->st);
+    && !vd_stat_changed (&k->st, &s->st) && virt_netsrc_same (k->net, s->net);
   if (unchanged && !same_policy (k->policy, s->policy)) {
     /* The <backingStore> record changed, not the image: the open image
      * (checked against the old record) is dropped. */
@@ -90,7 +91,8 @@ apply_disk (struct fs_node *dom, const char *dir, const struct disk_scan *s,
     }
     nk->live = s->live;
     nk->lvm_flags = s->lvm_flags;
-    if (s->policy && (nk->policy = vd_policy_dup (s->policy)) == NULL) {
+    if ((s->policy && (nk->policy = vd_policy_dup (s->policy)) == NULL)
+        || (s->net && (nk->net = vd_netsrc_dup (s->net)) == NULL)) {
       disk_priv_free (nk);
       free (sid);
       inode_unref (n);

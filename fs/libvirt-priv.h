@@ -30,6 +30,7 @@
 #include "filestat.h"
 #include "vec.h"
 #include "domxml.h"
+#include "netdisk.h"
 #include "snapshotter.h"
 #include "virt.h"
 
@@ -116,6 +117,7 @@ struct virt_disk {
   int err;
   uint64_t size;
   struct vd_policy *policy;        /* the <backingStore> record, or NULL */
+  struct vd_netsrc *net;           /* a network disk (path: its name)    */
 };
 
 /* ---- The model of a domain's tree (libvirt-scan.c), built from
@@ -150,6 +152,8 @@ struct disk_scan {
   uint64_t size;
   mode_t read_mode;                 /* of every file it reads   */
   struct vd_policy *policy;         /* <backingStore>, or NULL  */
+  struct vd_netsrc *net;            /* network disk, or NULL (path is
+                                       vd_net_describe's name)  */
   int64_t sec;                      /* times (snapshots)        */
   long nsec;
 };
@@ -172,6 +176,9 @@ struct build {
   /* The path of a volume disk (pool and volume set) through c, or NULL
    * (logged); NULL: volume disks have no source. */
   char *(*volume_path) (struct build *b, const struct domxml_disk *d);
+  /* A network disk's source through c (its secret's value read), or
+   * NULL (logged); NULL: network disks have no source. */
+  struct vd_netsrc *(*netsrc) (struct build *b, const struct domxml_disk *d);
   bool log;                         /* log skipped disks (fetches) */
   struct img_info *imgs;
   size_t nimgs, capimgs;
@@ -213,6 +220,13 @@ virConnectPtr virt_get_conn_mode (bool *ro);
 virConnectPtr virt_get_conn (void);
 void virt_conn_close (void);
 char *virt_volume_path (struct build *b, const struct domxml_disk *d);
+/* libvirt-net.c: a network <disk>'s source (netdisk.h), its <auth>
+ * secret's value read through c; NULL with errno (logged). */
+struct vd_netsrc *virt_netsrc (virConnectPtr c, const char *dname,
+                               const struct domxml_disk *d);
+struct vd_netsrc *virt_build_netsrc (struct build *b,
+                                     const struct domxml_disk *d);
+bool virt_netsrc_same (const struct vd_netsrc *a, const struct vd_netsrc *b);
 void virt_snaps_free (struct virt_snap *s, size_t n);
 int virt_fetch_snapshots (struct virt_dom *d, bool xml, bool refetch,
                           struct virt_snap **out, size_t *nout);

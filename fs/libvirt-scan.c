@@ -46,6 +46,7 @@ disk_scan_clear (struct disk_scan *s)
   free (s->snap_id);
   free (s->lvm_id);
   vd_policy_free (s->policy);
+  vd_netsrc_free (s->net);
 }
 
 void
@@ -89,7 +90,7 @@ scan_inside_mount (const char *path)
  * snapshots.  NULL on ENOMEM only; an image that fails has err set. */
 static struct img_info *
 image_info (struct build *b, const char *path, const char *format,
-            const struct vd_policy *pol)
+            const struct vd_policy *pol, const struct vd_netsrc *net)
 {
   struct img_info *ii, *t;
   struct vd_image *img;
@@ -113,6 +114,30 @@ image_info (struct build *b, const char *path, const char *format,
     return NULL;
   }
   b->nimgs++;
+  if (net) {
+    size_t h;
+
+    /* A unix socket inside the mount: connecting would be a request to
+     * ourselves. */
+    for (h = 0; h < net->nhosts; h++)
+      if (net->hosts[h].socket && scan_inside_mount (net->hosts[h].socket)) {
+        vd_error ("domain %s: %s: its socket is inside the mount: not "
+                  "opened (its disk is shown empty and fails to open)",
+                  b->dname, path);
+        ii->err = ELOOP;
+        return ii;
+      }
+    ii->read_mode = 0400;
+    errno = 0;
+    img = vd_net_open (net, 0);
+    if (!img) {
+      ii->err = errno ? errno : EIO;
+      vd_error ("domain %s: %s: cannot open: %s (its disk is shown empty "
+                "and fails to open)", b->dname, path, strerror (ii->err));
+      return ii;
+    }
+    goto opened;
+  }
   if (scan_inside_mount (path)) {
     /* Opening it would be a request to ourselves, under refresh_lock. */
     vd_error ("domain %s: %s is inside the mount: not opened (its disk "
@@ -133,8 +158,9 @@ image_info (struct build *b, const char *path, const char *format,
               strerror (ii->err));
     return ii;
   }
-  ii->size = vd_image_size (img);
   ii->read_mode = img->read_mode;
+ opened:
+  ii->size = vd_image_size (img);
   if (vd_image_list_snapshots (img, &ii->snaps, &ii->nsnaps) < 0) {
     ii->snaps = NULL;
     ii->nsnaps = 0;
@@ -149,9 +175,11 @@ image_info (struct build *b, const char *path, const char *format,
  * 0: a disk without a usable source (shown with EIO). */
 static int
 disk_path (struct build *b, const struct domxml_disk *d,
-           const struct domxml_class *dc, char **path)
+           const struct domxml_class *dc, char **path,
+           struct vd_netsrc **net)
 {
   *path = NULL;
+  *net = NULL;
   switch (dc->src) {
   case DOMXML_SRC_FILE:
   case DOMXML_SRC_BLOCK:
@@ -163,6 +191,32 @@ disk_path (struct build *b, const struct domxml_disk *d,
       return 0;
     *path = b->volume_path (b, d);
     return 0;
+  case DOMXML_SRC_NETWORK: {
+    enum vd_net_proto proto;
+
+    if (vd_net_proto_parse (d->protocol, &proto) < 0)
+      break;                            /* http, gluster ...: not shown */
+    if (strcmp (dc->format, "raw") != 0) {
+      if (b->log)
+        vd_warn ("domain %s: disk %s: %s disk in format %s is not shown "
+                 "(network disks are read raw)", b->dname,
+                 d->target ? d->target : "?", d->protocol, dc->format);
+      return -1;
+    }
+    if (!b->netsrc)
+      return 0;
+    *net = b->netsrc (b, d);
+    if (!*net)
+      return errno == ENOTSUP ? -1 : 0;
+    *path = vd_net_describe (*net);
+    if (!*path) {
+      vd_netsrc_free (*net);
+      *net = NULL;
+      errno = ENOMEM;
+      return -1;
+    }
+    return 0;
+  }
   case DOMXML_SRC_OTHER:
     break;
   }
@@ -181,7 +235,8 @@ disk_path (struct build *b, const struct domxml_disk *d,
 static int
 fill_named (struct build *b, struct disk_scan *s, char *fname,
             const char *target, const char *path, const char *format,
-            const char *snap, bool live, const struct domxml_disk *x)
+            const char *snap, bool live, const struct domxml_disk *x,
+            const struct vd_netsrc *net)
 {
   struct img_info *ii;
   size_t i;
@@ -203,7 +258,9 @@ fill_named (struct build *b, struct disk_scan *s, char *fname,
   s->path = strdup (path);
   if (!s->path)
     return -1;
-  if (x && (x->nbacking || x->backing_end)) {
+  if (net && (s->net = vd_netsrc_dup (net)) == NULL)
+    return -1;
+  if (x && !net && (x->nbacking || x->backing_end)) {
     /* The backing chain the domain XML records: the image's own must
      * agree (safe-open.c). */
     struct vd_policy pol = {
@@ -214,7 +271,7 @@ fill_named (struct build *b, struct disk_scan *s, char *fname,
     if (!s->policy)
       return -1;
   }
-  ii = image_info (b, path, format, s->policy);
+  ii = image_info (b, path, format, s->policy, s->net);
   if (!ii)
     return -1;
   s->st = ii->st;
@@ -249,14 +306,16 @@ fill_named (struct build *b, struct disk_scan *s, char *fname,
 static int
 fill_disk (struct build *b, struct disk_scan *s, const char *target,
            const char *path, const char *format, const char *snap,
-           bool live, const struct domxml_disk *x)
+           bool live, const struct domxml_disk *x,
+           const struct vd_netsrc *net)
 {
   CLEANUP_FREE char *et = vd_name_escape (target);
   char *fname;
 
   if (!et || asprintf (&fname, "%s.img", et) < 0)
     fname = NULL;
-  return fill_named (b, s, fname, target, path, format, snap, live, x);
+  return fill_named (b, s, fname, target, path, format, snap, live, x,
+                     net);
 }
 
 static struct snap_scan *
@@ -306,6 +365,7 @@ build_libvirt_snapshot (struct build *b, const struct virt_snap *ls,
   CLEANUP_FREE char *dx = NULL;
   size_t dxlen = 0, i, j;
   const struct domxml_disk *rec;
+  struct vd_netsrc *net = NULL;
   int ret = -1;
 
   if (!px)
@@ -376,7 +436,8 @@ build_libvirt_snapshot (struct build *b, const struct virt_snap *ls,
                  "shown", b->dname, ls->name, d->target, mode);
       continue;
     }
-    if (disk_path (b, d, &dc, &path) < 0) {
+    vd_netsrc_free (net);
+    if (disk_path (b, d, &dc, &path, &net) < 0) {
       if (errno == ENOMEM)
         goto out;
       continue;
@@ -402,12 +463,13 @@ build_libvirt_snapshot (struct build *b, const struct virt_snap *ls,
      * the overlay the snapshot created; it no longer changes. */
     if (fill_disk (b, ds, d->target, path, format,
                    strcmp (mode, "internal") == 0 ? ls->name : NULL,
-                   false, rec) < 0)
+                   false, rec, net) < 0)
       goto out;
     ds->sec = ss->sec;
   }
   ret = 0;
  out:
+  vd_netsrc_free (net);
   if (ret < 0)
     errno = ENOMEM;
   fs_blob_unref (px);
@@ -428,7 +490,7 @@ build_image_snapshots (struct build *b, const struct virt_snap *snaps,
 
     if (!ad->path || ad->err)
       continue;
-    ii = image_info (b, ad->path, ad->format, ad->policy);
+    ii = image_info (b, ad->path, ad->format, ad->policy, ad->net);
     if (!ii)
       return -1;
     for (k = 0; k < ii->nsnaps; k++) {
@@ -488,7 +550,8 @@ build_image_snapshots (struct build *b, const struct virt_snap *snaps,
       if (asprintf (&ds->fname, "%s", ad->fname) < 0
           || (ds->path = strdup (ad->path)) == NULL
           || (ds->format = strdup (ad->format)) == NULL
-          || (ds->snap_id = strdup (vs->id)) == NULL)
+          || (ds->snap_id = strdup (vs->id)) == NULL
+          || (ad->net && (ds->net = vd_netsrc_dup (ad->net)) == NULL))
         return -1;
       ds->st = ii->st;
       ds->have_st = ii->have_st;
@@ -603,11 +666,16 @@ scan_domain (struct build *b, const struct domxml_disk *cur, size_t ncur,
     domxml_disk_classify (x, &dc);
     if (!dc.is_disk || !x->target)
       continue;
-    if (disk_path (b, x, &dc, &path) < 0)
+    struct vd_netsrc *net = NULL;
+    int r;
+
+    if (disk_path (b, x, &dc, &path, &net) < 0)
       continue;
     ds = add_disk (&b->disks, &b->ndisks, &b->capdisks);
-    if (!ds || fill_disk (b, ds, x->target, path, dc.format, NULL,
-                          running, x) < 0)
+    r = !ds ? -1 : fill_disk (b, ds, x->target, path, dc.format, NULL,
+                              running, x, net);
+    vd_netsrc_free (net);
+    if (r < 0)
       return -1;
   }
   for (i = 0; i < nsnaps; i++)
@@ -663,7 +731,7 @@ scan_nvram (struct build *b, const char *xml, size_t len, bool running)
   format = nv.format ? nv.format : "raw";
   ds = add_disk (&b->disks, &b->ndisks, &b->capdisks);
   if (!ds || fill_named (b, ds, strdup ("nvram.fd"), "nvram", nv.path,
-                         format, NULL, running, NULL) < 0)
+                         format, NULL, running, NULL, NULL) < 0)
     r = -1;
  out:
   domxml_nvram_clear (&nv);

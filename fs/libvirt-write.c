@@ -27,7 +27,8 @@
  * disk's node->snap_id is "", see libvirt-apply.c). */
 static int
 disk_info (struct fs_node *node, char **domain, char **path, char **format,
-           struct vd_policy **pol, struct stat *scanned)
+           struct vd_policy **pol, struct vd_netsrc **net,
+           struct stat *scanned)
 {
   struct virt_disk *k;
   struct virt_dom *d;
@@ -35,6 +36,7 @@ disk_info (struct fs_node *node, char **domain, char **path, char **format,
 
   *domain = *path = *format = NULL;
   *pol = NULL;
+  *net = NULL;
   tree_rdlock ();
   k = node->priv;
   d = node->image ? node->image->priv : NULL;
@@ -49,8 +51,10 @@ disk_info (struct fs_node *node, char **domain, char **path, char **format,
     *path = strdup (k->path);
     *format = strdup (k->format);
     *pol = vd_policy_dup (k->policy);
+    *net = k->net ? vd_netsrc_dup (k->net) : NULL;
     *scanned = k->st;
-    if (!*domain || !*path || !*format || (k->policy && !*pol))
+    if (!*domain || !*path || !*format || (k->policy && !*pol)
+        || (k->net && !*net))
       err = ENOMEM;
   }
   tree_unlock ();
@@ -59,8 +63,10 @@ disk_info (struct fs_node *node, char **domain, char **path, char **format,
     free (*path);
     free (*format);
     vd_policy_free (*pol);
+    vd_netsrc_free (*net);
     *domain = *path = *format = NULL;
     *pol = NULL;
+    *net = NULL;
     errno = err;
     return -1;
   }
@@ -72,6 +78,7 @@ libvirt_open_write (struct fs_node *node, void **token)
 {
   CLEANUP_FREE char *domain = NULL, *path = NULL, *format = NULL;
   struct vd_policy *pol = NULL;
+  struct vd_netsrc *net = NULL;
   struct vd_image *img = NULL;
   struct stat scanned;
   virConnectPtr c;
@@ -81,13 +88,14 @@ libvirt_open_write (struct fs_node *node, void **token)
   int active, err = 0;
 
   *token = NULL;
-  if (disk_info (node, &domain, &path, &format, &pol, &scanned) < 0)
+  if (disk_info (node, &domain, &path, &format, &pol, &net, &scanned) < 0)
     return NULL;
   c = virt_get_conn_mode (&ro);
   if (!c) {
     vd_error ("domain %s: %s: not connected to %s: not opened for writing",
               domain, node->name, virt_uri);
     vd_policy_free (pol);
+    vd_netsrc_free (net);
     errno = EIO;
     return NULL;
   }
@@ -116,7 +124,10 @@ libvirt_open_write (struct fs_node *node, void **token)
     goto out;
   }
   vd_busy_quiet (true);
-  img = vd_image_open_policy (path, format, VD_OPEN_RDWR, pol);
+  if (net)
+    img = vd_net_open (net, VD_OPEN_RDWR);
+  else
+    img = vd_image_open_policy (path, format, VD_OPEN_RDWR, pol);
   vd_busy_quiet (false);
   if (!img) {
     err = errno ? errno : EIO;
@@ -127,7 +138,7 @@ libvirt_open_write (struct fs_node *node, void **token)
                 : "another program");
     goto out;
   }
-  if (scanned.st_ino && (img->dev != scanned.st_dev
+  if (!net && scanned.st_ino && (img->dev != scanned.st_dev
                          || img->ino != scanned.st_ino)) {
     vd_error ("domain %s: %s: %s was replaced since it was scanned: not "
               "written (it will be rescanned)", domain, node->name, path);
@@ -140,6 +151,7 @@ libvirt_open_write (struct fs_node *node, void **token)
   vd_info ("domain %s: %s: open for writing (%s)", domain, node->name, path);
  out:
   vd_policy_free (pol);
+  vd_netsrc_free (net);
   if (!img && lk)
     libvirt_snapshotter.dom_unlock (lk);
   else

@@ -68,6 +68,7 @@ struct job
 
 static struct
 {
+  bool (*read_may_block) (uint64_t fh);   /* fs_loop_config's */
   struct fuse_session *se;
   int fd;
   unsigned spin_us;
@@ -226,10 +227,18 @@ static bool
 serve_inline (const struct fuse_buf *buf)
 {
   const struct fuse_in_header *in = buf->mem;
+  const struct fuse_read_in *rd = (const void *) (in + 1);
 
-  if (buf->size < sizeof *in || (buf->flags & FUSE_BUF_IS_FD))
+  if (buf->size < sizeof *in || (buf->flags & FUSE_BUF_IS_FD)
+      || in->opcode != FUSE_READ)
     return false;
-  return in->opcode == FUSE_READ;
+  /* A read of a network disk may wait on its server up to its timeout:
+   * the pool takes it, and the reader goes on reading /dev/fuse. */
+  if (L.read_may_block
+      && (buf->size < sizeof *in + sizeof *rd
+          || L.read_may_block (rd->fh)))
+    return false;
+  return true;
 }
 
 /* Wake the watchdog when requests start coming after a quiet spell. */
@@ -481,6 +490,7 @@ fs_loop_run (struct fuse_session *se, const struct fs_loop_config *cfg)
   L.se = se;
   L.fd = fuse_session_fd (se);
   L.spin_us = cfg->spin_us;
+  L.read_may_block = cfg->read_may_block;
   L.max_threads = cfg->max_threads > 0 ? cfg->max_threads : 1;
   L.max_idle = cfg->max_idle_threads < L.max_threads
     ? cfg->max_idle_threads : L.max_threads;

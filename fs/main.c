@@ -492,6 +492,7 @@ main (int argc, char **argv)
       .spin_us = spin_us,
       .max_threads = opts.max_threads,
       .max_idle_threads = opts.max_idle_threads,
+      .read_may_block = fs_read_may_block,
     };
     ret = fs_loop_run (fs_session, &cfg);
   }

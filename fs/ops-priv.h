@@ -19,6 +19,8 @@ struct fs_handle {
   struct fs_blob *blob;         /* file nodes instead: own reference */
   struct fs_writer *writer;     /* opened for writing (write.c)      */
   struct fs_staging *stage;     /* staging files (own reference)     */
+  bool remote;                  /* a network disk: reads may wait on a
+                                   server (fs_read_may_block)         */
 };
 
 int errno_or_eio (void);

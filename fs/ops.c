@@ -571,6 +571,7 @@ fs_open (fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
   h->blob = blob;
   h->writer = NULL;
   h->stage = NULL;
+  h->remote = d && d->img->remote;
   fi->fh = (uintptr_t) h;
   fi->noflush = 1;
   pthread_mutex_lock (&node->lock);
@@ -1169,3 +1170,13 @@ const struct fuse_lowlevel_ops fs_ops = {
   .fallocate = fs_fallocate,
   .lseek = fs_lseek,
 };
+
+/* fs/loop.c: a read of this handle may wait on a network disk's server
+ * (fh: a READ's, so an open file's handle). */
+bool
+fs_read_may_block (uint64_t fh)
+{
+  const struct fs_handle *h = (const struct fs_handle *) (uintptr_t) fh;
+
+  return h && h->remote;
+}

@@ -182,7 +182,8 @@ static void
 rebuild (struct fs_node *node, struct virt_dom *d, virConnectPtr c, bool log)
 {
   struct build b = {
-    .dname = d->name, .c = c, .volume_path = virt_volume_path, .log = log,
+    .dname = d->name, .c = c, .volume_path = virt_volume_path,
+    .netsrc = virt_build_netsrc, .log = log,
   };
   struct domxml_disk *cur = NULL;
   struct virt_watch *watch = NULL;
@@ -221,7 +222,8 @@ rebuild (struct fs_node *node, struct virt_dom *d, virConnectPtr c, bool log)
   if (!watch)
     goto nomem;
   for (i = 0; i < b.ndisks; i++) {
-    if (!b.disks[i].path || scan_inside_mount (b.disks[i].path))
+    if (!b.disks[i].path || b.disks[i].net
+        || scan_inside_mount (b.disks[i].path))
       continue;
     watch[nw].path = strdup (b.disks[i].path);
     if (!watch[nw].path)
@@ -566,6 +568,7 @@ libvirt_open_disk (struct fs_node *node)
   CLEANUP_FREE char *path = NULL, *format = NULL, *snap = NULL;
   CLEANUP_FREE char *lvm_id = NULL;
   struct vd_policy *pol = NULL;
+  struct vd_netsrc *net = NULL;
   unsigned lvm_flags = 0;
   struct stat scanned;
   mode_t shown = 0;
@@ -587,10 +590,11 @@ libvirt_open_disk (struct fs_node *node)
     lvm_id = k->lvm_id ? strdup (k->lvm_id) : NULL;
     lvm_flags = k->lvm_flags;
     pol = vd_policy_dup (k->policy);
+    net = k->net ? vd_netsrc_dup (k->net) : NULL;
     scanned = k->st;
     shown = node->attr.st_mode & 0444;
     if (!path || !format || (k->snap_id && !snap) || (k->lvm_id && !lvm_id)
-        || (k->policy && !pol))
+        || (k->policy && !pol) || (k->net && !net))
       err = ENOMEM;
 #ifdef VD_OPEN_LIVE
     if (k->live)
@@ -600,8 +604,21 @@ libvirt_open_disk (struct fs_node *node)
   tree_unlock ();
   if (err) {
     vd_policy_free (pol);
+    vd_netsrc_free (net);
     errno = err;
     return NULL;
+  }
+  if (net) {
+    /* A network disk (formats/netdisk.h): no file to check. */
+    img = vd_net_open (net, 0);
+    vd_netsrc_free (net);
+    vd_policy_free (pol);
+    if (img && snap) {
+      s = vd_image_open_snapshot (img, snap);
+      vd_image_close (img);
+      img = s;
+    }
+    return img ? fs_disk_new (img) : NULL;
   }
   if (lvm_id && lvm_use (lvm_id, lvm_flags, node->ino) < 0) {
     vd_policy_free (pol);

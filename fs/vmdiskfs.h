@@ -102,6 +102,9 @@ extern struct fuse_session *fs_session;
 void fs_write_pidfile (void);
 /* ops.c: what the read path needs before mounting; -1 after a log line. */
 int fs_ops_start (void);
+/* ops.c, for loop.c: may a READ of this file handle wait on a network
+ * disk's server? */
+bool fs_read_may_block (uint64_t fh);
 
 /* An open image, shared by the tree and by open files; freed with its last
  * reference (disk_unref), which closes the image.  img is immutable after

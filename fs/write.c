@@ -220,6 +220,9 @@ zero_from (struct vd_image *img, uint64_t offset)
 static int
 set_image_times (struct vd_image *img, const struct timespec ts[2])
 {
+  /* A network disk has no times of its own to set: as fchown. */
+  if (img->remote)
+    return 0;
   /* On the file we hold open: a path may be a symlink (an LV's
    * /dev/VG/LV), whose own times nobody looks at. */
   if (futimens (img->lock_fd, ts) < 0) {
@@ -408,6 +411,7 @@ write_open (fuse_req_t req, struct fs_node *node, struct fuse_file_info *fi,
     writer_touch (node, w);
   h->writer = w;
   h->disk = fs_disk_ref (w->disk);
+  h->remote = w->disk->img->remote;
   fi->fh = (uintptr_t) h;
   fi->keep_cache = 0;
   pthread_mutex_lock (&node->lock);
@@ -711,7 +715,7 @@ disk_setattr (fuse_req_t req, struct fs_node *node, struct stat *attr,
       r = set_image_times (w->disk->img, ts);
     if (r == 0) {
       struct stat st;
-      if (stat (w->disk->img->path, &st) == 0) {
+      if (!w->disk->img->remote && stat (w->disk->img->path, &st) == 0) {
         tree_wrlock ();
         node->attr.st_atim = st.st_atim;
         node->attr.st_mtim = st.st_mtim;
@@ -979,6 +983,7 @@ fs_create (fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode,
     }
     h->writer = w;
     h->disk = fs_disk_ref (w->disk);
+    h->remote = w->disk->img->remote;
     pthread_mutex_lock (&disk->lock);
     disk->nopen++;
     disk->opened_gen = disk->gen;
@@ -1130,7 +1135,7 @@ write_apply_staging (struct fs_node *disk, struct fs_staging *s)
   writer_touch (disk, w);
   {
     struct stat ist;
-    if (stat (img->path, &ist) == 0) {
+    if (!img->remote && stat (img->path, &ist) == 0) {
       tree_wrlock ();
       disk->attr.st_mtim = ist.st_mtim;
       disk->attr.st_atim = ist.st_atim;

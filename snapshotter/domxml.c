@@ -20,7 +20,11 @@
  *       <disk type='volume' device='disk'>
  *         <source pool='default' volume='db.qcow2'/> ...
  *       <disk type='network' device='disk'>
- *         <source protocol='rbd' name='pool/image'> ...
+ *         <source protocol='rbd' name='pool/image'>
+ *           <host name='10.0.0.1' port='6789'/> (or transport='unix'
+ *           <auth username='u'><secret type='ceph' uuid='...'/></auth>
+ *           <config file='...'/> <snapshot name='...'/>  socket='...')
+ *         </source> ...  (<auth> may also be a child of <disk>)
  *
  *     <os>                      (or <os firmware='efi'>: libvirt chooses)
  *       <loader readonly='yes' type='pflash'>/usr/share/OVMF/...</loader>
@@ -81,7 +85,7 @@ child (const xmlNode *parent, const char *name)
 {
   const xmlNode *n;
 
-  for (n = parent->children; n; n = n->next)
+  for (n = parent ? parent->children : NULL; n; n = n->next)
     if (is_elem (n, name))
       return n;
   return NULL;
@@ -123,6 +127,19 @@ disk_clear (struct domxml_disk *d)
   for (size_t i = 0; i < d->nbacking; i++)
     free (d->backing[i]);
   free (d->backing);
+  for (size_t i = 0; i < d->nhosts; i++) {
+    free (d->hosts[i].name);
+    free (d->hosts[i].port);
+    free (d->hosts[i].transport);
+    free (d->hosts[i].socket);
+  }
+  free (d->hosts);
+  free (d->auth_user);
+  free (d->secret_type);
+  free (d->secret_uuid);
+  free (d->secret_usage);
+  free (d->config_file);
+  free (d->src_snapshot);
   memset (d, 0, sizeof *d);
 }
 
@@ -196,6 +213,46 @@ parse_backing (const xmlNode *n, struct domxml_disk *d)
   return 0;
 }
 
+/* Network disks have at most this many <host>s read (ceph monitors). */
+#define MAX_HOSTS 16
+
+/* A network <disk>'s <source> src (and <disk> n, where <auth> may also
+ * be) into d. */
+static int
+parse_network (const xmlNode *n, const xmlNode *src, struct domxml_disk *d)
+{
+  const xmlNode *c, *auth, *sec;
+  bool oom = false;
+  size_t cnt = 0;
+
+  for (c = src ? src->children : NULL; c; c = c->next)
+    if (is_elem (c, "host") && cnt < MAX_HOSTS)
+      cnt++;
+  if (cnt && (d->hosts = calloc (cnt, sizeof *d->hosts)) == NULL)
+    oom = true;
+  for (c = src ? src->children : NULL; c && !oom && d->nhosts < cnt;
+       c = c->next)
+    if (is_elem (c, "host")) {
+      struct domxml_host *h = &d->hosts[d->nhosts++];
+
+      h->name = attr (c, "name", &oom);
+      h->port = attr (c, "port", &oom);
+      h->transport = attr (c, "transport", &oom);
+      h->socket = attr (c, "socket", &oom);
+    }
+  auth = child (src, "auth");
+  if (!auth)
+    auth = child (n, "auth");
+  d->auth_user = attr (auth, "username", &oom);
+  sec = child (auth, "secret");
+  d->secret_type = attr (sec, "type", &oom);
+  d->secret_uuid = attr (sec, "uuid", &oom);
+  d->secret_usage = attr (sec, "usage", &oom);
+  d->config_file = attr (child (src, "config"), "file", &oom);
+  d->src_snapshot = attr (child (src, "snapshot"), "name", &oom);
+  return oom ? -1 : 0;
+}
+
 /* One <disk>: of <devices> (snap false) or of a snapshot's <disks>. */
 static int
 parse_disk (const xmlNode *n, bool snap, struct domxml_disk *d)
@@ -231,6 +288,8 @@ parse_disk (const xmlNode *n, bool snap, struct domxml_disk *d)
     d->readonly = child (n, "readonly") != NULL;
     d->shareable = child (n, "shareable") != NULL;
     if (!oom && parse_backing (n, d) < 0)
+      oom = true;
+    if (!oom && d->protocol && parse_network (n, src, d) < 0)
       oom = true;
   }
   if (oom) {
@@ -586,6 +645,8 @@ domxml_disk_classify (const struct domxml_disk *d, struct domxml_class *c)
     c->src = DOMXML_SRC_BLOCK;
   else if (strcmp (c->type, "volume") == 0)
     c->src = DOMXML_SRC_VOLUME;
+  else if (strcmp (c->type, "network") == 0 && d->protocol)
+    c->src = DOMXML_SRC_NETWORK;
   else
     c->src = DOMXML_SRC_OTHER;
   if (c->src == DOMXML_SRC_FILE || c->src == DOMXML_SRC_BLOCK)

@@ -39,6 +39,29 @@ struct domxml_disk {
   bool backing_end;
   bool readonly;      /* <readonly/> (a domain's disks)                  */
   bool shareable;     /* <shareable/> (a domain's disks)                 */
+  /* type network (a domain's disks), besides protocol and name:
+   *   <source protocol='rbd' name='pool/image'>
+   *     <host name='mon1' port='6789'/> ... or
+   *     <host transport='unix' socket='/run/nbd.sock'/>
+   *     <snapshot name='s1'/>  <config file='/etc/ceph/ceph.conf'/>
+   *     <auth username='libvirt'>   (here or as a child of <disk>)
+   *       <secret type='ceph' uuid='...'/>  or  usage='...'
+   *   </source> */
+  struct domxml_host *hosts;
+  size_t nhosts;
+  char *auth_user;    /* <auth username>                                 */
+  char *secret_type;  /* <secret type>: ceph iscsi ...                   */
+  char *secret_uuid;  /* <secret uuid>, or NULL                          */
+  char *secret_usage; /* <secret usage>, or NULL                         */
+  char *config_file;  /* <config file> (rbd)                             */
+  char *src_snapshot; /* <snapshot name> (rbd)                           */
+};
+
+struct domxml_host {
+  char *name;
+  char *port;
+  char *transport;    /* tcp (NULL) unix rdma                            */
+  char *socket;       /* transport unix                                  */
 };
 
 /* A <domainsnapshot>. */
@@ -64,7 +87,9 @@ enum domxml_src {
   DOMXML_SRC_FILE,    /* type file (or no type): source is the path     */
   DOMXML_SRC_BLOCK,   /* type block: source is the path                 */
   DOMXML_SRC_VOLUME,  /* type volume: pool and volume name the path     */
-  DOMXML_SRC_OTHER,   /* network, dir, nvme ...: no path on this host   */
+  DOMXML_SRC_NETWORK, /* type network with a protocol: protocol, name,
+                         hosts ... name it (formats/netdisk.h)          */
+  DOMXML_SRC_OTHER,   /* dir, nvme ...: no path on this host            */
 };
 struct domxml_class {
   bool is_disk;       /* device 'disk' (or no device): not cdrom, floppy,

@@ -38,7 +38,14 @@ static const char domain[] =
   "      <target dev='vdb'/>\n"
   "    </disk>\n"
   "    <disk type='network' device='disk'>\n"
-  "      <source protocol='rbd' name='pool/img'/>\n"
+  "      <auth username='vmd'><secret type='ceph' uuid='u-1'/></auth>\n"
+  "      <source protocol='rbd' name='pool/img'>\n"
+  "        <host name='10.0.0.1' port='6789'/>\n"
+  "        <host name='10.0.0.2'/>\n"
+  "        <host transport='unix' socket='/run/s'/>\n"
+  "        <config file='/etc/ceph/c.conf'/>\n"
+  "        <snapshot name='snap1'/>\n"
+  "      </source>\n"
   "      <target dev='vdc'/>\n"
   "    </disk>\n"
   "    <disk type='block' device='cdrom'>\n"
@@ -219,7 +226,17 @@ main (void)
     CHECK (c.has_source && c.written);
 
     domxml_disk_classify (&d[2], &c);          /* network */
-    CHECK (c.is_disk && c.src == DOMXML_SRC_OTHER && c.path == NULL);
+    CHECK (c.is_disk && c.src == DOMXML_SRC_NETWORK && c.path == NULL);
+    CHECK (eq (d[2].protocol, "rbd") && eq (d[2].name, "pool/img"));
+    CHECK (d[2].nhosts == 3 && eq (d[2].hosts[0].name, "10.0.0.1")
+           && eq (d[2].hosts[0].port, "6789")
+           && eq (d[2].hosts[1].name, "10.0.0.2") && !d[2].hosts[1].port
+           && eq (d[2].hosts[2].transport, "unix")
+           && eq (d[2].hosts[2].socket, "/run/s") && !d[2].hosts[2].name);
+    CHECK (eq (d[2].auth_user, "vmd") && eq (d[2].secret_type, "ceph")
+           && eq (d[2].secret_uuid, "u-1") && !d[2].secret_usage);
+    CHECK (eq (d[2].config_file, "/etc/ceph/c.conf")
+           && eq (d[2].src_snapshot, "snap1"));
     CHECK (eq (c.type, "network") && c.has_source && c.written);
     CHECK (!c.qcow2 && !c.lvm_candidate);
 

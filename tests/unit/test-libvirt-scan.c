@@ -74,8 +74,8 @@ find_disk (const struct disk_scan *v, size_t n, const char *fname)
 }
 
 /* The domain: a qcow2 disk with internal snapshots, a raw one, a volume
- * (no connection: no source), a missing file, a CD-ROM and a network
- * disk (neither shown). */
+ * (no connection: no source), a missing file, a CD-ROM (not shown), an
+ * rbd disk (no connection: no source) and an http one (not shown). */
 static char *
 domain_xml (void)
 {
@@ -110,6 +110,10 @@ domain_xml (void)
     "    <disk type='network' device='disk'>\n"
     "      <source protocol='rbd' name='pool/img'/>\n"
     "      <target dev='vde'/>\n"
+    "    </disk>\n"
+    "    <disk type='network' device='disk'>\n"
+    "      <source protocol='http' name='/x.img'><host name='h'/></source>\n"
+    "      <target dev='vdf'/>\n"
     "    </disk>\n"
     "  </devices>\n"
     "</domain>", dir, dir, dir, dir) >= 0);
@@ -158,8 +162,9 @@ test_domain (void)
   REQUIRE (domxml_parse_domain (dx, strlen (dx), &cur, &ncur) == 0);
   REQUIRE (scan_domain (&b, cur, ncur, true, s1, 1) == 0);
 
-  /* The current disks: vda, vdb, vdc without source, vdd missing. */
-  CHECK (b.ndisks == 4);
+  /* The current disks: vda, vdb, vdc without source, vdd missing, vde
+   * without source. */
+  CHECK (b.ndisks == 5);
   d = find_disk (b.disks, b.ndisks, "vda.img");
   REQUIRE (d != NULL);
   CHECK (eq (d->format, "qcow2") && d->err == 0 && d->live);
@@ -176,7 +181,10 @@ test_domain (void)
   REQUIRE (d != NULL);
   CHECK (d->path != NULL && d->err == EIO && !d->have_st && d->size == 0);
   CHECK (find_disk (b.disks, b.ndisks, "hdc.img") == NULL);
-  CHECK (find_disk (b.disks, b.ndisks, "vde.img") == NULL);
+  d = find_disk (b.disks, b.ndisks, "vde.img");
+  REQUIRE (d != NULL);
+  CHECK (d->path == NULL && d->net == NULL && d->err == EIO);
+  CHECK (find_disk (b.disks, b.ndisks, "vdf.img") == NULL);
 
   /* libvirt's s1, then the qcow2 snapshots libvirt does not know: the
    * first "tagonly" as is, the second with its id. */
