@@ -220,10 +220,8 @@ virConnectPtr virt_get_conn_mode (bool *ro);
 virConnectPtr virt_get_conn (void);
 void virt_conn_close (void);
 char *virt_volume_path (struct build *b, const struct domxml_disk *d);
-/* libvirt-net.c: a network <disk>'s source (netdisk.h), its <auth>
- * secret's value read through c; NULL with errno (logged). */
-struct vd_netsrc *virt_netsrc (virConnectPtr c, const char *dname,
-                               const struct domxml_disk *d);
+/* libvirt-net.c: b->netsrc (snapshotter/netsrc.c's ds_netsrc through
+ * b->c), and whether two sources are the same. */
 struct vd_netsrc *virt_build_netsrc (struct build *b,
                                      const struct domxml_disk *d);
 bool virt_netsrc_same (const struct vd_netsrc *a, const struct vd_netsrc *b);

@@ -22,6 +22,7 @@
 #include <libvirt/virterror.h>
 
 #include "domsnap-int.h"
+#include "netsrc.h"
 #include "virt.h"
 #include "vdformat.h"
 #include "log.h"
@@ -77,6 +78,8 @@ ds_dom_close (struct dom *m)
     free (m->dk[i].node);
     snap_list_free (m->dk[i].lvm_snaps, m->dk[i].nlvm_snaps);
     snap_info_clear (&m->dk[i].lvm_snap);
+    vd_netsrc_free (m->dk[i].net);
+    vd_snapshots_free (m->dk[i].rbd_snaps, m->dk[i].nrbd_snaps);
   }
   free (m->dk);
   domxml_disks_free (m->xd, m->nxd);
@@ -120,6 +123,31 @@ volume_path (struct dom *m, const struct domxml_disk *x)
               x->target ? x->target : "?", x->volume, x->pool,
               virGetLastErrorMessage ());
   return path;
+}
+
+/* Disk k, an RBD image: its source (the secret read) and its snapshots.
+ * 0, or -1 (logged). */
+static int
+rbd_disk (struct dom *m, struct dk *k)
+{
+  struct vd_image *img;
+
+  k->net = ds_netsrc (m->c, m->name, k->x);
+  if (!k->net)
+    return -1;
+  free (k->net->snapshot);      /* <snapshot name>: the image itself */
+  k->net->snapshot = NULL;
+  img = vd_net_open (k->net, 0);
+  if (!img || vd_image_list_snapshots (img, &k->rbd_snaps,
+                                       &k->nrbd_snaps) < 0) {
+    vd_error ("domain %s: disk %s: RBD image %s: cannot read its "
+              "snapshots", m->name, k->target, k->x->name);
+    vd_image_close (img);
+    errno = EIO;
+    return -1;
+  }
+  vd_image_close (img);
+  return 0;
 }
 
 int
@@ -190,6 +218,21 @@ ds_dom_open (virConnectPtr c, const char *name, bool strict, struct dom *m)
       m->nqcow2++;
       continue;
     }
+    if (dc.src == DOMXML_SRC_NETWORK && x->protocol
+        && strcmp (x->protocol, "rbd") == 0 && strcmp (dc.format, "raw") == 0) {
+      /* An RBD image: RBD snapshots (librbd), listed now; libvirt could
+       * not make an internal snapshot of the domain with it. */
+      if (rbd_disk (m, k) == 0) {
+        k->kind = DK_RBD;
+        k->blocks_libvirt = true;
+        m->nrbd++;
+        continue;
+      }
+      if (strict)
+        goto out;                       /* logged */
+      k->blocks_libvirt = true;
+      continue;
+    }
     if (k->path && dc.lvm_candidate) {
       lvm_idx[nlvm] = i;
       lvm_paths[nlvm++] = k->path;
@@ -198,7 +241,7 @@ ds_dom_open (virConnectPtr c, const char *name, bool strict, struct dom *m)
     k->blocks_libvirt = true;
     if (strict) {
       vd_error ("domain %s: disk %s (type %s, format %s%s%s) cannot be "
-                "snapshotted: only qcow2 images and logical volumes can; "
+                "snapshotted: only qcow2 images, logical volumes and RBD images can; "
                 "mark it <disk ... snapshot='no'> to leave it out of "
                 "snapshots", name, k->target, dc.type,
                 x->driver_type ? x->driver_type : "?",

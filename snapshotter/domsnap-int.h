@@ -29,6 +29,7 @@
 #include "domsnap.h"
 #include "domxml.h"
 #include "snapshotter.h"
+#include "netdisk.h"
 #include "buf.h"
 
 /* Who made a snapshot: the first line of the libvirt part's
@@ -38,7 +39,7 @@
 
 /* ---- domsnap-dom.c: the domain and its disks. ---- */
 
-enum dk_kind { DK_SKIP, DK_QCOW2, DK_LVM };
+enum dk_kind { DK_SKIP, DK_QCOW2, DK_LVM, DK_RBD };
 
 struct dk {
   const struct domxml_disk *x;
@@ -53,6 +54,10 @@ struct dk {
   bool tag_made;                /* ds_create made its tag                 */
   bool lvm_made;                /* ds_create made lvm_snap                */
   struct snap_info lvm_snap;
+  struct vd_netsrc *net;        /* DK_RBD: the image (formats/netdisk.h)  */
+  struct vd_snapshot *rbd_snaps;  /* DK_RBD: its snapshots now            */
+  size_t nrbd_snaps;
+  bool rbd_made;                /* ds_create made its snapshot            */
 };
 
 struct dom {
@@ -65,7 +70,7 @@ struct dom {
   struct domxml_disk *xd;
   size_t nxd;
   struct dk *dk;                /* nxd entries                            */
-  size_t nqcow2, nlvm;
+  size_t nqcow2, nlvm, nrbd;
   bool blocked;                 /* some dk blocks_libvirt                 */
 };
 

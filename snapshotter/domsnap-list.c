@@ -154,6 +154,23 @@ ds_list (virConnectPtr c, const char *domain, struct ds_snap **out,
       s->flags |= DS_LVM;
       s->nlvm++;
     }
+  for (i = 0; i < m.nxd; i++)
+    for (j = 0; m.dk[i].kind == DK_RBD && j < m.dk[i].nrbd_snaps; j++) {
+      const struct vd_snapshot *vs = &m.dk[i].rbd_snaps[j];
+      struct ds_snap *s = entry (&v, &n, &cap, vs->name);
+
+      if (!s) {
+        errno = ENOMEM;
+        goto out;
+      }
+      /* RBD snapshots carry no maker: by stays as the other parts say
+       * (DS_BY_OTHER alone: never pruned). */
+      if (!(s->flags & (DS_LIBVIRT | DS_LVM))
+          && (s->nrbd == 0 || vs->date_sec < s->ctime))
+        s->ctime = vs->date_sec;
+      s->flags |= DS_RBD;
+      s->nrbd++;
+    }
   if (n > 1)
     qsort (v, n, sizeof *v, cmp_ds);
   *out = v;

@@ -15,6 +15,9 @@
  *                              registered with
  *                              VIR_DOMAIN_SNAPSHOT_CREATE_REDEFINE
  *   logical volumes            lvm_snapshotter.create (lvm.c)
+ *   RBD images                 vd_rbd_snap_create (formats/rbd.c), one
+ *                              per image while the domain is paused (or
+ *                              frozen, or shut off)
  *
  * ds_create runs in phases, one function each: check the arguments,
  * take the lock, resolve the domain and classify its disks, check the
@@ -200,6 +203,12 @@ undo (struct create *cr)
                   "behind", m->name, k->target, k->lvm_snap.id);
       k->lvm_made = false;
     }
+    if (k->rbd_made) {
+      if (vd_rbd_snap_remove (k->net, cr->name) < 0)
+        vd_error ("domain %s: disk %s: undo: RBD snapshot %s@%s is left "
+                  "behind", m->name, k->target, k->x->name, cr->name);
+      k->rbd_made = false;
+    }
   }
   if (cr->paused) {
     if (virDomainResume (m->d) < 0)
@@ -287,9 +296,9 @@ create_resolve (struct create *cr, virConnectPtr c, const char *domain)
   if (ds_dom_open (c, domain, true, m) < 0)
     return -1;
   cr->opened = true;
-  if (m->nqcow2 + m->nlvm == 0) {
-    vd_error ("domain %s: no disk to snapshot (no qcow2 image or logical "
-              "volume that is not left out)", domain);
+  if (m->nqcow2 + m->nlvm + m->nrbd == 0) {
+    vd_error ("domain %s: no disk to snapshot (no qcow2 image, logical "
+              "volume or RBD image that is not left out)", domain);
     errno = ENOTSUP;
     return -1;
   }
@@ -347,6 +356,13 @@ create_check_free (struct create *cr)
         errno = EEXIST;
         return -1;
       }
+    for (j = 0; k->kind == DK_RBD && j < k->nrbd_snaps; j++)
+      if (strcmp (k->rbd_snaps[j].name, name) == 0) {
+        vd_error ("domain %s: disk %s (RBD image %s) has a snapshot %s "
+                  "already", m->name, k->target, k->x->name, name);
+        errno = EEXIST;
+        return -1;
+      }
   }
   return 0;
 }
@@ -362,7 +378,7 @@ create_freeze (struct create *cr)
 {
   struct dom *m = &cr->m;
 
-  cr->own = m->nqcow2 > 0 && (m->blocked || m->nlvm > 0);
+  cr->own = m->nqcow2 > 0 && (m->blocked || m->nlvm + m->nrbd > 0);
   cr->memory = m->nqcow2 > 0 && !cr->own && m->active;
   if (!cr->opts->quiesce)
     return;
@@ -403,7 +419,8 @@ create_pause (struct create *cr)
   struct dom *m = &cr->m;
 
   if (m->state != VIR_DOMAIN_RUNNING ||
-      !(cr->own || (m->nlvm > 0 && m->nqcow2 + m->nlvm > 1)))
+      !(cr->own || (m->nlvm + m->nrbd > 0
+                    && m->nqcow2 + m->nlvm + m->nrbd > 1)))
     return 0;
   if (virDomainSuspend (m->d) < 0) {
     virt_fail (VIRT_ALL, "domain %s: pausing it for snapshot %s", m->name,
@@ -444,6 +461,33 @@ create_lvm (struct create *cr)
     cr->dn |= DS_DONE_LVM;
   }
   return inject_failure (m->name, "lvm") ? -1 : 0;
+}
+
+/* Phase 6b: the RBD snapshots, one per RBD image (a domain with only
+ * one disk needs no pause: an RBD snapshot is atomic for its image). */
+static int
+create_rbd (struct create *cr)
+{
+  struct dom *m = &cr->m;
+  size_t i;
+
+  for (i = 0; i < m->nxd; i++) {
+    struct dk *k = &m->dk[i];
+
+    if (k->kind != DK_RBD)
+      continue;
+    if (vd_rbd_snap_create (k->net, cr->name) < 0) {
+      int e = errno;
+      vd_error ("domain %s: disk %s (RBD image %s): snapshot %s not made: "
+                "%s", m->name, k->target, k->x->name, cr->name,
+                strerror (e));
+      errno = e == EEXIST || e == EACCES ? e : EIO;
+      return -1;
+    }
+    k->rbd_made = true;
+    cr->dn |= DS_DONE_RBD;
+  }
+  return inject_failure (m->name, "rbd") ? -1 : 0;
 }
 
 /* Phase 7: the qcow2 part and its libvirt metadata.  libvirt may say it
@@ -531,16 +575,20 @@ ds_create (virConnectPtr c, const char *domain, const char *name,
     goto out;
   create_freeze (&cr);
   if (create_pause (&cr) < 0 || create_lvm (&cr) < 0 ||
-      create_qcow2 (&cr) < 0 || create_resume_thaw (&cr) < 0) {
+      create_rbd (&cr) < 0 || create_qcow2 (&cr) < 0
+      || create_resume_thaw (&cr) < 0) {
     undo (&cr);
     cr.dn &= DS_DONE_NO_AGENT | DS_DONE_NOT_NEEDED;
     goto out;
   }
-  vd_info ("domain %s: snapshot %s made (%s%s%s%s)", domain, name,
+  vd_info ("domain %s: snapshot %s made (%s%s%s%s%s%s)", domain, name,
            cr.dn & DS_DONE_LIBVIRT ? (cr.own ? "qcow2 by own path"
                                       : "qcow2 by libvirt") : "",
            cr.dn & DS_DONE_LIBVIRT && cr.dn & DS_DONE_LVM ? ", " : "",
            cr.dn & DS_DONE_LVM ? "LVM" : "",
+           cr.dn & (DS_DONE_LIBVIRT | DS_DONE_LVM)
+           && cr.dn & DS_DONE_RBD ? ", " : "",
+           cr.dn & DS_DONE_RBD ? "RBD" : "",
            cr.dn & DS_DONE_MEMORY ? ", with VM state" : "");
   r = 0;
 
@@ -568,6 +616,7 @@ struct del {
   bool *tagdisk;                /* m.nxd: the qcow2 disks with its tag    */
   bool any_tag;
   size_t nlvm;                  /* LV snapshots of that shown name        */
+  size_t nrbd;                  /* RBD snapshots of that name             */
 };
 
 /* Phase 1: the libvirt part and the disks its tags are in: by target
@@ -632,7 +681,11 @@ delete_check_found (struct del *dl)
     for (j = 0; m->dk[i].kind == DK_LVM && j < m->dk[i].nlvm_snaps; j++)
       if (strcmp (m->dk[i].lvm_snaps[j].name, dl->name) == 0)
         dl->nlvm++;
-  if (dl->snap || dl->nlvm > 0)
+  for (i = 0; i < m->nxd; i++)
+    for (j = 0; m->dk[i].kind == DK_RBD && j < m->dk[i].nrbd_snaps; j++)
+      if (strcmp (m->dk[i].rbd_snaps[j].name, dl->name) == 0)
+        dl->nrbd++;
+  if (dl->snap || dl->nlvm > 0 || dl->nrbd > 0)
     return 0;
   for (i = 0; i < m->nxd; i++) {
     int t;
@@ -675,6 +728,34 @@ delete_lvm (struct del *dl)
                   strerror (le));
         if (!e)
           e = le == ENOSPC ? ENOSPC : le == EACCES ? EACCES : EIO;
+      }
+    }
+  if (e) {
+    errno = e;
+    return -1;
+  }
+  return 0;
+}
+
+/* Phase 3b: the RBD snapshots of that name; every one is tried. */
+static int
+delete_rbd (struct del *dl)
+{
+  struct dom *m = &dl->m;
+  size_t i, j;
+  int e = 0;
+
+  for (i = 0; i < m->nxd; i++)
+    for (j = 0; m->dk[i].kind == DK_RBD && j < m->dk[i].nrbd_snaps; j++) {
+      if (strcmp (m->dk[i].rbd_snaps[j].name, dl->name) != 0)
+        continue;
+      if (vd_rbd_snap_remove (m->dk[i].net, dl->name) < 0) {
+        int re = errno;
+        vd_error ("domain %s: disk %s: RBD snapshot %s@%s not deleted: %s",
+                  m->name, m->dk[i].target, m->dk[i].x->name, dl->name,
+                  strerror (re));
+        if (!e)
+          e = re == EBUSY || re == EACCES ? re : EIO;
       }
     }
   if (e) {
@@ -755,7 +836,8 @@ ds_delete (virConnectPtr c, const char *domain, const char *name)
    * deleted through qemu, by node name. */
   if (dl.m.active && dl.any_tag && qmp_find_nodes (&dl.m, dl.tagdisk) < 0)
     goto out;
-  if (delete_lvm (&dl) < 0 || delete_libvirt (&dl) < 0)
+  if (delete_lvm (&dl) < 0 || delete_rbd (&dl) < 0
+      || delete_libvirt (&dl) < 0)
     goto out;
   vd_info ("domain %s: snapshot %s deleted", domain, name);
   r = 0;

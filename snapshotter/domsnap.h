@@ -140,6 +140,7 @@ struct ds_create_opts {          /* zero-initialise, then set */
 #define DS_DONE_MEMORY    0x20   /* the libvirt part holds VM state      */
 #define DS_DONE_NOT_NEEDED 0x40  /* quiesce asked, nothing needed freezing
                                     (shut off): consistent as it is       */
+#define DS_DONE_RBD       0x80   /* at least one RBD snapshot was made   */
 
 /* The lock directory (see "Lock" above). */
 #define DS_LOCK_DIR "/run/vmdiskfs"
@@ -149,6 +150,7 @@ struct ds_create_opts {          /* zero-initialise, then set */
 #define DS_LIBVIRT   0x1         /* libvirt has a snapshot of this name  */
 #define DS_LVM       0x2         /* at least one LV snapshot of this name */
 #define DS_CURRENT   0x4         /* libvirt's current snapshot           */
+#define DS_RBD       0x8         /* at least one RBD snapshot of this name */
 struct ds_snap {
   char *name;                    /* shown name                           */
   int64_t ctime;                 /* creation time, seconds (the libvirt
@@ -159,6 +161,7 @@ struct ds_snap {
                                     paused disk-snapshot ...; NULL when
                                     there is no libvirt part              */
   size_t nlvm;                    /* LV snapshots in it                   */
+  size_t nrbd;                    /* RBD snapshots in it                  */
 };
 
 /* The path of volume in storage pool (a <disk type='volume'>), malloc'd,

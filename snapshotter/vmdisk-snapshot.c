@@ -267,7 +267,8 @@ by_text (enum ds_by by)
   }
 }
 
-/* libvirt, lvm or both, "+memory" when the libvirt part holds VM state. */
+/* libvirt, lvm or both, "rbd" or "+rbd" with RBD snapshots, "+memory"
+ * when the libvirt part holds VM state. */
 static void
 kind_text (const struct ds_snap *s, char *buf, size_t len)
 {
@@ -275,8 +276,13 @@ kind_text (const struct ds_snap *s, char *buf, size_t len)
     : (s->flags & DS_LIBVIRT) ? "libvirt" : (s->flags & DS_LVM) ? "lvm" : "-";
   bool memory = s->state && (strcmp (s->state, "running") == 0 ||
                              strcmp (s->state, "paused") == 0);
+  bool rbd = s->flags & DS_RBD;
 
-  snprintf (buf, len, "%s%s", k, memory ? "+memory" : "");
+  if (rbd && strcmp (k, "-") == 0)
+    snprintf (buf, len, "rbd%s", memory ? "+memory" : "");
+  else
+    snprintf (buf, len, "%s%s%s", k, rbd ? "+rbd" : "",
+              memory ? "+memory" : "");
 }
 
 /* ---- Options shared by the commands. ---- */
