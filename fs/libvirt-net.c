@@ -12,7 +12,11 @@
 struct vd_netsrc *
 virt_build_netsrc (struct build *b, const struct domxml_disk *d)
 {
-  return ds_netsrc (b->c, b->dname, d);
+  struct vd_netsrc *src = ds_netsrc (b->c, b->dname, d);
+
+  if (src)
+    src->timeout_s = fs_config.net_timeout;
+  return src;
 }
 
 bool

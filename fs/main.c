@@ -54,6 +54,7 @@ enum {
   KEY_VERSION,
   KEY_ALLOW_OTHER,
   KEY_SPIN,
+  KEY_NET_TIMEOUT,
 };
 
 /* -o spin_us=N: how long the reader tries /dev/fuse again before it
@@ -79,6 +80,7 @@ static const struct fuse_opt fs_opts[] = {
   FUSE_OPT_KEY ("allow_other", KEY_ALLOW_OTHER),
   FUSE_OPT_KEY ("fsname=", KEY_FSNAME),
   FUSE_OPT_KEY ("spin_us=", KEY_SPIN),
+  FUSE_OPT_KEY ("net_timeout=", KEY_NET_TIMEOUT),
   /* fstab's placeholder, in case a mount helper passes it on. */
   FUSE_OPT_KEY ("defaults", FUSE_OPT_KEY_DISCARD),
   FUSE_OPT_END
@@ -110,6 +112,22 @@ opt_proc (void *data, const char *arg, int key, struct fuse_args *outargs)
         return -1;
       }
       spin_us = v;
+      return 0;
+    }
+  case KEY_NET_TIMEOUT:
+    {
+      const char *s = arg + strlen ("net_timeout=");
+      char *end;
+      unsigned long v;
+
+      errno = 0;
+      v = strtoul (s, &end, 10);
+      if (errno || *end || end == s || v < 1 || v > 3600) {
+        fprintf (stderr, "vmdiskfs: net_timeout: a number of seconds from "
+                 "1 to 3600 expected: %s\n", arg);
+        return -1;
+      }
+      fs_config.net_timeout = v;
       return 0;
     }
   case FUSE_OPT_KEY_NONOPT:
@@ -165,6 +183,9 @@ usage (FILE *fp, const char *prog)
 "                           each backing chain's metadata (64M, 1GiB)\n"
 "    -o spin_us=N           how long the thread reading requests tries\n"
 "                           again before it sleeps (default 50; 0: never)\n"
+"    -o net_timeout=SECONDS how long a request to a network disk's server\n"
+"                           (RBD, iSCSI, NBD) may take before it fails\n"
+"                           with EIO (default 30)\n"
 "    -V   --version         print version\n"
 "    -h   --help            print help\n"
 "\n", prog);

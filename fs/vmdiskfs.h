@@ -94,6 +94,7 @@ struct fs_config {
   bool backing_any;           /* -o backing=any: follow names anywhere    */
   bool probe_no;              /* -o probe=no: only *.qcow2 ... probed     */
   bool ro;                    /* -o ro                                    */
+  unsigned net_timeout;       /* -o net_timeout=SECONDS, 0: the default   */
   bool foreground;
   bool debug;
 };
