@@ -44,6 +44,9 @@
 #                                                       (format from the pool)
 #                           cdrom:sda:/path/x.iso       a cdrom (SOURCE may be
 #                                                       empty: no medium)
+#                           net:vda:<source protocol='nbd' ...>...</source>
+#                                                       a network disk, raw
+#                                                       (the XML as given)
 #                         virtio targets (vd*) on bus virtio, sd* on sata,
 #                         hd* on ide.  The domain is undefined at exit.
 #                         Defining a NAME again redefines it (same UUID).
@@ -407,6 +410,15 @@ ${uuid:+  <uuid>$uuid</uuid>
         xml+="
       <target dev='$target' bus='$bus'/>
       <readonly/>
+    </disk>
+" ;;
+      net)
+        # net:TARGET:<source protocol=...>...</source> (raw XML, with the
+        # <auth> inside it when there is one): a network disk, raw.
+        xml+="    <disk type='network' device='disk'>
+      <driver name='qemu' type='raw'/>
+      ${spec#*:}
+      <target dev='$target' bus='$bus'/>
     </disk>
 " ;;
       *) fail "lv_define: disk type $type" ;;
