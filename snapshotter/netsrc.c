@@ -13,11 +13,13 @@
 #include <config.h>
 
 #include <errno.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include <libvirt/libvirt.h>
+#include <libvirt/virterror.h>
 
 #include "netsrc.h"
 #include "virt.h"
@@ -89,11 +91,20 @@ secret_value (virConnectPtr c, const char *dname,
   }
   v = virSecretGetValue (s, &len, 0);
   if (!v) {
-    virt_fail (VIRT_ALL, "domain %s: disk %s: value of secret %s", dname,
-                d->target ? d->target : "?",
-                d->secret_uuid ? d->secret_uuid : d->secret_usage);
+    bool private = virt_last_code () == VIR_ERR_INVALID_SECRET;
+
+    if (private && proto == VD_NET_RBD)
+      vd_warn ("domain %s: disk %s: secret %s is private (libvirt gives "
+               "its value to nobody): the ceph keyring of the host's "
+               "ceph.conf is used instead", dname,
+               d->target ? d->target : "?",
+               d->secret_uuid ? d->secret_uuid : d->secret_usage);
+    else
+      virt_fail (VIRT_ALL, "domain %s: disk %s: value of secret %s", dname,
+                 d->target ? d->target : "?",
+                 d->secret_uuid ? d->secret_uuid : d->secret_usage);
     virSecretFree (s);
-    errno = EACCES;
+    errno = private ? EPERM : EACCES;
     return NULL;
   }
   if (proto == VD_NET_RBD)
@@ -169,7 +180,10 @@ ds_netsrc (virConnectPtr c, const char *dname, const struct domxml_disk *d)
   }
   if (d->secret_uuid || d->secret_usage) {
     src->secret = secret_value (c, dname, d, src->proto);
-    if (!src->secret) {
+    if (!src->secret && errno == EPERM && src->proto == VD_NET_RBD) {
+      /* A private secret: librados finds the key itself (logged). */
+    }
+    else if (!src->secret) {
       int e = errno;
       vd_netsrc_free (src);
       errno = e;
