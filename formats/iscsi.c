@@ -75,7 +75,9 @@
 #include "cleanup.h"
 
 #define ISCSI_DEFAULT_PORT "3260"
-#define ISCSI_MAX_SESSIONS 4
+#ifndef ISCSI_MAX_SESSIONS
+#define ISCSI_MAX_SESSIONS 8
+#endif
 #define ISCSI_DEFAULT_XFER (1U << 20)   /* no maximum transfer length */
 #define ISCSI_XFER_CAP (4U << 20)       /* per command, whatever the target
                                            allows: one command's time
