@@ -864,8 +864,11 @@ iscsi_block_status (struct vd_image *img, uint64_t offset, uint64_t length,
       d->provisioning == SCSI_PROVISIONING_TYPE_MAPPED || !s->lbprz
       ? VD_EXTENT_DATA : VD_EXTENT_HOLE;
 
-    /* Contiguous runs from lba on; anything else ends the answer. */
-    if (d->lba != run_end || d->num_blocks == 0)
+    /* Contiguous runs from lba on (the first may start before it);
+     * anything else ends the answer. */
+    if (d->num_blocks == 0
+        || (i == 0 ? d->lba > lba || d->lba + d->num_blocks <= lba
+            : d->lba != run_end))
       break;
     if (i == 0)
       type = t;

@@ -2,8 +2,9 @@
 # vmdiskfs - the iSCSI network disk driver (formats/iscsi.c) against a
 # real target: tgtd on 127.0.0.1 (a control port and a TCP port of its
 # own), LUNs backed by files here, read and written with formats/vd-cat:
-#  - bytes (cmp with the backing file), size (-i), LUN 0 (tgtd's
-#    controller) refused as not a disk;
+#  - bytes (cmp with the backing file and with qemu-img convert's),
+#    size (-i), LUN 0 (tgtd's controller) refused as not a disk, a
+#    missing LUN refused;
 #  - extents (-m): all data without thin provisioning; with it (tgtd
 #    then answers GET LBA STATUS from its file's holes, LBPRZ set), the
 #    data extents are the backing file's data ranges, holes read zeros;
@@ -132,6 +133,13 @@ U=iscsi://127.0.0.1:$port/$IQN
 "$VDCAT" "$U/1" >"$TEST_DIR/out" 2>"$TEST_DIR/err" ||
   { cat "$TEST_DIR/err" >&2; fail "vd-cat $U/1"; }
 compare "$TEST_DIR/out" "$data"
+# qemu's iscsi driver (qemu-block-extra) as a second oracle.
+if command -v qemu-img >/dev/null 2>&1; then
+  qemu-img convert -O raw "$U/1" "$TEST_DIR/qemu.raw" ||
+    fail "qemu-img convert $U/1"
+  compare "$TEST_DIR/out" "$TEST_DIR/qemu.raw"
+  rm -f "$TEST_DIR/qemu.raw"
+fi
 info=$("$VDCAT" -i "$U/1") || fail "vd-cat -i $U/1"
 [ "$info" = "format iscsi
 size $SIZE" ] || fail "vd-cat -i $U/1 said: $info"
