@@ -349,9 +349,34 @@ session_login (struct iscsi_image *s, unsigned gen, int *eno,
   return NULL;
 }
 
-/* A session for one request: an idle one of the current generation, a
- * new one (up to ISCSI_MAX_SESSIONS, not within the backoff), or the
- * first to come back within the timeout.  NULL with *eno and err. */
+/* Nobody services an idle session's socket: the target may have
+ * closed it, or pinged it (NOP-In, which needs an answer) meanwhile.
+ * Handle what came; false when the session is gone. */
+static bool
+session_alive (struct iscsi_session *ss)
+{
+  struct pollfd pfd = { .fd = iscsi_get_fd (ss->ctx), .events = POLLIN };
+  char c;
+
+  if (pfd.fd < 0)
+    return false;
+  if (poll (&pfd, 1, 0) <= 0)
+    return true;                        /* nothing came */
+  if (pfd.revents & (POLLERR | POLLHUP | POLLNVAL))
+    return false;
+  /* The end of the stream (or a reset): gone.  libiscsi would take it
+   * for a reason to reconnect, which is off, and say nothing. */
+  if (recv (pfd.fd, &c, 1, MSG_PEEK | MSG_DONTWAIT) <= 0)
+    return false;
+  return iscsi_service (ss->ctx, pfd.revents) == 0
+    && iscsi_get_fd (ss->ctx) >= 0 && iscsi_is_logged_in (ss->ctx)
+    && iscsi_queue_length (ss->ctx) == 0;
+}
+
+/* A session for one request: an idle one of the current generation
+ * still connected, a new one (up to ISCSI_MAX_SESSIONS, not within the
+ * backoff), or the first to come back within the timeout.  NULL with
+ * *eno and err. */
 static struct iscsi_session *
 session_get (struct iscsi_image *s, int *eno, char *err, size_t errlen)
 {
@@ -363,10 +388,21 @@ session_get (struct iscsi_image *s, int *eno, char *err, size_t errlen)
   pthread_mutex_lock (&s->lock);
   for (;;) {
     while ((ss = s->idle) != NULL) {
+      bool alive;
+
       s->idle = ss->next;
-      if (ss->gen == s->gen)
-        break;
-      ss->next = stale;             /* from before an error: drop it */
+      if (ss->gen == s->gen) {
+        pthread_mutex_unlock (&s->lock);
+        alive = session_alive (ss);
+        pthread_mutex_lock (&s->lock);
+        if (alive)
+          break;
+        /* Closed while idle (a restarted target, or one that drops
+         * idle sessions): not an error of any request, no backoff. */
+        vd_debug ("iscsi: %s: an idle session was closed by the target",
+                  s->desc);
+      }
+      ss->next = stale;             /* dropped, outside the lock */
       stale = ss;
       s->nsessions--;
     }
@@ -393,10 +429,12 @@ session_get (struct iscsi_image *s, int *eno, char *err, size_t errlen)
         s->backoff_ms = BACKOFF_MIN_MS;
       else {
         s->nsessions--;
-        s->gen++;
-        s->retry_at = after_ms (s->backoff_ms);
-        s->backoff_ms = MIN (s->backoff_ms * 2, BACKOFF_MAX_MS);
-        s->backoff_said = false;
+        if (gen == s->gen) {
+          s->gen++;
+          s->retry_at = after_ms (s->backoff_ms);
+          s->backoff_ms = MIN (s->backoff_ms * 2, BACKOFF_MAX_MS);
+          s->backoff_said = false;
+        }
         pthread_cond_broadcast (&s->cond);
       }
       break;
@@ -422,7 +460,9 @@ static void
 session_put (struct iscsi_image *s, struct iscsi_session *ss, bool broken)
 {
   pthread_mutex_lock (&s->lock);
-  if (broken) {
+  /* The first failure of a generation counts: sessions of an older
+   * one failing too (the same outage) do not double the backoff again. */
+  if (broken && ss->gen == s->gen) {
     s->gen++;
     s->retry_at = after_ms (s->backoff_ms);
     s->backoff_ms = MIN (s->backoff_ms * 2, BACKOFF_MAX_MS);
