@@ -132,5 +132,8 @@ echo 3 > /proc/sys/vm/drop_caches
 check "vda.img after its server restarted differs" same_bytes "$V" "$NEW"
 
 lv_alive "$MNT"
-[ "$failures" -eq 0 ] || fail "$failures checks failed"
+if [ "$failures" -ne 0 ]; then
+  tail -40 "$(vmdiskfs_log "$MNT")" >&2
+  fail "$failures checks failed"
+fi
 echo "PASS"
