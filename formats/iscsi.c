@@ -906,7 +906,8 @@ iscsi_block_status (struct vd_image *img, uint64_t offset, uint64_t length,
 
     /* Contiguous runs from lba on (the first may start before it);
      * anything else ends the answer. */
-    if (d->num_blocks == 0
+    /* The target's numbers are untrusted: no wrap past 2^64 blocks. */
+    if (d->num_blocks == 0 || d->num_blocks > UINT64_MAX - d->lba
         || (i == 0 ? d->lba > lba || d->lba + d->num_blocks <= lba
             : d->lba != run_end))
       break;
@@ -919,7 +920,9 @@ iscsi_block_status (struct vd_image *img, uint64_t offset, uint64_t length,
       break;
   }
   scsi_free_scsi_task (task);
-  if (run_end == lba) {
+  if (run_end > end / s->bs + 1)
+    run_end = end / s->bs + 1;          /* run_end * bs cannot wrap */
+  if (run_end == lba || run_end * s->bs <= offset) {
     /* Nothing usable: say data, for one block at least. */
     vd_debug ("iscsi: %s: GET LBA STATUS at block %" PRIu64 ": no "
               "descriptor there", s->desc, lba);
