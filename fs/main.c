@@ -55,7 +55,12 @@ enum {
   KEY_ALLOW_OTHER,
   KEY_SPIN,
   KEY_NET_TIMEOUT,
+  KEY_CONNECT,
 };
+
+/* How many -o connect= were given: one top directory per host is not
+ * built yet, and taking the last one silently would hide hosts. */
+static unsigned nconnect;
 
 /* -o spin_us=N: how long the reader tries /dev/fuse again before it
  * sleeps (loop.c).  50 us covers a reader's turnaround between two 4k
@@ -81,6 +86,7 @@ static const struct fuse_opt fs_opts[] = {
   FUSE_OPT_KEY ("fsname=", KEY_FSNAME),
   FUSE_OPT_KEY ("spin_us=", KEY_SPIN),
   FUSE_OPT_KEY ("net_timeout=", KEY_NET_TIMEOUT),
+  FUSE_OPT_KEY ("connect=", KEY_CONNECT),
   /* fstab's placeholder, in case a mount helper passes it on. */
   FUSE_OPT_KEY ("defaults", FUSE_OPT_KEY_DISCARD),
   FUSE_OPT_END
@@ -114,6 +120,14 @@ opt_proc (void *data, const char *arg, int key, struct fuse_args *outargs)
       spin_us = v;
       return 0;
     }
+  case KEY_CONNECT:
+    if (++nconnect > 1) {
+      fprintf (stderr, "vmdiskfs: -o connect= given more than once: one "
+               "mount shows one libvirt connection (mount each host on a "
+               "directory of its own)\n");
+      return -1;
+    }
+    return 0;
   case KEY_NET_TIMEOUT:
     {
       const char *s = arg + strlen ("net_timeout=");
