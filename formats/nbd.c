@@ -404,15 +404,14 @@ wait_for (struct nbd_disk *d, const bool *done, uint64_t gen,
   return r;
 }
 
-/* Lock held: a request of connection gen got no answer in time.  Drop the
- * connection (with the poller's help when one is in poll). */
+/* Lock held: drop the connection of generation gen, if it is still the
+ * current one, for why (with the poller's help when one is in poll). */
 static void
-drop_timed_out (struct nbd_disk *d, uint64_t gen)
+drop_gen (struct nbd_disk *d, uint64_t gen, const char *why, int err)
 {
   while (d->gen == gen) {
-    snprintf (d->why, sizeof d->why, "no answer from the server within "
-              "%" PRIu64 " s", d->timeout_ms / 1000);
-    d->why_errno = ETIMEDOUT;
+    snprintf (d->why, sizeof d->why, "%s", why);
+    d->why_errno = err;
     if (!d->polling) {
       drop (d, NULL);
       break;
@@ -505,7 +504,8 @@ get_conn (struct nbd_disk *d, uint64_t deadline, bool *backoff)
     }
     r = wait_for (d, &d->connected, gen, deadline);
     if (r == -2) {
-      drop_timed_out (d, gen);
+      drop_gen (d, gen, "connecting: no answer from the server in time",
+                ETIMEDOUT);
       return -1;
     }
     if (r == -1)
@@ -547,11 +547,10 @@ run (struct nbd_disk *d, enum nbd_op op, void *buf, uint64_t count,
 {
   uint64_t deadline = now_ms () + d->timeout_ms;
   char why[sizeof d->why];
-  bool backoff = false;
-  int attempt;
+  bool backoff = false, lost = false;
 
   pthread_mutex_lock (&d->lock);
-  for (attempt = 0; ; attempt++) {
+  for (;;) {
     uint64_t gen;
     int r;
 
@@ -560,7 +559,10 @@ run (struct nbd_disk *d, enum nbd_op op, void *buf, uint64_t count,
     c->got = 0;
     c->any = false;
     if (get_conn (d, deadline, &backoff) < 0) {
-      memcpy (why, d->why, sizeof why);
+      if (lost)
+        snprintf (why, sizeof why, "connection lost, then %.200s", d->why);
+      else
+        memcpy (why, d->why, sizeof why);
       break;
     }
     gen = d->gen;
@@ -568,37 +570,54 @@ run (struct nbd_disk *d, enum nbd_op op, void *buf, uint64_t count,
       const char *e = nbd_get_error ();
 
       snprintf (why, sizeof why, "%s", e ? e : "refused by libnbd");
-      if (nbd_aio_is_dead (d->h) || nbd_aio_is_closed (d->h))
-        drop (d, why);
-      break;
+      if (!nbd_aio_is_dead (d->h) && !nbd_aio_is_closed (d->h))
+        break;                  /* refused: bad arguments */
+      drop_gen (d, gen, why, ENOTCONN);
+      r = -1;
     }
-    /* The poller polls for replies; a command not wholly sent needs
-     * POLLOUT too, which it learns when kicked. */
-    if (d->polling
-        && (nbd_aio_get_direction (d->h) & LIBNBD_AIO_DIRECTION_WRITE))
-      kick (d);
-    r = wait_for (d, &c->done, gen, deadline);
+    else {
+      /* The poller polls for replies; a command not wholly sent needs
+       * POLLOUT too, which it learns when kicked. */
+      if (d->polling
+          && (nbd_aio_get_direction (d->h) & LIBNBD_AIO_DIRECTION_WRITE))
+        kick (d);
+      r = wait_for (d, &c->done, gen, deadline);
+    }
     if (r == 0 && c->err == 0) {
       d->fails = 0;
       pthread_mutex_unlock (&d->lock);
       return 0;
     }
-    if (r == 0 && d->gen == gen) {
+    if (r == 0 && d->gen != gen)
+      r = -1;                   /* failed as its connection went */
+    else if (r == 0
+             && (nbd_aio_is_dead (d->h) || nbd_aio_is_closed (d->h))) {
+      /* Failed by a connection found dead when sending (libnbd completes
+       * the command at once with ENOTCONN). */
+      drop_gen (d, gen, "connection lost", ENOTCONN);
+      r = -1;
+    }
+    if (r == 0) {
       /* The server answered with an error: the connection is fine. */
       snprintf (why, sizeof why, "the server answered: %s",
                 strerror (c->err));
       break;
     }
     if (r == -2) {
-      drop_timed_out (d, gen);
+      char t[64];
+
+      snprintf (t, sizeof t, "no answer from the server within %" PRIu64
+                " s", d->timeout_ms / 1000);
+      drop_gen (d, gen, t, ETIMEDOUT);
       memcpy (why, d->why, sizeof why);
       break;
     }
     /* Lost, possibly long ago (a server restarted): once more, on a new
      * connection, if the backoff allows one now. */
     memcpy (why, d->why, sizeof why);
-    if (attempt > 0)
+    if (lost)
       break;
+    lost = true;
   }
   pthread_mutex_unlock (&d->lock);
   if (backoff)
