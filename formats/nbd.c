@@ -85,6 +85,9 @@ struct nbd_disk {
   char why[256];                /* why the last connection went or failed */
   int why_errno;
   unsigned fails;               /* failures since the last success       */
+  bool dirty;                   /* writes on h since its last flush      */
+  bool lost_writes;             /* a connection went with such writes:
+                                   the next flush fails                 */
   uint64_t next_try_ms;         /* no connect attempt before (monotonic) */
   /* The server, as of the last handshake: */
   bool have_size;
@@ -92,7 +95,7 @@ struct nbd_disk {
   bool meta;                    /* base:allocation negotiated            */
   bool readonly, can_zero, can_flush;
   uint32_t align;               /* minimum block size (power of two)    */
-  uint32_t max_io;
+  uint32_t max_io;              /* size, align, max_io: as at open      */
 };
 
 enum nbd_op { OP_READ, OP_WRITE, OP_ZERO, OP_FLUSH, OP_STATUS };
@@ -221,6 +224,9 @@ drop (struct nbd_disk *d, const char *why)
   d->h = NULL;
   d->connected = false;
   d->drop_pending = false;
+  if (d->dirty)
+    d->lost_writes = true;
+  d->dirty = false;
   d->gen++;
   if (d->fails > 0) {
     delay = (uint64_t) BACKOFF_MIN_MS << (d->fails < 7 ? d->fails - 1 : 6);
@@ -256,26 +262,41 @@ on_connected (struct nbd_disk *d)
     drop (d, NULL);
     return;
   }
-  if (d->have_size && (uint64_t) size != d->size) {
-    char why[128];
+  /* The spec makes both powers of two; anything else is ignored. */
+  if (min <= 1 || min > (1 << 16) || (min & (min - 1)) != 0)
+    min = 1;
+  if (max < min || max > NBD_MAX_IO)
+    max = NBD_MAX_IO;
+  max &= ~(min - 1);
+  if (d->have_size) {
+    /* Size and block sizes are read without the lock: they stay as at
+     * open, and a server that changed them is refused. */
+    char why[160];
 
-    snprintf (why, sizeof why, "the export's size changed from %" PRIu64
-              " to %" PRId64 " bytes", d->size, size);
-    d->why_errno = EIO;
-    drop (d, why);
-    return;
+    if ((uint64_t) size != d->size)
+      snprintf (why, sizeof why, "the export's size changed from %"
+                PRIu64 " to %" PRId64 " bytes", d->size, size);
+    else if ((uint64_t) min > d->align || (uint64_t) max < d->max_io)
+      snprintf (why, sizeof why, "the server's block sizes changed "
+                "(minimum %" PRId64 ", maximum %" PRId64 ")", min, max);
+    else
+      why[0] = '\0';
+    if (why[0]) {
+      d->why_errno = EIO;
+      drop (d, why);
+      return;
+    }
   }
-  d->size = size;
-  d->have_size = true;
+  else {
+    d->size = size;
+    d->align = min;
+    d->max_io = max;
+    d->have_size = true;
+  }
   d->meta = nbd_can_meta_context (h, LIBNBD_CONTEXT_BASE_ALLOCATION) == 1;
   d->readonly = nbd_is_read_only (h) == 1;
   d->can_zero = nbd_can_zero (h) == 1;
   d->can_flush = nbd_can_flush (h) == 1;
-  /* The spec makes both powers of two; anything else is ignored. */
-  d->align = min > 1 && min <= (1 << 16) && (min & (min - 1)) == 0 ? min : 1;
-  d->max_io = NBD_MAX_IO;
-  if (max >= d->align && max < NBD_MAX_IO)
-    d->max_io = max & ~(uint64_t) (d->align - 1);
   d->connected = true;
 }
 
@@ -585,6 +606,10 @@ run (struct nbd_disk *d, enum nbd_op op, void *buf, uint64_t count,
     }
     if (r == 0 && c->err == 0) {
       d->fails = 0;
+      if (op == OP_WRITE || op == OP_ZERO)
+        d->dirty = true;
+      else if (op == OP_FLUSH)
+        d->dirty = false;
       pthread_mutex_unlock (&d->lock);
       return 0;
     }
@@ -620,8 +645,10 @@ run (struct nbd_disk *d, enum nbd_op op, void *buf, uint64_t count,
     lost = true;
   }
   pthread_mutex_unlock (&d->lock);
+  /* The failure that started the backoff was logged: those refused
+   * meanwhile (a reader may retry in a loop) are not. */
   if (backoff)
-    vd_error ("nbd: %s: %s at %" PRIu64 ": server unavailable (%s), "
+    vd_debug ("nbd: %s: %s at %" PRIu64 ": server unavailable (%s), "
               "retrying later", d->desc, op_names[op], offset, why);
   else
     vd_error ("nbd: %s: %s at %" PRIu64 ": %s", d->desc, op_names[op],
@@ -778,12 +805,24 @@ nbd_disk_flush (struct vd_image *img)
   struct cmd c = { 0 };
   bool can_flush;
 
+  bool lost;
+
   pthread_mutex_lock (&d->lock);
   can_flush = d->can_flush;
+  lost = d->lost_writes && can_flush;
+  d->lost_writes = false;
   pthread_mutex_unlock (&d->lock);
   /* A server without NBD_CMD_FLUSH has no cache of its own to flush. */
   if (!can_flush)
     return 0;
+  /* A flush on a new connection says nothing of the writes the server
+   * acknowledged on one that went before they were flushed. */
+  if (lost) {
+    vd_error ("nbd: %s: flush: a connection was lost with writes not "
+              "flushed: they may not be durable", d->desc);
+    errno = EIO;
+    return -1;
+  }
   return run (d, OP_FLUSH, NULL, 0, 0, &c);
 }
 
