@@ -7,9 +7,12 @@
  * waiting in the backlog until the first closes), and one that does not
  * advertise multi-conn does not promise that a flush on one connection
  * covers the writes of another.  NBD multiplexes by itself: qemu-nbd and
- * nbdkit serve the requests of one connection concurrently, so N threads
- * reading get about what N connections would (bench figures in the commit
- * that brought this file).
+ * nbdkit serve the requests of one connection concurrently.  Measured
+ * (4 KiB random reads, unix socket, 2 cores): fio's nbd engine against
+ * qemu-nbd does 42k IOPS on one connection at depth 4, 24k on 4
+ * connections at depth 1; behind nbdkit's delay filter (1 ms a read)
+ * this driver gives 640, 2300 and 8600 IOPS to 1, 4 and 16 threads, fio
+ * 635, 2465 and 6810 at depth 1, 4 and 16.
  *
  * Threads.  d->lock protects the handle and every libnbd call on it (so
  * libnbd's own handle lock is never contended), the connection state and
@@ -19,8 +22,8 @@
  * threads one at a time polls the socket (d->polling), without the lock,
  * together with an eventfd that a newly issued command kicks (its bytes
  * may need POLLOUT); then, under the lock, it lets libnbd read the replies,
- * whose callbacks set the flags, and broadcasts d->cond: the others look
- * at their flags, and one of them polls next.
+ * whose callbacks set the flags, and wakes the threads whose flag is set
+ * (struct waiter); when it leaves, one of those still waiting polls next.
  *
  * Every wait is bounded by the request's deadline (src->timeout_s).  A
  * request past it drops the connection, since libnbd cannot abandon one
@@ -32,7 +35,11 @@
  * Reconnects: the first failure after a success lets the next request
  * reconnect at once (a request that finds its connection lost retries once
  * on a new one: a restarted server costs nothing); each further failure
- * waits 0.1 s, doubling up to 5 s, during which requests fail EIO at once.
+ * waits 0.1 s, doubling up to 5 s, during which requests fail EIO at once
+ * (logged in debug only: the failure that started the wait was logged).
+ * Writes are idempotent, so a write is retried like a read; but a flush
+ * on a new connection vouches for nothing acknowledged on the old one:
+ * the first flush after a connection went with unflushed writes fails.
  *
  * SPDX-License-Identifier: GPL-3.0-or-later
  */
