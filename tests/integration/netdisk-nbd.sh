@@ -12,7 +12,12 @@
 #       tail) reads back exactly, the zero runs as holes;
 #   (c) qemu-nbd on 127.0.0.1 over TCP with a named export; an unknown
 #       export fails;
-#   (d) errors: a SIGSTOPped server fails the read within the timeout (and
+#   (d) nbdkit filters: a server that refuses requests not aligned to
+#       4 KiB or over 256 KiB (writes of partial blocks, reads in odd and
+#       in too large pieces), one without WRITE_ZEROES and base:allocation
+#       (zeros written as data, all data in the map), and one answering
+#       reads with EIO (logged; the next run reads fine);
+#   (e) errors: a SIGSTOPped server fails the read within the timeout (and
 #       a few seconds), with one log line, no hang; a server killed while
 #       vd-cat reads gives EIO (exit 1, a log line); a server restarted on
 #       the same socket while vd-cat keeps the disk open (-r, -u) is
@@ -278,14 +283,55 @@ else
   fi
 fi
 
-echo "== (d) errors (${SECONDS} s): stalled, killed, restarted server"
+echo "== (d) (${SECONDS} s) nbdkit filters: block sizes, no zero/extents, errors"
+# A server that refuses (EINVAL) requests not aligned to 4 KiB or over
+# 256 KiB: writes of partial blocks and reads in odd pieces and in pieces
+# larger than its maximum.
+kit e1 "$tmp/e1.sock" --filter=blocksize-policy memory 8M \
+  blocksize-minimum=4096 blocksize-maximum=256K \
+  blocksize-error-policy=error || exit 1
+E1="nbd+unix:///?socket=$tmp/e1.sock"
+if vdcat -w rand.raw "$E1" && vdcat -b 4096 -w w.raw "$E1" &&
+   vdcat -b 65537 "$E1" | cmp - w.expect &&
+   vdcat -b $((4 * MiB)) "$E1" | cmp - w.expect; then
+  pass "(d) 4 KiB minimum, 256 KiB maximum block size: bytes written and read back"
+else
+  fail "(d) block size constraints: bytes differ"
+fi
+# No WRITE_ZEROES (zeros written as data) and no base:allocation (all data).
+kit e2 "$tmp/e2.sock" --filter=nozero --filter=noextents memory 8M || exit 1
+E2="nbd+unix:///?socket=$tmp/e2.sock"
+if vdcat -w rand.raw "$E2" && vdcat -w w.raw "$E2" &&
+   vdcat "$E2" | cmp - w.expect; then
+  pass "(d) a server without zero: zeros written as data"
+else
+  fail "(d) a server without zero: bytes differ"
+fi
+[ "$(vdcat -m "$E2")" = "0 $((8 * MiB)) data" ] ||
+  fail "(d) a server without base:allocation: map $(vdcat -m "$E2" | head -3)"
+# Errors the server answers (the connection stays).
+kit e3 "$tmp/e3.sock" --filter=error file b.raw error-pread=EIO \
+  error-pread-rate=100% error-pread-file="$tmp/inject" || exit 1
+E3="nbd+unix:///?socket=$tmp/e3.sock"
+touch inject
+if vdcat "$E3" > /dev/null 2> e3.err; then
+  fail "(d) an injected read error went unnoticed"
+elif grep -q "the server answered: Input/output error" e3.err; then
+  pass "(d) a read error the server answers: EIO, logged"
+else
+  fail "(d) injected read error: $(cat e3.err)"
+fi
+rm -f inject
+vdcat "$E3" | cmp -s - b.raw || fail "(d) reads after the injected errors"
+
+echo "== (e) errors (${SECONDS} s): stalled, killed, restarted server"
 apid=$(cat a.pid)
 # Stalled: a read in flight when the server stops answering.
 "$VDCAT" -r 0 "$AT" > d1.out 2> d1.err &
 vp=$!
 bgpids+=("$vp")
 if ! wait_lines d1.out 1; then
-  fail "(d) no pass before the server was stopped"
+  fail "(e) no pass before the server was stopped"
 else
   kill -STOP "$apid"
   start=$SECONDS
@@ -295,17 +341,17 @@ else
     took=$((SECONDS - start))
     if [ "$rc" = 1 ] && grep -q "no answer" d1.err &&
        [ "$took" -ge $((T - 1)) ]; then
-      pass "(d) a stalled server fails the read after ${took} s (timeout ${T} s)"
+      pass "(e) a stalled server fails the read after ${took} s (timeout ${T} s)"
     else
-      fail "(d) stalled server: exit $rc after ${took} s: $(cat d1.err)"
+      fail "(e) stalled server: exit $rc after ${took} s: $(cat d1.err)"
     fi
   else
-    fail "(d) stalled server: vd-cat still waiting after $((T + 8)) s"
+    fail "(e) stalled server: vd-cat still waiting after $((T + 8)) s"
     kill -9 "$vp"
   fi
   kill -CONT "$apid"
 fi
-vdcat "$A" | cmp -s - a.raw || fail "(d) server resumed: bytes differ"
+vdcat "$A" | cmp -s - a.raw || fail "(e) server resumed: bytes differ"
 
 # Restarted while vd-cat keeps the disk open: reconnected, no failed pass.
 "$VDCAT" -r 0 -u stop2 "$A" > d2.out 2> d2.err &
@@ -322,19 +368,19 @@ if wait_lines d2.out 1; then
   qnbd a --socket="$tmp/a.sock" -r -f qcow2 a.qcow2 || exit 1
   kill -CONT "$vp"
   n=$(wc -l < d2.out)
-  wait_lines d2.out $((n + 2)) || fail "(d) no pass after the restart"
+  wait_lines d2.out $((n + 2)) || fail "(e) no pass after the restart"
   touch stop2
   wait "$vp"
   rc=$?
   crcs=$(awk '{ print $2 }' d2.out | sort -u)
   if [ "$rc" = 0 ] && [ "$(echo "$crcs" | wc -l)" = 1 ] && [ ! -s d2.err ]
   then
-    pass "(d) server restarted under an open disk: $(wc -l < d2.out) passes, all equal"
+    pass "(e) server restarted under an open disk: $(wc -l < d2.out) passes, all equal"
   else
-    fail "(d) server restart: exit $rc, crcs $crcs, $(cat d2.err)"
+    fail "(e) server restart: exit $rc, crcs $crcs, $(cat d2.err)"
   fi
 else
-  fail "(d) no pass before the restart"
+  fail "(e) no pass before the restart"
 fi
 
 # Killed while vd-cat reads: EIO and a log line, promptly.
@@ -349,24 +395,24 @@ if wait_lines d3.out 1; then
     rc=$?
     if [ "$rc" = 1 ] && grep -q "nbd: nbd+unix:///?socket=$tmp/a.sock" d3.err &&
        grep -q "Input/output error" d3.err; then
-      pass "(d) a killed server: EIO after $((SECONDS - start)) s"
+      pass "(e) a killed server: EIO after $((SECONDS - start)) s"
     else
-      fail "(d) killed server: exit $rc: $(cat d3.err)"
+      fail "(e) killed server: exit $rc: $(cat d3.err)"
     fi
   else
-    fail "(d) killed server: vd-cat still running after 10 s"
+    fail "(e) killed server: vd-cat still running after 10 s"
   fi
   wait_gone "$(cat a.pid)" 5
   rm -f a.pid a.sock
 else
-  fail "(d) no pass before the kill"
+  fail "(e) no pass before the kill"
 fi
 # And a new run once it is back.
 qnbd a --socket="$tmp/a.sock" -r -f qcow2 a.qcow2 || exit 1
 if vdcat "$A" | cmp -s - a.raw; then
-  pass "(d) server back: a new run reads it"
+  pass "(e) server back: a new run reads it"
 else
-  fail "(d) server back: bytes differ"
+  fail "(e) server back: bytes differ"
 fi
 
 if [ "$failures" -gt 0 ]; then
