@@ -49,7 +49,7 @@ stop_pidfile ()                 # PIDFILE: kill, and wait until it is gone
   rm -f "$1"
 }
 start_nbdkit
-on_exit stop_pidfile "$NBDKIT_PID"
+on_exit "stop_pidfile $NBDKIT_PID"
 
 Q=$W/b.qcow2
 qemu-img create -q -f qcow2 "$Q" 32M
@@ -57,9 +57,9 @@ qemu-io -c 'write -P 0x5a 0 2M' -c 'write -z 8M 1M' -c 'write -P 0x33 20M 512k' 
   "$Q" >/dev/null
 QNBD_PID=$W/qemu-nbd.pid
 PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-qemu-nbd --fork -f qcow2 -b 127.0.0.1 -p "$PORT" -x exp -e 4 \
+qemu-nbd --fork --persistent -f qcow2 -b 127.0.0.1 -p "$PORT" -x exp -e 4 \
   --pid-file="$QNBD_PID" "$Q" || fail "qemu-nbd did not start"
-on_exit stop_pidfile "$QNBD_PID"
+on_exit "stop_pidfile $QNBD_PID"
 
 D=$P-nbd
 lv_define "$D" \
@@ -111,12 +111,13 @@ check "a read of vda.img with its server stopped gave '$err', not EIO" eq "$err"
 check "a read of vda.img with its server stopped took $ms ms (timeout 3 s)" \
   test "$ms" -lt 20000
 ( sleep 1; kill -CONT "$(cat "$NBDKIT_PID")" ) &
+cont=$!
 t0=$(date +%s%N)
 timeout 10 cat "$MNT/$D/domain.xml" >/dev/null
 check "domain.xml could not be read while vda's server was stopped" test $? -eq 0
 timeout 10 ls "$MNT/$D" >/dev/null
 check "ls of the domain failed while vda's server was stopped" test $? -eq 0
-wait
+wait "$cont"                    # not a bare wait: lv_start's lock holder
 sleep 6                         # past the reconnect backoff
 echo 3 > /proc/sys/vm/drop_caches
 check "vda.img after its server answers again differs" same_bytes "$V" "$NEW"
