@@ -23,6 +23,7 @@ pkgs=(
   ceph-mon ceph-osd ceph-common   # Ceph RBD: one mon, one memstore OSD
   tgt libiscsi-bin                # iSCSI target (tgtd), iscsi-ls
   nbdkit qemu-block-extra         # NBD; qemu's rbd/iscsi block drivers
+  uuid-runtime iproute2           # uuidgen (secrets, OSD ids), ss (ports)
   clang libclang-rt-14-dev
   # benchmarks
   fio libqcow-utils
