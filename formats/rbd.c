@@ -104,8 +104,12 @@ open_errno (int r)
   }
 }
 
-/* "HOST[:PORT],..." of src's hosts, v6 addresses in brackets; NULL (and
- * *err false) when there are none. */
+/* mon_host for src's hosts: "[v1:]HOST[:PORT],...", v6 addresses in
+ * brackets; NULL (and *err false) when there are none.  A bare
+ * "HOST:PORT" is taken by ceph for a msgr2 address unless the port is
+ * 6789, while a port in libvirt's <host> is the monitor's v1 port
+ * (qemu's mon_host): so any port but 3300 (msgr2's) is marked v1:.
+ * Without a port ceph tries both of the default ports. */
 static char *
 mon_host_string (const struct vd_netsrc *src, bool *err)
 {
@@ -117,7 +121,7 @@ mon_host_string (const struct vd_netsrc *src, bool *err)
     return NULL;
   for (i = 0; i < src->nhosts; i++)
     len += (src->hosts[i].name ? strlen (src->hosts[i].name) : 0)
-      + (src->hosts[i].port ? strlen (src->hosts[i].port) : 0) + 4;
+      + (src->hosts[i].port ? strlen (src->hosts[i].port) : 0) + 8;
   if ((s = p = malloc (len)) == NULL) {
     *err = true;
     return NULL;
@@ -125,11 +129,13 @@ mon_host_string (const struct vd_netsrc *src, bool *err)
   *p = '\0';
   for (i = 0; i < src->nhosts; i++) {
     const char *n = src->hosts[i].name ? src->hosts[i].name : "";
+    const char *port = src->hosts[i].port;
     bool v6 = strchr (n, ':') && n[0] != '[';
+    bool v1 = port && strcmp (port, "3300") != 0;
 
-    p += sprintf (p, "%s%s%s%s%s%s", i ? "," : "", v6 ? "[" : "", n,
-                  v6 ? "]" : "", src->hosts[i].port ? ":" : "",
-                  src->hosts[i].port ? src->hosts[i].port : "");
+    p += sprintf (p, "%s%s%s%s%s%s%s", i ? "," : "", v1 ? "v1:" : "",
+                  v6 ? "[" : "", n, v6 ? "]" : "", port ? ":" : "",
+                  port ? port : "");
   }
   return s;
 }
@@ -170,6 +176,7 @@ static int
 conn_connect (struct rbd_conn *c, const char *desc)
 {
   char tmo[16];
+  bool no_auth = false;
   int r;
 
   r = rados_create (&c->cluster, c->user);
@@ -211,13 +218,21 @@ conn_connect (struct rbd_conn *c, const char *desc)
       goto fail;
     }
   }
-  else if (!have_keyring (c->cluster))
+  else if (!have_keyring (c->cluster)) {
     /* No key anywhere: ask for no authentication rather than fail
      * looking for a keyring (a cluster with auth none). */
     (void) rados_conf_set (c->cluster, "auth_client_required", "none");
+    no_auth = true;
+  }
   r = rados_connect (c->cluster);
   if (r < 0) {
-    if (r == -ETIMEDOUT)
+    if (no_auth && r == -EOPNOTSUPP) {
+      vd_error ("%s: the ceph cluster demands authentication and there is "
+                "no key for client.%s (none given, no keyring)", desc,
+                c->user);
+      r = -EACCES;
+    }
+    else if (r == -ETIMEDOUT)
       vd_error ("%s: no answer from the ceph monitors within %u s", desc,
                 c->timeout_s);
     else

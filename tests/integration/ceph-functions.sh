@@ -38,6 +38,9 @@
 #                         (runs at exit anyway)
 #   ceph_stop_mon         kill the mon only (the cluster stops answering:
 #                         for timeout tests)
+#   ceph_freeze_osd       SIGSTOP the OSD: it stops answering, connections
+#                         stay open (requests time out); ceph_thaw_osd
+#                         (SIGCONT; also at exit and in ceph_stop) undoes it
 #   ceph_admin ARG...     timeout 30 ceph ARG... (against this cluster)
 #
 # Variables it exports after ceph_start:
@@ -128,6 +131,17 @@ _ceph_stop_pid ()
   return 0
 }
 
+ceph_freeze_osd ()
+{
+  [ -n "${_ceph_osd_pid:-}" ] && kill -STOP "$_ceph_osd_pid"
+}
+
+ceph_thaw_osd ()
+{
+  [ -n "${_ceph_osd_pid:-}" ] && kill -CONT "$_ceph_osd_pid" 2>/dev/null
+  return 0
+}
+
 ceph_stop_mon ()
 {
   [ -n "${_ceph_mon_pid:-}" ] || return 0
@@ -138,6 +152,7 @@ ceph_stop_mon ()
 ceph_stop ()
 {
   if [ -n "${_ceph_osd_pid:-}" ]; then
+    ceph_thaw_osd
     _ceph_stop_pid "$_ceph_osd_pid"
     _ceph_osd_pid=
   fi
