@@ -14,8 +14,9 @@
 #    objects) over an image full of data: `rbd export` equals the file,
 #    `rbd du` counts only the objects holding data, -m shows the others as
 #    holes;
-#  - an OSD that does not answer (SIGSTOP) and a stopped mon: vd-cat fails
-#    after the URI's timeout (5 s) plus a little, never hangs;
+#  - an OSD that does not answer (SIGSTOP), at open and while an open
+#    image is read, and a stopped mon: vd-cat fails after the URI's
+#    timeout (5 s) plus a little, never hangs;
 #  - cephx (a second cluster): client.vmd with its key reads right; a
 #    wrong key, and no key, fail with a log line that does not show the
 #    key.
@@ -228,6 +229,27 @@ timed_fail ()
 ceph_freeze_osd
 timed_fail "OSD stopped" "$URI:timeout=5"
 ceph_thaw_osd
+# The same while an open image is being read (vd-cat -r 0 reads it over
+# and over): the read in flight fails EIO after the timeout.
+"$VDCAT" -r 0 "$URI:timeout=5" >"$D/passes" 2>"$D/err" &
+rpid=$!
+wait_for 30 test -s "$D/passes" || fail "vd-cat -r 0 did not read a pass"
+ceph_freeze_osd
+t0=$SECONDS
+for ((i = 0; i < 300; i++)); do
+  kill -0 $rpid 2>/dev/null || break
+  sleep 0.1
+done
+if kill -0 $rpid 2>/dev/null; then
+  kill $rpid
+  fail "a read with the OSD stopped still hangs after 30 s"
+fi
+wait $rpid && fail "vd-cat -r 0 ended well with the OSD stopped"
+ceph_thaw_osd
+grep -q "rbd:rbd/img: read at [0-9]*: no answer from ceph within 5 s" "$D/err" ||
+  fail "OSD stopped while reading: $(cat "$D/err")"
+echo "OSD stopped while reading: failed after $((SECONDS - t0)) s"
+vdcat "$URI" | cmp -s - "$D/head.raw" || fail "the OSD back: wrong bytes"
 ceph_stop_mon
 timed_fail "mon stopped" "$URI:timeout=5"
 ceph_stop
