@@ -104,12 +104,12 @@ open_errno (int r)
   }
 }
 
-/* mon_host for src's hosts: "[v1:]HOST[:PORT],...", v6 addresses in
- * brackets; NULL (and *err false) when there are none.  A bare
- * "HOST:PORT" is taken by ceph for a msgr2 address unless the port is
- * 6789, while a port in libvirt's <host> is the monitor's v1 port
- * (qemu's mon_host): so any port but 3300 (msgr2's) is marked v1:.
- * Without a port ceph tries both of the default ports. */
+/* mon_host for src's hosts: "HOST[:PORT],...", v6 addresses in
+ * brackets, as qemu passes them; NULL (and *err false) when there are
+ * none.  A bare HOST:PORT reaches a monitor's v1 or v2 port (ceph tries
+ * both protocols), but while it hunts between the two a refused key
+ * looks like no answer until the timeout; a config file may name the
+ * protocol (v1:HOST:PORT), which refuses a bad key at once. */
 static char *
 mon_host_string (const struct vd_netsrc *src, bool *err)
 {
@@ -121,7 +121,7 @@ mon_host_string (const struct vd_netsrc *src, bool *err)
     return NULL;
   for (i = 0; i < src->nhosts; i++)
     len += (src->hosts[i].name ? strlen (src->hosts[i].name) : 0)
-      + (src->hosts[i].port ? strlen (src->hosts[i].port) : 0) + 8;
+      + (src->hosts[i].port ? strlen (src->hosts[i].port) : 0) + 4;
   if ((s = p = malloc (len)) == NULL) {
     *err = true;
     return NULL;
@@ -131,11 +131,9 @@ mon_host_string (const struct vd_netsrc *src, bool *err)
     const char *n = src->hosts[i].name ? src->hosts[i].name : "";
     const char *port = src->hosts[i].port;
     bool v6 = strchr (n, ':') && n[0] != '[';
-    bool v1 = port && strcmp (port, "3300") != 0;
 
-    p += sprintf (p, "%s%s%s%s%s%s%s", i ? "," : "", v1 ? "v1:" : "",
-                  v6 ? "[" : "", n, v6 ? "]" : "", port ? ":" : "",
-                  port ? port : "");
+    p += sprintf (p, "%s%s%s%s%s%s", i ? "," : "", v6 ? "[" : "", n,
+                  v6 ? "]" : "", port ? ":" : "", port ? port : "");
   }
   return s;
 }
@@ -233,8 +231,8 @@ conn_connect (struct rbd_conn *c, const char *desc)
       r = -EACCES;
     }
     else if (r == -ETIMEDOUT)
-      vd_error ("%s: no answer from the ceph monitors within %u s", desc,
-                c->timeout_s);
+      vd_error ("%s: no answer from the ceph monitors within %u s%s", desc,
+                c->timeout_s, c->secret ? " (or a refused key)" : "");
     else
       vd_error ("%s: connecting to ceph as client.%s: %s", desc, c->user,
                 strerror (-r));

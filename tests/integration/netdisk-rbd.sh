@@ -7,6 +7,7 @@
 #    them);
 #  - -m: every range shown as a hole is one where `rbd diff` has no data,
 #    every range it has data in is shown as data, and the holes are there;
+#  - a clone of a snapshot reads and maps with its parent's data;
 #  - -l lists what `rbd snap ls` lists (id, name, size; a recent date);
 #  - -S/-R create and remove snapshots as `rbd snap ls` then shows, a
 #    taken name fails EEXIST, a missing one ENOENT, a protected one EBUSY;
@@ -157,6 +158,18 @@ while IFS=$'\t' read -r id name _; do
   vdcat -s "$id" "$URI" >"$D/out" || fail "vd-cat -s $id"
   compare "$D/out" "$D/$name.raw"
 done <"$D/l"
+# A clone of s1: its parent's data shows through (include_parent).
+timeout 30 rbd snap protect rbd/img@s1 || fail "rbd snap protect"
+timeout 30 rbd clone rbd/img@s1 rbd/clone >/dev/null 2>&1 || fail "rbd clone"
+timeout 60 qemu-io -f raw -c "write -P 0x99 $((50 * MiB)) 4096" \
+  "rbd:rbd/clone:conf=$CEPH_CONF" >/dev/null || fail "qemu-io clone"
+rbd_export rbd/clone "$D/clone.raw"
+vdcat "rbd:rbd/clone:conf=$CEPH_CONF" >"$D/out" || fail "vd-cat clone"
+compare "$D/out" "$D/clone.raw"
+check_map "rbd:rbd/clone:conf=$CEPH_CONF" rbd/clone
+grep -q "^0 [0-9]* data" "$D/map" || fail "clone: the parent's data at 0 not shown"
+timeout 30 rbd rm rbd/clone >/dev/null 2>&1 || fail "rbd rm clone"
+timeout 30 rbd snap unprotect rbd/img@s1 || fail "rbd snap unprotect"
 vdcat -s nosuch "$URI" >/dev/null 2>"$D/err" && fail "-s nosuch succeeded"
 grep -q "No such file" "$D/err" || fail "-s nosuch: $(cat "$D/err")"
 
