@@ -104,8 +104,12 @@ open_errno (int r)
   }
 }
 
-/* "HOST[:PORT],..." of src's hosts, v6 addresses in brackets; NULL (and
- * *err false) when there are none. */
+/* mon_host for src's hosts: "HOST[:PORT],...", v6 addresses in
+ * brackets, as qemu passes them; NULL (and *err false) when there are
+ * none.  A bare HOST:PORT reaches a monitor's v1 or v2 port (ceph tries
+ * both protocols), but while it hunts between the two a refused key
+ * looks like no answer until the timeout; a config file may name the
+ * protocol (v1:HOST:PORT), which refuses a bad key at once. */
 static char *
 mon_host_string (const struct vd_netsrc *src, bool *err)
 {
@@ -125,11 +129,11 @@ mon_host_string (const struct vd_netsrc *src, bool *err)
   *p = '\0';
   for (i = 0; i < src->nhosts; i++) {
     const char *n = src->hosts[i].name ? src->hosts[i].name : "";
+    const char *port = src->hosts[i].port;
     bool v6 = strchr (n, ':') && n[0] != '[';
 
     p += sprintf (p, "%s%s%s%s%s%s", i ? "," : "", v6 ? "[" : "", n,
-                  v6 ? "]" : "", src->hosts[i].port ? ":" : "",
-                  src->hosts[i].port ? src->hosts[i].port : "");
+                  v6 ? "]" : "", port ? ":" : "", port ? port : "");
   }
   return s;
 }
@@ -170,6 +174,7 @@ static int
 conn_connect (struct rbd_conn *c, const char *desc)
 {
   char tmo[16];
+  bool no_auth = false;
   int r;
 
   r = rados_create (&c->cluster, c->user);
@@ -211,15 +216,23 @@ conn_connect (struct rbd_conn *c, const char *desc)
       goto fail;
     }
   }
-  else if (!have_keyring (c->cluster))
+  else if (!have_keyring (c->cluster)) {
     /* No key anywhere: ask for no authentication rather than fail
      * looking for a keyring (a cluster with auth none). */
     (void) rados_conf_set (c->cluster, "auth_client_required", "none");
+    no_auth = true;
+  }
   r = rados_connect (c->cluster);
   if (r < 0) {
-    if (r == -ETIMEDOUT)
-      vd_error ("%s: no answer from the ceph monitors within %u s", desc,
-                c->timeout_s);
+    if (no_auth && r == -EOPNOTSUPP) {
+      vd_error ("%s: the ceph cluster demands authentication and there is "
+                "no key for client.%s (none given, no keyring)", desc,
+                c->user);
+      r = -EACCES;
+    }
+    else if (r == -ETIMEDOUT)
+      vd_error ("%s: no answer from the ceph monitors within %u s%s", desc,
+                c->timeout_s, c->secret ? " (or a refused key)" : "");
     else
       vd_error ("%s: connecting to ceph as client.%s: %s", desc, c->user,
                 strerror (-r));

@@ -32,12 +32,17 @@
 #                         registers ceph_stop with on_exit.  Fails the test
 #                         if the cluster is not up within 60 s.  Call it in
 #                         the test's own shell, not in $(...): the daemons
-#                         are its children.
+#                         are its children.  One cluster at a time: after
+#                         ceph_stop, ceph_start may start another (in a new
+#                         DIR), e.g. one with cephx.
 #   ceph_stop             kill the OSD and the mon (TERM, KILL after 10 s)
 #                         and wait until they are gone; safe to call twice
 #                         (runs at exit anyway)
 #   ceph_stop_mon         kill the mon only (the cluster stops answering:
 #                         for timeout tests)
+#   ceph_freeze_osd       SIGSTOP the OSD: it stops answering, connections
+#                         stay open (requests time out); ceph_thaw_osd
+#                         (SIGCONT; also at exit and in ceph_stop) undoes it
 #   ceph_admin ARG...     timeout 30 ceph ARG... (against this cluster)
 #
 # Variables it exports after ceph_start:
@@ -56,8 +61,6 @@
 # mon v1, then the OSD's "ms bind port" range), chosen when free per ss;
 # CEPH_PORT_BASE in the environment forces one.
 # SPDX-License-Identifier: GPL-3.0-or-later
-
-_ceph_pids=()
 
 ceph_require ()
 {
@@ -128,6 +131,17 @@ _ceph_stop_pid ()
   return 0
 }
 
+ceph_freeze_osd ()
+{
+  [ -n "${_ceph_osd_pid:-}" ] && kill -STOP "$_ceph_osd_pid"
+}
+
+ceph_thaw_osd ()
+{
+  [ -n "${_ceph_osd_pid:-}" ] && kill -CONT "$_ceph_osd_pid" 2>/dev/null
+  return 0
+}
+
 ceph_stop_mon ()
 {
   [ -n "${_ceph_mon_pid:-}" ] || return 0
@@ -138,6 +152,7 @@ ceph_stop_mon ()
 ceph_stop ()
 {
   if [ -n "${_ceph_osd_pid:-}" ]; then
+    ceph_thaw_osd
     _ceph_stop_pid "$_ceph_osd_pid"
     _ceph_osd_pid=
   fi
@@ -161,6 +176,8 @@ ceph_start ()
   local dir=$1 auth=${2:-none} base p1 p2 uuid i ok
   [ "$auth" = none ] || [ "$auth" = cephx ] ||
     fail "ceph_start: auth must be none or cephx, not $auth"
+  [ -z "${_ceph_mon_pid:-}${_ceph_osd_pid:-}" ] ||
+    fail "ceph_start: one cluster at a time (ceph_stop first)"
   mkdir -p "$dir"/{run,log,mon,osd}
   dir=$(cd "$dir" && pwd)
   CEPH_DIR=$dir
@@ -243,7 +260,6 @@ EOF
   # this shell's child and ceph_stop can wait for it.
   ceph-mon -f -i a >>"$dir/log/mon.out" 2>&1 &
   _ceph_mon_pid=$!
-  _ceph_pids+=("$_ceph_mon_pid")
   uuid=$(uuidgen)
   ceph_admin osd new "$uuid" >/dev/null 2>>"$dir/log/cli.log" ||
     _ceph_fail "ceph osd new failed (the mon does not answer?)"
@@ -251,7 +267,6 @@ EOF
     _ceph_fail "ceph-osd --mkfs failed"
   ceph-osd -f -i 0 >>"$dir/log/osd.out" 2>&1 &
   _ceph_osd_pid=$!
-  _ceph_pids+=("$_ceph_osd_pid")
   # The pool can be made before the OSD is up; its PGs go active with it.
   ceph_admin osd pool create rbd 8 8 >/dev/null 2>>"$dir/log/cli.log" ||
     _ceph_fail "ceph osd pool create failed"
