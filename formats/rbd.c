@@ -521,6 +521,46 @@ rbdi_open (struct rbd_conn *conn, const char *spec, const char *snap,
   return NULL;
 }
 
+/* Opened for writing: does another client have the image open for
+ * writing (a VM, on this host or another: its librbd watches the image's
+ * header, as our own open does)?  Writing under it would corrupt what it
+ * sees, as qemu's lock bytes guard an image file.  0 no; 1, or -1 when
+ * it cannot be told, with errno EBUSY / EIO after a log line. */
+static int
+rbd_in_use (struct rbd_img *r)
+{
+  rbd_image_watcher_t w[8];
+  size_t n = sizeof w / sizeof w[0], i;
+  char who[256] = "";
+  int rc = rbd_watchers_list (r->image, w, &n);
+
+  if (rc == -ERANGE)
+    n = 9;                              /* more than ours: in use */
+  else if (rc < 0) {
+    vd_error ("%s: cannot list the image's watchers: %s", r->img.path,
+              strerror (-rc));
+    errno = EIO;
+    return -1;
+  }
+  if (n <= 1) {
+    if (rc == 0)
+      rbd_watchers_list_cleanup (w, n);
+    return 0;
+  }
+  for (i = 0; rc == 0 && i < n; i++)
+    if (w[i].addr && strlen (who) + strlen (w[i].addr) + 3 < sizeof who) {
+      strcat (who, who[0] ? ", " : "");
+      strcat (who, w[i].addr);
+    }
+  if (rc == 0)
+    rbd_watchers_list_cleanup (w, n);
+  vd_error ("%s: in use by %zu other client%s (%s): not opened for "
+            "writing", r->img.path, n - 1, n == 2 ? "" : "s",
+            who[0] ? who : "more than 8");
+  errno = EBUSY;
+  return 1;
+}
+
 struct vd_image *
 vd_rbd_open (const struct vd_netsrc *src, unsigned flags, const char *desc)
 {
@@ -542,6 +582,12 @@ vd_rbd_open (const struct vd_netsrc *src, unsigned flags, const char *desc)
     return NULL;
   }
   r = rbdi_open (conn, src->name, src->snapshot, flags, path);
+  if (r && (flags & VD_OPEN_RDWR) && rbd_in_use (r) != 0) {
+    int e = errno;
+    rbdi_free (r);
+    errno = e;
+    return NULL;
+  }
   return r ? &r->img : NULL;
 }
 

@@ -8,6 +8,7 @@
 #  - a restore by cp while shut off is written through librbd (rbd export
 #    equals the backup; the snapshots stay as they were);
 #  - a secret that does not exist: the disk is shown and fails with EIO;
+#  - another client with the image open (qemu-nbd): writing is EBUSY;
 #  - the domain running (qemu reads the image through its rbd driver):
 #    writing vda.img is EBUSY, mkdir makes a snapshot that reads as
 #    `rbd export` of it.
@@ -113,15 +114,37 @@ echo "rbd du of the restored image: $used bytes used" >&2
 check "after cp: rbd du says $used bytes used (3 MiB of data in 48 MiB)" \
   test "${used:-999999999}" -le $((8 << 20))
 
-# Running: qemu reads the image through its rbd driver.
-if lv_virsh start "$D" >/dev/null 2>&1; then
-  err=$(python3 -c '
+# Another client writing the image (a VM of another host, here qemu-nbd
+# with qemu's rbd driver): vda.img is not opened for writing (EBUSY).
+wopen () {
+  python3 -c '
 import errno, os, sys
 try:
     os.close(os.open(sys.argv[1], os.O_WRONLY))
     print("ok")
 except OSError as e:
-    print(errno.errorcode.get(e.errno, e.errno))' "$V")
+    print(errno.errorcode.get(e.errno, e.errno))' "$1"
+}
+QNBD_PID=$W/qemu-nbd.pid
+QPORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+if qemu-nbd --fork --persistent -f raw -b 127.0.0.1 -p "$QPORT" \
+     --pid-file="$QNBD_PID" "rbd:$IMG:conf=$CEPH_CONF" 2>"$W/qemu-nbd.err"; then
+  err=$(wopen "$V")
+  check "opening vda.img for writing while qemu-nbd has the image gave '$err', not EBUSY" \
+    eq "$err" EBUSY
+  kill "$(cat "$QNBD_PID")"
+  wait_for 10 sh -c "! kill -0 $(cat "$QNBD_PID") 2>/dev/null || grep -q '^State:.*Z' /proc/$(cat "$QNBD_PID")/status"
+  sleep 1
+  err=$(wopen "$V")
+  check "opening vda.img for writing after qemu-nbd closed the image gave '$err'" \
+    eq "$err" ok
+else
+  check "qemu-nbd could not open the RBD image: $(cat "$W/qemu-nbd.err")" false
+fi
+
+# Running: qemu reads the image through its rbd driver.
+if lv_virsh start "$D" >/dev/null 2>&1; then
+  err=$(wopen "$V")
   check "opening vda.img for writing while running gave '$err', not EBUSY" eq "$err" EBUSY
   check "mkdir snapshots/live while running failed" mkdir "$MNT/$D/snapshots/live"
   export_of "$IMG@live" "$W/live.raw"
