@@ -442,30 +442,16 @@ vd_net_open (const struct vd_netsrc *src, unsigned flags)
     errno = ENOMEM;
     return NULL;
   }
+  /* libnbd, libiscsi and librbd are required (configure.ac). */
   switch (src->proto) {
   case VD_NET_NBD:
-#ifdef HAVE_LIBNBD
     img = vd_nbd_open (src, flags, desc);
-#else
-    vd_error ("%s: this vmdiskfs was built without libnbd", desc);
-    errno = ENOTSUP;
-#endif
     break;
   case VD_NET_ISCSI:
-#ifdef HAVE_LIBISCSI
     img = vd_iscsi_open (src, flags, desc);
-#else
-    vd_error ("%s: this vmdiskfs was built without libiscsi", desc);
-    errno = ENOTSUP;
-#endif
     break;
   case VD_NET_RBD:
-#ifdef HAVE_LIBRBD
     img = vd_rbd_open (src, flags, desc);
-#else
-    vd_error ("%s: this vmdiskfs was built without librbd", desc);
-    errno = ENOTSUP;
-#endif
     break;
   }
   if (img) {

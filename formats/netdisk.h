@@ -79,9 +79,10 @@ struct vd_netsrc {
 };
 
 /* Open src.  flags: VD_OPEN_RDWR (writes), others ignored.  NULL with
- * errno (after a log line): ENOTSUP for a protocol this build lacks,
- * EIO when the server cannot be reached or refuses, ENOENT when it has
- * no such export/LUN/image/snapshot, EACCES for refused credentials. */
+ * errno (after a log line): EIO when the server cannot be reached or
+ * refuses, ENOENT when it has no such export/LUN/image/snapshot, EACCES
+ * for refused credentials, EBUSY (RBD, for writing) when another client
+ * has the image open. */
 struct vd_image *vd_net_open (const struct vd_netsrc *src, unsigned flags);
 
 /* A printable name of src, without any secret: "nbd://HOST:PORT/EXPORT",
@@ -111,8 +112,7 @@ const char *vd_net_proto_name (enum vd_net_proto p);   /* "nbd" ...      */
 int vd_net_proto_parse (const char *s, enum vd_net_proto *p);
 
 /* The drivers (formats/nbd.c, iscsi.c, rbd.c): what vd_net_open calls,
- * desc being vd_net_describe (src) (the driver takes a copy).  A build
- * without the library behind a protocol has none of these. */
+ * desc being vd_net_describe (src) (the driver takes a copy). */
 struct vd_image *vd_nbd_open (const struct vd_netsrc *src, unsigned flags,
                               const char *desc);
 struct vd_image *vd_iscsi_open (const struct vd_netsrc *src, unsigned flags,
