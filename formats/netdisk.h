@@ -123,8 +123,13 @@ struct vd_image *vd_rbd_open (const struct vd_netsrc *src, unsigned flags,
 /* RBD snapshots, by name, of the image src names (src->snapshot
  * ignored): create (EEXIST when the name is taken) and remove (ENOENT
  * when there is none; a protected snapshot: EBUSY).  0 or -1 with errno,
- * after a log line. */
-int vd_rbd_snap_create (const struct vd_netsrc *src, const char *name);
+ * after a log line.  maker (NULL: none) is recorded with the snapshot in
+ * the image's metadata (key vmdiskfs.snapshot-maker.NAME), removed with
+ * it, and read back by vd_rbd_snap_maker: malloc'd, or NULL when none is
+ * recorded (errno 0) or on error (errno, logged). */
+int vd_rbd_snap_create (const struct vd_netsrc *src, const char *name,
+                        const char *maker);
 int vd_rbd_snap_remove (const struct vd_netsrc *src, const char *name);
+char *vd_rbd_snap_maker (const struct vd_netsrc *src, const char *name);
 
 #endif

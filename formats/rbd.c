@@ -496,6 +496,10 @@ rbdi_open (struct rbd_conn *conn, const char *spec, const char *snap,
   }
   r->img.size = size;
   r->img.flags = flags;
+  /* librbd moves it on writes (at most once a minute by default): what
+   * the disk file's mtime shows, so that rsync sees a changed image. */
+  if (rbd_get_modify_timestamp (r->image, &r->img.mtime) < 0)
+    r->img.mtime.tv_sec = r->img.mtime.tv_nsec = 0;
   if (info.obj_size == 0 || info.obj_size > (1ULL << 32))
     info.obj_size = 4 << 20;
   r->obj_size = info.obj_size;
@@ -1102,9 +1106,10 @@ rbd_img_open_snapshot (struct vd_image *img, const char *id_or_name)
   return s ? &s->img : NULL;
 }
 
-/* Open src's image read-write for a snapshot operation. */
+/* Open src's image for a snapshot operation: read-write (flags
+ * VD_OPEN_RDWR), or read-only (0). */
 static struct rbd_img *
-snap_target (const struct vd_netsrc *src, char **desc)
+snap_target_flags (const struct vd_netsrc *src, char **desc, unsigned flags)
 {
   struct vd_netsrc copy = *src;
   struct rbd_conn *conn;
@@ -1131,12 +1136,67 @@ snap_target (const struct vd_netsrc *src, char **desc)
     errno = e;
     return NULL;
   }
-  r = rbdi_open (conn, src->name, NULL, VD_OPEN_RDWR, path);
+  r = rbdi_open (conn, src->name, NULL, flags, path);
   return r;
 }
 
+static struct rbd_img *
+snap_target (const struct vd_netsrc *src, char **desc)
+{
+  return snap_target_flags (src, desc, VD_OPEN_RDWR);
+}
+
+/* The image metadata key recording who made snapshot name. */
+#define MAKER_KEY "vmdiskfs.snapshot-maker."
+
+char *
+vd_rbd_snap_maker (const struct vd_netsrc *src, const char *name)
+{
+  char *desc = NULL, *key = NULL, *val = NULL;
+  struct rbd_img *r;
+  size_t len = 64;
+  int rc = -ENOMEM, e;
+
+  if ((r = snap_target_flags (src, &desc, 0)) == NULL) {
+    e = errno;
+    free (desc);
+    errno = e;
+    return NULL;
+  }
+  if (asprintf (&key, MAKER_KEY "%s", name) >= 0
+      && (val = malloc (len)) != NULL) {
+    rc = rbd_metadata_get (r->image, key, val, &len);
+    if (rc == -ERANGE && len > 0 && len <= 4096) {
+      char *t = realloc (val, len);
+      if (t) {
+        val = t;
+        rc = rbd_metadata_get (r->image, key, val, &len);
+      }
+    }
+  }
+  if (rc < 0) {
+    free (val);
+    val = NULL;
+    e = rc == -ENOENT ? 0 : -rc;
+    if (e)
+      vd_error ("%s: reading who made snapshot %s: %s", desc, name,
+                strerror (e));
+  }
+  else if (len == 0 || memchr (val, '\0', len) == NULL) {
+    free (val);                         /* not a string of ours */
+    val = NULL;
+    e = 0;
+  }
+  rbdi_free (r);
+  free (desc);
+  free (key);
+  errno = val ? 0 : e;
+  return val;
+}
+
 int
-vd_rbd_snap_create (const struct vd_netsrc *src, const char *name)
+vd_rbd_snap_create (const struct vd_netsrc *src, const char *name,
+                    const char *maker)
 {
   char *desc = NULL;
   struct rbd_img *r;
@@ -1153,7 +1213,26 @@ vd_rbd_snap_create (const struct vd_netsrc *src, const char *name)
     errno = e;
     return -1;
   }
+  /* The maker first: a snapshot without its mark would never be pruned,
+   * a mark without its snapshot is removed with it below. */
+  if (maker) {
+    char *key = NULL;
+
+    rc = asprintf (&key, MAKER_KEY "%s", name) < 0 ? -ENOMEM
+      : rbd_metadata_set (r->image, key, maker);
+    free (key);
+    if (rc < 0)
+      vd_error ("%s: recording who makes snapshot %s: %s", desc, name,
+                strerror (-rc));
+  }
   rc = rbd_snap_create (r->image, name);
+  if (rc < 0 && rc != -EEXIST && maker) {
+    char *key = NULL;
+
+    if (asprintf (&key, MAKER_KEY "%s", name) >= 0)
+      rbd_metadata_remove (r->image, key);
+    free (key);
+  }
   if (rc == -EEXIST) {
     vd_error ("%s: a snapshot called %s exists already", desc, name);
     e = EEXIST;
@@ -1194,6 +1273,13 @@ vd_rbd_snap_remove (const struct vd_netsrc *src, const char *name)
     rc = -EBUSY;
   else if (rc == 0)
     rc = rbd_snap_remove (r->image, name);
+  if (rc == 0) {
+    char *key = NULL;
+
+    if (asprintf (&key, MAKER_KEY "%s", name) >= 0)
+      rbd_metadata_remove (r->image, key);      /* none: -ENOENT */
+    free (key);
+  }
   if (rc == -ENOENT) {
     vd_error ("%s: no snapshot called %s", desc, name);
     e = ENOENT;

@@ -143,7 +143,7 @@ main (int argc, char **argv)
       return 1;
     if (snap_create || snap_remove) {
       ret = src.proto != VD_NET_RBD ? (errno = ENOTSUP, -1)
-        : snap_create ? vd_rbd_snap_create (&src, snap_create)
+        : snap_create ? vd_rbd_snap_create (&src, snap_create, NULL)
         : vd_rbd_snap_remove (&src, snap_remove);
       if (ret < 0)
         fprintf (stderr, "vd-cat: %s: %s\n", snap_create ? "-S" : "-R",

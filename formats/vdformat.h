@@ -202,6 +202,9 @@ struct vd_image {
    * its timeout, so it is never served where a wait would hold up other
    * requests (fs/loop.c's reading thread). */
   bool remote;
+  /* Network disks: when the server says the disk last changed (RBD's
+   * modify timestamp); 0 when it cannot tell (NBD, iSCSI). */
+  struct timespec mtime;
 };
 
 /* Chain of images being opened, innermost first: used to refuse cyclic

@@ -136,6 +136,16 @@ image_info (struct build *b, const char *path, const char *format,
                 "and fails to open)", b->dname, path, strerror (ii->err));
       return ii;
     }
+    /* Its times: the server's (RBD), else the time it was scanned, which
+     * moves with every rescan: never a constant that would let rsync's
+     * quick check skip a changed disk. */
+    ii->st.st_mode = S_IFREG | 0400;
+    if (img->mtime.tv_sec > 0)
+      ii->st.st_mtim = img->mtime;
+    else
+      clock_gettime (CLOCK_REALTIME, &ii->st.st_mtim);
+    ii->st.st_atim = ii->st.st_ctim = ii->st.st_mtim;
+    ii->have_st = true;
     goto opened;
   }
   if (scan_inside_mount (path)) {

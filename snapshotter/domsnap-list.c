@@ -163,8 +163,18 @@ ds_list (virConnectPtr c, const char *domain, struct ds_snap **out,
         errno = ENOMEM;
         goto out;
       }
-      /* RBD snapshots carry no maker: by stays as the other parts say
-       * (DS_BY_OTHER alone: never pruned). */
+      /* Who made it: recorded in the image's metadata (vmdiskfs and
+       * vmdisk-snapshot record it; a snapshot made otherwise has none,
+       * and is never pruned). */
+      if (s->by == DS_BY_OTHER) {
+        char *mk = vd_rbd_snap_maker (m.dk[i].net, vs->name);
+
+        if (mk && strcmp (mk, BY_CLI) == 0)
+          s->by = DS_BY_CLI;
+        else if (mk && strcmp (mk, BY_MOUNT) == 0)
+          s->by = DS_BY_MOUNT;
+        free (mk);
+      }
       if (!(s->flags & (DS_LIBVIRT | DS_LVM))
           && (s->nrbd == 0 || vs->date_sec < s->ctime))
         s->ctime = vs->date_sec;

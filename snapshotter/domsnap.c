@@ -476,7 +476,10 @@ create_rbd (struct create *cr)
 
     if (k->kind != DK_RBD)
       continue;
-    if (vd_rbd_snap_create (k->net, cr->name) < 0) {
+    if (vd_rbd_snap_create (k->net, cr->name,
+                            cr->opts->by == DS_BY_CLI ? BY_CLI
+                            : cr->opts->by == DS_BY_MOUNT ? BY_MOUNT
+                            : NULL) < 0) {
       int e = errno;
       vd_error ("domain %s: disk %s (RBD image %s): snapshot %s not made: "
                 "%s", m->name, k->target, k->x->name, cr->name,

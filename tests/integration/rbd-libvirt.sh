@@ -97,6 +97,27 @@ check "mkdir of an existing snapshot gave '$err', not EEXIST" eq "$err" EEXIST
 check "rmdir snapshots/pre failed" rmdir "$MNT/$D/snapshots/pre"
 check "after rmdir pre: rbd snap ls gives '$(snaps)'" eq "$(snaps)" "s1 "
 
+# vmdisk-snapshot and its retention: the snapshots it makes carry its
+# mark (the image's metadata), so prune deletes those and nothing else.
+: "${VMDISK_SNAPSHOT:=$_fn_top/snapshotter/vmdisk-snapshot}"
+vs () { "$VMDISK_SNAPSHOT" -c "$LV_URI" "$@"; }
+check "vmdisk-snapshot create c1 failed" vs create "$D" c1
+sleep 1
+check "vmdisk-snapshot create c2 failed" vs create "$D" c2
+row=$(vs list "$D" 2>/dev/null | awk '$2 == "c1"')
+check "vmdisk-snapshot list: c1 is '$row', not KIND rbd BY vmdisk-snapshot" \
+  grep -q "rbd.*vmdisk-snapshot" <<<"$row"
+row=$(vs list "$D" 2>/dev/null | awk '$2 == "s1"')
+check "vmdisk-snapshot list: s1 is '$row', not BY vmdiskfs" \
+  grep -q "rbd.*vmdiskfs" <<<"$row"
+check "vmdisk-snapshot prune --keep-last 1 failed" vs prune --keep-last 1 "$D"
+check "after prune --keep-last 1: rbd snap ls gives '$(snaps)', not c2 s1" \
+  eq "$(snaps)" "c2 s1 "
+check "vmdisk-snapshot delete c2 failed" vs delete "$D" c2
+check "after delete c2: rbd snap ls gives '$(snaps)'" eq "$(snaps)" "s1 "
+md=$(rbd image-meta list "$IMG" 2>/dev/null | grep -c snapshot-maker)
+check "after prune and delete: $md maker marks left, not 1 (s1's)" eq "$md" 1
+
 # Restore while shut off.
 truncate -s 48M "$W/new.raw"
 head -c 3M /dev/urandom | dd of="$W/new.raw" bs=1M seek=5 conv=notrunc status=none
