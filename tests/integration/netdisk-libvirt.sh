@@ -74,6 +74,10 @@ check "vda.img differs from the exported file" same_bytes "$V" "$RAW"
 qemu-img convert -U -O raw "$Q" "$W/b.oracle"
 check "vdb.img differs from qemu-img convert of the qcow2" same_bytes "$B" "$W/b.oracle"
 check "vdb.img: size" eq "$(stat -c %s "$B")" $((32 << 20))
+# No server time: the scan's, recent (never 0, which rsync would trust).
+mt=$(stat -c %Y "$V")
+check "vda.img: mtime $mt is not within the last hour" \
+  test "$mt" -gt $(( $(date +%s) - 3600 )) -a "$mt" -le $(( $(date +%s) + 5 ))
 
 # Holes: the data ranges cover every nonzero byte and leave out most of
 # the 64 MiB (the file plugin reports the sparse file's holes).

@@ -74,6 +74,10 @@ export_of () { rbd export "$1" "$2" >/dev/null 2>&1; }
 export_of "$IMG" "$W/now.raw"
 check "vda.img differs from rbd export" same_bytes "$V" "$W/now.raw"
 check "vda.img: size" eq "$(stat -c %s "$V")" $((48 << 20))
+# Its mtime: RBD's modify timestamp (the import, minutes ago at most).
+mt=$(stat -c %Y "$V")
+check "vda.img: mtime $mt is not within the last hour" \
+  test "$mt" -gt $(( $(date +%s) - 3600 )) -a "$mt" -le $(( $(date +%s) + 5 ))
 check "snapshots/pre/vda.img differs from rbd export @pre" \
   same_bytes "$MNT/$D/snapshots/pre/vda.img" "$W/pre.raw"
 # Holes of the snapshot (before rbd bench wrote all over the image): the
