@@ -1149,6 +1149,26 @@ snap_target (const struct vd_netsrc *src, char **desc)
 /* The image metadata key recording who made snapshot name. */
 #define MAKER_KEY "vmdiskfs.snapshot-maker."
 
+/* MAKER_KEY NAME, malloc'd (NULL: ENOMEM). */
+static char *
+maker_key (const char *name)
+{
+  char *key;
+
+  return asprintf (&key, MAKER_KEY "%s", name) < 0 ? NULL : key;
+}
+
+/* Drop the maker mark of snapshot name (none: nothing). */
+static void
+maker_forget (rbd_image_t image, const char *name)
+{
+  char *key = maker_key (name);
+
+  if (key)
+    rbd_metadata_remove (image, key);   /* none: -ENOENT */
+  free (key);
+}
+
 char *
 vd_rbd_snap_maker (const struct vd_netsrc *src, const char *name)
 {
@@ -1163,8 +1183,7 @@ vd_rbd_snap_maker (const struct vd_netsrc *src, const char *name)
     errno = e;
     return NULL;
   }
-  if (asprintf (&key, MAKER_KEY "%s", name) >= 0
-      && (val = malloc (len)) != NULL) {
+  if ((key = maker_key (name)) != NULL && (val = malloc (len)) != NULL) {
     rc = rbd_metadata_get (r->image, key, val, &len);
     if (rc == -ERANGE && len > 0 && len <= 4096) {
       char *t = realloc (val, len);
@@ -1216,23 +1235,17 @@ vd_rbd_snap_create (const struct vd_netsrc *src, const char *name,
   /* The maker first: a snapshot without its mark would never be pruned,
    * a mark without its snapshot is removed with it below. */
   if (maker) {
-    char *key = NULL;
+    char *key = maker_key (name);
 
-    rc = asprintf (&key, MAKER_KEY "%s", name) < 0 ? -ENOMEM
-      : rbd_metadata_set (r->image, key, maker);
+    rc = key ? rbd_metadata_set (r->image, key, maker) : -ENOMEM;
     free (key);
     if (rc < 0)
       vd_error ("%s: recording who makes snapshot %s: %s", desc, name,
                 strerror (-rc));
   }
   rc = rbd_snap_create (r->image, name);
-  if (rc < 0 && rc != -EEXIST && maker) {
-    char *key = NULL;
-
-    if (asprintf (&key, MAKER_KEY "%s", name) >= 0)
-      rbd_metadata_remove (r->image, key);
-    free (key);
-  }
+  if (rc < 0 && rc != -EEXIST && maker)
+    maker_forget (r->image, name);
   if (rc == -EEXIST) {
     vd_error ("%s: a snapshot called %s exists already", desc, name);
     e = EEXIST;
@@ -1273,13 +1286,8 @@ vd_rbd_snap_remove (const struct vd_netsrc *src, const char *name)
     rc = -EBUSY;
   else if (rc == 0)
     rc = rbd_snap_remove (r->image, name);
-  if (rc == 0) {
-    char *key = NULL;
-
-    if (asprintf (&key, MAKER_KEY "%s", name) >= 0)
-      rbd_metadata_remove (r->image, key);      /* none: -ENOENT */
-    free (key);
-  }
+  if (rc == 0)
+    maker_forget (r->image, name);
   if (rc == -ENOENT) {
     vd_error ("%s: no snapshot called %s", desc, name);
     e = ENOENT;
